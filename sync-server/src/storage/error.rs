@@ -1,0 +1,72 @@
+//! Storage errors.
+
+use crate::ids::{BoardId, Seq};
+
+/// Why a storage operation failed. Messages name boards and rows but never credentials.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The board does not exist.
+    #[error("board `{0}` does not exist")]
+    BoardNotFound(BoardId),
+    /// A board with this id already exists.
+    #[error("board `{0}` already exists")]
+    BoardExists(BoardId),
+    /// The compaction would not move the board forward: a snapshot already covers `upto`, or
+    /// `upto` is past the end of the log.
+    #[error(
+        "compaction of board `{board}` up to seq {upto} is stale (snapshot covers {snapshot_seq}, log ends at {last_seq})"
+    )]
+    StaleCompaction {
+        /// The board.
+        board: BoardId,
+        /// The sequence the compaction asked to cover.
+        upto: Seq,
+        /// The sequence the current snapshot covers (0 if none).
+        snapshot_seq: Seq,
+        /// The newest sequence in the log.
+        last_seq: Seq,
+    },
+    /// A stored row could not be understood (an unknown format code or version kind).
+    #[error("board `{board}`: {row} is unreadable: {reason}")]
+    CorruptRow {
+        /// The board.
+        board: BoardId,
+        /// Which row, e.g. `version 12`.
+        row: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A board id in the database breaks the id rules (written by something other than us).
+    #[error("stored board id {0:?} is not a valid board id")]
+    InvalidStoredBoardId(String),
+    /// The database URL is not one this server can use.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    /// The database directory could not be created.
+    #[error("cannot create database directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Schema migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database failed or could not be reached.
+    #[error("database error during {op}: {source}")]
+    Database {
+        /// The operation that failed, e.g. `append`.
+        op: &'static str,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+}
+
+impl StorageError {
+    /// Wraps a driver error with the operation it interrupted.
+    pub(crate) fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+        move |source| Self::Database { op, source }
+    }
+}

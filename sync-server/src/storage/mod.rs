@@ -1,0 +1,398 @@
+//! Durable storage of boards: the update log, snapshots and versions.
+//!
+//! # Layout
+//!
+//! - [`Storage`]: the trait every backend implements, with the types it speaks in.
+//! - `sqlite`, `postgres`, `memory`: the backends. Only `sqlite` and `postgres` know SQL.
+//! - [`replay`]: turns a [`StoredBoard`] into a `yrs::Doc`, naming the row that fails.
+//! - [`compaction`]: folds a board's log into a snapshot through [`Storage::begin_compaction`].
+//! - [`open`]: picks a backend from a database URL.
+//!
+//! # Model
+//!
+//! A board is a row with a per-board sequence counter. Every Yjs update the server accepts is
+//! appended to the board's log under the next sequence number. A snapshot is the merged state
+//! of the log up to some sequence; compaction writes a new snapshot and deletes the rows it
+//! covers in one transaction, so loading a board (snapshot, then the rows after it) gives the
+//! same document before and after. Versions are separate full-state copies with who, when and
+//! why; they are never compacted.
+
+pub mod compaction;
+mod error;
+pub mod memory;
+pub mod postgres;
+pub mod replay;
+pub mod sqlite;
+mod url;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub use self::error::StorageError;
+pub use self::url::{StorageOptions, open, redact};
+use crate::ids::{BoardId, Seq, VersionId};
+
+/// How a stored blob is encoded. Only Yjs update v1 exists today; the column is there so a
+/// future encoding (v2 is about half the size) can never be mixed up with it silently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobFormat {
+    /// A Yjs update, encoding v1: what `Y.encodeStateAsUpdate` and the wire protocol use.
+    YjsUpdateV1,
+}
+
+impl BlobFormat {
+    pub(crate) fn code(self) -> i16 {
+        match self {
+            Self::YjsUpdateV1 => 1,
+        }
+    }
+
+    pub(crate) fn from_code(code: i16) -> Option<Self> {
+        match code {
+            1 => Some(Self::YjsUpdateV1),
+            _ => None,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub type UnixMillis = i64;
+
+/// The time now, in [`UnixMillis`]. Backends stamp rows with this rather than the database
+/// clock, so every backend reports the same kind of time.
+pub(crate) fn now_millis() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// What the store knows about a board, without its content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BoardInfo {
+    /// The board's id.
+    pub id: BoardId,
+    /// When the board was created.
+    pub created_at: UnixMillis,
+    /// When an update was last appended (the creation time if none was).
+    pub updated_at: UnixMillis,
+    /// Sequence number of the newest update ever appended (0 if none).
+    pub last_seq: Seq,
+}
+
+/// One update to append: raw Yjs update v1 bytes for one board.
+#[derive(Clone, Copy, Debug)]
+pub struct NewUpdate<'a> {
+    /// The board the update belongs to; it must exist.
+    pub board: &'a BoardId,
+    /// The update, Yjs encoding v1, as received.
+    pub data: &'a [u8],
+}
+
+/// A row of a board's update log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredUpdate {
+    /// The row's sequence number.
+    pub seq: Seq,
+    /// The update, Yjs encoding v1.
+    pub data: Vec<u8>,
+}
+
+/// A board's snapshot: the merged state of its log up to and including `seq`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSnapshot {
+    /// The last log sequence the snapshot covers.
+    pub seq: Seq,
+    /// How `data` is encoded.
+    pub format: BlobFormat,
+    /// The merged state.
+    pub data: Vec<u8>,
+}
+
+/// Everything needed to rebuild a board: its snapshot, then the log rows after it, in order.
+/// Read in one database snapshot, so a concurrent compaction can't make the two disagree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBoard {
+    /// The board's row.
+    pub info: BoardInfo,
+    /// The latest snapshot, if the board was ever compacted.
+    pub snapshot: Option<StoredSnapshot>,
+    /// Log rows with `seq` above the snapshot's, in ascending order.
+    pub updates: Vec<StoredUpdate>,
+}
+
+/// A compaction to stage: the merged state of a board's log up to `upto`.
+#[derive(Clone, Copy, Debug)]
+pub struct NewSnapshot<'a> {
+    /// The last log sequence the snapshot covers; rows up to here are deleted.
+    pub upto: Seq,
+    /// The merged state, Yjs update v1.
+    pub data: &'a [u8],
+}
+
+/// What a committed compaction did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct CompactionStats {
+    /// The sequence the new snapshot covers.
+    pub snapshot_seq: Seq,
+    /// Log rows deleted.
+    pub rows_deleted: u64,
+    /// Size of the new snapshot in bytes.
+    pub snapshot_bytes: u64,
+}
+
+/// Whether a version was saved on purpose or by the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionKind {
+    /// Saved by a person or a client, with a label. Kept until deleted.
+    Named,
+    /// Saved by the server (periodic checkpoint, before a restore, before an assistant run).
+    /// Subject to retention.
+    Auto,
+}
+
+impl VersionKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Named => "named",
+            Self::Auto => "auto",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "named" => Some(Self::Named),
+            "auto" => Some(Self::Auto),
+            _ => None,
+        }
+    }
+}
+
+/// A version to save.
+#[derive(Clone, Copy, Debug)]
+pub struct NewVersion<'a> {
+    /// Named or automatic.
+    pub kind: VersionKind,
+    /// A label shown in the history (required in practice for named versions).
+    pub label: Option<&'a str>,
+    /// Who caused it: a user, `server`, `ai:<run id>`.
+    pub author: Option<&'a str>,
+    /// Why it was saved: `checkpoint`, `before restore`, ...
+    pub reason: Option<&'a str>,
+    /// The board's log sequence this state includes.
+    pub covers_seq: Seq,
+    /// The full board state, Yjs update v1.
+    pub data: &'a [u8],
+}
+
+/// A saved version, without its content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VersionInfo {
+    /// The version's id.
+    pub id: VersionId,
+    /// The board it belongs to.
+    pub board: BoardId,
+    /// Named or automatic.
+    pub kind: VersionKind,
+    /// Its label, if any.
+    pub label: Option<String>,
+    /// Who caused it.
+    pub author: Option<String>,
+    /// Why it was saved.
+    pub reason: Option<String>,
+    /// When it was saved.
+    pub created_at: UnixMillis,
+    /// The board's log sequence this state includes.
+    pub covers_seq: Seq,
+    /// Size of the stored state in bytes.
+    pub size: u64,
+}
+
+/// A saved version with its content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// What is known about it.
+    pub info: VersionInfo,
+    /// How `data` is encoded.
+    pub format: BlobFormat,
+    /// The full board state.
+    pub data: Vec<u8>,
+}
+
+/// Which backend a [`Storage`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+    /// Process memory; gone on exit. For tests and throwaway servers.
+    Memory,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+            Self::Memory => "memory",
+        })
+    }
+}
+
+/// A compaction whose writes are staged in an open transaction. [`commit`] makes it durable;
+/// dropping it instead rolls everything back and leaves the board exactly as it was.
+///
+/// [`commit`]: PendingCompaction::commit
+#[async_trait]
+pub trait PendingCompaction: Send + fmt::Debug {
+    /// Commits the staged snapshot and log deletion together.
+    async fn commit(self: Box<Self>) -> Result<CompactionStats, StorageError>;
+}
+
+/// Durable storage of boards. Every backend passes the same conformance suite
+/// (`sync-server/tests/storage_conformance.rs`).
+///
+/// All methods are safe to call concurrently, from one process or several sharing a database.
+#[async_trait]
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+
+    /// Creates an empty board. Fails with [`StorageError::BoardExists`] if the id is taken.
+    async fn create_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError>;
+
+    /// Returns the board, creating it empty first if it does not exist.
+    async fn ensure_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError>;
+
+    /// The board's row, or `None`.
+    async fn get_board(&self, id: &BoardId) -> Result<Option<BoardInfo>, StorageError>;
+
+    /// Up to `limit` boards in id order, starting after `after` (for paging).
+    async fn list_boards(
+        &self,
+        after: Option<&BoardId>,
+        limit: u32,
+    ) -> Result<Vec<BoardInfo>, StorageError>;
+
+    /// Deletes a board with its log, snapshot and versions. Returns whether it existed.
+    async fn delete_board(&self, id: &BoardId) -> Result<bool, StorageError>;
+
+    /// Appends updates for one or many boards in **one transaction** and returns the sequence
+    /// number given to each, in input order. Updates for one board get consecutive numbers in
+    /// input order. Either all are durable when this returns `Ok`, or none is written. Fails
+    /// with [`StorageError::BoardNotFound`] if any board is missing.
+    async fn append(&self, updates: &[NewUpdate<'_>]) -> Result<Vec<Seq>, StorageError>;
+
+    /// Reads a board's snapshot and the log rows after it, in one consistent read.
+    /// Fails with [`StorageError::BoardNotFound`].
+    async fn load(&self, id: &BoardId) -> Result<StoredBoard, StorageError>;
+
+    /// Stages a compaction in an open transaction: writes `snapshot` as the board's snapshot
+    /// and deletes the log rows it covers. Nothing is visible until
+    /// [`PendingCompaction::commit`]. Fails with [`StorageError::StaleCompaction`] if the board
+    /// already has a snapshot at or past `snapshot.upto`, or if `upto` is beyond the log.
+    async fn begin_compaction(
+        &self,
+        id: &BoardId,
+        snapshot: NewSnapshot<'_>,
+    ) -> Result<Box<dyn PendingCompaction + '_>, StorageError>;
+
+    /// Saves a version of a board.
+    async fn save_version(
+        &self,
+        id: &BoardId,
+        version: NewVersion<'_>,
+    ) -> Result<VersionInfo, StorageError>;
+
+    /// A board's versions, newest first. Fails with [`StorageError::BoardNotFound`].
+    async fn list_versions(&self, id: &BoardId) -> Result<Vec<VersionInfo>, StorageError>;
+
+    /// One version of a board with its content, or `None`.
+    async fn get_version(
+        &self,
+        id: &BoardId,
+        version: VersionId,
+    ) -> Result<Option<Version>, StorageError>;
+
+    /// Deletes one version of a board. Returns whether it existed.
+    async fn delete_version(&self, id: &BoardId, version: VersionId)
+    -> Result<bool, StorageError>;
+
+    /// Closes connections after in-flight work; later calls fail.
+    async fn close(&self);
+}
+
+/// How many updates each board has in a batch, boards in order of first appearance.
+fn count_per_board<'a>(updates: &[NewUpdate<'a>]) -> Vec<(&'a BoardId, i64)> {
+    let mut counts: Vec<(&BoardId, i64)> = Vec::new();
+    let mut index: std::collections::HashMap<&BoardId, usize> = std::collections::HashMap::new();
+    for u in updates {
+        match index.get(u.board) {
+            Some(&i) => counts[i].1 += 1,
+            None => {
+                index.insert(u.board, counts.len());
+                counts.push((u.board, 1));
+            }
+        }
+    }
+    counts
+}
+
+/// Gives each update the next sequence of its board, in input order. `next` maps each board to
+/// the sequence just before its reserved range and is advanced as numbers are handed out.
+fn assign_seqs<'a>(
+    updates: &[NewUpdate<'a>],
+    next: &mut std::collections::HashMap<&'a BoardId, Seq>,
+) -> Vec<Seq> {
+    updates
+        .iter()
+        .map(|u| {
+            let seq = next.entry(u.board).or_insert(0);
+            *seq += 1;
+            *seq
+        })
+        .collect()
+}
+
+/// Refuses a compaction that would not move the board forward.
+fn check_compaction(
+    board: &BoardId,
+    upto: Seq,
+    snapshot_seq: Seq,
+    last_seq: Seq,
+) -> Result<(), StorageError> {
+    if upto <= snapshot_seq || upto > last_seq {
+        return Err(StorageError::StaleCompaction {
+            board: board.clone(),
+            upto,
+            snapshot_seq,
+            last_seq,
+        });
+    }
+    Ok(())
+}
+
+/// The [`VersionInfo`] of a version just saved.
+fn new_version_info(
+    board: &BoardId,
+    id: VersionId,
+    created_at: UnixMillis,
+    v: &NewVersion<'_>,
+) -> VersionInfo {
+    VersionInfo {
+        id,
+        board: board.clone(),
+        kind: v.kind,
+        label: v.label.map(str::to_owned),
+        author: v.author.map(str::to_owned),
+        reason: v.reason.map(str::to_owned),
+        created_at,
+        covers_seq: v.covers_seq,
+        size: v.data.len() as u64,
+    }
+}

@@ -1,0 +1,501 @@
+//! The PostgreSQL backend, for deployments that outgrow one machine.
+//!
+//! Appends lock the boards they touch with `FOR NO KEY UPDATE` in id order (so concurrent
+//! batches never deadlock), reserve each board's range of sequence numbers in one `UPDATE`,
+//! and insert every row with one `INSERT ... SELECT FROM UNNEST(...)`: three statements per
+//! batch whatever its size. Loads read in one `REPEATABLE READ` transaction.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+
+use super::{
+    Backend, BlobFormat, BoardInfo, CompactionStats, NewSnapshot, NewUpdate, NewVersion,
+    PendingCompaction, Storage, StorageError, StorageOptions, StoredBoard, StoredSnapshot,
+    StoredUpdate, Version, VersionInfo, VersionKind, now_millis,
+};
+use crate::ids::{BoardId, Seq, VersionId};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// The PostgreSQL backend.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+type BoardRow = (String, i64, i64, i64);
+type VersionRow = (
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+);
+
+impl PostgresStore {
+    /// Connects to the database a `postgres://` URL names and runs the migrations.
+    pub async fn connect(url: &str, options: &StorageOptions) -> Result<Self, StorageError> {
+        // The parse error could quote the URL, password and all: say only that it failed.
+        let connect = PgConnectOptions::from_str(url).map_err(|_| {
+            StorageError::InvalidUrl(format!(
+                "cannot parse PostgreSQL URL {}",
+                super::redact(url)
+            ))
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(StorageError::db("connect"))?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    async fn tx(&self, op: &'static str) -> Result<Transaction<'static, Postgres>, StorageError> {
+        self.pool.begin().await.map_err(StorageError::db(op))
+    }
+}
+
+fn board_info(row: BoardRow) -> Result<BoardInfo, StorageError> {
+    let (id, created_at, updated_at, last_seq) = row;
+    let id = BoardId::parse(&id).map_err(|_| StorageError::InvalidStoredBoardId(id.clone()))?;
+    Ok(BoardInfo {
+        id,
+        created_at,
+        updated_at,
+        last_seq,
+    })
+}
+
+fn version_info(board: &BoardId, row: VersionRow) -> Result<VersionInfo, StorageError> {
+    let (id, kind, label, author, reason, created_at, covers_seq, size) = row;
+    let kind = VersionKind::parse(&kind).ok_or_else(|| StorageError::CorruptRow {
+        board: board.clone(),
+        row: format!("version {id}"),
+        reason: format!("unknown kind {kind:?}"),
+    })?;
+    Ok(VersionInfo {
+        id: VersionId(id),
+        board: board.clone(),
+        kind,
+        label,
+        author,
+        reason,
+        created_at,
+        covers_seq,
+        size: u64::try_from(size).unwrap_or(0),
+    })
+}
+
+fn blob_format(board: &BoardId, row: &str, code: i16) -> Result<BlobFormat, StorageError> {
+    BlobFormat::from_code(code).ok_or_else(|| StorageError::CorruptRow {
+        board: board.clone(),
+        row: row.to_owned(),
+        reason: format!("unknown format code {code}"),
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+}
+
+fn is_fk_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_foreign_key_violation())
+}
+
+const SELECT_BOARD: &str = "SELECT id, created_at, updated_at, last_seq FROM boards WHERE id = $1";
+
+#[async_trait]
+impl Storage for PostgresStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn create_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
+        let now = now_millis();
+        sqlx::query(
+            "INSERT INTO boards (id, created_at, updated_at, last_seq) VALUES ($1, $2, $2, 0)",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StorageError::BoardExists(id.clone())
+            } else {
+                StorageError::db("create board")(e)
+            }
+        })?;
+        Ok(BoardInfo {
+            id: id.clone(),
+            created_at: now,
+            updated_at: now,
+            last_seq: 0,
+        })
+    }
+
+    async fn ensure_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
+        let op = "ensure board";
+        let now = now_millis();
+        let mut tx = self.tx(op).await?;
+        sqlx::query(
+            "INSERT INTO boards (id, created_at, updated_at, last_seq) VALUES ($1, $2, $2, 0) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        let row: BoardRow = sqlx::query_as(SELECT_BOARD)
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))?;
+        board_info(row)
+    }
+
+    async fn get_board(&self, id: &BoardId) -> Result<Option<BoardInfo>, StorageError> {
+        let row: Option<BoardRow> = sqlx::query_as(SELECT_BOARD)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StorageError::db("get board"))?;
+        row.map(board_info).transpose()
+    }
+
+    async fn list_boards(
+        &self,
+        after: Option<&BoardId>,
+        limit: u32,
+    ) -> Result<Vec<BoardInfo>, StorageError> {
+        let rows: Vec<BoardRow> = sqlx::query_as(
+            "SELECT id, created_at, updated_at, last_seq FROM boards \
+             WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after.map_or("", BoardId::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StorageError::db("list boards"))?;
+        rows.into_iter().map(board_info).collect()
+    }
+
+    async fn delete_board(&self, id: &BoardId) -> Result<bool, StorageError> {
+        let done = sqlx::query("DELETE FROM boards WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(StorageError::db("delete board"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn append(&self, updates: &[NewUpdate<'_>]) -> Result<Vec<Seq>, StorageError> {
+        let op = "append";
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let counts = super::count_per_board(updates);
+        let mut tx = self.tx(op).await?;
+        // Lock the boards in a fixed (byte) order so two batches never wait on each other in a
+        // cycle (ids use the "C" collation: byte order). NO KEY UPDATE still lets foreign-key checks (inserts of log rows) through.
+        let ids: Vec<&str> = counts.iter().map(|(b, _)| b.as_str()).collect();
+        let locked: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT id, last_seq FROM boards WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        let current: HashMap<&str, i64> = locked.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+        let mut next: HashMap<&BoardId, Seq> = HashMap::with_capacity(counts.len());
+        let mut new_last = Vec::with_capacity(counts.len());
+        for (board, n) in &counts {
+            // Returning drops `tx`, which rolls the whole batch back.
+            let last = *current
+                .get(board.as_str())
+                .ok_or_else(|| StorageError::BoardNotFound((*board).clone()))?;
+            next.insert(board, last);
+            new_last.push(last + n);
+        }
+        sqlx::query(
+            "UPDATE boards AS b SET last_seq = v.last_seq, updated_at = $3 \
+             FROM UNNEST($1::text[], $2::int8[]) AS v (id, last_seq) WHERE b.id = v.id",
+        )
+        .bind(&ids)
+        .bind(&new_last)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        let seqs = super::assign_seqs(updates, &mut next);
+        let boards: Vec<&str> = updates.iter().map(|u| u.board.as_str()).collect();
+        let data: Vec<&[u8]> = updates.iter().map(|u| u.data).collect();
+        sqlx::query(
+            "INSERT INTO board_updates (board_id, seq, data) \
+             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::bytea[])",
+        )
+        .bind(&boards)
+        .bind(&seqs)
+        .bind(&data)
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(seqs)
+    }
+
+    async fn load(&self, id: &BoardId) -> Result<StoredBoard, StorageError> {
+        let op = "load";
+        // One snapshot for all three reads, so a compaction committing in between can't make
+        // the snapshot and the log rows disagree.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(StorageError::db(op))?;
+        let row: Option<BoardRow> = sqlx::query_as(SELECT_BOARD)
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        let info = board_info(row.ok_or_else(|| StorageError::BoardNotFound(id.clone()))?)?;
+        let snap: Option<(i64, i16, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, format, data FROM board_snapshots WHERE board_id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StorageError::db(op))?;
+        let snapshot = match snap {
+            Some((seq, format, data)) => Some(StoredSnapshot {
+                seq,
+                format: blob_format(id, &format!("snapshot at seq {seq}"), format)?,
+                data,
+            }),
+            None => None,
+        };
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, data FROM board_updates WHERE board_id = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(id.as_str())
+        .bind(snapshot.as_ref().map_or(0, |s| s.seq))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        tx.rollback().await.map_err(StorageError::db(op))?;
+        Ok(StoredBoard {
+            info,
+            snapshot,
+            updates: rows
+                .into_iter()
+                .map(|(seq, data)| StoredUpdate { seq, data })
+                .collect(),
+        })
+    }
+
+    async fn begin_compaction(
+        &self,
+        id: &BoardId,
+        snapshot: NewSnapshot<'_>,
+    ) -> Result<Box<dyn PendingCompaction + '_>, StorageError> {
+        let op = "compact";
+        let mut tx = self.tx(op).await?;
+        let last_seq: Option<i64> =
+            sqlx::query_scalar("SELECT last_seq FROM boards WHERE id = $1 FOR KEY SHARE")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StorageError::db(op))?;
+        let last_seq = last_seq.ok_or_else(|| StorageError::BoardNotFound(id.clone()))?;
+        // Lock the snapshot row (if any) so two compactions of one board run one after the other.
+        let snapshot_seq: i64 =
+            sqlx::query_scalar("SELECT seq FROM board_snapshots WHERE board_id = $1 FOR UPDATE")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StorageError::db(op))?
+                .unwrap_or(0);
+        super::check_compaction(id, snapshot.upto, snapshot_seq, last_seq)?;
+        let written = sqlx::query(
+            "INSERT INTO board_snapshots (board_id, seq, format, data, created_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (board_id) DO UPDATE SET seq = EXCLUDED.seq, format = EXCLUDED.format, \
+             data = EXCLUDED.data, created_at = EXCLUDED.created_at \
+             WHERE board_snapshots.seq < EXCLUDED.seq",
+        )
+        .bind(id.as_str())
+        .bind(snapshot.upto)
+        .bind(BlobFormat::YjsUpdateV1.code())
+        .bind(snapshot.data)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        if written.rows_affected() == 0 {
+            // A concurrent compaction created the first snapshot after our check.
+            return Err(StorageError::StaleCompaction {
+                board: id.clone(),
+                upto: snapshot.upto,
+                snapshot_seq: snapshot.upto,
+                last_seq,
+            });
+        }
+        let deleted = sqlx::query("DELETE FROM board_updates WHERE board_id = $1 AND seq <= $2")
+            .bind(id.as_str())
+            .bind(snapshot.upto)
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        Ok(Box::new(PostgresPendingCompaction {
+            tx,
+            stats: CompactionStats {
+                snapshot_seq: snapshot.upto,
+                rows_deleted: deleted.rows_affected(),
+                snapshot_bytes: snapshot.data.len() as u64,
+            },
+        }))
+    }
+
+    async fn save_version(
+        &self,
+        id: &BoardId,
+        version: NewVersion<'_>,
+    ) -> Result<VersionInfo, StorageError> {
+        let now = now_millis();
+        let vid: i64 = sqlx::query_scalar(
+            "INSERT INTO board_versions \
+             (board_id, kind, label, author, reason, created_at, covers_seq, format, size, data) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(id.as_str())
+        .bind(version.kind.as_str())
+        .bind(version.label)
+        .bind(version.author)
+        .bind(version.reason)
+        .bind(now)
+        .bind(version.covers_seq)
+        .bind(BlobFormat::YjsUpdateV1.code())
+        .bind(version.data.len() as i64)
+        .bind(version.data)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_fk_violation(&e) {
+                StorageError::BoardNotFound(id.clone())
+            } else {
+                StorageError::db("save version")(e)
+            }
+        })?;
+        Ok(super::new_version_info(id, VersionId(vid), now, &version))
+    }
+
+    async fn list_versions(&self, id: &BoardId) -> Result<Vec<VersionInfo>, StorageError> {
+        let op = "list versions";
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(StorageError::db(op))?;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM boards WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        if exists.is_none() {
+            return Err(StorageError::BoardNotFound(id.clone()));
+        }
+        let rows: Vec<VersionRow> = sqlx::query_as(
+            "SELECT id, kind, label, author, reason, created_at, covers_seq, size \
+             FROM board_versions WHERE board_id = $1 ORDER BY id DESC",
+        )
+        .bind(id.as_str())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        tx.rollback().await.map_err(StorageError::db(op))?;
+        rows.into_iter().map(|r| version_info(id, r)).collect()
+    }
+
+    async fn get_version(
+        &self,
+        id: &BoardId,
+        version: VersionId,
+    ) -> Result<Option<Version>, StorageError> {
+        type Row = (
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            i64,
+            i64,
+            i64,
+            i16,
+            Vec<u8>,
+        );
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT id, kind, label, author, reason, created_at, covers_seq, size, format, data \
+             FROM board_versions WHERE board_id = $1 AND id = $2",
+        )
+        .bind(id.as_str())
+        .bind(version.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StorageError::db("get version"))?;
+        let Some((vid, kind, label, author, reason, created_at, covers_seq, size, format, data)) =
+            row
+        else {
+            return Ok(None);
+        };
+        let info = version_info(
+            id,
+            (vid, kind, label, author, reason, created_at, covers_seq, size),
+        )?;
+        let format = blob_format(id, &format!("version {vid}"), format)?;
+        Ok(Some(Version { info, format, data }))
+    }
+
+    async fn delete_version(
+        &self,
+        id: &BoardId,
+        version: VersionId,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query("DELETE FROM board_versions WHERE board_id = $1 AND id = $2")
+            .bind(id.as_str())
+            .bind(version.0)
+            .execute(&self.pool)
+            .await
+            .map_err(StorageError::db("delete version"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A compaction staged in an open transaction; dropping it rolls back.
+#[derive(Debug)]
+struct PostgresPendingCompaction {
+    tx: Transaction<'static, Postgres>,
+    stats: CompactionStats,
+}
+
+#[async_trait]
+impl PendingCompaction for PostgresPendingCompaction {
+    async fn commit(self: Box<Self>) -> Result<CompactionStats, StorageError> {
+        self.tx.commit().await.map_err(StorageError::db("compact"))?;
+        Ok(self.stats)
+    }
+}

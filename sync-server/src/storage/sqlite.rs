@@ -1,0 +1,507 @@
+//! The embedded SQLite backend: one file, WAL mode, full sync.
+//!
+//! Writes go through a pool of exactly one connection, and every write transaction starts with
+//! `BEGIN IMMEDIATE`: writers queue in process instead of spinning on `SQLITE_BUSY`, and another
+//! process on the same file (the CLI while a server runs) waits out the busy timeout. Reads use
+//! a separate pool of read-only connections, which WAL lets run beside the writer.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
+
+use super::{
+    Backend, BlobFormat, BoardInfo, CompactionStats, NewSnapshot, NewUpdate, NewVersion,
+    PendingCompaction, Storage, StorageError, StorageOptions, StoredBoard, StoredSnapshot,
+    StoredUpdate, Version, VersionInfo, VersionKind, now_millis,
+};
+use crate::ids::{BoardId, Seq, VersionId};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// Rows per multi-row `INSERT`: 3 parameters each, far below SQLite's 32,766-parameter limit,
+/// and a handful of distinct statement shapes for the statement cache.
+const ROWS_PER_INSERT: usize = 512;
+
+/// WAL pages after which SQLite checkpoints the WAL into the main file (SQLite's default,
+/// set explicitly so the behaviour is documented here rather than assumed).
+const WAL_AUTOCHECKPOINT_PAGES: &str = "1000";
+
+/// The SQLite backend.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+type BoardRow = (String, i64, i64, i64);
+type VersionRow = (
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+);
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file named by a `sqlite://` URL, creating its
+    /// directory too, and runs the migrations.
+    pub async fn open(url: &str, options: &StorageOptions) -> Result<Self, StorageError> {
+        let base = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StorageError::InvalidUrl(format!("not a usable sqlite URL: {e}")))?;
+        let path = base.get_filename().to_path_buf();
+        if path.as_os_str().is_empty() || path == Path::new(":memory:") {
+            return Err(StorageError::InvalidUrl(
+                "an in-memory SQLite database cannot be shared by the server's pools; use `memory:` instead"
+                    .into(),
+            ));
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StorageError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let base = base
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(options.busy_timeout)
+            .foreign_keys(true)
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(base.clone())
+            .await
+            .map_err(StorageError::db("open"))?;
+        MIGRATOR.run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .connect_with(base.read_only(true))
+            .await
+            .map_err(StorageError::db("open"))?;
+        Ok(Self { writer, reader })
+    }
+
+    async fn write_tx(&self, op: &'static str) -> Result<Transaction<'static, Sqlite>, StorageError> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StorageError::db(op))
+    }
+}
+
+fn board_info(row: BoardRow) -> Result<BoardInfo, StorageError> {
+    let (id, created_at, updated_at, last_seq) = row;
+    let id = BoardId::parse(&id).map_err(|_| StorageError::InvalidStoredBoardId(id.clone()))?;
+    Ok(BoardInfo {
+        id,
+        created_at,
+        updated_at,
+        last_seq,
+    })
+}
+
+fn version_info(board: &BoardId, row: VersionRow) -> Result<VersionInfo, StorageError> {
+    let (id, kind, label, author, reason, created_at, covers_seq, size) = row;
+    let kind = VersionKind::parse(&kind).ok_or_else(|| StorageError::CorruptRow {
+        board: board.clone(),
+        row: format!("version {id}"),
+        reason: format!("unknown kind {kind:?}"),
+    })?;
+    Ok(VersionInfo {
+        id: VersionId(id),
+        board: board.clone(),
+        kind,
+        label,
+        author,
+        reason,
+        created_at,
+        covers_seq,
+        size: u64::try_from(size).unwrap_or(0),
+    })
+}
+
+fn blob_format(board: &BoardId, row: &str, code: i64) -> Result<BlobFormat, StorageError> {
+    i16::try_from(code)
+        .ok()
+        .and_then(BlobFormat::from_code)
+        .ok_or_else(|| StorageError::CorruptRow {
+            board: board.clone(),
+            row: row.to_owned(),
+            reason: format!("unknown format code {code}"),
+        })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+}
+
+fn is_fk_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_foreign_key_violation())
+}
+
+const SELECT_BOARD: &str = "SELECT id, created_at, updated_at, last_seq FROM boards WHERE id = ?";
+const SELECT_VERSION_INFO: &str = "SELECT id, kind, label, author, reason, created_at, covers_seq, size FROM board_versions";
+
+#[async_trait]
+impl Storage for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn create_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
+        let now = now_millis();
+        sqlx::query("INSERT INTO boards (id, created_at, updated_at, last_seq) VALUES (?, ?, ?, 0)")
+            .bind(id.as_str())
+            .bind(now)
+            .bind(now)
+            .execute(&self.writer)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StorageError::BoardExists(id.clone())
+                } else {
+                    StorageError::db("create board")(e)
+                }
+            })?;
+        Ok(BoardInfo {
+            id: id.clone(),
+            created_at: now,
+            updated_at: now,
+            last_seq: 0,
+        })
+    }
+
+    async fn ensure_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
+        let op = "ensure board";
+        let now = now_millis();
+        let mut tx = self.write_tx(op).await?;
+        sqlx::query(
+            "INSERT INTO boards (id, created_at, updated_at, last_seq) VALUES (?, ?, ?, 0) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        let row: BoardRow = sqlx::query_as(SELECT_BOARD)
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))?;
+        board_info(row)
+    }
+
+    async fn get_board(&self, id: &BoardId) -> Result<Option<BoardInfo>, StorageError> {
+        let row: Option<BoardRow> = sqlx::query_as(SELECT_BOARD)
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(StorageError::db("get board"))?;
+        row.map(board_info).transpose()
+    }
+
+    async fn list_boards(
+        &self,
+        after: Option<&BoardId>,
+        limit: u32,
+    ) -> Result<Vec<BoardInfo>, StorageError> {
+        let rows: Vec<BoardRow> = sqlx::query_as(
+            "SELECT id, created_at, updated_at, last_seq FROM boards WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after.map_or("", BoardId::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(StorageError::db("list boards"))?;
+        rows.into_iter().map(board_info).collect()
+    }
+
+    async fn delete_board(&self, id: &BoardId) -> Result<bool, StorageError> {
+        let op = "delete board";
+        let mut tx = self.write_tx(op).await?;
+        let done = sqlx::query("DELETE FROM boards WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn append(&self, updates: &[NewUpdate<'_>]) -> Result<Vec<Seq>, StorageError> {
+        let op = "append";
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let counts = super::count_per_board(updates);
+        let now = now_millis();
+        let mut tx = self.write_tx(op).await?;
+        // Reserve each board's range of sequence numbers: one statement per board, not per row.
+        let mut next: HashMap<&BoardId, Seq> = HashMap::with_capacity(counts.len());
+        for (board, n) in counts {
+            let last: Option<i64> = sqlx::query_scalar(
+                "UPDATE boards SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? RETURNING last_seq",
+            )
+            .bind(n)
+            .bind(now)
+            .bind(board.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+            // Returning drops `tx`, which rolls the whole batch back.
+            let last = last.ok_or_else(|| StorageError::BoardNotFound(board.clone()))?;
+            next.insert(board, last - n);
+        }
+        let seqs = super::assign_seqs(updates, &mut next);
+        for (chunk, chunk_seqs) in updates
+            .chunks(ROWS_PER_INSERT)
+            .zip(seqs.chunks(ROWS_PER_INSERT))
+        {
+            let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO board_updates (board_id, seq, data) ");
+            insert.push_values(chunk.iter().zip(chunk_seqs), |mut row, (u, seq)| {
+                row.push_bind(u.board.as_str())
+                    .push_bind(*seq)
+                    .push_bind(u.data);
+            });
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(StorageError::db(op))?;
+        }
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(seqs)
+    }
+
+    async fn load(&self, id: &BoardId) -> Result<StoredBoard, StorageError> {
+        let op = "load";
+        // One read transaction: WAL gives it one consistent snapshot of the file.
+        let mut tx = self.reader.begin().await.map_err(StorageError::db(op))?;
+        let row: Option<BoardRow> = sqlx::query_as(SELECT_BOARD)
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        let info = board_info(row.ok_or_else(|| StorageError::BoardNotFound(id.clone()))?)?;
+        let snap: Option<(i64, i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, format, data FROM board_snapshots WHERE board_id = ?")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StorageError::db(op))?;
+        let snapshot = match snap {
+            Some((seq, format, data)) => Some(StoredSnapshot {
+                seq,
+                format: blob_format(id, &format!("snapshot at seq {seq}"), format)?,
+                data,
+            }),
+            None => None,
+        };
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, data FROM board_updates WHERE board_id = ? AND seq > ? ORDER BY seq",
+        )
+        .bind(id.as_str())
+        .bind(snapshot.as_ref().map_or(0, |s| s.seq))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        tx.rollback().await.map_err(StorageError::db(op))?;
+        Ok(StoredBoard {
+            info,
+            snapshot,
+            updates: rows
+                .into_iter()
+                .map(|(seq, data)| StoredUpdate { seq, data })
+                .collect(),
+        })
+    }
+
+    async fn begin_compaction(
+        &self,
+        id: &BoardId,
+        snapshot: NewSnapshot<'_>,
+    ) -> Result<Box<dyn PendingCompaction + '_>, StorageError> {
+        let op = "compact";
+        let mut tx = self.write_tx(op).await?;
+        let last_seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM boards WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        let last_seq = last_seq.ok_or_else(|| StorageError::BoardNotFound(id.clone()))?;
+        let snapshot_seq: i64 =
+            sqlx::query_scalar("SELECT seq FROM board_snapshots WHERE board_id = ?")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StorageError::db(op))?
+                .unwrap_or(0);
+        super::check_compaction(id, snapshot.upto, snapshot_seq, last_seq)?;
+        sqlx::query(
+            "INSERT INTO board_snapshots (board_id, seq, format, data, created_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (board_id) DO UPDATE SET seq = excluded.seq, format = excluded.format, \
+             data = excluded.data, created_at = excluded.created_at",
+        )
+        .bind(id.as_str())
+        .bind(snapshot.upto)
+        .bind(i64::from(BlobFormat::YjsUpdateV1.code()))
+        .bind(snapshot.data)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        let deleted = sqlx::query("DELETE FROM board_updates WHERE board_id = ? AND seq <= ?")
+            .bind(id.as_str())
+            .bind(snapshot.upto)
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        Ok(Box::new(SqlitePendingCompaction {
+            tx,
+            stats: CompactionStats {
+                snapshot_seq: snapshot.upto,
+                rows_deleted: deleted.rows_affected(),
+                snapshot_bytes: snapshot.data.len() as u64,
+            },
+        }))
+    }
+
+    async fn save_version(
+        &self,
+        id: &BoardId,
+        version: NewVersion<'_>,
+    ) -> Result<VersionInfo, StorageError> {
+        let op = "save version";
+        let now = now_millis();
+        let mut tx = self.write_tx(op).await?;
+        let vid: i64 = sqlx::query_scalar(
+            "INSERT INTO board_versions \
+             (board_id, kind, label, author, reason, created_at, covers_seq, format, size, data) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(id.as_str())
+        .bind(version.kind.as_str())
+        .bind(version.label)
+        .bind(version.author)
+        .bind(version.reason)
+        .bind(now)
+        .bind(version.covers_seq)
+        .bind(i64::from(BlobFormat::YjsUpdateV1.code()))
+        .bind(version.data.len() as i64)
+        .bind(version.data)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_fk_violation(&e) {
+                StorageError::BoardNotFound(id.clone())
+            } else {
+                StorageError::db(op)(e)
+            }
+        })?;
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(super::new_version_info(id, VersionId(vid), now, &version))
+    }
+
+    async fn list_versions(&self, id: &BoardId) -> Result<Vec<VersionInfo>, StorageError> {
+        let op = "list versions";
+        let mut tx = self.reader.begin().await.map_err(StorageError::db(op))?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM boards WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        if exists.is_none() {
+            return Err(StorageError::BoardNotFound(id.clone()));
+        }
+        let rows: Vec<VersionRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{SELECT_VERSION_INFO} WHERE board_id = ? ORDER BY id DESC"
+            )))
+            .bind(id.as_str())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        tx.rollback().await.map_err(StorageError::db(op))?;
+        rows.into_iter().map(|r| version_info(id, r)).collect()
+    }
+
+    async fn get_version(
+        &self,
+        id: &BoardId,
+        version: VersionId,
+    ) -> Result<Option<Version>, StorageError> {
+        let row: Option<(i64, String, Option<String>, Option<String>, Option<String>, i64, i64, i64, i64, Vec<u8>)> =
+            sqlx::query_as(
+                "SELECT id, kind, label, author, reason, created_at, covers_seq, size, format, data \
+                 FROM board_versions WHERE board_id = ? AND id = ?",
+            )
+            .bind(id.as_str())
+            .bind(version.0)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(StorageError::db("get version"))?;
+        let Some((vid, kind, label, author, reason, created_at, covers_seq, size, format, data)) =
+            row
+        else {
+            return Ok(None);
+        };
+        let info = version_info(
+            id,
+            (vid, kind, label, author, reason, created_at, covers_seq, size),
+        )?;
+        let format = blob_format(id, &format!("version {vid}"), format)?;
+        Ok(Some(Version { info, format, data }))
+    }
+
+    async fn delete_version(
+        &self,
+        id: &BoardId,
+        version: VersionId,
+    ) -> Result<bool, StorageError> {
+        let op = "delete version";
+        let mut tx = self.write_tx(op).await?;
+        let done = sqlx::query("DELETE FROM board_versions WHERE board_id = ? AND id = ?")
+            .bind(id.as_str())
+            .bind(version.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+/// A compaction staged in an open `BEGIN IMMEDIATE` transaction. It holds SQLite's write lock
+/// until committed or dropped, so callers commit it promptly.
+#[derive(Debug)]
+struct SqlitePendingCompaction {
+    tx: Transaction<'static, Sqlite>,
+    stats: CompactionStats,
+}
+
+#[async_trait]
+impl PendingCompaction for SqlitePendingCompaction {
+    async fn commit(self: Box<Self>) -> Result<CompactionStats, StorageError> {
+        self.tx.commit().await.map_err(StorageError::db("compact"))?;
+        Ok(self.stats)
+    }
+}

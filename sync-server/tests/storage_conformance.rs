@@ -1,0 +1,498 @@
+//! One storage conformance suite, run against every backend: in-memory, SQLite and PostgreSQL
+//! (`TEST_DATABASE_URL`; required under `CI=true`, skipped with a message otherwise).
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use support::{Fixture, board_updates, doc_json, doc_state, doc_state_vector};
+use sync_server::ids::{BoardId, VersionId};
+use sync_server::storage::compaction::compact_board;
+use sync_server::storage::replay::{ReplayError, RowRef, replay_into};
+use sync_server::storage::{
+    NewSnapshot, NewUpdate, NewVersion, StorageError, StoredBoard, VersionKind,
+};
+use yrs::Doc;
+
+fn board(id: &str) -> BoardId {
+    BoardId::parse(id).unwrap()
+}
+
+fn replay(stored: &StoredBoard) -> Doc {
+    let doc = Doc::new();
+    replay_into(&doc, stored).unwrap();
+    doc
+}
+
+async fn append_each(fx: &Fixture, id: &BoardId, updates: &[Vec<u8>]) -> Vec<i64> {
+    let batch: Vec<NewUpdate<'_>> = updates
+        .iter()
+        .map(|data| NewUpdate { board: id, data })
+        .collect();
+    fx.store.append(&batch).await.unwrap()
+}
+
+/// What is appended comes back, byte for byte, in order, and rebuilds the same document.
+async fn round_trip(fx: Fixture) {
+    let id = board("round-trip");
+    let info = fx.store.create_board(&id).await.unwrap();
+    assert_eq!(info.last_seq, 0);
+    let (doc, updates) = board_updates(200);
+    // In batches of varied size, as group commit would send them.
+    let mut seqs = Vec::new();
+    for chunk in updates.chunks(17) {
+        seqs.extend(append_each(&fx, &id, chunk).await);
+    }
+    assert_eq!(seqs, (1..=updates.len() as i64).collect::<Vec<_>>());
+
+    let stored = fx.reopen().await.load(&id).await.unwrap();
+    assert_eq!(stored.info.last_seq, updates.len() as i64);
+    assert!(stored.snapshot.is_none());
+    let data: Vec<&Vec<u8>> = stored.updates.iter().map(|u| &u.data).collect();
+    assert_eq!(data, updates.iter().collect::<Vec<_>>());
+    let rebuilt = replay(&stored);
+    assert_eq!(doc_json(&rebuilt), doc_json(&doc));
+    assert_eq!(doc_state_vector(&rebuilt), doc_state_vector(&doc));
+    fx.finish().await;
+}
+
+/// One batch may mix boards; each board numbers its updates consecutively, in input order.
+async fn order(fx: Fixture) {
+    let (a, b) = (board("order-a"), board("order-b"));
+    fx.store.create_board(&a).await.unwrap();
+    fx.store.create_board(&b).await.unwrap();
+    let payloads: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 3]).collect();
+    let batch = [
+        NewUpdate { board: &a, data: &payloads[0] },
+        NewUpdate { board: &b, data: &payloads[1] },
+        NewUpdate { board: &a, data: &payloads[2] },
+        NewUpdate { board: &a, data: &payloads[3] },
+        NewUpdate { board: &b, data: &payloads[4] },
+    ];
+    assert_eq!(fx.store.append(&batch).await.unwrap(), vec![1, 1, 2, 3, 2]);
+    let more = [NewUpdate { board: &b, data: &payloads[5] }];
+    assert_eq!(fx.store.append(&more).await.unwrap(), vec![3]);
+    assert_eq!(fx.store.append(&[]).await.unwrap(), Vec::<i64>::new());
+
+    let rows = |s: StoredBoard| -> Vec<(i64, u8)> {
+        s.updates.iter().map(|u| (u.seq, u.data[0])).collect()
+    };
+    assert_eq!(rows(fx.store.load(&a).await.unwrap()), vec![(1, 0), (2, 2), (3, 3)]);
+    assert_eq!(rows(fx.store.load(&b).await.unwrap()), vec![(1, 1), (2, 4), (3, 5)]);
+    assert_eq!(fx.store.get_board(&b).await.unwrap().unwrap().last_seq, 3);
+    fx.finish().await;
+}
+
+/// 50 writers appending to 10 boards at once lose nothing and duplicate nothing, and each
+/// writer's updates to a board keep their order.
+async fn concurrent_appenders(fx: Fixture) {
+    const WRITERS: usize = 50;
+    const BATCHES: usize = 8;
+    let boards: Vec<BoardId> = (0..10).map(|i| board(&format!("busy-{i}"))).collect();
+    for b in &boards {
+        fx.store.create_board(b).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = fx.store.clone();
+        let boards = boards.clone();
+        tasks.push(tokio::spawn(async move {
+            for batch_no in 0..BATCHES {
+                // Each batch touches 1 to 3 boards with 1 to 4 updates.
+                let items: Vec<(BoardId, Vec<u8>)> = (0..1 + (w + batch_no) % 4)
+                    .map(|k| {
+                        let b = boards[(w + batch_no * 3 + k) % boards.len()].clone();
+                        (b, format!("w{w}-b{batch_no}-k{k}").into_bytes())
+                    })
+                    .collect();
+                let batch: Vec<NewUpdate<'_>> = items
+                    .iter()
+                    .map(|(board, data)| NewUpdate { board, data })
+                    .collect();
+                let seqs = store.append(&batch).await.unwrap();
+                assert_eq!(seqs.len(), batch.len());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let mut expected: BTreeMap<&BoardId, BTreeSet<String>> = BTreeMap::new();
+    for w in 0..WRITERS {
+        for batch_no in 0..BATCHES {
+            for k in 0..1 + (w + batch_no) % 4 {
+                let b = &boards[(w + batch_no * 3 + k) % boards.len()];
+                expected
+                    .entry(b)
+                    .or_default()
+                    .insert(format!("w{w}-b{batch_no}-k{k}"));
+            }
+        }
+    }
+    for b in &boards {
+        let stored = fx.store.load(b).await.unwrap();
+        let n = stored.updates.len() as i64;
+        let seqs: Vec<i64> = stored.updates.iter().map(|u| u.seq).collect();
+        assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "{b}: gaps or duplicates");
+        assert_eq!(stored.info.last_seq, n);
+        let got: Vec<String> = stored
+            .updates
+            .iter()
+            .map(|u| String::from_utf8(u.data.clone()).unwrap())
+            .collect();
+        let unique: BTreeSet<String> = got.iter().cloned().collect();
+        assert_eq!(unique.len(), got.len(), "{b}: an update was stored twice");
+        assert_eq!(&unique, &expected[b], "{b}: an update was lost");
+        // Per writer, batch numbers never go backwards within a board.
+        let mut last_batch: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in &got {
+            let (writer, rest) = s.split_once("-b").unwrap();
+            let batch_no: usize = rest.split_once("-k").unwrap().0.parse().unwrap();
+            let prev = last_batch.insert(writer, batch_no).unwrap_or(0);
+            assert!(prev <= batch_no, "{b}: {writer}'s updates out of order");
+        }
+    }
+    fx.finish().await;
+}
+
+/// Loading before and after compaction gives the same document, byte for byte; appends after
+/// a compaction land after the snapshot; a second compaction folds them in too.
+async fn compaction_keeps_the_board(fx: Fixture) {
+    let id = board("compact");
+    fx.store.create_board(&id).await.unwrap();
+    let (doc, updates) = board_updates(300);
+    append_each(&fx, &id, &updates[..250]).await;
+    let before = replay(&fx.store.load(&id).await.unwrap());
+
+    let stats = compact_board(fx.store.as_ref(), &id).await.unwrap().unwrap();
+    assert_eq!(stats.snapshot_seq, 250);
+    assert_eq!(stats.rows_deleted, 250);
+    let stored = fx.reopen().await.load(&id).await.unwrap();
+    assert_eq!(stored.snapshot.as_ref().unwrap().seq, 250);
+    assert!(stored.updates.is_empty());
+    let after = replay(&stored);
+    assert_eq!(doc_state(&after), doc_state(&before));
+    assert_eq!(doc_json(&after), doc_json(&before));
+
+    assert_eq!(append_each(&fx, &id, &updates[250..]).await[0], 251);
+    let stored = fx.store.load(&id).await.unwrap();
+    assert_eq!(stored.updates.first().unwrap().seq, 251);
+    let mid = replay(&stored);
+    assert_eq!(doc_json(&mid), doc_json(&doc));
+    assert_eq!(
+        compact_board(fx.store.as_ref(), &id).await.unwrap().unwrap().snapshot_seq,
+        300
+    );
+    assert!(compact_board(fx.store.as_ref(), &id).await.unwrap().is_none());
+    let last = replay(&fx.store.load(&id).await.unwrap());
+    assert_eq!(doc_state(&last), doc_state(&mid));
+    assert_eq!(doc_state_vector(&last), doc_state_vector(&doc));
+    fx.finish().await;
+}
+
+/// A compaction staged and then dropped before commit leaves the board exactly as it was, and
+/// releases whatever it held so writing and compacting work afterwards.
+async fn dropped_compaction_changes_nothing(fx: Fixture) {
+    let id = board("dropped");
+    fx.store.create_board(&id).await.unwrap();
+    let (_, updates) = board_updates(60);
+    append_each(&fx, &id, &updates[..40]).await;
+    let before = fx.store.load(&id).await.unwrap();
+
+    let pending = fx
+        .store
+        .begin_compaction(&id, NewSnapshot { upto: 40, data: b"not committed" })
+        .await
+        .unwrap();
+    if !fx.is_memory() {
+        // Another connection does not see the staged writes.
+        assert_eq!(fx.reopen().await.load(&id).await.unwrap(), before);
+    }
+    drop(pending);
+    assert_eq!(fx.store.load(&id).await.unwrap(), before);
+
+    assert_eq!(append_each(&fx, &id, &updates[40..]).await[0], 41);
+    let stats = compact_board(fx.store.as_ref(), &id).await.unwrap().unwrap();
+    assert_eq!((stats.snapshot_seq, stats.rows_deleted), (60, 60));
+    fx.finish().await;
+}
+
+/// Compactions that would not move the board forward are refused and change nothing.
+async fn stale_compaction_is_refused(fx: Fixture) {
+    let id = board("stale");
+    fx.store.create_board(&id).await.unwrap();
+    let (_, updates) = board_updates(10);
+    append_each(&fx, &id, &updates).await;
+    let beyond = fx
+        .store
+        .begin_compaction(&id, NewSnapshot { upto: 11, data: b"x" })
+        .await
+        .map(drop);
+    assert!(matches!(beyond, Err(StorageError::StaleCompaction { upto: 11, last_seq: 10, .. })));
+    compact_board(fx.store.as_ref(), &id).await.unwrap();
+    let snapshot = fx.store.load(&id).await.unwrap();
+    for upto in [5, 10] {
+        let r = fx
+            .store
+            .begin_compaction(&id, NewSnapshot { upto, data: b"x" })
+            .await
+            .map(drop);
+        assert!(matches!(r, Err(StorageError::StaleCompaction { snapshot_seq: 10, .. })));
+    }
+    assert_eq!(fx.store.load(&id).await.unwrap(), snapshot);
+    let missing = fx
+        .store
+        .begin_compaction(&board("nope"), NewSnapshot { upto: 1, data: b"x" })
+        .await
+        .map(drop);
+    assert!(matches!(missing, Err(StorageError::BoardNotFound(_))));
+    fx.finish().await;
+}
+
+/// Appends racing a compaction all survive it.
+async fn compaction_races_appends(fx: Fixture) {
+    let id = board("race");
+    fx.store.create_board(&id).await.unwrap();
+    let (doc, updates) = board_updates(400);
+    append_each(&fx, &id, &updates[..200]).await;
+    let store = fx.store.clone();
+    let rest = updates[200..].to_vec();
+    let writer = {
+        let id = id.clone();
+        tokio::spawn(async move {
+            for u in &rest {
+                store.append(&[NewUpdate { board: &id, data: u }]).await.unwrap();
+            }
+        })
+    };
+    for _ in 0..3 {
+        compact_board(fx.store.as_ref(), &id).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    writer.await.unwrap();
+    let stored = fx.store.load(&id).await.unwrap();
+    assert_eq!(stored.info.last_seq, 400);
+    assert_eq!(doc_json(&replay(&stored)), doc_json(&doc));
+    fx.finish().await;
+}
+
+/// Boards: create, refuse duplicates, ensure, list in id order with paging, delete with
+/// everything they hold; a batch naming a missing board writes nothing at all.
+async fn boards_and_delete(fx: Fixture) {
+    let ids: Vec<BoardId> = ["b-3", "b-1", "a.9", "b-2"].iter().map(|s| board(s)).collect();
+    for id in &ids {
+        fx.store.create_board(id).await.unwrap();
+    }
+    assert!(matches!(
+        fx.store.create_board(&ids[0]).await,
+        Err(StorageError::BoardExists(b)) if b == ids[0]
+    ));
+    let ensured = fx.store.ensure_board(&ids[0]).await.unwrap();
+    assert_eq!(ensured.id, ids[0]);
+    let fresh = fx.store.ensure_board(&board("c")).await.unwrap();
+    assert_eq!(fresh.last_seq, 0);
+
+    let page1 = fx.store.list_boards(None, 3).await.unwrap();
+    let names = |v: &[sync_server::storage::BoardInfo]| -> Vec<String> {
+        v.iter().map(|b| b.id.to_string()).collect()
+    };
+    assert_eq!(names(&page1), ["a.9", "b-1", "b-2"]);
+    let page2 = fx.store.list_boards(Some(&page1[2].id), 3).await.unwrap();
+    assert_eq!(names(&page2), ["b-3", "c"]);
+
+    let victim = &ids[1];
+    let (_, updates) = board_updates(20);
+    append_each(&fx, victim, &updates).await;
+    compact_board(fx.store.as_ref(), victim).await.unwrap();
+    append_each(&fx, victim, &updates[..3]).await;
+    fx.store
+        .save_version(victim, NewVersion {
+            kind: VersionKind::Auto,
+            label: None,
+            author: None,
+            reason: Some("checkpoint"),
+            covers_seq: 20,
+            data: b"state",
+        })
+        .await
+        .unwrap();
+    assert!(fx.store.delete_board(victim).await.unwrap());
+    assert!(!fx.store.delete_board(victim).await.unwrap());
+    assert_eq!(fx.store.get_board(victim).await.unwrap(), None);
+    assert!(matches!(fx.store.load(victim).await, Err(StorageError::BoardNotFound(b)) if &b == victim));
+    assert!(matches!(fx.store.list_versions(victim).await, Err(StorageError::BoardNotFound(_))));
+
+    // A batch naming the deleted board fails whole: the live board's update is not written.
+    let live = &ids[2];
+    let before = fx.store.load(live).await.unwrap();
+    let batch = [
+        NewUpdate { board: live, data: b"live" },
+        NewUpdate { board: victim, data: b"gone" },
+    ];
+    assert!(matches!(fx.store.append(&batch).await, Err(StorageError::BoardNotFound(b)) if &b == victim));
+    assert_eq!(fx.store.load(live).await.unwrap(), before);
+
+    // The id can be used again, and starts from nothing.
+    let again = fx.store.create_board(victim).await.unwrap();
+    assert_eq!(again.last_seq, 0);
+    let stored = fx.store.load(victim).await.unwrap();
+    assert!(stored.snapshot.is_none() && stored.updates.is_empty());
+    assert!(fx.store.list_versions(victim).await.unwrap().is_empty());
+    fx.finish().await;
+}
+
+/// Versions: saved with who, when and why; listed newest first; read back whole; deleted one
+/// at a time; scoped to their board.
+async fn versions(fx: Fixture) {
+    let (id, other) = (board("history"), board("elsewhere"));
+    fx.store.create_board(&id).await.unwrap();
+    fx.store.create_board(&other).await.unwrap();
+    let (doc, updates) = board_updates(30);
+    append_each(&fx, &id, &updates).await;
+    let state = doc_state(&doc);
+
+    let named = fx
+        .store
+        .save_version(&id, NewVersion {
+            kind: VersionKind::Named,
+            label: Some("Before the workshop"),
+            author: Some("ana"),
+            reason: None,
+            covers_seq: 30,
+            data: &state,
+        })
+        .await
+        .unwrap();
+    let auto = fx
+        .store
+        .save_version(&id, NewVersion {
+            kind: VersionKind::Auto,
+            label: None,
+            author: Some("server"),
+            reason: Some("before restore"),
+            covers_seq: 30,
+            data: b"\x00\x00",
+        })
+        .await
+        .unwrap();
+    assert!(auto.id > named.id);
+    assert_eq!(named.size, state.len() as u64);
+    assert!(named.created_at > 1_700_000_000_000, "created_at is Unix milliseconds");
+
+    let listed = fx.reopen().await.list_versions(&id).await.unwrap();
+    assert_eq!(listed, vec![auto.clone(), named.clone()]);
+    let got = fx.store.get_version(&id, named.id).await.unwrap().unwrap();
+    assert_eq!(got.info, named);
+    assert_eq!(got.data, state);
+    let restored = Doc::new();
+    {
+        use yrs::Transact;
+        use yrs::updates::decoder::Decode;
+        restored
+            .transact_mut()
+            .apply_update(yrs::Update::decode_v1(&got.data).unwrap())
+            .unwrap();
+    }
+    assert_eq!(doc_json(&restored), doc_json(&doc));
+
+    // Scoped to the board: another board's id finds nothing and deletes nothing.
+    assert_eq!(fx.store.get_version(&other, named.id).await.unwrap(), None);
+    assert!(!fx.store.delete_version(&other, named.id).await.unwrap());
+    assert_eq!(fx.store.get_version(&id, VersionId(i64::MAX)).await.unwrap(), None);
+
+    assert!(fx.store.delete_version(&id, named.id).await.unwrap());
+    assert!(!fx.store.delete_version(&id, named.id).await.unwrap());
+    assert_eq!(fx.store.list_versions(&id).await.unwrap(), vec![auto]);
+    assert!(matches!(
+        fx.store
+            .save_version(&board("no-such-board"), NewVersion {
+                kind: VersionKind::Named,
+                label: Some("x"),
+                author: None,
+                reason: None,
+                covers_seq: 0,
+                data: b"",
+            })
+            .await,
+        Err(StorageError::BoardNotFound(_))
+    ));
+    fx.finish().await;
+}
+
+/// A corrupt blob fails that board's load with an error naming the board and the row; other
+/// boards load normally.
+async fn corrupt_rows_are_named(fx: Fixture) {
+    let (bad, good, bad_snap) = (board("bad"), board("good"), board("bad-snapshot"));
+    for b in [&bad, &good, &bad_snap] {
+        fx.store.create_board(b).await.unwrap();
+    }
+    let (doc, updates) = board_updates(12);
+    append_each(&fx, &bad, &updates[..5]).await;
+    append_each(&fx, &bad, &[vec![0xff, 0xff, 0xff, 0x01, 0x42]]).await;
+    append_each(&fx, &bad, &updates[5..]).await;
+    append_each(&fx, &good, &updates).await;
+    append_each(&fx, &bad_snap, &updates).await;
+    fx.store
+        .begin_compaction(&bad_snap, NewSnapshot { upto: 12, data: &[0x07, 0x80] })
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+
+    let err = replay_into(&Doc::new(), &fx.store.load(&bad).await.unwrap()).unwrap_err();
+    let ReplayError::CorruptRow { board: b, row, .. } = &err;
+    assert_eq!((b, *row), (&bad, RowRef::Update { seq: 6 }));
+    let message = err.to_string();
+    assert!(message.contains("`bad`") && message.contains("seq 6"), "{message}");
+
+    let err = replay_into(&Doc::new(), &fx.store.load(&bad_snap).await.unwrap()).unwrap_err();
+    let ReplayError::CorruptRow { board: b, row, .. } = &err;
+    assert_eq!((b, *row), (&bad_snap, RowRef::Snapshot { seq: 12 }));
+    assert!(compact_board(fx.store.as_ref(), &bad).await.is_err());
+
+    let fine = replay(&fx.store.load(&good).await.unwrap());
+    assert_eq!(doc_json(&fine), doc_json(&doc));
+    fx.finish().await;
+}
+
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test(super::Fixture::memory().await).await;
+            })*
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test(super::Fixture::sqlite().await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                if let Some(fx) = super::Fixture::postgres().await {
+                    super::$test(fx).await;
+                }
+            })*
+        }
+    };
+}
+
+conformance!(
+    round_trip,
+    order,
+    concurrent_appenders,
+    compaction_keeps_the_board,
+    dropped_compaction_changes_nothing,
+    stale_compaction_is_refused,
+    compaction_races_appends,
+    boards_and_delete,
+    versions,
+    corrupt_rows_are_named,
+);
