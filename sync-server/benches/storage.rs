@@ -1,1 +1,203 @@
-fn main() {}
+//! Storage benchmark: durable append throughput and cold load, on SQLite and PostgreSQL.
+//!
+//! ```sh
+//! cargo bench -p sync-server --bench storage                  # SQLite, plus PostgreSQL if
+//! BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \ # BENCH_DATABASE_URL (or
+//!   cargo bench -p sync-server --bench storage                # TEST_DATABASE_URL) is set
+//! ```
+//!
+//! Append: one writer commits batches of 1, 16 and 256 small real Yjs updates (a note dragged
+//! across a board, ~30 bytes each) to one board, as the server's group commit would; every
+//! commit is durable (SQLite WAL with `synchronous=FULL`; PostgreSQL `synchronous_commit=on`).
+//! Cold load: a board with 100,000 logged updates is read by a freshly opened store and
+//! replayed into a `yrs::Doc`, before and after compaction.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+use sync_server::ids::BoardId;
+use sync_server::storage::compaction::compact_board;
+use sync_server::storage::replay::replay_into;
+use sync_server::storage::{NewUpdate, Storage, StorageOptions, open};
+use yrs::{Doc, Map, Transact};
+
+const BATCH_SIZES: [usize; 3] = [1, 16, 256];
+/// Each append run stops at whichever comes first.
+const RUN_TIME: Duration = Duration::from_secs(4);
+const RUN_UPDATES: usize = 400_000;
+const LOAD_UPDATES: usize = 100_000;
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let updates = drag_updates(RUN_UPDATES.max(LOAD_UPDATES));
+    let avg = updates.iter().map(Vec::len).sum::<usize>() as f64 / updates.len() as f64;
+    println!("updates: real yrs drag updates, {avg:.1} bytes on average");
+    println!();
+    println!("| backend | batch | updates | updates/s | commit p50 | commit p99 |");
+    println!("|---|---:|---:|---:|---:|---:|");
+
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite_url = format!("sqlite://{}/bench.db", dir.path().display());
+    let mut targets = vec![("sqlite", sqlite_url, None)];
+    if let Some(base) = std::env::var("BENCH_DATABASE_URL")
+        .or_else(|_| std::env::var("TEST_DATABASE_URL"))
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        let schema = format!("bench_{}", std::process::id());
+        exec(&base, &format!("CREATE SCHEMA {schema}")).await;
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        targets.push(("postgres", url, Some((base, schema))));
+    } else {
+        eprintln!("PostgreSQL skipped: set BENCH_DATABASE_URL or TEST_DATABASE_URL");
+    }
+
+    let mut load_rows = Vec::new();
+    for (name, url, _) in &targets {
+        let store = open(url, &StorageOptions::default()).await.unwrap();
+        for batch in BATCH_SIZES {
+            append_run(name, store.as_ref(), batch, &updates).await;
+        }
+        load_rows.push(cold_load(name, url, store.as_ref(), &updates[..LOAD_UPDATES]).await);
+        store.close().await;
+    }
+    println!();
+    println!(
+        "| backend | cold load, 100k log rows (read + replay) | compaction | cold load after compaction (read + replay) | snapshot |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for row in load_rows {
+        println!("{row}");
+    }
+    for (_, _, pg) in targets {
+        if let Some((base, schema)) = pg {
+            exec(&base, &format!("DROP SCHEMA {schema} CASCADE")).await;
+        }
+    }
+}
+
+async fn append_run(name: &str, store: &dyn Storage, batch: usize, updates: &[Vec<u8>]) {
+    let id = BoardId::parse(&format!("append-{batch}")).unwrap();
+    store.create_board(&id).await.unwrap();
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    let mut sent = 0;
+    for chunk in updates.chunks(batch) {
+        if started.elapsed() > RUN_TIME {
+            break;
+        }
+        let items: Vec<NewUpdate<'_>> = chunk
+            .iter()
+            .map(|data| NewUpdate { board: &id, data })
+            .collect();
+        let t = Instant::now();
+        store.append(&items).await.unwrap();
+        latencies.push(t.elapsed());
+        sent += chunk.len();
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    println!(
+        "| {name} | {batch} | {sent} | {:.0} | {} | {} |",
+        sent as f64 / elapsed.as_secs_f64(),
+        ms(pct(0.50)),
+        ms(pct(0.99)),
+    );
+}
+
+async fn cold_load(name: &str, url: &str, store: &dyn Storage, updates: &[Vec<u8>]) -> String {
+    let id = BoardId::parse("cold-load").unwrap();
+    store.create_board(&id).await.unwrap();
+    for chunk in updates.chunks(1024) {
+        let items: Vec<NewUpdate<'_>> = chunk
+            .iter()
+            .map(|data| NewUpdate { board: &id, data })
+            .collect();
+        store.append(&items).await.unwrap();
+    }
+    let (read, replay) = load_once(url, &id).await;
+    let t = Instant::now();
+    let stats = compact_board(store, &id).await.unwrap().unwrap();
+    let compaction = t.elapsed();
+    let (read_after, replay_after) = load_once(url, &id).await;
+    format!(
+        "| {name} | {} ({} + {}) | {} | {} ({} + {}) | {} bytes |",
+        ms(read + replay),
+        ms(read),
+        ms(replay),
+        ms(compaction),
+        ms(read_after + replay_after),
+        ms(read_after),
+        ms(replay_after),
+        stats.snapshot_bytes,
+    )
+}
+
+/// Opens a new store (cold pool, nothing cached in process) and times reading and replaying.
+async fn load_once(url: &str, id: &BoardId) -> (Duration, Duration) {
+    let store = open(url, &StorageOptions::default()).await.unwrap();
+    let t = Instant::now();
+    let stored = store.load(id).await.unwrap();
+    let read = t.elapsed();
+    let t = Instant::now();
+    replay_into(&Doc::new(), &stored).unwrap();
+    let replay = t.elapsed();
+    store.close().await;
+    (read, replay)
+}
+
+/// A note dragged around a board: each update sets its `pos`, as a client does on drop or up
+/// to ~10 times a second while dragging.
+fn drag_updates(n: usize) -> Vec<Vec<u8>> {
+    let doc = Doc::new();
+    let out = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let sink = out.clone();
+    doc.observe_update_v1("bench", move |_, e| {
+        sink.lock().unwrap().push(e.update.clone())
+    })
+    .unwrap();
+    let objects = doc.get_or_insert_map("objects");
+    {
+        let mut txn = doc.transact_mut();
+        let note = objects.insert(&mut txn, "note-1", yrs::MapPrelim::default());
+        note.insert(&mut txn, "kind", "sticky");
+    }
+    let Some(yrs::Out::YMap(note)) = objects.get(&doc.transact(), "note-1") else {
+        unreachable!("just inserted")
+    };
+    for i in 1..n {
+        let mut txn = doc.transact_mut();
+        note.insert(
+            &mut txn,
+            "pos",
+            vec![(i % 1000) as f64, (i / 1000) as f64 + 0.5],
+        );
+    }
+    doc.unobserve_update_v1("bench").unwrap();
+    Arc::try_unwrap(out).unwrap().into_inner().unwrap()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn exec(url: &str, sql: &str) {
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
