@@ -32,7 +32,9 @@ pub enum InvalidBoardId {
         len: usize,
     },
     /// The id holds a character outside `[A-Za-z0-9._-]`.
-    #[error("board id may contain only A-Z, a-z, 0-9, '.', '_' and '-' (found {found:?} at byte {at})")]
+    #[error(
+        "board id may contain only A-Z, a-z, 0-9, '.', '_' and '-' (found {found:?} at byte {at})"
+    )]
     BadCharacter {
         /// The first offending character.
         found: char,
@@ -109,7 +111,10 @@ mod tests {
     #[test]
     fn accepts_the_documented_alphabet() {
         for ok in ["a", "Board-1", "team.retro_2026", &"x".repeat(128)] {
-            assert_eq!(BoardId::parse(ok).map(|b| b.to_string()), Ok(ok.to_string()));
+            assert_eq!(
+                BoardId::parse(ok).map(|b| b.to_string()),
+                Ok(ok.to_string())
+            );
         }
     }
 

@@ -1,11 +1,27 @@
-//! The board sync server: durable storage of Yjs boards today; the WebSocket sync server,
-//! version history and assistant build on it.
+//! The board sync server: Yjs sync over WebSocket, durable storage in SQL, board actors.
 //!
 //! # Layout
 //!
-//! - [`ids`]: board ids (validated), version ids, log sequence numbers.
+//! - [`config`]: command line and environment.
+//! - [`server`]: start-up, shared state, graceful shutdown.
+//! - `http`: the HTTP API routes and their JSON errors.
+//! - `ws`: WebSocket connections (reader, writer, close codes).
+//! - [`protocol`]: the y-websocket wire format; pure functions.
+//! - [`board`]: board actors (one per loaded board) and their registry.
+//! - `commit`: group commit of updates across boards.
 //! - [`storage`]: the [`storage::Storage`] trait and its SQLite, PostgreSQL and in-memory
 //!   backends, replay of stored rows into a `yrs::Doc`, and compaction.
+//! - [`ids`]: board ids (validated), version ids, log sequence numbers.
+//! - [`telemetry`], [`shutdown`]: logging and signals.
 
+pub mod board;
+mod commit;
+pub mod config;
+mod http;
 pub mod ids;
+pub mod protocol;
+pub mod server;
+pub mod shutdown;
 pub mod storage;
+pub mod telemetry;
+mod ws;

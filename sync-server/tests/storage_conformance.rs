@@ -65,22 +65,46 @@ async fn order(fx: Fixture) {
     fx.store.create_board(&b).await.unwrap();
     let payloads: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 3]).collect();
     let batch = [
-        NewUpdate { board: &a, data: &payloads[0] },
-        NewUpdate { board: &b, data: &payloads[1] },
-        NewUpdate { board: &a, data: &payloads[2] },
-        NewUpdate { board: &a, data: &payloads[3] },
-        NewUpdate { board: &b, data: &payloads[4] },
+        NewUpdate {
+            board: &a,
+            data: &payloads[0],
+        },
+        NewUpdate {
+            board: &b,
+            data: &payloads[1],
+        },
+        NewUpdate {
+            board: &a,
+            data: &payloads[2],
+        },
+        NewUpdate {
+            board: &a,
+            data: &payloads[3],
+        },
+        NewUpdate {
+            board: &b,
+            data: &payloads[4],
+        },
     ];
     assert_eq!(fx.store.append(&batch).await.unwrap(), vec![1, 1, 2, 3, 2]);
-    let more = [NewUpdate { board: &b, data: &payloads[5] }];
+    let more = [NewUpdate {
+        board: &b,
+        data: &payloads[5],
+    }];
     assert_eq!(fx.store.append(&more).await.unwrap(), vec![3]);
     assert_eq!(fx.store.append(&[]).await.unwrap(), Vec::<i64>::new());
 
     let rows = |s: StoredBoard| -> Vec<(i64, u8)> {
         s.updates.iter().map(|u| (u.seq, u.data[0])).collect()
     };
-    assert_eq!(rows(fx.store.load(&a).await.unwrap()), vec![(1, 0), (2, 2), (3, 3)]);
-    assert_eq!(rows(fx.store.load(&b).await.unwrap()), vec![(1, 1), (2, 4), (3, 5)]);
+    assert_eq!(
+        rows(fx.store.load(&a).await.unwrap()),
+        vec![(1, 0), (2, 2), (3, 3)]
+    );
+    assert_eq!(
+        rows(fx.store.load(&b).await.unwrap()),
+        vec![(1, 1), (2, 4), (3, 5)]
+    );
     assert_eq!(fx.store.get_board(&b).await.unwrap().unwrap().last_seq, 3);
     fx.finish().await;
 }
@@ -167,7 +191,10 @@ async fn compaction_keeps_the_board(fx: Fixture) {
     append_each(&fx, &id, &updates[..250]).await;
     let before = replay(&fx.store.load(&id).await.unwrap());
 
-    let stats = compact_board(fx.store.as_ref(), &id).await.unwrap().unwrap();
+    let stats = compact_board(fx.store.as_ref(), &id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stats.snapshot_seq, 250);
     assert_eq!(stats.rows_deleted, 250);
     let stored = fx.reopen().await.load(&id).await.unwrap();
@@ -183,10 +210,19 @@ async fn compaction_keeps_the_board(fx: Fixture) {
     let mid = replay(&stored);
     assert_eq!(doc_json(&mid), doc_json(&doc));
     assert_eq!(
-        compact_board(fx.store.as_ref(), &id).await.unwrap().unwrap().snapshot_seq,
+        compact_board(fx.store.as_ref(), &id)
+            .await
+            .unwrap()
+            .unwrap()
+            .snapshot_seq,
         300
     );
-    assert!(compact_board(fx.store.as_ref(), &id).await.unwrap().is_none());
+    assert!(
+        compact_board(fx.store.as_ref(), &id)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let last = replay(&fx.store.load(&id).await.unwrap());
     assert_eq!(doc_state(&last), doc_state(&mid));
     assert_eq!(doc_state_vector(&last), doc_state_vector(&doc));
@@ -204,7 +240,13 @@ async fn dropped_compaction_changes_nothing(fx: Fixture) {
 
     let pending = fx
         .store
-        .begin_compaction(&id, NewSnapshot { upto: 40, data: b"not committed" })
+        .begin_compaction(
+            &id,
+            NewSnapshot {
+                upto: 40,
+                data: b"not committed",
+            },
+        )
         .await
         .unwrap();
     if !fx.is_memory() {
@@ -215,7 +257,10 @@ async fn dropped_compaction_changes_nothing(fx: Fixture) {
     assert_eq!(fx.store.load(&id).await.unwrap(), before);
 
     assert_eq!(append_each(&fx, &id, &updates[40..]).await[0], 41);
-    let stats = compact_board(fx.store.as_ref(), &id).await.unwrap().unwrap();
+    let stats = compact_board(fx.store.as_ref(), &id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((stats.snapshot_seq, stats.rows_deleted), (60, 60));
     fx.finish().await;
 }
@@ -228,10 +273,23 @@ async fn stale_compaction_is_refused(fx: Fixture) {
     append_each(&fx, &id, &updates).await;
     let beyond = fx
         .store
-        .begin_compaction(&id, NewSnapshot { upto: 11, data: b"x" })
+        .begin_compaction(
+            &id,
+            NewSnapshot {
+                upto: 11,
+                data: b"x",
+            },
+        )
         .await
         .map(drop);
-    assert!(matches!(beyond, Err(StorageError::StaleCompaction { upto: 11, last_seq: 10, .. })));
+    assert!(matches!(
+        beyond,
+        Err(StorageError::StaleCompaction {
+            upto: 11,
+            last_seq: 10,
+            ..
+        })
+    ));
     compact_board(fx.store.as_ref(), &id).await.unwrap();
     let snapshot = fx.store.load(&id).await.unwrap();
     for upto in [5, 10] {
@@ -240,12 +298,24 @@ async fn stale_compaction_is_refused(fx: Fixture) {
             .begin_compaction(&id, NewSnapshot { upto, data: b"x" })
             .await
             .map(drop);
-        assert!(matches!(r, Err(StorageError::StaleCompaction { snapshot_seq: 10, .. })));
+        assert!(matches!(
+            r,
+            Err(StorageError::StaleCompaction {
+                snapshot_seq: 10,
+                ..
+            })
+        ));
     }
     assert_eq!(fx.store.load(&id).await.unwrap(), snapshot);
     let missing = fx
         .store
-        .begin_compaction(&board("nope"), NewSnapshot { upto: 1, data: b"x" })
+        .begin_compaction(
+            &board("nope"),
+            NewSnapshot {
+                upto: 1,
+                data: b"x",
+            },
+        )
         .await
         .map(drop);
     assert!(matches!(missing, Err(StorageError::BoardNotFound(_))));
@@ -264,7 +334,13 @@ async fn compaction_races_appends(fx: Fixture) {
         let id = id.clone();
         tokio::spawn(async move {
             for u in &rest {
-                store.append(&[NewUpdate { board: &id, data: u }]).await.unwrap();
+                store
+                    .append(&[NewUpdate {
+                        board: &id,
+                        data: u,
+                    }])
+                    .await
+                    .unwrap();
             }
         })
     };
@@ -282,7 +358,10 @@ async fn compaction_races_appends(fx: Fixture) {
 /// Boards: create, refuse duplicates, ensure, list in id order with paging, delete with
 /// everything they hold; a batch naming a missing board writes nothing at all.
 async fn boards_and_delete(fx: Fixture) {
-    let ids: Vec<BoardId> = ["b-3", "b-1", "a.9", "b-2"].iter().map(|s| board(s)).collect();
+    let ids: Vec<BoardId> = ["b-3", "b-1", "a.9", "b-2"]
+        .iter()
+        .map(|s| board(s))
+        .collect();
     for id in &ids {
         fx.store.create_board(id).await.unwrap();
     }
@@ -309,30 +388,46 @@ async fn boards_and_delete(fx: Fixture) {
     compact_board(fx.store.as_ref(), victim).await.unwrap();
     append_each(&fx, victim, &updates[..3]).await;
     fx.store
-        .save_version(victim, NewVersion {
-            kind: VersionKind::Auto,
-            label: None,
-            author: None,
-            reason: Some("checkpoint"),
-            covers_seq: 20,
-            data: b"state",
-        })
+        .save_version(
+            victim,
+            NewVersion {
+                kind: VersionKind::Auto,
+                label: None,
+                author: None,
+                reason: Some("checkpoint"),
+                covers_seq: 20,
+                data: b"state",
+            },
+        )
         .await
         .unwrap();
     assert!(fx.store.delete_board(victim).await.unwrap());
     assert!(!fx.store.delete_board(victim).await.unwrap());
     assert_eq!(fx.store.get_board(victim).await.unwrap(), None);
-    assert!(matches!(fx.store.load(victim).await, Err(StorageError::BoardNotFound(b)) if &b == victim));
-    assert!(matches!(fx.store.list_versions(victim).await, Err(StorageError::BoardNotFound(_))));
+    assert!(
+        matches!(fx.store.load(victim).await, Err(StorageError::BoardNotFound(b)) if &b == victim)
+    );
+    assert!(matches!(
+        fx.store.list_versions(victim).await,
+        Err(StorageError::BoardNotFound(_))
+    ));
 
     // A batch naming the deleted board fails whole: the live board's update is not written.
     let live = &ids[2];
     let before = fx.store.load(live).await.unwrap();
     let batch = [
-        NewUpdate { board: live, data: b"live" },
-        NewUpdate { board: victim, data: b"gone" },
+        NewUpdate {
+            board: live,
+            data: b"live",
+        },
+        NewUpdate {
+            board: victim,
+            data: b"gone",
+        },
     ];
-    assert!(matches!(fx.store.append(&batch).await, Err(StorageError::BoardNotFound(b)) if &b == victim));
+    assert!(
+        matches!(fx.store.append(&batch).await, Err(StorageError::BoardNotFound(b)) if &b == victim)
+    );
     assert_eq!(fx.store.load(live).await.unwrap(), before);
 
     // The id can be used again, and starts from nothing.
@@ -356,31 +451,40 @@ async fn versions(fx: Fixture) {
 
     let named = fx
         .store
-        .save_version(&id, NewVersion {
-            kind: VersionKind::Named,
-            label: Some("Before the workshop"),
-            author: Some("ana"),
-            reason: None,
-            covers_seq: 30,
-            data: &state,
-        })
+        .save_version(
+            &id,
+            NewVersion {
+                kind: VersionKind::Named,
+                label: Some("Before the workshop"),
+                author: Some("ana"),
+                reason: None,
+                covers_seq: 30,
+                data: &state,
+            },
+        )
         .await
         .unwrap();
     let auto = fx
         .store
-        .save_version(&id, NewVersion {
-            kind: VersionKind::Auto,
-            label: None,
-            author: Some("server"),
-            reason: Some("before restore"),
-            covers_seq: 30,
-            data: b"\x00\x00",
-        })
+        .save_version(
+            &id,
+            NewVersion {
+                kind: VersionKind::Auto,
+                label: None,
+                author: Some("server"),
+                reason: Some("before restore"),
+                covers_seq: 30,
+                data: b"\x00\x00",
+            },
+        )
         .await
         .unwrap();
     assert!(auto.id > named.id);
     assert_eq!(named.size, state.len() as u64);
-    assert!(named.created_at > 1_700_000_000_000, "created_at is Unix milliseconds");
+    assert!(
+        named.created_at > 1_700_000_000_000,
+        "created_at is Unix milliseconds"
+    );
 
     let listed = fx.reopen().await.list_versions(&id).await.unwrap();
     assert_eq!(listed, vec![auto.clone(), named.clone()]);
@@ -401,21 +505,30 @@ async fn versions(fx: Fixture) {
     // Scoped to the board: another board's id finds nothing and deletes nothing.
     assert_eq!(fx.store.get_version(&other, named.id).await.unwrap(), None);
     assert!(!fx.store.delete_version(&other, named.id).await.unwrap());
-    assert_eq!(fx.store.get_version(&id, VersionId(i64::MAX)).await.unwrap(), None);
+    assert_eq!(
+        fx.store
+            .get_version(&id, VersionId(i64::MAX))
+            .await
+            .unwrap(),
+        None
+    );
 
     assert!(fx.store.delete_version(&id, named.id).await.unwrap());
     assert!(!fx.store.delete_version(&id, named.id).await.unwrap());
     assert_eq!(fx.store.list_versions(&id).await.unwrap(), vec![auto]);
     assert!(matches!(
         fx.store
-            .save_version(&board("no-such-board"), NewVersion {
-                kind: VersionKind::Named,
-                label: Some("x"),
-                author: None,
-                reason: None,
-                covers_seq: 0,
-                data: b"",
-            })
+            .save_version(
+                &board("no-such-board"),
+                NewVersion {
+                    kind: VersionKind::Named,
+                    label: Some("x"),
+                    author: None,
+                    reason: None,
+                    covers_seq: 0,
+                    data: b"",
+                }
+            )
             .await,
         Err(StorageError::BoardNotFound(_))
     ));
@@ -436,7 +549,13 @@ async fn corrupt_rows_are_named(fx: Fixture) {
     append_each(&fx, &good, &updates).await;
     append_each(&fx, &bad_snap, &updates).await;
     fx.store
-        .begin_compaction(&bad_snap, NewSnapshot { upto: 12, data: &[0x07, 0x80] })
+        .begin_compaction(
+            &bad_snap,
+            NewSnapshot {
+                upto: 12,
+                data: &[0x07, 0x80],
+            },
+        )
         .await
         .unwrap()
         .commit()
@@ -447,7 +566,10 @@ async fn corrupt_rows_are_named(fx: Fixture) {
     let ReplayError::CorruptRow { board: b, row, .. } = &err;
     assert_eq!((b, *row), (&bad, RowRef::Update { seq: 6 }));
     let message = err.to_string();
-    assert!(message.contains("`bad`") && message.contains("seq 6"), "{message}");
+    assert!(
+        message.contains("`bad`") && message.contains("seq 6"),
+        "{message}"
+    );
 
     let err = replay_into(&Doc::new(), &fx.store.load(&bad_snap).await.unwrap()).unwrap_err();
     let ReplayError::CorruptRow { board: b, row, .. } = &err;

@@ -79,13 +79,19 @@ impl Storage for MemoryStore {
         if state.boards.contains_key(id) {
             return Err(StorageError::BoardExists(id.clone()));
         }
-        let board = state.boards.entry(id.clone()).or_insert_with(|| new_board(id));
+        let board = state
+            .boards
+            .entry(id.clone())
+            .or_insert_with(|| new_board(id));
         Ok(board.info.clone())
     }
 
     async fn ensure_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
         let mut state = self.lock();
-        let board = state.boards.entry(id.clone()).or_insert_with(|| new_board(id));
+        let board = state
+            .boards
+            .entry(id.clone())
+            .or_insert_with(|| new_board(id));
         Ok(board.info.clone())
     }
 
@@ -214,11 +220,7 @@ impl Storage for MemoryStore {
             .and_then(|b| b.versions.get(&version).cloned()))
     }
 
-    async fn delete_version(
-        &self,
-        id: &BoardId,
-        version: VersionId,
-    ) -> Result<bool, StorageError> {
+    async fn delete_version(&self, id: &BoardId, version: VersionId) -> Result<bool, StorageError> {
         let mut state = self.lock();
         Ok(state
             .boards

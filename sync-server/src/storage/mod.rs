@@ -320,8 +320,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
     ) -> Result<Option<Version>, StorageError>;
 
     /// Deletes one version of a board. Returns whether it existed.
-    async fn delete_version(&self, id: &BoardId, version: VersionId)
-    -> Result<bool, StorageError>;
+    async fn delete_version(&self, id: &BoardId, version: VersionId) -> Result<bool, StorageError>;
 
     /// Closes connections after in-flight work; later calls fail.
     async fn close(&self);

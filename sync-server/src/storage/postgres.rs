@@ -104,7 +104,8 @@ fn blob_format(board: &BoardId, row: &str, code: i16) -> Result<BlobFormat, Stor
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
 }
 
 fn is_fk_violation(e: &sqlx::Error) -> bool {
@@ -460,17 +461,15 @@ impl Storage for PostgresStore {
         };
         let info = version_info(
             id,
-            (vid, kind, label, author, reason, created_at, covers_seq, size),
+            (
+                vid, kind, label, author, reason, created_at, covers_seq, size,
+            ),
         )?;
         let format = blob_format(id, &format!("version {vid}"), format)?;
         Ok(Some(Version { info, format, data }))
     }
 
-    async fn delete_version(
-        &self,
-        id: &BoardId,
-        version: VersionId,
-    ) -> Result<bool, StorageError> {
+    async fn delete_version(&self, id: &BoardId, version: VersionId) -> Result<bool, StorageError> {
         let done = sqlx::query("DELETE FROM board_versions WHERE board_id = $1 AND id = $2")
             .bind(id.as_str())
             .bind(version.0)
@@ -495,7 +494,10 @@ struct PostgresPendingCompaction {
 #[async_trait]
 impl PendingCompaction for PostgresPendingCompaction {
     async fn commit(self: Box<Self>) -> Result<CompactionStats, StorageError> {
-        self.tx.commit().await.map_err(StorageError::db("compact"))?;
+        self.tx
+            .commit()
+            .await
+            .map_err(StorageError::db("compact"))?;
         Ok(self.stats)
     }
 }

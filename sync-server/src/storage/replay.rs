@@ -107,7 +107,9 @@ pub fn replay_into(doc: &Doc, stored: &StoredBoard) -> Result<ReplayStats, Repla
             stored
                 .updates
                 .last()
-                .map_or(RowRef::Snapshot { seq: 0 }, |u| RowRef::Update { seq: u.seq }),
+                .map_or(RowRef::Snapshot { seq: 0 }, |u| RowRef::Update {
+                    seq: u.seq,
+                }),
             "yrs panicked while applying the board's rows".to_owned(),
         )),
     };

@@ -91,7 +91,10 @@ impl SqliteStore {
         Ok(Self { writer, reader })
     }
 
-    async fn write_tx(&self, op: &'static str) -> Result<Transaction<'static, Sqlite>, StorageError> {
+    async fn write_tx(
+        &self,
+        op: &'static str,
+    ) -> Result<Transaction<'static, Sqlite>, StorageError> {
         self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
@@ -142,7 +145,8 @@ fn blob_format(board: &BoardId, row: &str, code: i64) -> Result<BlobFormat, Stor
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
 }
 
 fn is_fk_violation(e: &sqlx::Error) -> bool {
@@ -151,7 +155,8 @@ fn is_fk_violation(e: &sqlx::Error) -> bool {
 }
 
 const SELECT_BOARD: &str = "SELECT id, created_at, updated_at, last_seq FROM boards WHERE id = ?";
-const SELECT_VERSION_INFO: &str = "SELECT id, kind, label, author, reason, created_at, covers_seq, size FROM board_versions";
+const SELECT_VERSION_INFO: &str =
+    "SELECT id, kind, label, author, reason, created_at, covers_seq, size FROM board_versions";
 
 #[async_trait]
 impl Storage for SqliteStore {
@@ -161,19 +166,21 @@ impl Storage for SqliteStore {
 
     async fn create_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
         let now = now_millis();
-        sqlx::query("INSERT INTO boards (id, created_at, updated_at, last_seq) VALUES (?, ?, ?, 0)")
-            .bind(id.as_str())
-            .bind(now)
-            .bind(now)
-            .execute(&self.writer)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StorageError::BoardExists(id.clone())
-                } else {
-                    StorageError::db("create board")(e)
-                }
-            })?;
+        sqlx::query(
+            "INSERT INTO boards (id, created_at, updated_at, last_seq) VALUES (?, ?, ?, 0)",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .bind(now)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StorageError::BoardExists(id.clone())
+            } else {
+                StorageError::db("create board")(e)
+            }
+        })?;
         Ok(BoardInfo {
             id: id.clone(),
             created_at: now,
@@ -271,7 +278,8 @@ impl Storage for SqliteStore {
             .chunks(ROWS_PER_INSERT)
             .zip(seqs.chunks(ROWS_PER_INSERT))
         {
-            let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO board_updates (board_id, seq, data) ");
+            let mut insert =
+                QueryBuilder::<Sqlite>::new("INSERT INTO board_updates (board_id, seq, data) ");
             insert.push_values(chunk.iter().zip(chunk_seqs), |mut row, (u, seq)| {
                 row.push_bind(u.board.as_str())
                     .push_bind(*seq)
@@ -427,14 +435,13 @@ impl Storage for SqliteStore {
         if exists.is_none() {
             return Err(StorageError::BoardNotFound(id.clone()));
         }
-        let rows: Vec<VersionRow> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "{SELECT_VERSION_INFO} WHERE board_id = ? ORDER BY id DESC"
-            )))
-            .bind(id.as_str())
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(StorageError::db(op))?;
+        let rows: Vec<VersionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{SELECT_VERSION_INFO} WHERE board_id = ? ORDER BY id DESC"
+        )))
+        .bind(id.as_str())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
         tx.rollback().await.map_err(StorageError::db(op))?;
         rows.into_iter().map(|r| version_info(id, r)).collect()
     }
@@ -444,16 +451,26 @@ impl Storage for SqliteStore {
         id: &BoardId,
         version: VersionId,
     ) -> Result<Option<Version>, StorageError> {
-        let row: Option<(i64, String, Option<String>, Option<String>, Option<String>, i64, i64, i64, i64, Vec<u8>)> =
-            sqlx::query_as(
-                "SELECT id, kind, label, author, reason, created_at, covers_seq, size, format, data \
+        let row: Option<(
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            i64,
+            i64,
+            i64,
+            i64,
+            Vec<u8>,
+        )> = sqlx::query_as(
+            "SELECT id, kind, label, author, reason, created_at, covers_seq, size, format, data \
                  FROM board_versions WHERE board_id = ? AND id = ?",
-            )
-            .bind(id.as_str())
-            .bind(version.0)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(StorageError::db("get version"))?;
+        )
+        .bind(id.as_str())
+        .bind(version.0)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(StorageError::db("get version"))?;
         let Some((vid, kind, label, author, reason, created_at, covers_seq, size, format, data)) =
             row
         else {
@@ -461,17 +478,15 @@ impl Storage for SqliteStore {
         };
         let info = version_info(
             id,
-            (vid, kind, label, author, reason, created_at, covers_seq, size),
+            (
+                vid, kind, label, author, reason, created_at, covers_seq, size,
+            ),
         )?;
         let format = blob_format(id, &format!("version {vid}"), format)?;
         Ok(Some(Version { info, format, data }))
     }
 
-    async fn delete_version(
-        &self,
-        id: &BoardId,
-        version: VersionId,
-    ) -> Result<bool, StorageError> {
+    async fn delete_version(&self, id: &BoardId, version: VersionId) -> Result<bool, StorageError> {
         let op = "delete version";
         let mut tx = self.write_tx(op).await?;
         let done = sqlx::query("DELETE FROM board_versions WHERE board_id = ? AND id = ?")
@@ -501,7 +516,10 @@ struct SqlitePendingCompaction {
 #[async_trait]
 impl PendingCompaction for SqlitePendingCompaction {
     async fn commit(self: Box<Self>) -> Result<CompactionStats, StorageError> {
-        self.tx.commit().await.map_err(StorageError::db("compact"))?;
+        self.tx
+            .commit()
+            .await
+            .map_err(StorageError::db("compact"))?;
         Ok(self.stats)
     }
 }

@@ -76,7 +76,10 @@ mod tests {
             redact("postgres://postgres@127.0.0.1/test"),
             "postgres://postgres@127.0.0.1/test"
         );
-        assert_eq!(redact("sqlite://./data/boards.db"), "sqlite://./data/boards.db");
+        assert_eq!(
+            redact("sqlite://./data/boards.db"),
+            "sqlite://./data/boards.db"
+        );
         assert_eq!(redact("memory:"), "memory:");
     }
 }

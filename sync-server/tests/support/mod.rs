@@ -120,8 +120,10 @@ pub(crate) fn board_updates(edits: usize) -> (Doc, Vec<Vec<u8>>) {
     });
     let log = Arc::new(Mutex::new(Vec::new()));
     let sink = log.clone();
-    doc.observe_update_v1("record", move |_, e| sink.lock().unwrap().push(e.update.clone()))
-        .unwrap();
+    doc.observe_update_v1("record", move |_, e| {
+        sink.lock().unwrap().push(e.update.clone())
+    })
+    .unwrap();
     let objects = doc.get_or_insert_map("objects");
     let meta = doc.get_or_insert_map("meta");
     let chat = doc.get_or_insert_array("chat");
@@ -133,7 +135,11 @@ pub(crate) fn board_updates(edits: usize) -> (Doc, Vec<Vec<u8>>) {
                 let note = objects.insert(&mut txn, id, yrs::MapPrelim::default());
                 note.insert(&mut txn, "kind", "sticky");
                 note.insert(&mut txn, "pos", vec![i as f64, 2.0 * i as f64]);
-                note.insert(&mut txn, "text", yrs::TextPrelim::new(format!("hello {i} 👋")));
+                note.insert(
+                    &mut txn,
+                    "text",
+                    yrs::TextPrelim::new(format!("hello {i} 👋")),
+                );
                 true
             }
             1 => {

@@ -1,0 +1,624 @@
+//! The board actor loop. See the module docs of [`super`] for the durability rules.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use yrs::sync::{Awareness, AwarenessUpdate};
+use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
+
+use super::batch::Batch;
+use super::peer::{CloseReason, ConnId, Delivery, Peer, close};
+use super::registry::Shared;
+use super::{BoardCmd, BoardError, Read};
+use crate::commit::CommitRequest;
+use crate::ids::{BoardId, Seq};
+use crate::protocol;
+use crate::storage::replay::replay_into;
+use crate::storage::{CompactionStats, NewSnapshot, StorageError};
+
+type CommitReply = oneshot::Receiver<Result<Seq, Arc<StorageError>>>;
+
+#[derive(Debug)]
+struct InFlight {
+    batch: Batch,
+    reply: CommitReply,
+}
+
+#[derive(Debug)]
+struct Compaction {
+    upto: Seq,
+    bytes_at_start: u64,
+    reply: oneshot::Receiver<Result<CompactionStats, StorageError>>,
+}
+
+#[derive(Debug)]
+struct BoardActor {
+    id: BoardId,
+    actor_id: u64,
+    shared: Arc<Shared>,
+    doc: Doc,
+    awareness: Awareness,
+    peers: HashMap<ConnId, Peer>,
+    /// Sent to the committer and not yet durable.
+    in_flight: Option<InFlight>,
+    /// Applied while a commit was in flight; goes out when it returns.
+    next: Batch,
+    /// Reads waiting for the doc to hold only durable data.
+    waiting: Vec<Read>,
+    /// Updates held back while reads wait.
+    deferred: VecDeque<BoardCmd>,
+    last_seq: Seq,
+    snapshot_seq: Seq,
+    /// Log bytes appended since the snapshot (approximate across restarts: counted on load).
+    log_bytes: u64,
+    compaction: Option<Compaction>,
+    /// Don't try compacting again before the log reaches this sequence (after a failure).
+    compaction_retry_at: Seq,
+    idle_since: Option<Instant>,
+    /// Set when the actor must stop at the end of this iteration.
+    stopped: bool,
+}
+
+/// Runs a board actor: loads the board, then serves commands until evicted, deleted, failed
+/// or shut down. Always removes itself from the registry before returning.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    id: BoardId,
+    actor_id: u64,
+    mut rx: mpsc::Receiver<BoardCmd>,
+) {
+    let loaded = load(&shared, &id).await;
+    let (doc, stats) = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            shared.remove_if(&id, actor_id);
+            refuse_all(&mut rx, &e);
+            return;
+        }
+    };
+    let awareness = Awareness::new(doc.clone());
+    let mut actor = BoardActor {
+        id,
+        actor_id,
+        shared,
+        doc,
+        awareness,
+        peers: HashMap::new(),
+        in_flight: None,
+        next: Batch::default(),
+        waiting: Vec::new(),
+        deferred: VecDeque::new(),
+        last_seq: stats.last_seq,
+        snapshot_seq: stats.snapshot_seq,
+        log_bytes: stats.log_bytes as u64,
+        compaction: None,
+        compaction_retry_at: 0,
+        idle_since: Some(Instant::now()),
+        stopped: false,
+    };
+    actor.maybe_compact();
+    actor.serve(&mut rx).await;
+    actor.shared.remove_if(&actor.id, actor.actor_id);
+    refuse_all(&mut rx, &BoardError::Gone);
+}
+
+/// A fresh doc for a board: text offsets as Yjs counts them, roots declared.
+fn new_doc() -> Doc {
+    let doc = Doc::with_options(Options {
+        offset_kind: OffsetKind::Utf16,
+        ..Options::default()
+    });
+    crdt_schema::declare_roots(&doc);
+    doc
+}
+
+async fn load(
+    shared: &Shared,
+    id: &BoardId,
+) -> Result<(Doc, crate::storage::replay::ReplayStats), BoardError> {
+    let failed = |e: &dyn std::fmt::Display| {
+        warn!(board = %id, error = %e, "board load failed");
+        BoardError::LoadFailed
+    };
+    let stored = match shared.store.load(id).await {
+        Ok(stored) => stored,
+        Err(StorageError::BoardNotFound(_)) => {
+            shared.store.ensure_board(id).await.map_err(|e| failed(&e))?;
+            shared.store.load(id).await.map_err(|e| failed(&e))?
+        }
+        Err(e) => return Err(failed(&e)),
+    };
+    let rows = stored.updates.len();
+    let replayed = tokio::task::spawn_blocking(move || {
+        let doc = new_doc();
+        replay_into(&doc, &stored).map(|stats| (doc, stats))
+    })
+    .await
+    .map_err(|e| failed(&e))?
+    .map_err(|e| failed(&e))?;
+    debug!(board = %id, rows, "board loaded");
+    Ok(replayed)
+}
+
+/// Answers every queued command with `error` (or by dropping its reply).
+fn refuse_all(rx: &mut mpsc::Receiver<BoardCmd>, error: &BoardError) {
+    rx.close();
+    while let Ok(cmd) = rx.try_recv() {
+        match cmd {
+            BoardCmd::Join { reply, .. } | BoardCmd::HttpUpdate { reply, .. } => {
+                let _ = reply.send(Err(error.clone()));
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn commit_done(in_flight: &mut Option<InFlight>) -> Result<Seq, String> {
+    match in_flight {
+        Some(f) => match (&mut f.reply).await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the committer stopped".into()),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn compaction_done(
+    compaction: &mut Option<Compaction>,
+) -> Result<CompactionStats, String> {
+    match compaction {
+        Some(c) => match (&mut c.reply).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err("the compaction task stopped".into()),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn idle_expired(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl BoardActor {
+    async fn serve(&mut self, rx: &mut mpsc::Receiver<BoardCmd>) {
+        let shutdown = self.shared.shutdown.clone();
+        let mut draining = false;
+        loop {
+            let deadline = self.idle_deadline();
+            tokio::select! {
+                biased;
+                result = commit_done(&mut self.in_flight) => self.on_committed(result),
+                result = compaction_done(&mut self.compaction) => self.on_compacted(result),
+                () = shutdown.cancelled(), if !draining => {
+                    draining = true;
+                    self.drain(rx);
+                }
+                cmd = rx.recv(), if !draining => match cmd {
+                    Some(cmd) => self.handle(cmd),
+                    None => break,
+                },
+                () = idle_expired(deadline), if !draining => {
+                    if self.shared.remove_if(&self.id, self.actor_id) {
+                        debug!(board = %self.id, "idle board evicted");
+                        break;
+                    }
+                    self.idle_since = None;
+                }
+            }
+            if self.stopped {
+                break;
+            }
+            if draining && self.in_flight.is_none() && self.compaction.is_none() {
+                break;
+            }
+        }
+    }
+
+    /// Shutdown: stop taking commands, but apply every update already received so that it is
+    /// committed before the actor stops.
+    fn drain(&mut self, rx: &mut mpsc::Receiver<BoardCmd>) {
+        self.shared.remove_if(&self.id, self.actor_id);
+        rx.close();
+        self.waiting.clear();
+        let mut pending: VecDeque<BoardCmd> = std::mem::take(&mut self.deferred);
+        while let Ok(cmd) = rx.try_recv() {
+            pending.push_back(cmd);
+        }
+        for cmd in pending {
+            match cmd {
+                BoardCmd::Update { .. } | BoardCmd::HttpUpdate { .. } => self.handle(cmd),
+                BoardCmd::Join { reply, .. } => {
+                    let _ = reply.send(Err(BoardError::Gone));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn idle_deadline(&self) -> Option<Instant> {
+        let idle = self.peers.is_empty()
+            && self.is_quiescent()
+            && self.waiting.is_empty()
+            && self.compaction.is_none();
+        idle.then_some(self.idle_since?)
+            .map(|since| since + self.shared.config.board.idle_timeout)
+    }
+
+    /// The doc holds nothing that is not durable.
+    fn is_quiescent(&self) -> bool {
+        self.in_flight.is_none() && self.next.updates.is_empty()
+    }
+
+    fn handle(&mut self, cmd: BoardCmd) {
+        match cmd {
+            BoardCmd::Join {
+                conn,
+                link,
+                wants_acks,
+                reply,
+            } => {
+                let peer = Peer {
+                    link,
+                    wants_acks,
+                    doc_messages: 0,
+                    controlled: Default::default(),
+                };
+                self.peers.insert(conn, peer);
+                self.idle_since = None;
+                let sv = self.doc.transact().state_vector();
+                self.send(conn, protocol::sync_step1(&sv));
+                if let Some(frame) = protocol::awareness_all(&self.awareness) {
+                    self.send(conn, frame);
+                }
+                let _ = reply.send(Ok(()));
+            }
+            BoardCmd::Leave { conn } => self.remove_peer(conn),
+            cmd @ (BoardCmd::Update { .. } | BoardCmd::HttpUpdate { .. })
+                if !self.waiting.is_empty() =>
+            {
+                self.deferred.push_back(cmd);
+            }
+            BoardCmd::Update { conn, update, raw } => self.apply(Some(conn), update, raw, None),
+            BoardCmd::HttpUpdate { update, raw, reply } => {
+                self.apply(None, update, raw, Some(reply));
+            }
+            BoardCmd::Awareness {
+                conn,
+                update,
+                frame,
+            } => self.on_awareness(conn, update, &frame),
+            BoardCmd::QueryAwareness { conn } => {
+                if let Some(frame) = protocol::awareness_all(&self.awareness) {
+                    self.send(conn, frame);
+                }
+            }
+            BoardCmd::Read(read) => {
+                if self.is_quiescent() {
+                    self.answer(read);
+                } else {
+                    self.waiting.push(read);
+                }
+            }
+            BoardCmd::Shutdown { reason, reply } => {
+                for peer in self.peers.values() {
+                    peer.link.close(reason);
+                }
+                self.peers.clear();
+                self.shared.remove_if(&self.id, self.actor_id);
+                self.stopped = true;
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Applies an update to the doc and queues what must follow once it is durable.
+    fn apply(
+        &mut self,
+        origin: Option<ConnId>,
+        update: Update,
+        raw: Vec<u8>,
+        http: Option<oneshot::Sender<Result<(), BoardError>>>,
+    ) {
+        let message_no = origin.and_then(|c| self.peers.get_mut(&c)).map(|p| {
+            p.doc_messages += 1;
+            p.doc_messages
+        });
+        let (result, delta, had_pending, pending) = {
+            let mut txn = self.doc.transact_mut_with(origin.unwrap_or(0));
+            let had_pending = txn.has_missing_updates();
+            let result = txn.apply_update(update);
+            let delta = txn.encode_update_v1();
+            let pending = txn.has_missing_updates();
+            (result, delta, had_pending, pending)
+        };
+        let changed = delta.as_slice() != Update::EMPTY_V1;
+        if let Err(e) = &result {
+            warn!(board = %self.id, conn = ?origin, error = %e, "update does not apply");
+            if let Some(conn) = origin {
+                self.close_peer(conn, close::BAD_UPDATE, "update does not apply");
+            }
+        }
+        let rejected = result.is_err();
+        // Store what the doc learned; if part of the update waits for missing dependencies,
+        // store the update as received, since the doc keeps that part only in memory.
+        let stored = if pending && !rejected {
+            Some(raw)
+        } else if changed {
+            Some(delta.clone())
+        } else {
+            None
+        };
+        let batch = &mut self.next;
+        if let Some(bytes) = stored {
+            batch.bytes += bytes.len() as u64;
+            batch.updates.push(bytes);
+        }
+        if changed {
+            // The sender has this content, unless it completed updates that were pending.
+            let skip = if had_pending { None } else { origin };
+            batch.broadcasts.push((skip, protocol::update(&delta)));
+        }
+        if let (Some(conn), Some(n), false) = (origin, message_no, rejected) {
+            batch.acks.insert(conn, n);
+        }
+        if let Some(reply) = http {
+            if rejected {
+                let _ = reply.send(Err(BoardError::Rejected("the update does not apply".into())));
+            } else {
+                batch.http.push(reply);
+            }
+        }
+        self.dispatch();
+    }
+
+    /// Sends the next batch to the committer if none is in flight.
+    fn dispatch(&mut self) {
+        if self.in_flight.is_some() || self.next.is_empty() {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.next);
+        if batch.updates.is_empty() {
+            // Only no-ops: durable already, as soon as what came before is.
+            self.release(batch);
+            return;
+        }
+        let (reply, rx) = oneshot::channel();
+        let request = CommitRequest {
+            board: self.id.clone(),
+            updates: std::mem::take(&mut batch.updates),
+            reply,
+        };
+        match self.shared.committer.submit(request) {
+            Ok(()) => self.in_flight = Some(InFlight { batch, reply: rx }),
+            Err(_) => self.fail("the committer stopped", batch),
+        }
+    }
+
+    fn on_committed(&mut self, result: Result<Seq, String>) {
+        let Some(InFlight { batch, .. }) = self.in_flight.take() else {
+            return;
+        };
+        match result {
+            Ok(seq) => {
+                self.last_seq = seq;
+                self.log_bytes += batch.bytes;
+                self.release(batch);
+                self.dispatch();
+                if self.is_quiescent() && !self.waiting.is_empty() {
+                    self.answer_waiting();
+                }
+                self.maybe_compact();
+            }
+            Err(e) => self.fail(&e, batch),
+        }
+    }
+
+    /// Everything in `batch` is durable: let peers see it.
+    fn release(&mut self, batch: Batch) {
+        for (skip, frame) in batch.broadcasts {
+            self.broadcast(&frame, skip);
+        }
+        for (conn, count) in batch.acks {
+            if self.peers.get(&conn).is_some_and(|p| p.wants_acks) {
+                self.send(conn, protocol::durable_ack(count));
+            }
+        }
+        for reply in batch.http {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    /// A commit failed: nothing it held was shown to anyone. Close every connection so that
+    /// clients resend on reconnect, and stop so the board reloads from the database.
+    fn fail(&mut self, error: &str, batch: Batch) {
+        warn!(board = %self.id, error, peers = self.peers.len(), "commit failed; closing the board's connections");
+        batch.fail(&BoardError::CommitFailed);
+        std::mem::take(&mut self.next).fail(&BoardError::CommitFailed);
+        for cmd in std::mem::take(&mut self.deferred) {
+            if let BoardCmd::HttpUpdate { reply, .. } = cmd {
+                let _ = reply.send(Err(BoardError::CommitFailed));
+            }
+        }
+        for peer in self.peers.values() {
+            peer.link.close(CloseReason {
+                code: close::INTERNAL,
+                reason: "commit failed; reconnect",
+            });
+        }
+        self.peers.clear();
+        self.waiting.clear();
+        self.stopped = true;
+    }
+
+    /// Serves reads that waited for durable state, then the updates held back meanwhile.
+    fn answer_waiting(&mut self) {
+        for read in std::mem::take(&mut self.waiting) {
+            self.answer(read);
+        }
+        for cmd in std::mem::take(&mut self.deferred) {
+            self.handle(cmd);
+        }
+    }
+
+    fn answer(&mut self, read: Read) {
+        match read {
+            Read::SyncStep1 { conn, sv } => {
+                let update = self.doc.transact().encode_state_as_update_v1(&sv);
+                self.send(conn, protocol::sync_step2(update));
+            }
+            Read::State { reply } => {
+                let state = self
+                    .doc
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default());
+                let _ = reply.send(state);
+            }
+            Read::Json { reply } => {
+                let board = crdt_schema::read_board(&self.doc.transact());
+                let _ = reply.send(board);
+            }
+        }
+    }
+
+    fn on_awareness(&mut self, conn: ConnId, update: AwarenessUpdate, frame: &Bytes) {
+        match self.awareness.apply_update_summary(update) {
+            Ok(Some(summary)) => {
+                if let Some(peer) = self.peers.get_mut(&conn) {
+                    peer.controlled
+                        .extend(summary.added.iter().chain(&summary.updated).copied());
+                    for id in &summary.removed {
+                        peer.controlled.remove(id);
+                    }
+                }
+                // Echoed to everyone, the sender included: it keeps clients' watchdogs quiet.
+                self.broadcast(frame, None);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                debug!(board = %self.id, conn, error = %e, "bad awareness update");
+                self.close_peer(conn, close::BAD_MESSAGE, "bad awareness update");
+            }
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, frame: Bytes) {
+        let delivery = match self.peers.get(&conn) {
+            Some(peer) => peer.offer(frame),
+            None => return,
+        };
+        self.after_delivery(conn, delivery);
+    }
+
+    /// Sends `frame` to every peer except `skip`. A peer whose queue is full is closed, never
+    /// silently skipped: it resyncs when it reconnects.
+    fn broadcast(&mut self, frame: &Bytes, skip: Option<ConnId>) {
+        let mut failed = Vec::new();
+        for (conn, peer) in &self.peers {
+            if Some(*conn) == skip {
+                continue;
+            }
+            match peer.offer(frame.clone()) {
+                Delivery::Queued => {}
+                other => failed.push((*conn, other)),
+            }
+        }
+        for (conn, delivery) in failed {
+            self.after_delivery(conn, delivery);
+        }
+    }
+
+    fn after_delivery(&mut self, conn: ConnId, delivery: Delivery) {
+        match delivery {
+            Delivery::Queued => {}
+            Delivery::Full => {
+                info!(board = %self.id, conn, "closing a connection too slow to keep up");
+                self.close_peer(conn, close::TOO_SLOW, "too slow; reconnect");
+            }
+            Delivery::Closed => self.remove_peer(conn),
+        }
+    }
+
+    fn close_peer(&mut self, conn: ConnId, code: u16, reason: &'static str) {
+        if let Some(peer) = self.peers.get(&conn) {
+            peer.link.close(CloseReason { code, reason });
+        }
+        self.remove_peer(conn);
+    }
+
+    /// Forgets a connection and clears the awareness states it controlled, for everyone else.
+    fn remove_peer(&mut self, conn: ConnId) {
+        let Some(peer) = self.peers.remove(&conn) else {
+            return;
+        };
+        if self.peers.is_empty() {
+            self.idle_since = Some(Instant::now());
+        }
+        let gone: Vec<_> = peer.controlled.into_iter().collect();
+        if gone.is_empty() {
+            return;
+        }
+        for id in &gone {
+            self.awareness.remove_state(*id);
+        }
+        if let Ok(update) = self.awareness.update_with_clients(gone) {
+            self.broadcast(&protocol::awareness(update), None);
+        }
+    }
+
+    /// Starts a background compaction once the log after the snapshot passes a threshold.
+    ///
+    /// The snapshot is the doc's state now, which holds every committed row up to `last_seq`
+    /// (and possibly updates still in flight: harmless, since applying an update twice
+    /// changes nothing, and if their commit fails the board reloads from this snapshot).
+    fn maybe_compact(&mut self) {
+        let config = &self.shared.config.board;
+        let rows = self.last_seq - self.snapshot_seq;
+        let due = rows >= config.compact_rows || (rows > 0 && self.log_bytes >= config.compact_bytes);
+        if self.compaction.is_some() || !due || self.last_seq < self.compaction_retry_at {
+            return;
+        }
+        let data = self
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let (tx, reply) = oneshot::channel();
+        let (store, id, upto) = (self.shared.store.clone(), self.id.clone(), self.last_seq);
+        self.shared.tracker.spawn(async move {
+            let result = match store.begin_compaction(&id, NewSnapshot { upto, data: &data }).await {
+                Ok(pending) => pending.commit().await,
+                Err(e) => Err(e),
+            };
+            let _ = tx.send(result);
+        });
+        self.compaction = Some(Compaction {
+            upto,
+            bytes_at_start: self.log_bytes,
+            reply,
+        });
+    }
+
+    fn on_compacted(&mut self, result: Result<CompactionStats, String>) {
+        let Some(c) = self.compaction.take() else {
+            return;
+        };
+        match result {
+            Ok(stats) => {
+                debug!(board = %self.id, upto = c.upto, rows = stats.rows_deleted, bytes = stats.snapshot_bytes, "compacted");
+                self.snapshot_seq = c.upto;
+                self.log_bytes = self.log_bytes.saturating_sub(c.bytes_at_start);
+            }
+            Err(e) => {
+                warn!(board = %self.id, error = %e, "compaction failed; retrying later");
+                self.compaction_retry_at = self.last_seq + self.shared.config.board.compact_rows;
+            }
+        }
+    }
+}

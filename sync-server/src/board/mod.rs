@@ -1,0 +1,131 @@
+//! Board actors: one task owns each loaded board's `yrs::Doc` and awareness.
+//!
+//! # Layout
+//!
+//! - [`registry`]: atomic get-or-spawn of actors, and their removal when they stop.
+//! - `actor`: the actor loop: applies updates, sends them to the group committer, releases
+//!   broadcasts and acknowledgements only once durable, answers reads, compacts, evicts itself.
+//! - `batch`: what waits on one commit.
+//! - [`peer`]: a connection as the actor sees it, and the close codes.
+//!
+//! # Durable before broadcast
+//!
+//! An update is applied to the actor's doc at once (to validate it and to compute exactly
+//! what is new), but everything that would let another peer see it (the broadcast, a sync
+//! step 2 answer, an HTTP read) waits until the commit holding it succeeds. Reads that arrive
+//! while updates are still in flight wait for a moment when the doc holds only durable data;
+//! new updates are held back meanwhile, so that moment comes within about two commits. If a
+//! commit fails, every connection of the board is closed (clients keep their edits and resend
+//! them when they reconnect) and the actor stops, so the board is reloaded from the database.
+
+mod actor;
+mod batch;
+pub mod peer;
+pub mod registry;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use yrs::sync::AwarenessUpdate;
+use yrs::{StateVector, Update};
+
+use self::peer::{ConnId, PeerLink};
+
+/// Limits and thresholds of board actors.
+#[derive(Debug, Clone)]
+pub struct BoardConfig {
+    /// Commands queued to one actor before senders wait.
+    pub inbox: usize,
+    /// How long a board with no connections stays loaded.
+    pub idle_timeout: Duration,
+    /// Compact once this many log rows follow the snapshot.
+    pub compact_rows: i64,
+    /// Compact once this many log bytes follow the snapshot.
+    pub compact_bytes: u64,
+}
+
+impl Default for BoardConfig {
+    fn default() -> Self {
+        Self {
+            inbox: 1024,
+            idle_timeout: Duration::from_secs(30),
+            compact_rows: 2000,
+            compact_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Why a board operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BoardError {
+    /// The board does not exist (and the request does not create boards).
+    #[error("board not found")]
+    NotFound,
+    /// The board could not be loaded; the reason is logged.
+    #[error("board could not be loaded")]
+    LoadFailed,
+    /// The update did not apply.
+    #[error("update rejected: {0}")]
+    Rejected(String),
+    /// Committing failed; nothing was acknowledged. The reason is logged.
+    #[error("the update could not be stored")]
+    CommitFailed,
+    /// The actor stopped (evicted, shutting down or failed); try again.
+    #[error("board actor stopped")]
+    Gone,
+}
+
+/// A read served from durable state.
+#[derive(Debug)]
+pub(crate) enum Read {
+    /// A client's sync step 1: answer with step 2 on its connection.
+    SyncStep1 { conn: ConnId, sv: StateVector },
+    /// The whole board as a Yjs update v1.
+    State { reply: oneshot::Sender<Vec<u8>> },
+    /// The board as typed JSON (crdt-schema view).
+    Json {
+        reply: oneshot::Sender<crdt_schema::Board>,
+    },
+}
+
+/// Commands a board actor accepts.
+#[derive(Debug)]
+pub(crate) enum BoardCmd {
+    /// A connection joins; the actor sends it sync step 1 and the awareness states.
+    Join {
+        conn: ConnId,
+        link: PeerLink,
+        wants_acks: bool,
+        reply: oneshot::Sender<Result<(), BoardError>>,
+    },
+    /// A connection left (or was closed).
+    Leave { conn: ConnId },
+    /// Document content from a connection.
+    Update {
+        conn: ConnId,
+        update: Update,
+        raw: Vec<u8>,
+    },
+    /// Document content from the HTTP API; `reply` resolves once durable.
+    HttpUpdate {
+        update: Update,
+        raw: Vec<u8>,
+        reply: oneshot::Sender<Result<(), BoardError>>,
+    },
+    /// An awareness update from a connection, with the frame it came in.
+    Awareness {
+        conn: ConnId,
+        update: AwarenessUpdate,
+        frame: Bytes,
+    },
+    /// A connection asks for every awareness state.
+    QueryAwareness { conn: ConnId },
+    /// A read from durable state.
+    Read(Read),
+    /// Close every connection with `reason` and stop (the board is being deleted).
+    Shutdown {
+        reason: peer::CloseReason,
+        reply: oneshot::Sender<()>,
+    },
+}

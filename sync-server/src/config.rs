@@ -1,0 +1,126 @@
+//! Command line and environment. Flag and variable names are a contract (DESIGN §10).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::board::BoardConfig;
+use crate::server::{Config, Limits};
+use crate::storage::StorageOptions;
+
+/// Offline-first CRDT sync server for collaborative whiteboards.
+#[derive(Debug, Parser)]
+#[command(name = "sync-server", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do; without a subcommand the server runs (`serve`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of `serve`, accepted without the subcommand too.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options of the server.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Port to listen on (0 picks a free one; the chosen address is printed).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Database: `sqlite://PATH` (created if missing), `postgres://...`, or `memory:`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://./data/boards.db")]
+    pub database_url: String,
+    /// Listen on a non-loopback address even though no authentication is configured.
+    #[arg(long, env = "INSECURE")]
+    pub insecure: bool,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Largest WebSocket message or HTTP body accepted, in bytes.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 16 << 20)]
+    pub max_message_bytes: usize,
+    /// Frames queued for one slow connection before it is closed with 1013.
+    #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+    /// Seconds a board with no connections stays in memory.
+    #[arg(long, env = "BOARD_IDLE_SECS", default_value_t = 30)]
+    pub board_idle_secs: u64,
+    /// Compact a board once this many log rows follow its snapshot.
+    #[arg(long, env = "COMPACT_ROWS", default_value_t = 2000)]
+    pub compact_rows: i64,
+    /// Compact a board once this many log bytes follow its snapshot.
+    #[arg(long, env = "COMPACT_BYTES", default_value_t = 4 << 20)]
+    pub compact_bytes: u64,
+    /// Most updates committed in one transaction.
+    #[arg(long, env = "COMMIT_MAX_UPDATES", default_value_t = 4096)]
+    pub commit_max_updates: usize,
+    /// Most database connections per pool.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 8)]
+    pub db_max_connections: u32,
+    /// Seconds shutdown waits for connections and commits.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+}
+
+/// A configuration that is not safe to run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No authentication exists yet, so a non-loopback address needs `--insecure`.
+    #[error(
+        "refusing to listen on {0}: the server runs without authentication (open development mode); \
+         bind a loopback address, or pass --insecure to accept the risk"
+    )]
+    OpenModeNotLoopback(IpAddr),
+}
+
+impl ServeArgs {
+    /// The address to listen on, after the open-mode check.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        if !self.bind.is_loopback() && !self.insecure {
+            return Err(ConfigError::OpenModeNotLoopback(self.bind));
+        }
+        Ok(SocketAddr::new(self.bind, self.port))
+    }
+
+    /// The server configuration these options describe.
+    pub fn config(&self) -> Config {
+        Config {
+            database_url: self.database_url.clone(),
+            storage: StorageOptions {
+                max_connections: self.db_max_connections,
+                ..StorageOptions::default()
+            },
+            board: BoardConfig {
+                idle_timeout: Duration::from_secs(self.board_idle_secs),
+                compact_rows: self.compact_rows.max(1),
+                compact_bytes: self.compact_bytes,
+                ..BoardConfig::default()
+            },
+            limits: Limits {
+                max_message_bytes: self.max_message_bytes,
+                outbound_queue: self.outbound_queue,
+            },
+            commit_max_updates: self.commit_max_updates,
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! `/v1/boards`: create, list, read, write and delete boards.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use crate::board::peer::{CloseReason, close};
+use crate::board::{BoardCmd, Read};
+use crate::ids::BoardId;
+use crate::protocol::decode_update;
+use crate::server::AppState;
+use crate::storage::NewUpdate;
+
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CreateQuery {
+    id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CreateBody {
+    id: Option<String>,
+}
+
+/// `POST /v1/boards`: creates a board. The id comes from a JSON body `{"id": ...}` or the
+/// `?id=` parameter; without one, a random id is chosen. A body of type
+/// `application/octet-stream` is a Yjs update v1 (a snapshot) that becomes the board's content.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Query(query): Query<CreateQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let binary = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
+    let mut requested = query.id;
+    if !binary && !body.is_empty() {
+        let parsed: CreateBody = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid JSON body: {e}")))?;
+        requested = requested.or(parsed.id);
+    }
+    let id = match requested {
+        Some(raw) => BoardId::parse(&raw)?,
+        None => BoardId::parse(&uuid::Uuid::new_v4().simple().to_string())?,
+    };
+    let snapshot = if binary && !body.is_empty() {
+        decode_update(&body)
+            .map_err(|e| ApiError::bad_request("invalid_snapshot", e.to_string()))?;
+        Some(body)
+    } else {
+        None
+    };
+    let store = state.boards.store();
+    let info = store.create_board(&id).await?;
+    let imported = match &snapshot {
+        Some(data) => store.append(&[NewUpdate { board: &id, data }]).await.map(drop),
+        None => Ok(()),
+    };
+    if let Err(e) = imported {
+        // Don't leave an empty board behind a failed import.
+        let _ = store.delete_board(&id).await;
+        return Err(e.into());
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "id": info.id, "created_at": info.created_at }))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/boards?after=ID&limit=N`: boards in id order, a page at a time.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let after = query.after.as_deref().map(BoardId::parse).transpose()?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let boards = state.boards.store().list_boards(after.as_ref(), limit).await?;
+    let next = (boards.len() == limit as usize)
+        .then(|| boards.last().map(|b| b.id.clone()))
+        .flatten();
+    Ok(Json(json!({ "boards": boards, "next_after": next })))
+}
+
+/// Parses the id and checks that the board exists.
+async fn existing(state: &AppState, raw: &str) -> Result<BoardId, ApiError> {
+    let id = BoardId::parse(raw)?;
+    match state.boards.store().get_board(&id).await? {
+        Some(_) => Ok(id),
+        None => Err(ApiError::board_not_found()),
+    }
+}
+
+/// `GET /v1/boards/{id}`: the board as typed JSON (the crdt-schema view), from durable state.
+pub(crate) async fn get_json(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<crdt_schema::Board>, ApiError> {
+    let id = existing(&state, &raw).await?;
+    let board = state
+        .boards
+        .call(&id, |reply| BoardCmd::Read(Read::Json { reply }))
+        .await?;
+    Ok(Json(board))
+}
+
+/// `GET /v1/boards/{id}/state`: the whole board as one Yjs update v1 (the export format).
+pub(crate) async fn state(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = existing(&state, &raw).await?;
+    let bytes = state
+        .boards
+        .call(&id, |reply| BoardCmd::Read(Read::State { reply }))
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// `POST /v1/boards/{id}/updates`: applies a binary Yjs update v1 through the same durable
+/// path as WebSocket clients; answers once it is committed. Connected clients receive it.
+pub(crate) async fn apply_update(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let id = existing(&state, &raw).await?;
+    let update = decode_update(&body)
+        .map_err(|e| ApiError::bad_request("invalid_update", e.to_string()))?;
+    let mut update = Some(update);
+    let raw = body.to_vec();
+    // `call` may need to ask twice; the decoded update moves into the first attempt, and a
+    // retry decodes the bytes again.
+    let result = state
+        .boards
+        .call(&id, |reply| BoardCmd::HttpUpdate {
+            update: update
+                .take()
+                .or_else(|| decode_update(&raw).ok())
+                .unwrap_or_default(),
+            raw: raw.clone(),
+            reply,
+        })
+        .await?;
+    result?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/boards/{id}`: closes the board's connections (code 4404, so clients stop
+/// reconnecting) and deletes it with its history.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = existing(&state, &raw).await?;
+    let reason = CloseReason {
+        code: close::BOARD_DELETED,
+        reason: "board deleted",
+    };
+    state.boards.close_board(&id, reason).await;
+    if state.boards.store().delete_board(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::board_not_found())
+    }
+}

@@ -1,0 +1,180 @@
+//! The y-websocket wire protocol: decoding client frames and encoding server frames.
+//!
+//! Pure functions, no I/O. One WebSocket binary frame carries one message (y-websocket):
+//! `0` sync (`0` step 1, `1` step 2, `2` update), `1` awareness, `2` auth, `3` query awareness.
+//! The server adds one message of its own, [`MSG_DURABLE_ACK`], sent only to connections that
+//! asked for it (`?ack=1`); see `PROTOCOL.md`.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use bytes::Bytes;
+use yrs::encoding::write::Write;
+use yrs::sync::{Awareness, AwarenessUpdate, Message, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{StateVector, Update};
+
+/// Message type of the server's durable acknowledgement.
+pub const MSG_DURABLE_ACK: u64 = 100;
+
+/// A decoded client message.
+#[derive(Debug)]
+pub enum Incoming {
+    /// The client's state vector: answer with the updates it lacks.
+    SyncStep1(StateVector),
+    /// Document content (a step 2 answer or a live update), decoded, with its raw bytes.
+    Update {
+        /// The decoded update.
+        update: Update,
+        /// The update exactly as received, Yjs v1.
+        raw: Vec<u8>,
+    },
+    /// An awareness update, decoded, with the frame it came in (to forward as is).
+    Awareness {
+        /// The decoded update.
+        update: AwarenessUpdate,
+    },
+    /// A request for every awareness state.
+    QueryAwareness,
+    /// An auth message; y-websocket clients never send one, and it carries nothing we use.
+    Auth,
+}
+
+/// Why a client frame was refused. Each maps to a close code (see `PROTOCOL.md`).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// The frame is not a y-protocols message.
+    #[error("undecodable message: {0}")]
+    Undecodable(String),
+    /// The frame is a message type this server does not accept from clients.
+    #[error("unsupported message type {0}")]
+    UnsupportedType(u64),
+    /// The message is well-formed but its Yjs update does not decode.
+    #[error("update does not decode: {0}")]
+    BadUpdate(String),
+}
+
+/// Decodes one client frame. Never panics: yrs decoders are run under `catch_unwind`, since
+/// debug builds of yrs assert on client ids past 2^53.
+pub fn decode(frame: &[u8]) -> Result<Incoming, ProtocolError> {
+    let Some(&tag) = frame.first() else {
+        return Err(ProtocolError::Undecodable("empty frame".into()));
+    };
+    // Only the four y-protocols types are decoded by yrs; anything else (including yrs'
+    // `Custom` messages) is refused here rather than misread.
+    if tag > 3 {
+        return Err(ProtocolError::UnsupportedType(u64::from(tag)));
+    }
+    let message = catch_unwind(|| Message::decode_v1(frame))
+        .map_err(|_| ProtocolError::Undecodable("decoder panicked".into()))?
+        .map_err(|e| ProtocolError::Undecodable(e.to_string()))?;
+    match message {
+        Message::Sync(SyncMessage::SyncStep1(sv)) => Ok(Incoming::SyncStep1(sv)),
+        Message::Sync(SyncMessage::SyncStep2(raw) | SyncMessage::Update(raw)) => {
+            let update = decode_update(&raw)?;
+            Ok(Incoming::Update { update, raw })
+        }
+        Message::Awareness(update) => Ok(Incoming::Awareness { update }),
+        Message::AwarenessQuery => Ok(Incoming::QueryAwareness),
+        Message::Auth(_) => Ok(Incoming::Auth),
+        Message::Custom(tag, _) => Err(ProtocolError::UnsupportedType(u64::from(tag))),
+    }
+}
+
+/// Decodes a Yjs update v1 without ever panicking.
+pub fn decode_update(raw: &[u8]) -> Result<Update, ProtocolError> {
+    catch_unwind(AssertUnwindSafe(|| Update::decode_v1(raw)))
+        .map_err(|_| ProtocolError::BadUpdate("decoder panicked".into()))?
+        .map_err(|e| ProtocolError::BadUpdate(e.to_string()))
+}
+
+/// `SyncStep1`: the server's state vector.
+pub fn sync_step1(sv: &StateVector) -> Bytes {
+    Message::Sync(SyncMessage::SyncStep1(sv.clone()))
+        .encode_v1()
+        .into()
+}
+
+/// `SyncStep2`: the updates the peer lacks.
+pub fn sync_step2(update: Vec<u8>) -> Bytes {
+    Message::Sync(SyncMessage::SyncStep2(update))
+        .encode_v1()
+        .into()
+}
+
+/// A live document update.
+pub fn update(update: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(update.len() + 6);
+    out.write_var(0u8);
+    out.write_var(2u8);
+    out.write_buf(update);
+    out.into()
+}
+
+/// An awareness message.
+pub fn awareness(update: AwarenessUpdate) -> Bytes {
+    Message::Awareness(update).encode_v1().into()
+}
+
+/// Every awareness state the server holds, or `None` if it holds none.
+pub fn awareness_all(awareness: &Awareness) -> Option<Bytes> {
+    let update = awareness.update().ok()?;
+    (!update.clients.is_empty()).then(|| self::awareness(update))
+}
+
+/// The durable acknowledgement: the first `count` document messages this connection sent are
+/// committed to the database.
+pub fn durable_ack(count: u64) -> Bytes {
+    let mut out = Vec::with_capacity(12);
+    out.write_var(MSG_DURABLE_ACK);
+    out.write_var(count);
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use yrs::{Doc, Map, ReadTxn, Transact};
+
+    #[test]
+    fn decodes_the_bytes_yjs_sends() {
+        // From notes: Yjs 13.6.33 step 1 for an empty doc, and for client 123 with one op.
+        assert!(matches!(decode(&[0, 0, 1, 0]), Ok(Incoming::SyncStep1(sv)) if sv.is_empty()));
+        let Ok(Incoming::SyncStep1(sv)) = decode(&[0, 0, 3, 1, 123, 1]) else {
+            panic!("step 1")
+        };
+        assert_eq!(sv.get(&yrs::block::ClientID::new(123)), 1);
+        assert!(matches!(decode(&[0, 1, 2, 0, 0]), Ok(Incoming::Update { raw, .. }) if raw == [0, 0]));
+        assert!(matches!(decode(&[3]), Ok(Incoming::QueryAwareness)));
+        let aw = [1, 11, 1, 123, 1, 7, b'{', b'"', b'u', b'"', b':', b'1', b'}'];
+        assert!(matches!(decode(&aw), Ok(Incoming::Awareness { update }) if update.clients.len() == 1));
+    }
+
+    #[test]
+    fn refuses_garbage_without_panicking() {
+        assert!(matches!(decode(&[]), Err(ProtocolError::Undecodable(_))));
+        assert_eq!(decode(&[7, 1, 2]).unwrap_err(), ProtocolError::UnsupportedType(7));
+        assert!(matches!(decode(&[0, 9]), Err(ProtocolError::Undecodable(_))));
+        assert!(matches!(decode(&[0, 2, 200]), Err(ProtocolError::Undecodable(_))));
+        // A well-framed update whose payload is not a Yjs update.
+        assert!(matches!(decode(&[0, 2, 3, 0xff, 0xff, 0xff]), Err(ProtocolError::BadUpdate(_))));
+    }
+
+    #[test]
+    fn encodes_round_trip() {
+        let doc = Doc::new();
+        let map = doc.get_or_insert_map("objects");
+        map.insert(&mut doc.transact_mut(), "a", 1);
+        let state = doc.transact().encode_state_as_update_v1(&StateVector::default());
+        let frame = update(&state);
+        let Ok(Incoming::Update { raw, .. }) = decode(&frame) else {
+            panic!("update")
+        };
+        assert_eq!(raw, state);
+        assert_eq!(&durable_ack(300)[..], &[100, 172, 2]);
+        let sv = doc.transact().state_vector();
+        assert!(matches!(decode(&sync_step1(&sv)), Ok(Incoming::SyncStep1(got)) if got == sv));
+    }
+}

@@ -1,0 +1,246 @@
+//! WebSocket connections at `/v1/sync/{board}`: one task per socket, reading and writing.
+//!
+//! The reader decodes each frame (outside any lock, never panicking) and hands it to the
+//! board's actor; the writer drains the connection's bounded outbound queue, batching frames
+//! into one flush, and sends pings. Either side ending ends the other. Close codes are listed
+//! in [`crate::board::peer::close`] and `PROTOCOL.md`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info};
+
+use crate::board::peer::{CloseReason, ConnId, PeerLink, close};
+use crate::board::{BoardCmd, BoardError, Read};
+use crate::ids::BoardId;
+use crate::protocol::{self, Incoming, ProtocolError};
+use crate::server::AppState;
+
+/// Interval between server pings.
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// tungstenite's read buffer; its 128 KiB default would dominate an idle connection's memory.
+const READ_BUFFER: usize = 4 << 10;
+/// Bytes buffered before tungstenite writes to the socket (we flush after each batch anyway).
+const WRITE_BUFFER: usize = 16 << 10;
+
+/// `GET /v1/sync/{board}`: upgrades to a WebSocket speaking y-protocols. `?ack=1` asks for
+/// durable acknowledgements.
+pub(crate) async fn upgrade(
+    State(state): State<AppState>,
+    Path(board): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let wants_acks = params
+        .get("ack")
+        .is_some_and(|v| v == "1" || v == "true");
+    let max = state.limits.max_message_bytes;
+    let tracker = state.tracker.clone();
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .on_upgrade(move |socket| {
+            let conn = state.next_conn_id();
+            let span = tracing::info_span!("conn", conn, board = %board);
+            tracker.track_future(run(state, socket, board, conn, wants_acks).instrument(span))
+        })
+}
+
+async fn run(state: AppState, socket: WebSocket, board: String, conn: ConnId, wants_acks: bool) {
+    let (mut sink, mut stream) = socket.split();
+    let board = match BoardId::parse(&board) {
+        Ok(board) => board,
+        Err(e) => {
+            info!(error = %e, "refused: invalid board id");
+            send_close(&mut sink, close::BAD_MESSAGE, "invalid board id").await;
+            return;
+        }
+    };
+    let (outbox, mut queue) = mpsc::channel(state.limits.outbound_queue.max(1));
+    let link = PeerLink {
+        outbox,
+        kill: CancellationToken::new(),
+        reason: Default::default(),
+    };
+    // Join (asking again if the actor reached was just evicted).
+    let joined = state
+        .boards
+        .call(&board, |reply| BoardCmd::Join {
+            conn,
+            link: link.clone(),
+            wants_acks,
+            reply,
+        })
+        .await;
+    if let Err(e) | Ok(Err(e)) = joined.as_ref().map(|r| r.as_ref().map(|_| ())) {
+        info!(error = %e, "join failed");
+        let reason = match e {
+            BoardError::Gone if state.shutdown.is_cancelled() => "server restarting",
+            _ => "board unavailable; reconnect",
+        };
+        send_close(&mut sink, close::INTERNAL, reason).await;
+        return;
+    }
+    debug!(wants_acks, "joined");
+    let handle = state.boards.handle(&board);
+    let reader = read_loop(&handle, conn, &link, &mut stream);
+    let writer = write_loop(&state.shutdown, &link, &mut queue, &mut sink);
+    tokio::join!(reader, writer);
+    let _ = handle.send(BoardCmd::Leave { conn }).await;
+    debug!(reason = ?link.reason.get(), "closed");
+}
+
+async fn read_loop(
+    handle: &crate::board::registry::BoardHandle,
+    conn: ConnId,
+    link: &PeerLink,
+    stream: &mut SplitStream<WebSocket>,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = link.kill.cancelled() => break,
+            next = stream.next() => next,
+        };
+        let message = match next {
+            None => break,
+            Some(Err(e)) => {
+                // tungstenite reports a message over the size limit as a capacity error.
+                let text = e.to_string();
+                if text.contains("Space limit exceeded") {
+                    info!(error = %text, "refused: message too large");
+                    link.close(CloseReason {
+                        code: close::TOO_LARGE,
+                        reason: "message too large",
+                    });
+                } else {
+                    debug!(error = %text, "read failed");
+                }
+                break;
+            }
+            Some(Ok(message)) => message,
+        };
+        let frame = match message {
+            Message::Binary(frame) => frame,
+            Message::Text(_) => {
+                info!("refused: text frame");
+                link.close(CloseReason {
+                    code: close::BAD_MESSAGE,
+                    reason: "text frames are not part of the protocol",
+                });
+                break;
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        let cmd = match protocol::decode(&frame) {
+            Ok(incoming) => command(conn, incoming, frame),
+            Err(e) => {
+                info!(error = %e, "refused: bad message");
+                link.close(refusal(&e));
+                break;
+            }
+        };
+        let Some(cmd) = cmd else { continue };
+        if handle.send(cmd).await.is_err() {
+            link.close(CloseReason {
+                code: close::INTERNAL,
+                reason: "board unavailable; reconnect",
+            });
+            break;
+        }
+    }
+    link.kill.cancel();
+}
+
+fn command(conn: ConnId, incoming: Incoming, frame: Bytes) -> Option<BoardCmd> {
+    Some(match incoming {
+        Incoming::SyncStep1(sv) => BoardCmd::Read(Read::SyncStep1 { conn, sv }),
+        Incoming::Update { update, raw } => BoardCmd::Update { conn, update, raw },
+        Incoming::Awareness { update } => BoardCmd::Awareness {
+            conn,
+            update,
+            frame,
+        },
+        Incoming::QueryAwareness => BoardCmd::QueryAwareness { conn },
+        Incoming::Auth => return None,
+    })
+}
+
+fn refusal(e: &ProtocolError) -> CloseReason {
+    match e {
+        ProtocolError::BadUpdate(_) => CloseReason {
+            code: close::BAD_UPDATE,
+            reason: "update does not decode",
+        },
+        ProtocolError::Undecodable(_) | ProtocolError::UnsupportedType(_) => CloseReason {
+            code: close::BAD_MESSAGE,
+            reason: "not a y-protocols message",
+        },
+    }
+}
+
+async fn write_loop(
+    shutdown: &CancellationToken,
+    link: &PeerLink,
+    queue: &mut mpsc::Receiver<Bytes>,
+    sink: &mut SplitSink<WebSocket, Message>,
+) {
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.reset();
+    loop {
+        tokio::select! {
+            biased;
+            () = link.kill.cancelled() => {
+                match link.reason.get() {
+                    Some(r) => send_close(sink, r.code, r.reason).await,
+                    None => { let _ = sink.close().await; }
+                }
+                break;
+            }
+            () = shutdown.cancelled() => {
+                link.close(CloseReason { code: close::SERVER_RESTART, reason: "server restarting" });
+                send_close(sink, close::SERVER_RESTART, "server restarting").await;
+                break;
+            }
+            frame = queue.recv() => {
+                let Some(frame) = frame else { break };
+                if sink.feed(Message::Binary(frame)).await.is_err() {
+                    break;
+                }
+                while let Ok(frame) = queue.try_recv() {
+                    if sink.feed(Message::Binary(frame)).await.is_err() {
+                        break;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    link.kill.cancel();
+}
+
+async fn send_close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = sink.send(Message::Close(Some(frame))).await;
+    let _ = sink.close().await;
+}
