@@ -34,4 +34,5 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
+export PROPTEST_CASES="${PROPTEST_CASES:-2000}"
 cargo test --workspace --locked
