@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info};
 
 use crate::board::peer::{CloseReason, ConnId, PeerLink, close};
-use crate::board::{BoardCmd, BoardError, Read};
+use crate::board::{BoardCmd, Read};
 use crate::ids::BoardId;
 use crate::protocol::{self, Incoming, ProtocolError};
 use crate::server::AppState;
@@ -30,6 +30,8 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const READ_BUFFER: usize = 4 << 10;
 /// Bytes buffered before tungstenite writes to the socket (we flush after each batch anyway).
 const WRITE_BUFFER: usize = 16 << 10;
+/// How long a closing connection may take to accept its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// `GET /v1/sync/{board}`: upgrades to a WebSocket speaking y-protocols. `?ack=1` asks for
 /// durable acknowledgements.
@@ -74,24 +76,27 @@ async fn run(state: AppState, socket: WebSocket, board: String, conn: ConnId, wa
     // Join (asking again if the actor reached was just evicted).
     let joined = state
         .boards
-        .call(&board, |reply| BoardCmd::Join {
+        .call_with_handle(&board, |reply| BoardCmd::Join {
             conn,
             link: link.clone(),
             wants_acks,
             reply,
         })
         .await;
-    if let Err(e) | Ok(Err(e)) = joined.as_ref().map(|r| r.as_ref().map(|_| ())) {
-        info!(error = %e, "join failed");
-        let reason = match e {
-            BoardError::Gone if state.shutdown.is_cancelled() => "server restarting",
-            _ => "board unavailable; reconnect",
-        };
-        send_close(&mut sink, close::INTERNAL, reason).await;
-        return;
-    }
+    let handle = match joined {
+        Ok((Ok(()), handle)) => handle,
+        Ok((Err(e), _)) | Err(e) => {
+            info!(error = %e, "join failed");
+            let (code, reason) = if state.shutdown.is_cancelled() {
+                (close::SERVER_RESTART, "server restarting")
+            } else {
+                (close::INTERNAL, "board unavailable; reconnect")
+            };
+            send_close(&mut sink, code, reason).await;
+            return;
+        }
+    };
     debug!(wants_acks, "joined");
-    let handle = state.boards.handle(&board);
     let reader = read_loop(&handle, conn, &link, &mut stream);
     let writer = write_loop(&state.shutdown, &link, &mut queue, &mut sink);
     tokio::join!(reader, writer);
@@ -198,42 +203,50 @@ async fn write_loop(
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.reset();
     loop {
-        tokio::select! {
+        let batch = tokio::select! {
             biased;
-            () = link.kill.cancelled() => {
-                match link.reason.get() {
-                    Some(r) => send_close(sink, r.code, r.reason).await,
-                    None => { let _ = sink.close().await; }
-                }
-                break;
-            }
+            () = link.kill.cancelled() => break,
             () = shutdown.cancelled() => {
                 link.close(CloseReason { code: close::SERVER_RESTART, reason: "server restarting" });
-                send_close(sink, close::SERVER_RESTART, "server restarting").await;
                 break;
             }
-            frame = queue.recv() => {
-                let Some(frame) = frame else { break };
-                if sink.feed(Message::Binary(frame)).await.is_err() {
-                    break;
-                }
-                while let Ok(frame) = queue.try_recv() {
-                    if sink.feed(Message::Binary(frame)).await.is_err() {
-                        break;
+            frame = queue.recv() => match frame {
+                Some(frame) => Some(frame),
+                None => break,
+            },
+            _ = ping.tick() => None,
+        };
+        // Writing may block on a client that stopped reading: stay responsive to `kill` (the
+        // actor closing a slow connection) while it does.
+        let write = async {
+            match batch {
+                Some(frame) => {
+                    sink.feed(Message::Binary(frame)).await?;
+                    while let Ok(frame) = queue.try_recv() {
+                        sink.feed(Message::Binary(frame)).await?;
                     }
+                    sink.flush().await
                 }
-                if sink.flush().await.is_err() {
-                    break;
-                }
+                None => sink.send(Message::Ping(Bytes::new())).await,
             }
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    break;
-                }
-            }
+        };
+        tokio::select! {
+            biased;
+            () = link.kill.cancelled() => break,
+            written = write => if written.is_err() {
+                link.kill.cancel();
+                return;
+            },
         }
     }
     link.kill.cancel();
+    // The close frame waits behind anything still buffered; a client that never reads again
+    // gets the TCP connection dropped instead.
+    let reason = link.reason.get().copied().unwrap_or(CloseReason {
+        code: 1000,
+        reason: "",
+    });
+    let _ = tokio::time::timeout(CLOSE_GRACE, send_close(sink, reason.code, reason.reason)).await;
 }
 
 async fn send_close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &'static str) {

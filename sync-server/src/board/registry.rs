@@ -130,15 +130,26 @@ impl Boards {
     pub(crate) async fn call<T>(
         &self,
         id: &BoardId,
-        mut make: impl FnMut(oneshot::Sender<T>) -> BoardCmd,
+        make: impl FnMut(oneshot::Sender<T>) -> BoardCmd,
     ) -> Result<T, BoardError> {
+        self.call_with_handle(id, make).await.map(|(value, _)| value)
+    }
+
+    /// [`Boards::call`], also returning the handle of the actor that answered (a connection
+    /// keeps talking to the actor it joined).
+    pub(crate) async fn call_with_handle<T>(
+        &self,
+        id: &BoardId,
+        mut make: impl FnMut(oneshot::Sender<T>) -> BoardCmd,
+    ) -> Result<(T, BoardHandle), BoardError> {
         for _ in 0..3 {
             let (reply, rx) = oneshot::channel();
-            if self.handle(id).send(make(reply)).await.is_err() {
+            let handle = self.handle(id);
+            if handle.send(make(reply)).await.is_err() {
                 continue;
             }
             if let Ok(value) = rx.await {
-                return Ok(value);
+                return Ok((value, handle));
             }
         }
         Err(BoardError::Gone)
