@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 use yrs::sync::{Awareness, AwarenessUpdate};
 use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
-use super::batch::Batch;
+use super::batch::{Batch, Outgoing};
 use super::peer::{CloseReason, ConnId, Delivery, Peer, close};
 use super::registry::Shared;
 use super::{BoardCmd, BoardError, Read};
@@ -364,7 +364,7 @@ impl BoardActor {
         if changed {
             // The sender has this content, unless it completed updates that were pending.
             let skip = if had_pending { None } else { origin };
-            batch.broadcasts.push((skip, protocol::update(&delta)));
+            batch.broadcasts.push((skip, delta));
         }
         if let (Some(conn), Some(n), false) = (origin, message_no, rejected) {
             batch.acks.insert(conn, n);
@@ -423,8 +423,11 @@ impl BoardActor {
 
     /// Everything in `batch` is durable: let peers see it.
     fn release(&mut self, batch: Batch) {
-        for (skip, frame) in batch.broadcasts {
-            self.broadcast(&frame, skip);
+        for out in Batch::outgoing(batch.broadcasts) {
+            match out {
+                Outgoing::One { skip, update } => self.broadcast(&protocol::update(&update), skip),
+                Outgoing::Merged(update) => self.broadcast(&protocol::update(&update), None),
+            }
         }
         for (conn, count) in batch.acks {
             if self.peers.get(&conn).is_some_and(|p| p.wants_acks) {

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::BoardError;
@@ -16,15 +15,45 @@ pub(super) struct Batch {
     pub(super) updates: Vec<Vec<u8>>,
     /// Bytes in `updates`.
     pub(super) bytes: u64,
-    /// Frames for every peer but the one named (the sender, which has the content already).
-    pub(super) broadcasts: Vec<(Option<ConnId>, Bytes)>,
+    /// Updates (what the doc learned) for every peer but the one named (the sender, which
+    /// has the content already).
+    pub(super) broadcasts: Vec<(Option<ConnId>, Vec<u8>)>,
     /// Per connection, how many of its document messages this commit makes durable.
     pub(super) acks: HashMap<ConnId, u64>,
     /// HTTP writers waiting for durability.
     pub(super) http: Vec<oneshot::Sender<Result<(), BoardError>>>,
 }
 
+/// Above this many updates, a batch's broadcasts go out merged into one frame.
+const MERGE_ABOVE: usize = 16;
+/// Updates merged per `merge_updates_v1` call: one call over many updates is quadratic.
+const MERGE_CHUNK: usize = 64;
+
+/// What to send once a batch is durable.
+#[derive(Debug)]
+pub(super) enum Outgoing {
+    /// One update, to everyone but `skip`.
+    One { skip: Option<ConnId>, update: Vec<u8> },
+    /// Many updates merged into one, to everyone (the senders ignore what they have).
+    Merged(Vec<u8>),
+}
+
 impl Batch {
+    /// The batch's broadcasts as frames to send: one per update for a few, merged for many
+    /// (a burst of thousands of updates becomes one frame per peer, not thousands).
+    pub(super) fn outgoing(broadcasts: Vec<(Option<ConnId>, Vec<u8>)>) -> Vec<Outgoing> {
+        if broadcasts.len() > MERGE_ABOVE {
+            let updates: Vec<&[u8]> = broadcasts.iter().map(|(_, u)| u.as_slice()).collect();
+            if let Some(merged) = merge_chunked(&updates) {
+                return vec![Outgoing::Merged(merged)];
+            }
+        }
+        broadcasts
+            .into_iter()
+            .map(|(skip, update)| Outgoing::One { skip, update })
+            .collect()
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.updates.is_empty()
             && self.broadcasts.is_empty()
@@ -37,5 +66,59 @@ impl Batch {
         for reply in self.http {
             let _ = reply.send(Err(error.clone()));
         }
+    }
+}
+
+fn merge_chunked(updates: &[&[u8]]) -> Option<Vec<u8>> {
+    let mut level: Vec<Vec<u8>> = updates
+        .chunks(MERGE_CHUNK)
+        .map(|chunk| yrs::merge_updates_v1(chunk.iter().copied()).ok())
+        .collect::<Option<_>>()?;
+    while level.len() > 1 {
+        level = level
+            .chunks(MERGE_CHUNK)
+            .map(|chunk| yrs::merge_updates_v1(chunk.iter()).ok())
+            .collect::<Option<_>>()?;
+    }
+    level.pop()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use yrs::updates::decoder::Decode;
+    use yrs::{Doc, GetString, Text, Transact, Update};
+
+    #[test]
+    fn many_broadcasts_merge_into_one_update_with_the_same_content() {
+        let source = Doc::new();
+        let text = source.get_or_insert_text("t");
+        let mut broadcasts = Vec::new();
+        for i in 0..300u32 {
+            let mut txn = source.transact_mut();
+            text.insert(&mut txn, i, "x");
+            broadcasts.push((Some(u64::from(i % 3)), txn.encode_update_v1()));
+        }
+        let out = Batch::outgoing(broadcasts);
+        let [Outgoing::Merged(merged)] = out.as_slice() else {
+            panic!("expected one merged update, got {}", out.len())
+        };
+        let copy = Doc::new();
+        copy.transact_mut()
+            .apply_update(Update::decode_v1(merged).unwrap())
+            .unwrap();
+        let t = copy.get_or_insert_text("t");
+        assert_eq!(t.get_string(&copy.transact()), "x".repeat(300));
+    }
+
+    #[test]
+    fn few_broadcasts_go_out_one_by_one_skipping_their_sender() {
+        let out = Batch::outgoing(vec![(Some(1), vec![0, 0]), (None, vec![0, 0])]);
+        assert!(matches!(
+            out.as_slice(),
+            [Outgoing::One { skip: Some(1), .. }, Outgoing::One { skip: None, .. }]
+        ));
     }
 }
