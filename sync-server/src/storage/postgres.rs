@@ -1,9 +1,8 @@
 //! The PostgreSQL backend, for deployments that outgrow one machine.
 //!
-//! Appends lock the boards they touch with `FOR NO KEY UPDATE` in id order (so concurrent
-//! batches never deadlock), reserve each board's range of sequence numbers in one `UPDATE`,
-//! and insert every row with one `INSERT ... SELECT FROM UNNEST(...)`: three statements per
-//! batch whatever its size. Loads read in one `REPEATABLE READ` transaction.
+//! An append is one statement whatever the batch's size: it locks the boards it touches with
+//! `FOR NO KEY UPDATE` in id order (so concurrent batches never deadlock), reserves each
+//! board's range of sequence numbers, and inserts every row from `UNNEST(...)` arrays. Loads read in one `REPEATABLE READ` transaction.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -208,51 +207,53 @@ impl Storage for PostgresStore {
             return Ok(Vec::new());
         }
         let counts = super::count_per_board(updates);
-        let mut tx = self.tx(op).await?;
-        // Lock the boards in a fixed (byte) order so two batches never wait on each other in a
-        // cycle (ids use the "C" collation: byte order). NO KEY UPDATE still lets foreign-key checks (inserts of log rows) through.
         let ids: Vec<&str> = counts.iter().map(|(b, _)| b.as_str()).collect();
-        let locked: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT id, last_seq FROM boards WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+        let ns: Vec<i64> = counts.iter().map(|(_, n)| *n).collect();
+        // Each update's position among its board's updates in this batch (1, 2, ...).
+        let mut ordinals: HashMap<&BoardId, Seq> = HashMap::with_capacity(counts.len());
+        let ords = super::assign_seqs(updates, &mut ordinals);
+        let boards: Vec<&str> = updates.iter().map(|u| u.board.as_str()).collect();
+        let data: Vec<&[u8]> = updates.iter().map(|u| u.data).collect();
+        let mut tx = self.tx(op).await?;
+        // One statement: lock the boards in a fixed (byte, "C" collation) order so two batches
+        // never wait on each other in a cycle (NO KEY UPDATE still lets the log rows' foreign
+        // key checks through), reserve each board's range of sequence numbers, and insert
+        // every row at its board's base plus its ordinal.
+        let bases: Vec<(String, i64)> = sqlx::query_as(
+            "WITH locked AS MATERIALIZED ( \
+                 SELECT id, last_seq FROM boards WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE \
+             ), bumped AS ( \
+                 UPDATE boards AS b SET last_seq = l.last_seq + v.n, updated_at = $3 \
+                 FROM locked AS l JOIN UNNEST($1::text[], $2::int8[]) AS v (id, n) ON v.id = l.id \
+                 WHERE b.id = l.id \
+                 RETURNING b.id, l.last_seq AS base \
+             ), inserted AS ( \
+                 INSERT INTO board_updates (board_id, seq, data) \
+                 SELECT r.board_id, bumped.base + r.ord, r.data \
+                 FROM UNNEST($4::text[], $5::int8[], $6::bytea[]) AS r (board_id, ord, data) \
+                 JOIN bumped ON bumped.id = r.board_id \
+             ) \
+             SELECT id, base FROM bumped",
         )
         .bind(&ids)
+        .bind(&ns)
+        .bind(now_millis())
+        .bind(&boards)
+        .bind(&ords)
+        .bind(&data)
         .fetch_all(&mut *tx)
         .await
         .map_err(StorageError::db(op))?;
-        let current: HashMap<&str, i64> = locked.iter().map(|(id, s)| (id.as_str(), *s)).collect();
-        let mut next: HashMap<&BoardId, Seq> = HashMap::with_capacity(counts.len());
-        let mut new_last = Vec::with_capacity(counts.len());
-        for (board, n) in &counts {
-            // Returning drops `tx`, which rolls the whole batch back.
-            let last = *current
-                .get(board.as_str())
-                .ok_or_else(|| StorageError::BoardNotFound((*board).clone()))?;
-            next.insert(board, last);
-            new_last.push(last + n);
+        let base: HashMap<&str, i64> = bases.iter().map(|(id, b)| (id.as_str(), *b)).collect();
+        if let Some((missing, _)) = counts.iter().find(|(b, _)| !base.contains_key(b.as_str())) {
+            // Dropping `tx` rolls back the rows inserted for the other boards.
+            return Err(StorageError::BoardNotFound((*missing).clone()));
         }
-        sqlx::query(
-            "UPDATE boards AS b SET last_seq = v.last_seq, updated_at = $3 \
-             FROM UNNEST($1::text[], $2::int8[]) AS v (id, last_seq) WHERE b.id = v.id",
-        )
-        .bind(&ids)
-        .bind(&new_last)
-        .bind(now_millis())
-        .execute(&mut *tx)
-        .await
-        .map_err(StorageError::db(op))?;
-        let seqs = super::assign_seqs(updates, &mut next);
-        let boards: Vec<&str> = updates.iter().map(|u| u.board.as_str()).collect();
-        let data: Vec<&[u8]> = updates.iter().map(|u| u.data).collect();
-        sqlx::query(
-            "INSERT INTO board_updates (board_id, seq, data) \
-             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::bytea[])",
-        )
-        .bind(&boards)
-        .bind(&seqs)
-        .bind(&data)
-        .execute(&mut *tx)
-        .await
-        .map_err(StorageError::db(op))?;
+        let seqs = updates
+            .iter()
+            .zip(&ords)
+            .map(|(u, ord)| base[u.board.as_str()] + ord)
+            .collect();
         tx.commit().await.map_err(StorageError::db(op))?;
         Ok(seqs)
     }
