@@ -1,0 +1,131 @@
+//! A burst of 100,000 updates into one board: a second client receives every one of them, and
+//! all of them are in the database afterwards.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use sync_server::ids::BoardId;
+use sync_server::protocol;
+use sync_server::server::{Config, run_with_store};
+use sync_server::storage::replay::replay_into;
+use sync_server::storage::{StorageOptions, open};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+use yrs::sync::{Message as YMessage, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, Map, ReadTxn, StateVector, Transact, Update};
+
+const UPDATES: u32 = 100_000;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(addr: std::net::SocketAddr, board: &str) -> Socket {
+    let url = format!("ws://{addr}/v1/sync/{board}?ack=1");
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// Applies every document frame to `doc`; returns the durable-ack count if the frame is one.
+fn absorb(doc: &Doc, frame: &[u8]) -> Option<u64> {
+    if frame.first() == Some(&100) {
+        let mut decoder = yrs::updates::decoder::DecoderV1::from(&frame[1..]);
+        return Some(yrs::encoding::read::Read::read_var(&mut decoder).unwrap());
+    }
+    if let Ok(YMessage::Sync(SyncMessage::SyncStep2(u) | SyncMessage::Update(u))) =
+        YMessage::decode_v1(frame)
+    {
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(&u).unwrap())
+            .unwrap();
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_100k_updates_is_delivered_and_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/boards.db", dir.path().display());
+    let store = open(&url, &StorageOptions::default()).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(run_with_store(Config::default(), store, listener, async {
+        let _ = stopped.await;
+    }));
+
+    // The receiver joins first and reads everything.
+    let mut receiver = connect(addr, "burst").await;
+    let received = Doc::new();
+    let rx_task = tokio::spawn(async move {
+        let counter = received.get_or_insert_map("counter");
+        loop {
+            let Some(Ok(Message::Binary(frame))) = receiver.next().await else {
+                panic!("receiver lost its connection");
+            };
+            absorb(&received, &frame);
+            let n = counter.len(&received.transact());
+            if n == UPDATES {
+                return received;
+            }
+        }
+    });
+
+    // The writer makes 100k separate transactions (one key each) and sends them as fast as
+    // the socket takes them.
+    let mut writer = connect(addr, "burst").await;
+    let source = Doc::new();
+    let counter = source.get_or_insert_map("counter");
+    let mut frames = Vec::with_capacity(UPDATES as usize);
+    for i in 0..UPDATES {
+        let mut txn = source.transact_mut();
+        counter.insert(&mut txn, i.to_string(), i);
+        frames.push(Message::Binary(protocol::update(&txn.encode_update_v1())));
+    }
+    let mut frames = futures_util::stream::iter(frames.into_iter().map(Ok));
+    writer.send_all(&mut frames).await.unwrap();
+    // Wait until the server says all 100k are durable.
+    let scratch = Doc::new();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let Some(Ok(Message::Binary(frame))) = writer.next().await else {
+                panic!("writer lost its connection");
+            };
+            if absorb(&scratch, &frame) == Some(u64::from(UPDATES)) {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("every update acknowledged as durable");
+
+    let received = tokio::time::timeout(Duration::from_secs(120), rx_task)
+        .await
+        .expect("the receiver got every update")
+        .unwrap();
+    assert_eq!(
+        received.transact().state_vector(),
+        source.transact().state_vector()
+    );
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+
+    // Everything is in the database.
+    let store = open(&url, &StorageOptions::default()).await.unwrap();
+    let stored = store.load(&BoardId::parse("burst").unwrap()).await.unwrap();
+    let doc = Doc::new();
+    replay_into(&doc, &stored).unwrap();
+    let map = doc.get_or_insert_map("counter");
+    assert_eq!(map.len(&doc.transact()), UPDATES);
+    assert_eq!(
+        doc.transact()
+            .encode_state_as_update_v1(&StateVector::default())
+            .len(),
+        source
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+            .len()
+    );
+}
