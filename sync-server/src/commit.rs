@@ -78,7 +78,12 @@ async fn commit_group(store: &dyn Storage, mut group: Vec<CommitRequest>) {
         let started = std::time::Instant::now();
         let items: Vec<NewUpdate<'_>> = group
             .iter()
-            .flat_map(|r| r.updates.iter().map(|data| NewUpdate { board: &r.board, data }))
+            .flat_map(|r| {
+                r.updates.iter().map(|data| NewUpdate {
+                    board: &r.board,
+                    data,
+                })
+            })
             .collect();
         let result = store.append(&items).await;
         drop(items);

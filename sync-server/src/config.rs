@@ -47,7 +47,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
     /// Database: `sqlite://PATH` (created if missing), `postgres://...`, or `memory:`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://./data/boards.db")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://./data/boards.db"
+    )]
     pub database_url: String,
     /// Listen on a non-loopback address even though no authentication is configured.
     #[arg(long, env = "INSECURE")]

@@ -21,7 +21,9 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr().context("listening socket has no address")?;
+    let local = listener
+        .local_addr()
+        .context("listening socket has no address")?;
     // One line on stdout, for people and for scripts that start the server on port 0.
     println!("listening on http://{local}");
     server::run(args.config(), listener, shutdown::signal())

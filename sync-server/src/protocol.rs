@@ -146,20 +146,38 @@ mod tests {
             panic!("step 1")
         };
         assert_eq!(sv.get(&yrs::block::ClientID::new(123)), 1);
-        assert!(matches!(decode(&[0, 1, 2, 0, 0]), Ok(Incoming::Update { raw, .. }) if raw == [0, 0]));
+        assert!(
+            matches!(decode(&[0, 1, 2, 0, 0]), Ok(Incoming::Update { raw, .. }) if raw == [0, 0])
+        );
         assert!(matches!(decode(&[3]), Ok(Incoming::QueryAwareness)));
-        let aw = [1, 11, 1, 123, 1, 7, b'{', b'"', b'u', b'"', b':', b'1', b'}'];
-        assert!(matches!(decode(&aw), Ok(Incoming::Awareness { update }) if update.clients.len() == 1));
+        let aw = [
+            1, 11, 1, 123, 1, 7, b'{', b'"', b'u', b'"', b':', b'1', b'}',
+        ];
+        assert!(
+            matches!(decode(&aw), Ok(Incoming::Awareness { update }) if update.clients.len() == 1)
+        );
     }
 
     #[test]
     fn refuses_garbage_without_panicking() {
         assert!(matches!(decode(&[]), Err(ProtocolError::Undecodable(_))));
-        assert_eq!(decode(&[7, 1, 2]).unwrap_err(), ProtocolError::UnsupportedType(7));
-        assert!(matches!(decode(&[0, 9]), Err(ProtocolError::Undecodable(_))));
-        assert!(matches!(decode(&[0, 2, 200]), Err(ProtocolError::Undecodable(_))));
+        assert_eq!(
+            decode(&[7, 1, 2]).unwrap_err(),
+            ProtocolError::UnsupportedType(7)
+        );
+        assert!(matches!(
+            decode(&[0, 9]),
+            Err(ProtocolError::Undecodable(_))
+        ));
+        assert!(matches!(
+            decode(&[0, 2, 200]),
+            Err(ProtocolError::Undecodable(_))
+        ));
         // A well-framed update whose payload is not a Yjs update.
-        assert!(matches!(decode(&[0, 2, 3, 0xff, 0xff, 0xff]), Err(ProtocolError::BadUpdate(_))));
+        assert!(matches!(
+            decode(&[0, 2, 3, 0xff, 0xff, 0xff]),
+            Err(ProtocolError::BadUpdate(_))
+        ));
     }
 
     #[test]
@@ -167,7 +185,9 @@ mod tests {
         let doc = Doc::new();
         let map = doc.get_or_insert_map("objects");
         map.insert(&mut doc.transact_mut(), "a", 1);
-        let state = doc.transact().encode_state_as_update_v1(&StateVector::default());
+        let state = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
         let frame = update(&state);
         let Ok(Incoming::Update { raw, .. }) = decode(&frame) else {
             panic!("update")

@@ -41,9 +41,7 @@ pub(crate) async fn upgrade(
     Query(params): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let wants_acks = params
-        .get("ack")
-        .is_some_and(|v| v == "1" || v == "true");
+    let wants_acks = params.get("ack").is_some_and(|v| v == "1" || v == "true");
     let max = state.limits.max_message_bytes;
     let tracker = state.tracker.clone();
     ws.max_message_size(max)

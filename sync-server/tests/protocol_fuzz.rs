@@ -27,14 +27,19 @@ fn seed_frames() -> Vec<Vec<u8>> {
         .transact()
         .encode_state_as_update_v1(&StateVector::default());
     frames.push(protocol::sync_step2(state).to_vec());
-    frames.push(vec![1, 11, 1, 123, 1, 7, b'{', b'"', b'u', b'"', b':', b'1', b'}']);
+    frames.push(vec![
+        1, 11, 1, 123, 1, 7, b'{', b'"', b'u', b'"', b':', b'1', b'}',
+    ]);
     frames.push(vec![3]);
     frames
 }
 
 fn mutated() -> impl Strategy<Value = Vec<u8>> {
     let seeds = seed_frames();
-    (0..seeds.len(), proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..4), 0..8))
+    (
+        0..seeds.len(),
+        proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..4), 0..8),
+    )
         .prop_map(move |(i, edits)| {
             let mut frame = seeds[i].clone();
             for (at, byte, op) in edits {

@@ -127,7 +127,11 @@ async fn load(
     let stored = match shared.store.load(id).await {
         Ok(stored) => stored,
         Err(StorageError::BoardNotFound(_)) => {
-            shared.store.ensure_board(id).await.map_err(|e| failed(&e))?;
+            shared
+                .store
+                .ensure_board(id)
+                .await
+                .map_err(|e| failed(&e))?;
             shared.store.load(id).await.map_err(|e| failed(&e))?
         }
         Err(e) => return Err(failed(&e)),
@@ -168,9 +172,7 @@ async fn commit_done(in_flight: &mut Option<InFlight>) -> Result<Seq, String> {
     }
 }
 
-async fn compaction_done(
-    compaction: &mut Option<Compaction>,
-) -> Result<CompactionStats, String> {
+async fn compaction_done(compaction: &mut Option<Compaction>) -> Result<CompactionStats, String> {
     match compaction {
         Some(c) => match (&mut c.reply).await {
             Ok(result) => result.map_err(|e| e.to_string()),
@@ -371,7 +373,9 @@ impl BoardActor {
         }
         if let Some(reply) = http {
             if rejected {
-                let _ = reply.send(Err(BoardError::Rejected("the update does not apply".into())));
+                let _ = reply.send(Err(BoardError::Rejected(
+                    "the update does not apply".into(),
+                )));
             } else {
                 batch.http.push(reply);
             }
@@ -584,7 +588,8 @@ impl BoardActor {
     fn maybe_compact(&mut self) {
         let config = &self.shared.config.board;
         let rows = self.last_seq - self.snapshot_seq;
-        let due = rows >= config.compact_rows || (rows > 0 && self.log_bytes >= config.compact_bytes);
+        let due =
+            rows >= config.compact_rows || (rows > 0 && self.log_bytes >= config.compact_bytes);
         if self.compaction.is_some() || !due || self.last_seq < self.compaction_retry_at {
             return;
         }
@@ -595,7 +600,10 @@ impl BoardActor {
         let (tx, reply) = oneshot::channel();
         let (store, id, upto) = (self.shared.store.clone(), self.id.clone(), self.last_seq);
         self.shared.tracker.spawn(async move {
-            let result = match store.begin_compaction(&id, NewSnapshot { upto, data: &data }).await {
+            let result = match store
+                .begin_compaction(&id, NewSnapshot { upto, data: &data })
+                .await
+            {
                 Ok(pending) => pending.commit().await,
                 Err(e) => Err(e),
             };

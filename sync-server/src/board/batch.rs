@@ -33,7 +33,10 @@ const MERGE_CHUNK: usize = 64;
 #[derive(Debug)]
 pub(super) enum Outgoing {
     /// One update, to everyone but `skip`.
-    One { skip: Option<ConnId>, update: Vec<u8> },
+    One {
+        skip: Option<ConnId>,
+        update: Vec<u8>,
+    },
     /// Many updates merged into one, to everyone (the senders ignore what they have).
     Merged(Vec<u8>),
 }
@@ -118,7 +121,10 @@ mod tests {
         let out = Batch::outgoing(vec![(Some(1), vec![0, 0]), (None, vec![0, 0])]);
         assert!(matches!(
             out.as_slice(),
-            [Outgoing::One { skip: Some(1), .. }, Outgoing::One { skip: None, .. }]
+            [
+                Outgoing::One { skip: Some(1), .. },
+                Outgoing::One { skip: None, .. }
+            ]
         ));
     }
 }

@@ -102,7 +102,11 @@ impl Boards {
 
     /// The board's actor, spawned (and loading) if the board is not loaded.
     pub(crate) fn handle(&self, id: &BoardId) -> BoardHandle {
-        let mut boards = self.shared.boards.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut boards = self
+            .shared
+            .boards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = boards.get(id).filter(|e| !e.tx.is_closed()) {
             return BoardHandle {
                 tx: entry.tx.clone(),
@@ -119,9 +123,9 @@ impl Boards {
         );
         drop(boards);
         let span = tracing::info_span!("board", board = %id);
-        self.shared.tracker.spawn(
-            actor::run(self.shared.clone(), id.clone(), actor_id, rx).instrument(span),
-        );
+        self.shared
+            .tracker
+            .spawn(actor::run(self.shared.clone(), id.clone(), actor_id, rx).instrument(span));
         BoardHandle { tx }
     }
 
@@ -132,7 +136,9 @@ impl Boards {
         id: &BoardId,
         make: impl FnMut(oneshot::Sender<T>) -> BoardCmd,
     ) -> Result<T, BoardError> {
-        self.call_with_handle(id, make).await.map(|(value, _)| value)
+        self.call_with_handle(id, make)
+            .await
+            .map(|(value, _)| value)
     }
 
     /// [`Boards::call`], also returning the handle of the actor that answered (a connection
@@ -157,20 +163,32 @@ impl Boards {
 
     /// Whether the board is loaded now.
     pub fn is_loaded(&self, id: &BoardId) -> bool {
-        let boards = self.shared.boards.lock().unwrap_or_else(PoisonError::into_inner);
+        let boards = self
+            .shared
+            .boards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         boards.contains_key(id)
     }
 
     /// Number of boards loaded now.
     pub fn loaded(&self) -> usize {
-        let boards = self.shared.boards.lock().unwrap_or_else(PoisonError::into_inner);
+        let boards = self
+            .shared
+            .boards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         boards.len()
     }
 
     /// Closes every connection of a loaded board with `reason` and stops its actor.
     pub(crate) async fn close_board(&self, id: &BoardId, reason: CloseReason) {
         let entry = {
-            let boards = self.shared.boards.lock().unwrap_or_else(PoisonError::into_inner);
+            let boards = self
+                .shared
+                .boards
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             boards.get(id).map(|e| e.tx.clone())
         };
         if let Some(tx) = entry {

@@ -43,8 +43,9 @@ pub(crate) async fn create(
         .is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
     let mut requested = query.id;
     if !binary && !body.is_empty() {
-        let parsed: CreateBody = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid JSON body: {e}")))?;
+        let parsed: CreateBody = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request("invalid_body", format!("invalid JSON body: {e}"))
+        })?;
         requested = requested.or(parsed.id);
     }
     let id = match requested {
@@ -61,7 +62,10 @@ pub(crate) async fn create(
     let store = state.boards.store();
     let info = store.create_board(&id).await?;
     let imported = match &snapshot {
-        Some(data) => store.append(&[NewUpdate { board: &id, data }]).await.map(drop),
+        Some(data) => store
+            .append(&[NewUpdate { board: &id, data }])
+            .await
+            .map(drop),
         None => Ok(()),
     };
     if let Err(e) = imported {
@@ -69,7 +73,11 @@ pub(crate) async fn create(
         let _ = store.delete_board(&id).await;
         return Err(e.into());
     }
-    Ok((StatusCode::CREATED, Json(json!({ "id": info.id, "created_at": info.created_at }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": info.id, "created_at": info.created_at })),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,7 +93,11 @@ pub(crate) async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let after = query.after.as_deref().map(BoardId::parse).transpose()?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let boards = state.boards.store().list_boards(after.as_ref(), limit).await?;
+    let boards = state
+        .boards
+        .store()
+        .list_boards(after.as_ref(), limit)
+        .await?;
     let next = (boards.len() == limit as usize)
         .then(|| boards.last().map(|b| b.id.clone()))
         .flatten();
@@ -135,8 +147,8 @@ pub(crate) async fn apply_update(
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let id = existing(&state, &raw).await?;
-    let update = decode_update(&body)
-        .map_err(|e| ApiError::bad_request("invalid_update", e.to_string()))?;
+    let update =
+        decode_update(&body).map_err(|e| ApiError::bad_request("invalid_update", e.to_string()))?;
     let mut update = Some(update);
     let raw = body.to_vec();
     // `call` may need to ask twice; the decoded update moves into the first attempt, and a

@@ -78,7 +78,9 @@ impl From<BoardError> for ApiError {
     fn from(e: BoardError) -> Self {
         match e {
             BoardError::NotFound => Self::board_not_found(),
-            BoardError::Rejected(why) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "update_rejected", why),
+            BoardError::Rejected(why) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "update_rejected", why)
+            }
             BoardError::Gone | BoardError::CommitFailed | BoardError::LoadFailed => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

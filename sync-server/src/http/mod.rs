@@ -18,7 +18,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/v1/sync/{board}", get(crate::ws::upgrade))
         .route("/v1/boards", post(boards::create).get(boards::list))
-        .route("/v1/boards/{id}", get(boards::get_json).delete(boards::delete))
+        .route(
+            "/v1/boards/{id}",
+            get(boards::get_json).delete(boards::delete),
+        )
         .route("/v1/boards/{id}/state", get(boards::state))
         .route("/v1/boards/{id}/updates", post(boards::apply_update))
         .layer(DefaultBodyLimit::max(body_limit))
