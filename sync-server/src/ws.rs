@@ -26,6 +26,9 @@ use crate::server::AppState;
 
 /// Interval between server pings.
 const PING_EVERY: Duration = Duration::from_secs(30);
+/// A connection that sends nothing (not even a pong) for this long is considered dead and
+/// closed. y-websocket clients renew awareness every 15 s and answer pings.
+const READ_TIMEOUT: Duration = Duration::from_secs(90);
 /// tungstenite's read buffer; its 128 KiB default would dominate an idle connection's memory.
 const READ_BUFFER: usize = 4 << 10;
 /// Bytes buffered before tungstenite writes to the socket (we flush after each batch anyway).
@@ -112,7 +115,14 @@ async fn read_loop(
         let next = tokio::select! {
             biased;
             () = link.kill.cancelled() => break,
-            next = stream.next() => next,
+            next = tokio::time::timeout(READ_TIMEOUT, stream.next()) => match next {
+                Ok(next) => next,
+                Err(_) => {
+                    info!("closing a connection silent for {}s", READ_TIMEOUT.as_secs());
+                    link.close(CloseReason { code: close::INTERNAL, reason: "no traffic; reconnect" });
+                    break;
+                }
+            },
         };
         let message = match next {
             None => break,
