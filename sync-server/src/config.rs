@@ -26,6 +26,46 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
+    /// Write a board's whole state, a Yjs update v1, to a file or stdout. Reads the database
+    /// directly; safe while a server runs on it.
+    Export(ExportArgs),
+    /// Create a board from a Yjs update v1 (an export, or `Y.encodeStateAsUpdate` output).
+    /// Safe while a server runs on the database.
+    Import(ImportArgs),
+}
+
+/// Options of `export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// The board to export.
+    pub board: String,
+    /// Where to write it (default: stdout).
+    #[arg(short, long)]
+    pub output: Option<std::path::PathBuf>,
+    /// Database: `sqlite://PATH` or `postgres://...`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://./data/boards.db"
+    )]
+    pub database_url: String,
+}
+
+/// Options of `import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The file to import (`-` for stdin).
+    pub file: std::path::PathBuf,
+    /// Id of the new board (default: a random id, printed).
+    #[arg(long)]
+    pub board: Option<String>,
+    /// Database: `sqlite://PATH` or `postgres://...`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://./data/boards.db"
+    )]
+    pub database_url: String,
 }
 
 /// Log line format.

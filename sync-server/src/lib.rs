@@ -11,6 +11,7 @@
 //! - `commit`: group commit of updates across boards.
 //! - [`storage`]: the [`storage::Storage`] trait and its SQLite, PostgreSQL and in-memory
 //!   backends, replay of stored rows into a `yrs::Doc`, and compaction.
+//! - [`transfer`]: export and import of whole boards (HTTP and command line).
 //! - [`ids`]: board ids (validated), version ids, log sequence numbers.
 //! - [`telemetry`], [`shutdown`]: logging and signals.
 
@@ -24,4 +25,5 @@ pub mod server;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod transfer;
 mod ws;

@@ -14,7 +14,7 @@ use crate::board::{BoardCmd, Read};
 use crate::ids::BoardId;
 use crate::protocol::decode_update;
 use crate::server::AppState;
-use crate::storage::NewUpdate;
+use crate::transfer::import_board;
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
@@ -52,27 +52,12 @@ pub(crate) async fn create(
         Some(raw) => BoardId::parse(&raw)?,
         None => BoardId::parse(&uuid::Uuid::new_v4().simple().to_string())?,
     };
-    let snapshot = if binary && !body.is_empty() {
-        decode_update(&body)
-            .map_err(|e| ApiError::bad_request("invalid_snapshot", e.to_string()))?;
-        Some(body)
-    } else {
-        None
-    };
     let store = state.boards.store();
-    let info = store.create_board(&id).await?;
-    let imported = match &snapshot {
-        Some(data) => store
-            .append(&[NewUpdate { board: &id, data }])
-            .await
-            .map(drop),
-        None => Ok(()),
+    let info = if binary && !body.is_empty() {
+        import_board(store.as_ref(), &id, &body).await?
+    } else {
+        store.create_board(&id).await?
     };
-    if let Err(e) = imported {
-        // Don't leave an empty board behind a failed import.
-        let _ = store.delete_board(&id).await;
-        return Err(e.into());
-    }
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": info.id, "created_at": info.created_at })),
@@ -126,11 +111,32 @@ pub(crate) async fn get_json(
     Ok(Json(board))
 }
 
-/// `GET /v1/boards/{id}/state`: the whole board as one Yjs update v1 (the export format).
+#[derive(Debug, Deserialize)]
+pub(crate) struct StateQuery {
+    format: Option<String>,
+}
+
+/// `GET /v1/boards/{id}/state`: the whole board as one Yjs update v1 (the export format), or
+/// with `?format=json` the typed JSON of `GET /v1/boards/{id}`.
 pub(crate) async fn state(
     State(state): State<AppState>,
     Path(raw): Path<String>,
+    Query(query): Query<StateQuery>,
 ) -> Result<Response, ApiError> {
+    match query.format.as_deref() {
+        None | Some("yjs" | "binary") => {}
+        Some("json") => {
+            return get_json(State(state), Path(raw))
+                .await
+                .map(IntoResponse::into_response);
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_format",
+                format!("unknown format {other:?}; use yjs or json"),
+            ));
+        }
+    }
     let id = existing(&state, &raw).await?;
     let bytes = state
         .boards

@@ -10,6 +10,7 @@ use tracing::error;
 use crate::board::BoardError;
 use crate::ids::InvalidBoardId;
 use crate::storage::StorageError;
+use crate::transfer::TransferError;
 
 /// An error answer.
 #[derive(Debug)]
@@ -69,6 +70,18 @@ impl From<StorageError> for ApiError {
                 "board_exists",
                 format!("board `{id}` already exists"),
             ),
+            other => Self::internal(&other),
+        }
+    }
+}
+
+impl From<TransferError> for ApiError {
+    fn from(e: TransferError) -> Self {
+        match e {
+            TransferError::Storage(e) => e.into(),
+            TransferError::InvalidSnapshot(e) => {
+                Self::bad_request("invalid_snapshot", format!("not a Yjs update (v1): {e}"))
+            }
             other => Self::internal(&other),
         }
     }

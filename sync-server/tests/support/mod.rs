@@ -72,6 +72,11 @@ impl Fixture {
         open(&self.url, &options()).await.unwrap()
     }
 
+    /// The database URL the store was opened with.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     pub(crate) fn is_memory(&self) -> bool {
         self.url == "memory:"
     }
