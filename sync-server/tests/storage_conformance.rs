@@ -581,6 +581,52 @@ async fn corrupt_rows_are_named(fx: Fixture) {
     fx.finish().await;
 }
 
+/// Retention keeps the newest automatic versions and every named one.
+async fn version_retention(fx: Fixture) {
+    let id = board("retention");
+    fx.store.create_board(&id).await.unwrap();
+    let mut saved = Vec::new();
+    for i in 0..7 {
+        let kind = if i % 3 == 0 { VersionKind::Named } else { VersionKind::Auto };
+        let v = fx
+            .store
+            .save_version(&id, NewVersion {
+                kind,
+                label: Some("v"),
+                author: None,
+                reason: None,
+                covers_seq: i,
+                data: b"\x00\x00",
+            })
+            .await
+            .unwrap();
+        saved.push(v);
+    }
+    // Autos are 1, 2, 4, 5 (in save order); keeping 2 deletes 1 and 2.
+    assert_eq!(fx.store.prune_versions(&id, 2).await.unwrap(), 2);
+    let left: Vec<i64> = fx
+        .store
+        .list_versions(&id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.covers_seq)
+        .collect();
+    assert_eq!(left, vec![6, 5, 4, 3, 0]);
+    assert_eq!(fx.store.prune_versions(&id, 2).await.unwrap(), 0);
+    assert_eq!(fx.store.prune_versions(&id, 0).await.unwrap(), 2);
+    let kinds: Vec<VersionKind> = fx
+        .store
+        .list_versions(&id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.kind)
+        .collect();
+    assert_eq!(kinds, vec![VersionKind::Named; 3]);
+    fx.finish().await;
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -616,5 +662,6 @@ conformance!(
     compaction_races_appends,
     boards_and_delete,
     versions,
+    version_retention,
     corrupt_rows_are_named,
 );

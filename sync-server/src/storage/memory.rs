@@ -228,6 +228,25 @@ impl Storage for MemoryStore {
             .is_some_and(|b| b.versions.remove(&version).is_some()))
     }
 
+    async fn prune_versions(&self, id: &BoardId, keep_auto: u32) -> Result<u64, StorageError> {
+        let mut state = self.lock();
+        let Some(board) = state.boards.get_mut(id) else {
+            return Ok(0);
+        };
+        let doomed: Vec<VersionId> = board
+            .versions
+            .values()
+            .rev()
+            .filter(|v| v.info.kind == super::VersionKind::Auto)
+            .skip(keep_auto as usize)
+            .map(|v| v.info.id)
+            .collect();
+        for vid in &doomed {
+            board.versions.remove(vid);
+        }
+        Ok(doomed.len() as u64)
+    }
+
     async fn close(&self) {}
 }
 

@@ -322,6 +322,10 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Deletes one version of a board. Returns whether it existed.
     async fn delete_version(&self, id: &BoardId, version: VersionId) -> Result<bool, StorageError>;
 
+    /// Retention: deletes the board's automatic versions except the newest `keep_auto`.
+    /// Named versions are never touched. Returns how many were deleted.
+    async fn prune_versions(&self, id: &BoardId, keep_auto: u32) -> Result<u64, StorageError>;
+
     /// Closes connections after in-flight work; later calls fail.
     async fn close(&self);
 }

@@ -480,6 +480,20 @@ impl Storage for PostgresStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn prune_versions(&self, id: &BoardId, keep_auto: u32) -> Result<u64, StorageError> {
+        let done = sqlx::query(
+            "DELETE FROM board_versions WHERE board_id = $1 AND kind = 'auto' AND id NOT IN ( \
+                 SELECT id FROM board_versions WHERE board_id = $1 AND kind = 'auto' \
+                 ORDER BY id DESC LIMIT $2)",
+        )
+        .bind(id.as_str())
+        .bind(i64::from(keep_auto))
+        .execute(&self.pool)
+        .await
+        .map_err(StorageError::db("prune versions"))?;
+        Ok(done.rows_affected())
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

@@ -499,6 +499,23 @@ impl Storage for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn prune_versions(&self, id: &BoardId, keep_auto: u32) -> Result<u64, StorageError> {
+        let op = "prune versions";
+        let mut tx = self.write_tx(op).await?;
+        let done = sqlx::query(
+            "DELETE FROM board_versions WHERE board_id = ?1 AND kind = 'auto' AND id NOT IN ( \
+                 SELECT id FROM board_versions WHERE board_id = ?1 AND kind = 'auto' \
+                 ORDER BY id DESC LIMIT ?2)",
+        )
+        .bind(id.as_str())
+        .bind(i64::from(keep_auto))
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(done.rows_affected())
+    }
+
     async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
