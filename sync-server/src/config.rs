@@ -114,6 +114,12 @@ pub struct ServeArgs {
     /// Compact a board once this many log bytes follow its snapshot.
     #[arg(long, env = "COMPACT_BYTES", default_value_t = 4 << 20)]
     pub compact_bytes: u64,
+    /// Save an automatic version once this many updates follow the last one.
+    #[arg(long, env = "CHECKPOINT_ROWS", default_value_t = 1000)]
+    pub checkpoint_rows: i64,
+    /// Automatic versions kept per board (named versions are always kept).
+    #[arg(long, env = "KEEP_AUTO_VERSIONS", default_value_t = 50)]
+    pub keep_auto_versions: u32,
     /// Most updates committed in one transaction.
     #[arg(long, env = "COMMIT_MAX_UPDATES", default_value_t = 4096)]
     pub commit_max_updates: usize,
@@ -157,6 +163,8 @@ impl ServeArgs {
                 idle_timeout: Duration::from_secs(self.board_idle_secs),
                 compact_rows: self.compact_rows.max(1),
                 compact_bytes: self.compact_bytes,
+                checkpoint_rows: self.checkpoint_rows.max(1),
+                keep_auto_versions: self.keep_auto_versions,
                 ..BoardConfig::default()
             },
             limits: Limits {

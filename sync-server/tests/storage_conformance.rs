@@ -587,17 +587,24 @@ async fn version_retention(fx: Fixture) {
     fx.store.create_board(&id).await.unwrap();
     let mut saved = Vec::new();
     for i in 0..7 {
-        let kind = if i % 3 == 0 { VersionKind::Named } else { VersionKind::Auto };
+        let kind = if i % 3 == 0 {
+            VersionKind::Named
+        } else {
+            VersionKind::Auto
+        };
         let v = fx
             .store
-            .save_version(&id, NewVersion {
-                kind,
-                label: Some("v"),
-                author: None,
-                reason: None,
-                covers_seq: i,
-                data: b"\x00\x00",
-            })
+            .save_version(
+                &id,
+                NewVersion {
+                    kind,
+                    label: Some("v"),
+                    author: None,
+                    reason: None,
+                    covers_seq: i,
+                    data: b"\x00\x00",
+                },
+            )
             .await
             .unwrap();
         saved.push(v);

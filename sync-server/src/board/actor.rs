@@ -18,7 +18,7 @@ use crate::commit::CommitRequest;
 use crate::ids::{BoardId, Seq};
 use crate::protocol;
 use crate::storage::replay::replay_into;
-use crate::storage::{CompactionStats, NewSnapshot, StorageError};
+use crate::storage::{CompactionStats, NewSnapshot, NewVersion, StorageError, VersionKind};
 
 type CommitReply = oneshot::Receiver<Result<Seq, Arc<StorageError>>>;
 
@@ -58,6 +58,8 @@ struct BoardActor {
     compaction: Option<Compaction>,
     /// Don't try compacting again before the log reaches this sequence (after a failure).
     compaction_retry_at: Seq,
+    /// The sequence the newest automatic version covers.
+    checkpoint_seq: Seq,
     idle_since: Option<Instant>,
     /// Set when the actor must stop at the end of this iteration.
     stopped: bool,
@@ -81,6 +83,16 @@ pub(super) async fn run(
         }
     };
     let awareness = Awareness::new(doc.clone());
+    let checkpoint_seq = match shared.store.list_versions(&id).await {
+        Ok(versions) => versions
+            .iter()
+            .find(|v| v.kind == VersionKind::Auto)
+            .map_or(0, |v| v.covers_seq),
+        Err(e) => {
+            warn!(board = %id, error = %e, "cannot read versions; checkpoints start over");
+            stats.last_seq
+        }
+    };
     let mut actor = BoardActor {
         id,
         actor_id,
@@ -97,6 +109,7 @@ pub(super) async fn run(
         log_bytes: stats.log_bytes as u64,
         compaction: None,
         compaction_retry_at: 0,
+        checkpoint_seq,
         idle_since: Some(Instant::now()),
         stopped: false,
     };
@@ -210,6 +223,7 @@ impl BoardActor {
                 () = idle_expired(deadline), if !draining => {
                     if self.shared.remove_if(&self.id, self.actor_id) {
                         debug!(board = %self.id, "idle board evicted");
+                        self.checkpoint("idle");
                         break;
                     }
                     self.idle_since = None;
@@ -420,6 +434,9 @@ impl BoardActor {
                     self.answer_waiting();
                 }
                 self.maybe_compact();
+                if self.last_seq - self.checkpoint_seq >= self.shared.config.board.checkpoint_rows {
+                    self.checkpoint("checkpoint");
+                }
             }
             Err(e) => self.fail(&e, batch),
         }
@@ -487,6 +504,13 @@ impl BoardActor {
                     .transact()
                     .encode_state_as_update_v1(&StateVector::default());
                 let _ = reply.send(state);
+            }
+            Read::Snapshot { reply } => {
+                let state = self
+                    .doc
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default());
+                let _ = reply.send((state, self.last_seq));
             }
             Read::Json { reply } => {
                 let board = crdt_schema::read_board(&self.doc.transact());
@@ -578,6 +602,40 @@ impl BoardActor {
         if let Ok(update) = self.awareness.update_with_clients(gone) {
             self.broadcast(&protocol::awareness(update), None);
         }
+    }
+
+    /// Saves an automatic version of the board now (in the background) if anything changed
+    /// since the last one, then applies retention.
+    fn checkpoint(&mut self, reason: &'static str) {
+        if self.last_seq <= self.checkpoint_seq {
+            return;
+        }
+        let data = self
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let (store, id, covers_seq) = (self.shared.store.clone(), self.id.clone(), self.last_seq);
+        let keep = self.shared.config.board.keep_auto_versions;
+        self.checkpoint_seq = covers_seq;
+        self.shared.tracker.spawn(async move {
+            let version = NewVersion {
+                kind: VersionKind::Auto,
+                label: None,
+                author: Some("server"),
+                reason: Some(reason),
+                covers_seq,
+                data: &data,
+            };
+            let saved = store.save_version(&id, version).await;
+            match saved {
+                Ok(_) => {
+                    if let Err(e) = store.prune_versions(&id, keep).await {
+                        warn!(board = %id, error = %e, "version retention failed");
+                    }
+                }
+                Err(e) => warn!(board = %id, error = %e, "automatic version failed"),
+            }
+        });
     }
 
     /// Starts a background compaction once the log after the snapshot passes a threshold.

@@ -43,6 +43,11 @@ pub struct BoardConfig {
     pub compact_rows: i64,
     /// Compact once this many log bytes follow the snapshot.
     pub compact_bytes: u64,
+    /// Save an automatic version once this many updates follow the last one (and when an
+    /// idle board is evicted with changes since its last version).
+    pub checkpoint_rows: i64,
+    /// Automatic versions kept per board; older ones are pruned. Named versions are kept.
+    pub keep_auto_versions: u32,
 }
 
 impl Default for BoardConfig {
@@ -52,6 +57,8 @@ impl Default for BoardConfig {
             idle_timeout: Duration::from_secs(30),
             compact_rows: 2000,
             compact_bytes: 4 << 20,
+            checkpoint_rows: 1000,
+            keep_auto_versions: 50,
         }
     }
 }
@@ -86,6 +93,10 @@ pub(crate) enum Read {
     /// The board as typed JSON (crdt-schema view).
     Json {
         reply: oneshot::Sender<crdt_schema::Board>,
+    },
+    /// The whole board as a Yjs update v1 with the log sequence it covers (for versions).
+    Snapshot {
+        reply: oneshot::Sender<(Vec<u8>, crate::ids::Seq)>,
     },
 }
 

@@ -90,7 +90,7 @@ pub(crate) async fn list(
 }
 
 /// Parses the id and checks that the board exists.
-async fn existing(state: &AppState, raw: &str) -> Result<BoardId, ApiError> {
+pub(super) async fn existing(state: &AppState, raw: &str) -> Result<BoardId, ApiError> {
     let id = BoardId::parse(raw)?;
     match state.boards.store().get_board(&id).await? {
         Some(_) => Ok(id),

@@ -38,7 +38,7 @@ impl ApiError {
     }
 
     /// A failure whose details stay in the log.
-    fn internal(detail: &dyn std::fmt::Display) -> Self {
+    pub(crate) fn internal(detail: &dyn std::fmt::Display) -> Self {
         error!(error = %detail, "request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -3,6 +3,7 @@
 mod boards;
 mod error;
 mod health;
+mod versions;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -24,6 +25,14 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/v1/boards/{id}/state", get(boards::state))
         .route("/v1/boards/{id}/updates", post(boards::apply_update))
+        .route(
+            "/v1/boards/{id}/versions",
+            post(versions::create).get(versions::list),
+        )
+        .route(
+            "/v1/boards/{id}/versions/{v}",
+            get(versions::get).delete(versions::delete),
+        )
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
