@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 use yrs::sync::{Awareness, AwarenessUpdate};
 use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
-use super::batch::{Batch, Outgoing};
+use super::batch::{Batch, Outgoing, Waiter};
 use super::peer::{CloseReason, ConnId, Delivery, Peer, close};
 use super::registry::Shared;
 use super::{BoardCmd, BoardError, Read};
@@ -304,7 +304,7 @@ impl BoardActor {
             }
             BoardCmd::Update { conn, update, raw } => self.apply(Some(conn), update, raw, None),
             BoardCmd::HttpUpdate { update, raw, reply } => {
-                self.apply(None, update, raw, Some(reply));
+                self.apply(None, update, raw, Some(Waiter::reply(reply)));
             }
             BoardCmd::Awareness {
                 conn,
@@ -341,7 +341,7 @@ impl BoardActor {
         origin: Option<ConnId>,
         update: Update,
         raw: Vec<u8>,
-        http: Option<oneshot::Sender<Result<(), BoardError>>>,
+        http: Option<Waiter>,
     ) {
         let message_no = origin.and_then(|c| self.peers.get_mut(&c)).map(|p| {
             p.doc_messages += 1;
@@ -385,13 +385,13 @@ impl BoardActor {
         if let (Some(conn), Some(n), false) = (origin, message_no, rejected) {
             batch.acks.insert(conn, n);
         }
-        if let Some(reply) = http {
+        if let Some(waiter) = http {
             if rejected {
-                let _ = reply.send(Err(BoardError::Rejected(
+                waiter.answer(Err(BoardError::Rejected(
                     "the update does not apply".into(),
                 )));
             } else {
-                batch.http.push(reply);
+                batch.http.push(waiter);
             }
         }
         self.dispatch();
@@ -455,8 +455,8 @@ impl BoardActor {
                 self.send(conn, protocol::durable_ack(count));
             }
         }
-        for reply in batch.http {
-            let _ = reply.send(Ok(()));
+        for waiter in batch.http {
+            waiter.answer(Ok(()));
         }
     }
 

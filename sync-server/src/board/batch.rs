@@ -21,7 +21,39 @@ pub(super) struct Batch {
     /// Per connection, how many of its document messages this commit makes durable.
     pub(super) acks: HashMap<ConnId, u64>,
     /// HTTP writers waiting for durability.
-    pub(super) http: Vec<oneshot::Sender<Result<(), BoardError>>>,
+    pub(super) http: Vec<Waiter>,
+}
+
+/// Someone waiting for a batch to be durable (or to fail).
+pub(super) struct Waiter(Box<dyn FnOnce(Result<(), BoardError>) + Send>);
+
+impl Waiter {
+    /// Answers `reply` with the batch's outcome.
+    pub(super) fn reply(reply: oneshot::Sender<Result<(), BoardError>>) -> Self {
+        Self(Box::new(move |result| {
+            let _ = reply.send(result);
+        }))
+    }
+
+    /// Answers `reply` with `value` once durable, or the error.
+    pub(super) fn with<T: Send + 'static>(
+        reply: oneshot::Sender<Result<T, BoardError>>,
+        value: T,
+    ) -> Self {
+        Self(Box::new(move |result| {
+            let _ = reply.send(result.map(|()| value));
+        }))
+    }
+
+    pub(super) fn answer(self, result: Result<(), BoardError>) {
+        (self.0)(result);
+    }
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Waiter")
+    }
 }
 
 /// Above this many updates, a batch's broadcasts go out merged into one frame.
@@ -66,8 +98,8 @@ impl Batch {
 
     /// Fails every HTTP writer waiting on this batch.
     pub(super) fn fail(self, error: &BoardError) {
-        for reply in self.http {
-            let _ = reply.send(Err(error.clone()));
+        for waiter in self.http {
+            waiter.answer(Err(error.clone()));
         }
     }
 }
