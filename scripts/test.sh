@@ -36,3 +36,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 export PROPTEST_CASES="${PROPTEST_CASES:-2000}"
 cargo test --workspace --locked
+
+step "interop tests: real yjs + y-websocket clients against the server binary"
+cargo build -p sync-server --locked
+node --test tests/js/interop/
