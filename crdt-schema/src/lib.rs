@@ -30,6 +30,8 @@
 //! - [`read`]: lenient typed read; wrong-typed values are skipped and reported, never a panic.
 //! - [`ops`]: validated mutations ([`Op`], [`NewObject`]); all problems reported at once, nothing
 //!   written on failure.
+//! - [`restore`]: restore a board to a version as a forward change ([`restore::restore_to`]);
+//!   objects and meta follow the version, chat and other roots are untouched.
 //! - [`validate`]: [`ValidationError`], [`Issue`], [`IssueCode`].
 //! - [`limits`]: lengths and ranges enforced on writes.
 //! - [`color`]: the accepted CSS colour syntax.
@@ -46,6 +48,7 @@ pub mod names;
 pub mod ops;
 mod plan;
 pub mod read;
+pub mod restore;
 pub mod text;
 pub mod validate;
 pub mod value;

@@ -4,6 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use crdt_schema::restore::RestoreReport;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -169,6 +170,9 @@ fn refuse_all(rx: &mut mpsc::Receiver<BoardCmd>, error: &BoardError) {
             BoardCmd::Join { reply, .. } | BoardCmd::HttpUpdate { reply, .. } => {
                 let _ = reply.send(Err(error.clone()));
             }
+            BoardCmd::Restore { reply, .. } => {
+                let _ = reply.send(Err(error.clone()));
+            }
             _ => {}
         }
     }
@@ -250,7 +254,11 @@ impl BoardActor {
         }
         for cmd in pending {
             match cmd {
-                BoardCmd::Update { .. } | BoardCmd::HttpUpdate { .. } => self.handle(cmd),
+                BoardCmd::Update { .. }
+                | BoardCmd::HttpUpdate { .. }
+                | BoardCmd::Restore { .. } => {
+                    self.handle(cmd);
+                }
                 BoardCmd::Join { reply, .. } => {
                     let _ = reply.send(Err(BoardError::Gone));
                 }
@@ -297,7 +305,9 @@ impl BoardActor {
                 let _ = reply.send(Ok(()));
             }
             BoardCmd::Leave { conn } => self.remove_peer(conn),
-            cmd @ (BoardCmd::Update { .. } | BoardCmd::HttpUpdate { .. })
+            cmd @ (BoardCmd::Update { .. }
+            | BoardCmd::HttpUpdate { .. }
+            | BoardCmd::Restore { .. })
                 if !self.waiting.is_empty() =>
             {
                 self.deferred.push_back(cmd);
@@ -306,6 +316,11 @@ impl BoardActor {
             BoardCmd::HttpUpdate { update, raw, reply } => {
                 self.apply(None, update, raw, Some(Waiter::reply(reply)));
             }
+            BoardCmd::Restore {
+                target,
+                origin,
+                reply,
+            } => self.restore(&target, &origin, reply),
             BoardCmd::Awareness {
                 conn,
                 update,
@@ -397,6 +412,38 @@ impl BoardActor {
         self.dispatch();
     }
 
+    /// Turns the board into `target`'s content as one forward change (crdt-schema's restore
+    /// rules), committed and broadcast like any update.
+    fn restore(
+        &mut self,
+        target: &[u8],
+        origin: &str,
+        reply: oneshot::Sender<Result<RestoreReport, BoardError>>,
+    ) {
+        let (result, delta) = {
+            let mut txn = self.doc.transact_mut_with(origin);
+            let result = crdt_schema::restore::restore_from_update_v1(&mut txn, target);
+            (result, txn.encode_update_v1())
+        };
+        let report = match result {
+            Ok(report) => report,
+            Err(e) => {
+                // Nothing was written: the target is loaded before the first write.
+                let _ = reply.send(Err(BoardError::Rejected(e.to_string())));
+                return;
+            }
+        };
+        info!(board = %self.id, origin, ?report, "restore applied");
+        let batch = &mut self.next;
+        if delta.as_slice() != Update::EMPTY_V1 {
+            batch.bytes += delta.len() as u64;
+            batch.updates.push(delta.clone());
+            batch.broadcasts.push((None, delta));
+        }
+        batch.http.push(Waiter::with(reply, report));
+        self.dispatch();
+    }
+
     /// Sends the next batch to the committer if none is in flight.
     fn dispatch(&mut self) {
         if self.in_flight.is_some() || self.next.is_empty() {
@@ -467,8 +514,14 @@ impl BoardActor {
         batch.fail(&BoardError::CommitFailed);
         std::mem::take(&mut self.next).fail(&BoardError::CommitFailed);
         for cmd in std::mem::take(&mut self.deferred) {
-            if let BoardCmd::HttpUpdate { reply, .. } = cmd {
-                let _ = reply.send(Err(BoardError::CommitFailed));
+            match cmd {
+                BoardCmd::HttpUpdate { reply, .. } => {
+                    let _ = reply.send(Err(BoardError::CommitFailed));
+                }
+                BoardCmd::Restore { reply, .. } => {
+                    let _ = reply.send(Err(BoardError::CommitFailed));
+                }
+                _ => {}
             }
         }
         for peer in self.peers.values() {

@@ -124,6 +124,13 @@ pub(crate) enum BoardCmd {
         raw: Vec<u8>,
         reply: oneshot::Sender<Result<(), BoardError>>,
     },
+    /// Restore the board to `target` (a full state, Yjs update v1) as one forward change with
+    /// origin `origin`; `reply` resolves once it is durable.
+    Restore {
+        target: Vec<u8>,
+        origin: String,
+        reply: oneshot::Sender<Result<crdt_schema::restore::RestoreReport, BoardError>>,
+    },
     /// An awareness update from a connection, with the frame it came in.
     Awareness {
         conn: ConnId,

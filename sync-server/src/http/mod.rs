@@ -3,6 +3,7 @@
 mod boards;
 mod error;
 mod health;
+mod restore;
 mod versions;
 
 use axum::Router;
@@ -25,6 +26,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/v1/boards/{id}/state", get(boards::state))
         .route("/v1/boards/{id}/updates", post(boards::apply_update))
+        .route("/v1/boards/{id}/restore", post(restore::restore))
         .route(
             "/v1/boards/{id}/versions",
             post(versions::create).get(versions::list),

@@ -1,0 +1,127 @@
+//! `POST /v1/boards/{id}/restore`: restore a board to a version or an uploaded snapshot, as a
+//! forward change that connected clients receive like any other edit.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use yrs::{Doc, ReadTxn, Transact};
+
+use super::boards::existing;
+use super::error::ApiError;
+use crate::board::{BoardCmd, Read};
+use crate::ids::VersionId;
+use crate::protocol::decode_update;
+use crate::server::AppState;
+use crate::storage::{NewVersion, VersionKind};
+
+#[derive(Debug, Deserialize)]
+struct RestoreBody {
+    version: i64,
+    author: Option<String>,
+}
+
+/// Restores the board to `{"version": V}` (JSON) or to the full state in an
+/// `application/octet-stream` body. First saves the current state as an automatic version
+/// (reason `before restore`), so the restore can itself be undone by restoring that version.
+/// Answers once the restore is durable, with the restore's id, that version and what changed.
+pub(crate) async fn restore(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = existing(&state, &raw).await?;
+    let store = state.boards.store();
+    let binary = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
+    let (target, author, source) = if binary {
+        (body.to_vec(), None, json!({ "snapshot_bytes": body.len() }))
+    } else {
+        let request: RestoreBody = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("expected {{\"version\": ID}} or a binary snapshot: {e}"),
+            )
+        })?;
+        let version = store
+            .get_version(&id, VersionId(request.version))
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "version_not_found",
+                    "no such version",
+                )
+            })?;
+        (
+            version.data,
+            request.author,
+            json!({ "version": request.version }),
+        )
+    };
+    check_full_state(&target)?;
+
+    let restore_id = uuid::Uuid::now_v7().simple().to_string();
+    let (before, covers_seq) = state
+        .boards
+        .call(&id, |reply| BoardCmd::Read(Read::Snapshot { reply }))
+        .await?;
+    let saved = store
+        .save_version(
+            &id,
+            NewVersion {
+                kind: VersionKind::Auto,
+                label: None,
+                author: author.as_deref(),
+                reason: Some("before restore"),
+                covers_seq,
+                data: &before,
+            },
+        )
+        .await?;
+    let origin = format!("restore:{restore_id}");
+    let report = state
+        .boards
+        .call(&id, |reply| BoardCmd::Restore {
+            target: target.clone(),
+            origin: origin.clone(),
+            reply,
+        })
+        .await??;
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "restore_id": restore_id,
+            "restored_from": source,
+            "before_version": saved,
+            "report": report,
+        })),
+    ))
+}
+
+/// Refuses anything but a complete Yjs state: an incremental update would make the restore
+/// delete everything it does not mention.
+fn check_full_state(target: &[u8]) -> Result<(), ApiError> {
+    let update = decode_update(target).map_err(|e| {
+        ApiError::bad_request("invalid_snapshot", format!("not a Yjs update (v1): {e}"))
+    })?;
+    let doc = Doc::new();
+    let mut txn = doc.transact_mut();
+    txn.apply_update(update).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_snapshot",
+            format!("the snapshot does not apply: {e}"),
+        )
+    })?;
+    if txn.has_missing_updates() {
+        return Err(ApiError::bad_request(
+            "incomplete_snapshot",
+            "the snapshot depends on updates it does not contain; restore needs a full state",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,840 @@
+//! Harness for the server integration tests: an in-process server, a y-websocket test client
+//! holding its own `yrs::Doc`, raw WebSocket and HTTP helpers, and a store wrapper that can be
+//! told to fail or slow down.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::{SinkExt, StreamExt};
+use sync_server::ids::{BoardId, VersionId};
+use sync_server::server::{Config, ServerError, run_with_store};
+use sync_server::storage::{
+    Backend, BoardInfo, NewSnapshot, NewUpdate, NewVersion, PendingCompaction, Storage,
+    StorageError, StoredBoard, Version, VersionInfo,
+};
+use sync_server::protocol;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use yrs::block::ClientID;
+use yrs::encoding::read::Read as _;
+use yrs::sync::{AwarenessUpdate, AwarenessUpdateEntry, Message as YMessage, SyncMessage};
+use yrs::updates::decoder::{Decode, DecoderV1};
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, GetString, Map, Out, ReadTxn, StateVector, Transact, Update};
+
+/// How long any single wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub type Socket = WebSocketStream<TcpStream>;
+
+// ---------------------------------------------------------------------------------------------
+// Server
+
+/// A server configuration for tests: defaults with a short shutdown timeout.
+pub fn config() -> Config {
+    Config {
+        database_url: "memory:".into(),
+        shutdown_timeout: Duration::from_secs(5),
+        ..Config::default()
+    }
+}
+
+/// A server running in-process on 127.0.0.1 with a random port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config, store: Arc<dyn Storage>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(run_with_store(config, store, listener, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    /// Triggers a graceful shutdown without waiting for it.
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Shuts down and returns what `run_with_store` returned.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        self.trigger_shutdown();
+        let handle = self.handle.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("run_with_store returns within 10 s of the shutdown signal")
+            .expect("the server task does not panic")
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.handle {
+            handle.abort();
+        }
+    }
+}
+
+pub async fn memory_store() -> Arc<dyn Storage> {
+    sync_server::storage::open("memory:", &Default::default())
+        .await
+        .unwrap()
+}
+
+/// A SQLite database in a temporary directory.
+pub struct SqliteDb {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+}
+
+impl SqliteDb {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/boards.db", dir.path().display());
+        Self { dir, url }
+    }
+
+    pub async fn open(&self) -> Arc<dyn Storage> {
+        sync_server::storage::open(&self.url, &Default::default())
+            .await
+            .unwrap()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A store that can be told to fail appends, or to be slow
+
+/// Wraps a store: appends can be made to fail or to take longer, loads to take longer, and
+/// calls are counted.
+#[derive(Debug)]
+pub struct TestStore {
+    inner: Arc<dyn Storage>,
+    pub fail_appends: AtomicBool,
+    pub append_delay_ms: AtomicU64,
+    pub load_delay_ms: AtomicU64,
+    pub loads: AtomicUsize,
+    pub ensures: AtomicUsize,
+    pub appends: AtomicUsize,
+}
+
+impl TestStore {
+    pub fn new(inner: Arc<dyn Storage>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            fail_appends: AtomicBool::new(false),
+            append_delay_ms: AtomicU64::new(0),
+            load_delay_ms: AtomicU64::new(0),
+            loads: AtomicUsize::new(0),
+            ensures: AtomicUsize::new(0),
+            appends: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn set_fail_appends(&self, fail: bool) {
+        self.fail_appends.store(fail, Ordering::SeqCst);
+    }
+
+    pub fn loads(&self) -> usize {
+        self.loads.load(Ordering::SeqCst)
+    }
+
+    pub fn ensures(&self) -> usize {
+        self.ensures.load(Ordering::SeqCst)
+    }
+}
+
+async fn delay(ms: &AtomicU64) {
+    let ms = ms.load(Ordering::SeqCst);
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+#[async_trait]
+impl Storage for TestStore {
+    fn backend(&self) -> Backend {
+        self.inner.backend()
+    }
+
+    async fn create_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
+        self.inner.create_board(id).await
+    }
+
+    async fn ensure_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
+        self.ensures.fetch_add(1, Ordering::SeqCst);
+        self.inner.ensure_board(id).await
+    }
+
+    async fn get_board(&self, id: &BoardId) -> Result<Option<BoardInfo>, StorageError> {
+        self.inner.get_board(id).await
+    }
+
+    async fn list_boards(
+        &self,
+        after: Option<&BoardId>,
+        limit: u32,
+    ) -> Result<Vec<BoardInfo>, StorageError> {
+        self.inner.list_boards(after, limit).await
+    }
+
+    async fn delete_board(&self, id: &BoardId) -> Result<bool, StorageError> {
+        self.inner.delete_board(id).await
+    }
+
+    async fn append(
+        &self,
+        updates: &[NewUpdate<'_>],
+    ) -> Result<Vec<sync_server::ids::Seq>, StorageError> {
+        self.appends.fetch_add(1, Ordering::SeqCst);
+        delay(&self.append_delay_ms).await;
+        if self.fail_appends.load(Ordering::SeqCst) {
+            return Err(StorageError::Database {
+                op: "append",
+                source: sqlx::Error::Protocol("injected append failure".into()),
+            });
+        }
+        self.inner.append(updates).await
+    }
+
+    async fn load(&self, id: &BoardId) -> Result<StoredBoard, StorageError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        delay(&self.load_delay_ms).await;
+        self.inner.load(id).await
+    }
+
+    async fn begin_compaction(
+        &self,
+        id: &BoardId,
+        snapshot: NewSnapshot<'_>,
+    ) -> Result<Box<dyn PendingCompaction + '_>, StorageError> {
+        self.inner.begin_compaction(id, snapshot).await
+    }
+
+    async fn save_version(
+        &self,
+        id: &BoardId,
+        version: NewVersion<'_>,
+    ) -> Result<VersionInfo, StorageError> {
+        self.inner.save_version(id, version).await
+    }
+
+    async fn list_versions(&self, id: &BoardId) -> Result<Vec<VersionInfo>, StorageError> {
+        self.inner.list_versions(id).await
+    }
+
+    async fn get_version(
+        &self,
+        id: &BoardId,
+        version: VersionId,
+    ) -> Result<Option<Version>, StorageError> {
+        self.inner.get_version(id, version).await
+    }
+
+    async fn delete_version(&self, id: &BoardId, version: VersionId) -> Result<bool, StorageError> {
+        self.inner.delete_version(id, version).await
+    }
+
+    async fn prune_versions(&self, id: &BoardId, keep_auto: u32) -> Result<u64, StorageError> {
+        self.inner.prune_versions(id, keep_auto).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Documents
+
+/// A doc as a client would make it: text offsets as Yjs counts them.
+pub fn new_doc() -> Doc {
+    Doc::with_options(yrs::Options {
+        offset_kind: yrs::OffsetKind::Utf16,
+        ..yrs::Options::default()
+    })
+}
+
+/// Adds a sticky note `{kind: "sticky", text: Y.Text(text)}` under `id` in `objects`; returns
+/// the transaction's update.
+pub fn put_note(doc: &Doc, id: &str, text: &str) -> Vec<u8> {
+    let objects = doc.get_or_insert_map("objects");
+    let mut txn = doc.transact_mut();
+    let note = objects.insert(&mut txn, id, yrs::MapPrelim::default());
+    note.insert(&mut txn, "kind", "sticky");
+    note.insert(&mut txn, "text", yrs::TextPrelim::new(text));
+    txn.encode_update_v1()
+}
+
+/// Every note in `objects`: id -> text (`""` for a value without text).
+pub fn notes(doc: &Doc) -> BTreeMap<String, String> {
+    let objects = doc.get_or_insert_map("objects");
+    let txn = doc.transact();
+    objects
+        .iter(&txn)
+        .map(|(k, v)| {
+            let text = match v {
+                Out::YMap(m) => match m.get(&txn, "text") {
+                    Some(Out::YText(t)) => t.get_string(&txn),
+                    _ => String::new(),
+                },
+                _ => String::new(),
+            };
+            (k.to_string(), text)
+        })
+        .collect()
+}
+
+/// The doc's whole state, Yjs update v1.
+pub fn doc_state(doc: &Doc) -> Vec<u8> {
+    doc.transact()
+        .encode_state_as_update_v1(&StateVector::default())
+}
+
+/// A fresh doc holding `update` (Yjs v1).
+pub fn doc_from(update: &[u8]) -> Doc {
+    let doc = new_doc();
+    doc.transact_mut()
+        .apply_update(Update::decode_v1(update).unwrap())
+        .unwrap();
+    doc
+}
+
+/// An awareness frame announcing `json` for `client` at `clock`.
+pub fn awareness_frame(client: ClientID, clock: u32, json: &str) -> Vec<u8> {
+    let mut clients = std::collections::HashMap::new();
+    clients.insert(
+        client,
+        AwarenessUpdateEntry {
+            clock,
+            json: Arc::from(json),
+        },
+    );
+    YMessage::Awareness(AwarenessUpdate { clients }).encode_v1()
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket client
+
+/// Opens a WebSocket to `path` (e.g. `/v1/sync/board?ack=1`) on `addr`.
+pub async fn ws_connect(addr: SocketAddr, path: &str) -> Socket {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    ws_handshake(tcp, addr, path).await
+}
+
+pub async fn ws_handshake(tcp: TcpStream, addr: SocketAddr, path: &str) -> Socket {
+    let url = format!("ws://{addr}{path}");
+    tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, tcp))
+        .await
+        .expect("WebSocket handshake in time")
+        .unwrap()
+        .0
+}
+
+/// Reads until a close frame arrives (skipping other frames) and returns its code. Fails if the
+/// connection ends without one or nothing arrives in `within`.
+pub async fn expect_close(socket: &mut Socket, within: Duration) -> u16 {
+    let got = tokio::time::timeout(within, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => return Ok(u16::from(frame.code)),
+                Some(Ok(Message::Close(None))) => return Err("close frame without a code".into()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(format!("read error before a close frame: {e}")),
+                None => return Err("connection ended without a close frame".to_string()),
+            }
+        }
+    })
+    .await;
+    match got {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => panic!("{e}"),
+        Err(_) => panic!("no close frame within {within:?}"),
+    }
+}
+
+/// What a [`TestClient`] has seen.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub step1: usize,
+    pub step2: usize,
+    pub updates: usize,
+    /// Every durable-ack count received, in order.
+    pub acks: Vec<u64>,
+    pub awareness: Vec<AwarenessUpdate>,
+    /// Frames of any type other than the y-protocols ones and the durable ack.
+    pub unknown: Vec<Vec<u8>>,
+    /// Frames that did not decode.
+    pub undecodable: Vec<String>,
+    pub close: Option<(u16, String)>,
+    pub ended: bool,
+    pub error: Option<String>,
+}
+
+impl Seen {
+    pub fn last_ack(&self) -> u64 {
+        self.acks.last().copied().unwrap_or(0)
+    }
+
+    /// The newest awareness JSON seen for `client`.
+    pub fn awareness_of(&self, client: ClientID) -> Option<String> {
+        self.awareness
+            .iter()
+            .rev()
+            .find_map(|u| u.clients.get(&client).map(|e| e.json.to_string()))
+    }
+}
+
+#[derive(Debug)]
+pub struct ClientState {
+    pub doc: Doc,
+    pub seen: Seen,
+    /// Document messages (sync step 2 and updates) sent so far.
+    pub doc_messages_sent: u64,
+}
+
+/// A y-websocket client with its own doc. A reader task applies what the server sends and
+/// answers its sync step 1; a writer task sends frames in order.
+pub struct TestClient {
+    pub name: String,
+    state: Arc<Mutex<ClientState>>,
+    changed: watch::Receiver<u64>,
+    out: mpsc::UnboundedSender<Message>,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for TestClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestClient")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl TestClient {
+    /// Connects to `board` with a fresh doc; `ack` asks for durable acknowledgements.
+    pub async fn connect(addr: SocketAddr, board: &str, ack: bool) -> Self {
+        Self::connect_with_doc(addr, board, ack, new_doc()).await
+    }
+
+    /// Connects to `board` with `doc` (e.g. a doc kept from an earlier connection).
+    pub async fn connect_with_doc(addr: SocketAddr, board: &str, ack: bool, doc: Doc) -> Self {
+        let path = if ack {
+            format!("/v1/sync/{board}?ack=1")
+        } else {
+            format!("/v1/sync/{board}")
+        };
+        let socket = ws_connect(addr, &path).await;
+        Self::start(board.to_string(), socket, doc)
+    }
+
+    fn start(name: String, socket: Socket, doc: Doc) -> Self {
+        let (mut sink, mut stream) = socket.split();
+        let (out, mut queue) = mpsc::unbounded_channel::<Message>();
+        let (tx, changed) = watch::channel(0u64);
+        let state = Arc::new(Mutex::new(ClientState {
+            doc,
+            seen: Seen::default(),
+            doc_messages_sent: 0,
+        }));
+        // y-websocket sends its step 1 first.
+        let sv = state.lock().unwrap().doc.transact().state_vector();
+        out.send(Message::Binary(
+            YMessage::Sync(SyncMessage::SyncStep1(sv)).encode_v1().into(),
+        ))
+        .unwrap();
+        let writer = tokio::spawn(async move {
+            while let Some(message) = queue.recv().await {
+                if sink.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let reader_state = state.clone();
+        let reader_out = out.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                let next = stream.next().await;
+                let ended = {
+                    let mut s = reader_state.lock().unwrap();
+                    let ended = match next {
+                        Some(Ok(Message::Binary(frame))) => {
+                            absorb(&mut s, &frame, &reader_out);
+                            false
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            s.seen.close = Some(
+                                frame
+                                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                                    .unwrap_or((1005, String::new())),
+                            );
+                            false
+                        }
+                        Some(Ok(Message::Text(t))) => {
+                            s.seen.undecodable.push(format!("text frame {t:?}"));
+                            false
+                        }
+                        Some(Ok(_)) => false,
+                        Some(Err(e)) => {
+                            s.seen.error = Some(e.to_string());
+                            s.seen.ended = true;
+                            true
+                        }
+                        None => {
+                            s.seen.ended = true;
+                            true
+                        }
+                    };
+                    ended
+                };
+                tx.send_modify(|n| *n += 1);
+                if ended {
+                    break;
+                }
+            }
+        });
+        Self {
+            name,
+            state,
+            changed,
+            out,
+            reader,
+            writer,
+        }
+    }
+
+    /// Runs `f` on the client's state.
+    pub fn with<T>(&self, f: impl FnOnce(&ClientState) -> T) -> T {
+        f(&self.state.lock().unwrap())
+    }
+
+    pub fn doc(&self) -> Doc {
+        self.with(|s| s.doc.clone())
+    }
+
+    pub fn notes(&self) -> BTreeMap<String, String> {
+        self.with(|s| notes(&s.doc))
+    }
+
+    pub fn state_vector(&self) -> StateVector {
+        self.with(|s| s.doc.transact().state_vector())
+    }
+
+    pub fn doc_messages_sent(&self) -> u64 {
+        self.with(|s| s.doc_messages_sent)
+    }
+
+    pub fn client_id(&self) -> ClientID {
+        self.with(|s| s.doc.client_id())
+    }
+
+    /// Sends a raw frame.
+    pub fn send_raw(&self, frame: Vec<u8>) {
+        let _ = self.out.send(Message::Binary(frame.into()));
+    }
+
+    /// Sends `update` as a live update `[0, 2, update]`.
+    pub fn send_update(&self, update: &[u8]) {
+        let mut s = self.state.lock().unwrap();
+        s.doc_messages_sent += 1;
+        let _ = self
+            .out
+            .send(Message::Binary(protocol::update(update)));
+    }
+
+    /// Edits the local doc with `f` and sends the transaction's update; returns it.
+    pub fn edit(&self, f: impl FnOnce(&Doc) -> Vec<u8>) -> Vec<u8> {
+        let mut s = self.state.lock().unwrap();
+        let update = f(&s.doc);
+        s.doc_messages_sent += 1;
+        let _ = self
+            .out
+            .send(Message::Binary(protocol::update(&update)));
+        update
+    }
+
+    /// Adds a note locally and sends it.
+    pub fn put_note(&self, id: &str, text: &str) -> Vec<u8> {
+        self.edit(|doc| put_note(doc, id, text))
+    }
+
+    /// Waits until `pred` holds for the client's state, failing after [`WAIT`].
+    pub async fn wait_for(&self, what: &str, pred: impl Fn(&ClientState) -> bool) {
+        self.wait_for_within(what, WAIT, pred).await;
+    }
+
+    pub async fn wait_for_within(
+        &self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&ClientState) -> bool,
+    ) {
+        let mut changed = self.changed.clone();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            changed.borrow_and_update();
+            {
+                let s = self.state.lock().unwrap();
+                if pred(&s) {
+                    return;
+                }
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => {}
+                // The reader ended: check one last time.
+                Ok(Err(_)) | Err(_) => {
+                    let s = self.state.lock().unwrap();
+                    if pred(&s) {
+                        return;
+                    }
+                    panic!(
+                        "client {}: timed out waiting for {what}; seen: step1={} step2={} updates={} acks={:?} close={:?} ended={} error={:?} notes={:?}",
+                        self.name,
+                        s.seen.step1,
+                        s.seen.step2,
+                        s.seen.updates,
+                        s.seen.acks,
+                        s.seen.close,
+                        s.seen.ended,
+                        s.seen.error,
+                        notes(&s.doc).keys().collect::<Vec<_>>(),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits for the server's sync step 2 (the answer to the client's step 1).
+    pub async fn wait_synced(&self) {
+        self.wait_for("sync step 2", |s| s.seen.step2 >= 1).await;
+    }
+
+    /// Waits until the client holds the note `id`.
+    pub async fn wait_note(&self, id: &str) {
+        self.wait_for(&format!("note {id}"), |s| notes(&s.doc).contains_key(id))
+            .await;
+    }
+
+    /// Waits until every document message sent so far is acknowledged as durable.
+    pub async fn wait_all_acked(&self) {
+        self.wait_for("all document messages acknowledged", |s| {
+            s.seen.last_ack() >= s.doc_messages_sent
+        })
+        .await;
+    }
+
+    /// Sends a sync step 1 and waits for the answer: everything the server queued for this
+    /// connection before it answered has arrived.
+    pub async fn barrier(&self) {
+        let (before, sv) = self.with(|s| (s.seen.step2, s.doc.transact().state_vector()));
+        let _ = self.out.send(Message::Binary(
+            YMessage::Sync(SyncMessage::SyncStep1(sv)).encode_v1().into(),
+        ));
+        self.wait_for("barrier sync step 2", |s| s.seen.step2 > before)
+            .await;
+    }
+
+    /// Waits for the connection to be closed by the server; returns the close code.
+    pub async fn wait_closed(&self) -> u16 {
+        self.wait_for("close frame", |s| s.seen.close.is_some() || s.seen.ended)
+            .await;
+        self.with(|s| match &s.seen.close {
+            Some((code, _)) => *code,
+            None => panic!(
+                "client {}: connection ended without a close frame ({:?})",
+                self.name, s.seen.error
+            ),
+        })
+    }
+
+    /// Closes the connection from the client side and waits for it to end.
+    pub async fn close(&self) {
+        let _ = self.out.send(Message::Close(None));
+        self.wait_for("connection end", |s| s.seen.ended || s.seen.close.is_some())
+            .await;
+    }
+}
+
+impl Drop for TestClient {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+/// Handles one binary frame from the server.
+fn absorb(s: &mut ClientState, frame: &[u8], out: &mpsc::UnboundedSender<Message>) {
+    if frame.first() == Some(&(protocol::MSG_DURABLE_ACK as u8)) {
+        let mut decoder = DecoderV1::from(frame);
+        let tag: u64 = decoder.read_var().unwrap();
+        assert_eq!(tag, protocol::MSG_DURABLE_ACK);
+        let count: u64 = decoder.read_var().unwrap();
+        s.seen.acks.push(count);
+        return;
+    }
+    match YMessage::decode_v1(frame) {
+        Ok(YMessage::Sync(SyncMessage::SyncStep1(sv))) => {
+            s.seen.step1 += 1;
+            let update = s.doc.transact().encode_state_as_update_v1(&sv);
+            s.doc_messages_sent += 1;
+            let _ = out.send(Message::Binary(
+                YMessage::Sync(SyncMessage::SyncStep2(update))
+                    .encode_v1()
+                    .into(),
+            ));
+        }
+        Ok(YMessage::Sync(SyncMessage::SyncStep2(u))) => {
+            s.seen.step2 += 1;
+            apply(&s.doc, &u);
+        }
+        Ok(YMessage::Sync(SyncMessage::Update(u))) => {
+            s.seen.updates += 1;
+            apply(&s.doc, &u);
+        }
+        Ok(YMessage::Awareness(update)) => s.seen.awareness.push(update),
+        Ok(_) => s.seen.unknown.push(frame.to_vec()),
+        Err(e) => {
+            if frame.first().is_some_and(|&t| t > 3) {
+                s.seen.unknown.push(frame.to_vec());
+            } else {
+                s.seen.undecodable.push(e.to_string());
+            }
+        }
+    }
+}
+
+fn apply(doc: &Doc, update: &[u8]) {
+    let update = Update::decode_v1(update).expect("the server sends valid updates");
+    doc.transact_mut()
+        .apply_update(update)
+        .expect("the server's updates apply");
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "response body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 client: one request per connection.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> HttpResponse {
+    tokio::time::timeout(WAIT, async {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if let Some(ct) = content_type {
+            head.push_str(&format!("Content-Type: {ct}\r\n"));
+        }
+        head.push_str("\r\n");
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tcp.write_all(body).await.unwrap();
+        let mut raw = Vec::new();
+        tcp.read_to_end(&mut raw).await.unwrap();
+        parse_response(&raw)
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{method} {path}: no response within {WAIT:?}"))
+}
+
+fn parse_response(raw: &[u8]) -> HttpResponse {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = std::str::from_utf8(&raw[..split]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size_str = std::str::from_utf8(&rest[..line_end]).unwrap();
+            let size = usize::from_str_radix(size_str.split(';').next().unwrap().trim(), 16)
+                .unwrap();
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+        body = out;
+    }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
