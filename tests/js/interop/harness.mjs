@@ -369,6 +369,30 @@ export class Harness {
     })
   }
 
+  /**
+   * Any request over a non-pooled connection; `body` is a string (sent as JSON unless
+   * `contentType` says otherwise) or a Uint8Array. Resolves like `fetch`.
+   */
+  request (server, method, pathname, { body, contentType = 'application/json', timeout = 10000 } = {}) {
+    return new Promise((resolve, reject) => {
+      const payload = body === undefined ? undefined : Buffer.from(typeof body === 'string' ? body : body)
+      const headers = payload ? { 'content-type': contentType, 'content-length': payload.length } : {}
+      const req = http.request(server.httpUrl + pathname, { method, agent: false, timeout, headers }, res => {
+        const chunks = []
+        res.on('data', c => chunks.push(c))
+        res.on('error', reject)
+        res.on('end', () => {
+          const data = Buffer.concat(chunks)
+          resolve({ status: res.statusCode, headers: res.headers, body: data, text: () => data.toString(), json: () => JSON.parse(data.toString()) })
+        })
+      })
+      req.on('timeout', () => req.destroy(new Error(`${method} ${pathname} timed out`)))
+      req.on('error', reject)
+      if (payload) req.write(payload)
+      req.end()
+    })
+  }
+
   /** GET /v1/boards/{id}/state applied to a fresh Y.Doc. */
   async fetchState (server, board) {
     const res = await this.fetch(server, `/v1/boards/${board}/state`)
