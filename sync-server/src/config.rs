@@ -117,6 +117,9 @@ pub struct ServeArgs {
     /// Save an automatic version once this many updates follow the last one.
     #[arg(long, env = "CHECKPOINT_ROWS", default_value_t = 1000)]
     pub checkpoint_rows: i64,
+    /// Save an automatic version of a changed board at least this often, in seconds.
+    #[arg(long, env = "CHECKPOINT_SECS", default_value_t = 600)]
+    pub checkpoint_secs: u64,
     /// Automatic versions kept per board (named versions are always kept).
     #[arg(long, env = "KEEP_AUTO_VERSIONS", default_value_t = 50)]
     pub keep_auto_versions: u32,
@@ -164,6 +167,7 @@ impl ServeArgs {
                 compact_rows: self.compact_rows.max(1),
                 compact_bytes: self.compact_bytes,
                 checkpoint_rows: self.checkpoint_rows.max(1),
+                checkpoint_interval: Duration::from_secs(self.checkpoint_secs),
                 keep_auto_versions: self.keep_auto_versions,
                 ..BoardConfig::default()
             },

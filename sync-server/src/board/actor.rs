@@ -61,6 +61,8 @@ struct BoardActor {
     compaction_retry_at: Seq,
     /// The sequence the newest automatic version covers.
     checkpoint_seq: Seq,
+    /// When the newest automatic version was taken (or the board loaded).
+    checkpoint_at: Instant,
     idle_since: Option<Instant>,
     /// Set when the actor must stop at the end of this iteration.
     stopped: bool,
@@ -111,6 +113,7 @@ pub(super) async fn run(
         compaction: None,
         compaction_retry_at: 0,
         checkpoint_seq,
+        checkpoint_at: Instant::now(),
         idle_since: Some(Instant::now()),
         stopped: false,
     };
@@ -481,7 +484,10 @@ impl BoardActor {
                     self.answer_waiting();
                 }
                 self.maybe_compact();
-                if self.last_seq - self.checkpoint_seq >= self.shared.config.board.checkpoint_rows {
+                let config = &self.shared.config.board;
+                if self.last_seq - self.checkpoint_seq >= config.checkpoint_rows
+                    || self.checkpoint_at.elapsed() >= config.checkpoint_interval
+                {
                     self.checkpoint("checkpoint");
                 }
             }
@@ -670,6 +676,7 @@ impl BoardActor {
         let (store, id, covers_seq) = (self.shared.store.clone(), self.id.clone(), self.last_seq);
         let keep = self.shared.config.board.keep_auto_versions;
         self.checkpoint_seq = covers_seq;
+        self.checkpoint_at = Instant::now();
         self.shared.tracker.spawn(async move {
             let version = NewVersion {
                 kind: VersionKind::Auto,

@@ -46,6 +46,8 @@ pub struct BoardConfig {
     /// Save an automatic version once this many updates follow the last one (and when an
     /// idle board is evicted with changes since its last version).
     pub checkpoint_rows: i64,
+    /// Save an automatic version when the board changed and the last one is this old.
+    pub checkpoint_interval: Duration,
     /// Automatic versions kept per board; older ones are pruned. Named versions are kept.
     pub keep_auto_versions: u32,
 }
@@ -58,6 +60,7 @@ impl Default for BoardConfig {
             compact_rows: 2000,
             compact_bytes: 4 << 20,
             checkpoint_rows: 1000,
+            checkpoint_interval: Duration::from_secs(600),
             keep_auto_versions: 50,
         }
     }
