@@ -61,10 +61,10 @@ fn change(doc: &Doc, objects: usize) {
         note.insert(&mut txn, "kind", "rect");
     }
     for i in (3..objects).step_by(20) {
-        if let Some(yrs::Out::YMap(note)) = map.get(&txn, &format!("obj-{i:05}")) {
-            if let Some(yrs::Out::YText(text)) = note.get(&txn, "text") {
-                text.insert(&mut txn, 12, " (edited)");
-            }
+        if let Some(yrs::Out::YMap(note)) = map.get(&txn, &format!("obj-{i:05}"))
+            && let Some(yrs::Out::YText(text)) = note.get(&txn, "text")
+        {
+            text.insert(&mut txn, 12, " (edited)");
         }
     }
 }

@@ -13,12 +13,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::{SinkExt, StreamExt};
 use sync_server::ids::{BoardId, VersionId};
+use sync_server::protocol;
 use sync_server::server::{Config, ServerError, run_with_store};
 use sync_server::storage::{
     Backend, BoardInfo, NewSnapshot, NewUpdate, NewVersion, PendingCompaction, Storage,
     StorageError, StoredBoard, Version, VersionInfo,
 };
-use sync_server::protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -27,21 +27,22 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use yrs::block::ClientID;
 use yrs::encoding::read::Read as _;
-use yrs::sync::{AwarenessUpdate, AwarenessUpdateEntry, Message as YMessage, SyncMessage};
+use yrs::sync::awareness::AwarenessUpdateEntry;
+use yrs::sync::{AwarenessUpdate, Message as YMessage, SyncMessage};
 use yrs::updates::decoder::{Decode, DecoderV1};
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, Map, Out, ReadTxn, StateVector, Transact, Update};
 
 /// How long any single wait may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(5);
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
 
-pub type Socket = WebSocketStream<TcpStream>;
+pub(crate) type Socket = WebSocketStream<TcpStream>;
 
 // ---------------------------------------------------------------------------------------------
 // Server
 
 /// A server configuration for tests: defaults with a short shutdown timeout.
-pub fn config() -> Config {
+pub(crate) fn config() -> Config {
     Config {
         database_url: "memory:".into(),
         shutdown_timeout: Duration::from_secs(5),
@@ -50,14 +51,14 @@ pub fn config() -> Config {
 }
 
 /// A server running in-process on 127.0.0.1 with a random port.
-pub struct TestServer {
-    pub addr: SocketAddr,
+pub(crate) struct TestServer {
+    pub(crate) addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), ServerError>>>,
 }
 
 impl TestServer {
-    pub async fn start(config: Config, store: Arc<dyn Storage>) -> Self {
+    pub(crate) async fn start(config: Config, store: Arc<dyn Storage>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -72,14 +73,14 @@ impl TestServer {
     }
 
     /// Triggers a graceful shutdown without waiting for it.
-    pub fn trigger_shutdown(&mut self) {
+    pub(crate) fn trigger_shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
     }
 
     /// Shuts down and returns what `run_with_store` returned.
-    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+    pub(crate) async fn shutdown(mut self) -> Result<(), ServerError> {
         self.trigger_shutdown();
         let handle = self.handle.take().unwrap();
         tokio::time::timeout(Duration::from_secs(10), handle)
@@ -88,7 +89,7 @@ impl TestServer {
             .expect("the server task does not panic")
     }
 
-    pub fn ws_url(&self, path: &str) -> String {
+    pub(crate) fn ws_url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
     }
 }
@@ -101,26 +102,26 @@ impl Drop for TestServer {
     }
 }
 
-pub async fn memory_store() -> Arc<dyn Storage> {
+pub(crate) async fn memory_store() -> Arc<dyn Storage> {
     sync_server::storage::open("memory:", &Default::default())
         .await
         .unwrap()
 }
 
 /// A SQLite database in a temporary directory.
-pub struct SqliteDb {
-    pub dir: tempfile::TempDir,
-    pub url: String,
+pub(crate) struct SqliteDb {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) url: String,
 }
 
 impl SqliteDb {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/boards.db", dir.path().display());
         Self { dir, url }
     }
 
-    pub async fn open(&self) -> Arc<dyn Storage> {
+    pub(crate) async fn open(&self) -> Arc<dyn Storage> {
         sync_server::storage::open(&self.url, &Default::default())
             .await
             .unwrap()
@@ -133,18 +134,18 @@ impl SqliteDb {
 /// Wraps a store: appends can be made to fail or to take longer, loads to take longer, and
 /// calls are counted.
 #[derive(Debug)]
-pub struct TestStore {
+pub(crate) struct TestStore {
     inner: Arc<dyn Storage>,
-    pub fail_appends: AtomicBool,
-    pub append_delay_ms: AtomicU64,
-    pub load_delay_ms: AtomicU64,
-    pub loads: AtomicUsize,
-    pub ensures: AtomicUsize,
-    pub appends: AtomicUsize,
+    pub(crate) fail_appends: AtomicBool,
+    pub(crate) append_delay_ms: AtomicU64,
+    pub(crate) load_delay_ms: AtomicU64,
+    pub(crate) loads: AtomicUsize,
+    pub(crate) ensures: AtomicUsize,
+    pub(crate) appends: AtomicUsize,
 }
 
 impl TestStore {
-    pub fn new(inner: Arc<dyn Storage>) -> Arc<Self> {
+    pub(crate) fn new(inner: Arc<dyn Storage>) -> Arc<Self> {
         Arc::new(Self {
             inner,
             fail_appends: AtomicBool::new(false),
@@ -156,15 +157,15 @@ impl TestStore {
         })
     }
 
-    pub fn set_fail_appends(&self, fail: bool) {
+    pub(crate) fn set_fail_appends(&self, fail: bool) {
         self.fail_appends.store(fail, Ordering::SeqCst);
     }
 
-    pub fn loads(&self) -> usize {
+    pub(crate) fn loads(&self) -> usize {
         self.loads.load(Ordering::SeqCst)
     }
 
-    pub fn ensures(&self) -> usize {
+    pub(crate) fn ensures(&self) -> usize {
         self.ensures.load(Ordering::SeqCst)
     }
 }
@@ -273,7 +274,7 @@ impl Storage for TestStore {
 // Documents
 
 /// A doc as a client would make it: text offsets as Yjs counts them.
-pub fn new_doc() -> Doc {
+pub(crate) fn new_doc() -> Doc {
     Doc::with_options(yrs::Options {
         offset_kind: yrs::OffsetKind::Utf16,
         ..yrs::Options::default()
@@ -282,7 +283,7 @@ pub fn new_doc() -> Doc {
 
 /// Adds a sticky note `{kind: "sticky", text: Y.Text(text)}` under `id` in `objects`; returns
 /// the transaction's update.
-pub fn put_note(doc: &Doc, id: &str, text: &str) -> Vec<u8> {
+pub(crate) fn put_note(doc: &Doc, id: &str, text: &str) -> Vec<u8> {
     let objects = doc.get_or_insert_map("objects");
     let mut txn = doc.transact_mut();
     let note = objects.insert(&mut txn, id, yrs::MapPrelim::default());
@@ -292,7 +293,7 @@ pub fn put_note(doc: &Doc, id: &str, text: &str) -> Vec<u8> {
 }
 
 /// Every note in `objects`: id -> text (`""` for a value without text).
-pub fn notes(doc: &Doc) -> BTreeMap<String, String> {
+pub(crate) fn notes(doc: &Doc) -> BTreeMap<String, String> {
     let objects = doc.get_or_insert_map("objects");
     let txn = doc.transact();
     objects
@@ -311,13 +312,13 @@ pub fn notes(doc: &Doc) -> BTreeMap<String, String> {
 }
 
 /// The doc's whole state, Yjs update v1.
-pub fn doc_state(doc: &Doc) -> Vec<u8> {
+pub(crate) fn doc_state(doc: &Doc) -> Vec<u8> {
     doc.transact()
         .encode_state_as_update_v1(&StateVector::default())
 }
 
 /// A fresh doc holding `update` (Yjs v1).
-pub fn doc_from(update: &[u8]) -> Doc {
+pub(crate) fn doc_from(update: &[u8]) -> Doc {
     let doc = new_doc();
     doc.transact_mut()
         .apply_update(Update::decode_v1(update).unwrap())
@@ -326,7 +327,7 @@ pub fn doc_from(update: &[u8]) -> Doc {
 }
 
 /// An awareness frame announcing `json` for `client` at `clock`.
-pub fn awareness_frame(client: ClientID, clock: u32, json: &str) -> Vec<u8> {
+pub(crate) fn awareness_frame(client: ClientID, clock: u32, json: &str) -> Vec<u8> {
     let mut clients = std::collections::HashMap::new();
     clients.insert(
         client,
@@ -342,12 +343,12 @@ pub fn awareness_frame(client: ClientID, clock: u32, json: &str) -> Vec<u8> {
 // WebSocket client
 
 /// Opens a WebSocket to `path` (e.g. `/v1/sync/board?ack=1`) on `addr`.
-pub async fn ws_connect(addr: SocketAddr, path: &str) -> Socket {
+pub(crate) async fn ws_connect(addr: SocketAddr, path: &str) -> Socket {
     let tcp = TcpStream::connect(addr).await.unwrap();
     ws_handshake(tcp, addr, path).await
 }
 
-pub async fn ws_handshake(tcp: TcpStream, addr: SocketAddr, path: &str) -> Socket {
+pub(crate) async fn ws_handshake(tcp: TcpStream, addr: SocketAddr, path: &str) -> Socket {
     let url = format!("ws://{addr}{path}");
     tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, tcp))
         .await
@@ -358,7 +359,7 @@ pub async fn ws_handshake(tcp: TcpStream, addr: SocketAddr, path: &str) -> Socke
 
 /// Reads until a close frame arrives (skipping other frames) and returns its code. Fails if the
 /// connection ends without one or nothing arrives in `within`.
-pub async fn expect_close(socket: &mut Socket, within: Duration) -> u16 {
+pub(crate) async fn expect_close(socket: &mut Socket, within: Duration) -> u16 {
     let got = tokio::time::timeout(within, async {
         loop {
             match socket.next().await {
@@ -380,29 +381,29 @@ pub async fn expect_close(socket: &mut Socket, within: Duration) -> u16 {
 
 /// What a [`TestClient`] has seen.
 #[derive(Debug, Default)]
-pub struct Seen {
-    pub step1: usize,
-    pub step2: usize,
-    pub updates: usize,
+pub(crate) struct Seen {
+    pub(crate) step1: usize,
+    pub(crate) step2: usize,
+    pub(crate) updates: usize,
     /// Every durable-ack count received, in order.
-    pub acks: Vec<u64>,
-    pub awareness: Vec<AwarenessUpdate>,
+    pub(crate) acks: Vec<u64>,
+    pub(crate) awareness: Vec<AwarenessUpdate>,
     /// Frames of any type other than the y-protocols ones and the durable ack.
-    pub unknown: Vec<Vec<u8>>,
+    pub(crate) unknown: Vec<Vec<u8>>,
     /// Frames that did not decode.
-    pub undecodable: Vec<String>,
-    pub close: Option<(u16, String)>,
-    pub ended: bool,
-    pub error: Option<String>,
+    pub(crate) undecodable: Vec<String>,
+    pub(crate) close: Option<(u16, String)>,
+    pub(crate) ended: bool,
+    pub(crate) error: Option<String>,
 }
 
 impl Seen {
-    pub fn last_ack(&self) -> u64 {
+    pub(crate) fn last_ack(&self) -> u64 {
         self.acks.last().copied().unwrap_or(0)
     }
 
     /// The newest awareness JSON seen for `client`.
-    pub fn awareness_of(&self, client: ClientID) -> Option<String> {
+    pub(crate) fn awareness_of(&self, client: ClientID) -> Option<String> {
         self.awareness
             .iter()
             .rev()
@@ -411,17 +412,17 @@ impl Seen {
 }
 
 #[derive(Debug)]
-pub struct ClientState {
-    pub doc: Doc,
-    pub seen: Seen,
+pub(crate) struct ClientState {
+    pub(crate) doc: Doc,
+    pub(crate) seen: Seen,
     /// Document messages (sync step 2 and updates) sent so far.
-    pub doc_messages_sent: u64,
+    pub(crate) doc_messages_sent: u64,
 }
 
 /// A y-websocket client with its own doc. A reader task applies what the server sends and
 /// answers its sync step 1; a writer task sends frames in order.
-pub struct TestClient {
-    pub name: String,
+pub(crate) struct TestClient {
+    pub(crate) name: String,
     state: Arc<Mutex<ClientState>>,
     changed: watch::Receiver<u64>,
     out: mpsc::UnboundedSender<Message>,
@@ -439,12 +440,17 @@ impl std::fmt::Debug for TestClient {
 
 impl TestClient {
     /// Connects to `board` with a fresh doc; `ack` asks for durable acknowledgements.
-    pub async fn connect(addr: SocketAddr, board: &str, ack: bool) -> Self {
+    pub(crate) async fn connect(addr: SocketAddr, board: &str, ack: bool) -> Self {
         Self::connect_with_doc(addr, board, ack, new_doc()).await
     }
 
     /// Connects to `board` with `doc` (e.g. a doc kept from an earlier connection).
-    pub async fn connect_with_doc(addr: SocketAddr, board: &str, ack: bool, doc: Doc) -> Self {
+    pub(crate) async fn connect_with_doc(
+        addr: SocketAddr,
+        board: &str,
+        ack: bool,
+        doc: Doc,
+    ) -> Self {
         let path = if ack {
             format!("/v1/sync/{board}?ack=1")
         } else {
@@ -466,7 +472,9 @@ impl TestClient {
         // y-websocket sends its step 1 first.
         let sv = state.lock().unwrap().doc.transact().state_vector();
         out.send(Message::Binary(
-            YMessage::Sync(SyncMessage::SyncStep1(sv)).encode_v1().into(),
+            YMessage::Sync(SyncMessage::SyncStep1(sv))
+                .encode_v1()
+                .into(),
         ))
         .unwrap();
         let writer = tokio::spawn(async move {
@@ -483,7 +491,7 @@ impl TestClient {
                 let next = stream.next().await;
                 let ended = {
                     let mut s = reader_state.lock().unwrap();
-                    let ended = match next {
+                    match next {
                         Some(Ok(Message::Binary(frame))) => {
                             absorb(&mut s, &frame, &reader_out);
                             false
@@ -510,8 +518,7 @@ impl TestClient {
                             s.seen.ended = true;
                             true
                         }
-                    };
-                    ended
+                    }
                 };
                 tx.send_modify(|n| *n += 1);
                 if ended {
@@ -530,66 +537,62 @@ impl TestClient {
     }
 
     /// Runs `f` on the client's state.
-    pub fn with<T>(&self, f: impl FnOnce(&ClientState) -> T) -> T {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&ClientState) -> T) -> T {
         f(&self.state.lock().unwrap())
     }
 
-    pub fn doc(&self) -> Doc {
+    pub(crate) fn doc(&self) -> Doc {
         self.with(|s| s.doc.clone())
     }
 
-    pub fn notes(&self) -> BTreeMap<String, String> {
+    pub(crate) fn notes(&self) -> BTreeMap<String, String> {
         self.with(|s| notes(&s.doc))
     }
 
-    pub fn state_vector(&self) -> StateVector {
+    pub(crate) fn state_vector(&self) -> StateVector {
         self.with(|s| s.doc.transact().state_vector())
     }
 
-    pub fn doc_messages_sent(&self) -> u64 {
+    pub(crate) fn doc_messages_sent(&self) -> u64 {
         self.with(|s| s.doc_messages_sent)
     }
 
-    pub fn client_id(&self) -> ClientID {
+    pub(crate) fn client_id(&self) -> ClientID {
         self.with(|s| s.doc.client_id())
     }
 
     /// Sends a raw frame.
-    pub fn send_raw(&self, frame: Vec<u8>) {
+    pub(crate) fn send_raw(&self, frame: Vec<u8>) {
         let _ = self.out.send(Message::Binary(frame.into()));
     }
 
     /// Sends `update` as a live update `[0, 2, update]`.
-    pub fn send_update(&self, update: &[u8]) {
+    pub(crate) fn send_update(&self, update: &[u8]) {
         let mut s = self.state.lock().unwrap();
         s.doc_messages_sent += 1;
-        let _ = self
-            .out
-            .send(Message::Binary(protocol::update(update)));
+        let _ = self.out.send(Message::Binary(protocol::update(update)));
     }
 
     /// Edits the local doc with `f` and sends the transaction's update; returns it.
-    pub fn edit(&self, f: impl FnOnce(&Doc) -> Vec<u8>) -> Vec<u8> {
+    pub(crate) fn edit(&self, f: impl FnOnce(&Doc) -> Vec<u8>) -> Vec<u8> {
         let mut s = self.state.lock().unwrap();
         let update = f(&s.doc);
         s.doc_messages_sent += 1;
-        let _ = self
-            .out
-            .send(Message::Binary(protocol::update(&update)));
+        let _ = self.out.send(Message::Binary(protocol::update(&update)));
         update
     }
 
     /// Adds a note locally and sends it.
-    pub fn put_note(&self, id: &str, text: &str) -> Vec<u8> {
+    pub(crate) fn put_note(&self, id: &str, text: &str) -> Vec<u8> {
         self.edit(|doc| put_note(doc, id, text))
     }
 
     /// Waits until `pred` holds for the client's state, failing after [`WAIT`].
-    pub async fn wait_for(&self, what: &str, pred: impl Fn(&ClientState) -> bool) {
+    pub(crate) async fn wait_for(&self, what: &str, pred: impl Fn(&ClientState) -> bool) {
         self.wait_for_within(what, WAIT, pred).await;
     }
 
-    pub async fn wait_for_within(
+    pub(crate) async fn wait_for_within(
         &self,
         what: &str,
         within: Duration,
@@ -631,18 +634,18 @@ impl TestClient {
     }
 
     /// Waits for the server's sync step 2 (the answer to the client's step 1).
-    pub async fn wait_synced(&self) {
+    pub(crate) async fn wait_synced(&self) {
         self.wait_for("sync step 2", |s| s.seen.step2 >= 1).await;
     }
 
     /// Waits until the client holds the note `id`.
-    pub async fn wait_note(&self, id: &str) {
+    pub(crate) async fn wait_note(&self, id: &str) {
         self.wait_for(&format!("note {id}"), |s| notes(&s.doc).contains_key(id))
             .await;
     }
 
     /// Waits until every document message sent so far is acknowledged as durable.
-    pub async fn wait_all_acked(&self) {
+    pub(crate) async fn wait_all_acked(&self) {
         self.wait_for("all document messages acknowledged", |s| {
             s.seen.last_ack() >= s.doc_messages_sent
         })
@@ -651,17 +654,19 @@ impl TestClient {
 
     /// Sends a sync step 1 and waits for the answer: everything the server queued for this
     /// connection before it answered has arrived.
-    pub async fn barrier(&self) {
+    pub(crate) async fn barrier(&self) {
         let (before, sv) = self.with(|s| (s.seen.step2, s.doc.transact().state_vector()));
         let _ = self.out.send(Message::Binary(
-            YMessage::Sync(SyncMessage::SyncStep1(sv)).encode_v1().into(),
+            YMessage::Sync(SyncMessage::SyncStep1(sv))
+                .encode_v1()
+                .into(),
         ));
         self.wait_for("barrier sync step 2", |s| s.seen.step2 > before)
             .await;
     }
 
     /// Waits for the connection to be closed by the server; returns the close code.
-    pub async fn wait_closed(&self) -> u16 {
+    pub(crate) async fn wait_closed(&self) -> u16 {
         self.wait_for("close frame", |s| s.seen.close.is_some() || s.seen.ended)
             .await;
         self.with(|s| match &s.seen.close {
@@ -674,7 +679,7 @@ impl TestClient {
     }
 
     /// Closes the connection from the client side and waits for it to end.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         let _ = self.out.send(Message::Close(None));
         self.wait_for("connection end", |s| s.seen.ended || s.seen.close.is_some())
             .await;
@@ -740,14 +745,14 @@ fn apply(doc: &Doc, update: &[u8]) {
 // HTTP
 
 #[derive(Debug)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+pub(crate) struct HttpResponse {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl HttpResponse {
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "response body is not JSON ({e}): {:?}",
@@ -756,7 +761,7 @@ impl HttpResponse {
         })
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -765,7 +770,7 @@ impl HttpResponse {
 }
 
 /// A minimal HTTP/1.1 client: one request per connection.
-pub async fn http(
+pub(crate) async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -821,8 +826,8 @@ fn parse_response(raw: &[u8]) -> HttpResponse {
         loop {
             let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
             let size_str = std::str::from_utf8(&rest[..line_end]).unwrap();
-            let size = usize::from_str_radix(size_str.split(';').next().unwrap().trim(), 16)
-                .unwrap();
+            let size =
+                usize::from_str_radix(size_str.split(';').next().unwrap().trim(), 16).unwrap();
             rest = &rest[line_end + 2..];
             if size == 0 {
                 break;

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Fan-out benchmark: the minimal relay (floor), the reference y-websocket server
+# (@y/websocket-server, in memory) and ours (sync-server, SQLite, durable), same scenarios.
+#
+# Each scenario gets a freshly started server pinned to core 0; the load generator runs pinned to
+# core 1. Runs are ordered scenario by scenario, alternating servers, so that background load on
+# the machine hits all servers alike; each result records the CPU other processes used meanwhile. Results go to $OUT/results.jsonl (one JSON line per scenario and server) and a markdown
+# summary to $OUT/results.md (also printed).
+#
+# Environment:
+#   SERVERS="relay reference ours"   servers to run, in order
+#   SCENARIOS="a2 a10 a50 a200 b20 b100 b400 c d"
+#   DURATION=5                       measured seconds per fan-out scenario (plus 1 s warm-up)
+#   REPEAT=3                         runs of each fan-out scenario per server; the tables show
+#                                    the run with the median p99 (this machine is shared: noisy)
+#   IDLE_CONNECTIONS=5000            connections in scenario d
+#   OUT=target/bench-fanout          output directory (results.jsonl is replaced)
+#   SERVER_CORE=0 LOADGEN_CORE=1     CPU pinning
+#
+# Exit status: non-zero if any scenario lost deliveries, saw disconnects or failed to run.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+SERVERS=${SERVERS:-"relay reference ours"}
+SCENARIOS=${SCENARIOS:-"a2 a10 a50 a200 b20 b100 b400 c d"}
+DURATION=${DURATION:-5}
+REPEAT=${REPEAT:-3}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-5000}
+OUT=${OUT:-$ROOT/target/bench-fanout}
+SERVER_CORE=${SERVER_CORE:-0}
+LOADGEN_CORE=${LOADGEN_CORE:-1}
+NODE_SERVER=$ROOT/tests/js/node_modules/@y/websocket-server/src/server.js
+
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: >"$RESULTS"
+
+# The load generator and the servers each hold one socket per connection.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+echo "open files limit: $(ulimit -n)" >&2
+
+echo "== building release binaries" >&2
+cargo build --release -p tests --bin loadgen --bin relay || exit 1
+LOADGEN=$ROOT/target/release/loadgen
+RELAY=$ROOT/target/release/relay
+OURS=$ROOT/target/release/sync-server
+OURS_OK=1
+if [[ " $SERVERS " == *" ours "* ]]; then
+  if ! cargo build --release -p sync-server; then
+    echo "!! sync-server does not build: skipping ours" >&2
+    OURS_OK=0
+  fi
+fi
+
+SERVER_PID=
+URL_BASE=
+TMPDIR_OURS=
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_for FILE REGEX: waits up to 15 s for a line matching REGEX; prints it.
+wait_for() {
+  local i
+  for i in $(seq 150); do
+    if grep -Eq "$2" "$1" 2>/dev/null; then
+      grep -Em1 "$2" "$1"
+      return 0
+    fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      return 1
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+
+start_server() {
+  local name=$1 log=$OUT/$1-server.log line port
+  case $name in
+  relay)
+    taskset -c "$SERVER_CORE" "$RELAY" --bind 127.0.0.1 --port 0 >"$log" 2>&1 &
+    SERVER_PID=$!
+    line=$(wait_for "$log" '^listening on http://') || return 1
+    port=${line##*:}
+    URL_BASE=ws://127.0.0.1:$port
+    ;;
+  reference)
+    port=$(free_port)
+    HOST=127.0.0.1 PORT=$port taskset -c "$SERVER_CORE" node "$NODE_SERVER" >"$log" 2>&1 &
+    SERVER_PID=$!
+    wait_for "$log" 'running at' >/dev/null || return 1
+    URL_BASE=ws://127.0.0.1:$port
+    ;;
+  ours)
+    [[ $OURS_OK == 1 && -x $OURS ]] || return 1
+    TMPDIR_OURS=$(mktemp -d)
+    taskset -c "$SERVER_CORE" "$OURS" serve --bind 127.0.0.1 --port 0 \
+      --database-url "sqlite://$TMPDIR_OURS/boards.db" >"$log" 2>"$OUT/ours-server.stderr" &
+    SERVER_PID=$!
+    line=$(wait_for "$log" '^listening on http://') || return 1
+    port=${line##*:}
+    URL_BASE=ws://127.0.0.1:$port/v1/sync
+    ;;
+  esac
+}
+
+stop_server() {
+  if [[ -n $SERVER_PID ]]; then
+    kill "$SERVER_PID" 2>/dev/null
+    wait "$SERVER_PID" 2>/dev/null
+  fi
+  SERVER_PID=
+  if [[ -n $TMPDIR_OURS ]]; then
+    rm -rf "$TMPDIR_OURS"
+    TMPDIR_OURS=
+  fi
+}
+trap stop_server EXIT
+
+scenario_args() {
+  local d=$DURATION
+  case $1 in
+  a2) echo "run --boards 1 --clients 2 --draggers 1 --rate 60 --duration $d" ;;
+  a10) echo "run --boards 1 --clients 10 --draggers 1 --rate 60 --duration $d" ;;
+  a50) echo "run --boards 1 --clients 50 --draggers 1 --rate 60 --duration $d" ;;
+  a200) echo "run --boards 1 --clients 200 --draggers 1 --rate 60 --duration $d" ;;
+  b20) echo "run --boards 1 --clients 10 --draggers 10 --rate 20 --duration $d" ;;
+  b100) echo "run --boards 1 --clients 10 --draggers 10 --rate 100 --duration $d" ;;
+  b400) echo "run --boards 1 --clients 10 --draggers 10 --rate 400 --duration $d" ;;
+  c) echo "run --boards 100 --clients 5 --draggers 1 --rate 60 --duration $d" ;;
+  d) echo "idle --boards 100 --connections $IDLE_CONNECTIONS --settle 2" ;;
+  *) return 1 ;;
+  esac
+}
+
+run_one() {
+  local server=$1 scenario=$2 args=$3
+  echo "== $server $scenario" >&2
+  if ! start_server "$server"; then
+    echo "!! $server did not start (see $OUT/$server-server.log); skipping" >&2
+    SKIPPED+=("$server/$scenario")
+    stop_server
+    return
+  fi
+  # shellcheck disable=SC2086
+  if ! taskset -c "$LOADGEN_CORE" "$LOADGEN" $args --url-base "$URL_BASE" --server "$server" \
+    --server-pid "$SERVER_PID" --scenario "$scenario" --json-out "$RESULTS" >/dev/null; then
+    FAILED+=("$server/$scenario")
+  fi
+  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "!! $server died during $scenario" >&2
+    FAILED+=("$server/$scenario:died")
+  fi
+  stop_server
+}
+
+FAILED=()
+SKIPPED=()
+for scenario in $SCENARIOS; do
+  args=$(scenario_args "$scenario") || { echo "unknown scenario $scenario" >&2; exit 2; }
+  reps=$REPEAT
+  [[ $scenario == d ]] && reps=1
+  for ((rep = 1; rep <= reps; rep++)); do
+    for server in $SERVERS; do
+      run_one "$server" "$scenario" "$args"
+    done
+  done
+done
+
+{
+  echo "Machine: $(nproc) cores, $(lscpu | grep 'Model name' | sed 's/Model name: *//'), $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "Command: SERVERS=\"$SERVERS\" SCENARIOS=\"$SCENARIOS\" DURATION=$DURATION REPEAT=$REPEAT IDLE_CONNECTIONS=$IDLE_CONNECTIONS scripts/bench-fanout.sh"
+  echo
+  "$LOADGEN" table "$RESULTS"
+  if ((${#SKIPPED[@]})); then echo "Skipped (server did not start or build): ${SKIPPED[*]}"; fi
+  if ((${#FAILED[@]})); then echo "**FAILED (missing deliveries, disconnects or errors): ${FAILED[*]}**"; fi
+} | tee "$OUT/results.md"
+
+((${#FAILED[@]} == 0))

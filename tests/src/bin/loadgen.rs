@@ -1,0 +1,890 @@
+//! Fan-out load generator for y-websocket servers (see `scripts/bench-fanout.sh`).
+//!
+//! Every client is a Rust y-protocols peer over tokio-tungstenite with its own `yrs::Doc`. It
+//! connects to `<url-base>/<board>`, sends SyncStep1, answers the server's SyncStep1 with
+//! SyncStep2 and counts as synced when a SyncStep2 arrives. Then, per board, the draggers each
+//! create one note in the root map `objects` (a `Y.Map` of fields) and set its `pos` (`[x, y]`)
+//! at a fixed rate, sending each transaction as a `[0, 2, update]` frame.
+//!
+//! Fan-out latency: each dragger logs, per update, the end of its clock range (its state vector
+//! entry after the transaction) and the send `Instant`. A receiver decodes every incoming update
+//! with yrs, takes the end of the inserted clock range per client id, and attributes every
+//! logged update of that sender up to that clock as delivered now (this also copes with servers
+//! that merge updates). Receivers decode but do not apply updates (less load-generator CPU).
+//!
+//! Deliveries are counted per receiver: expected = updates sent by the other clients of the board
+//! × receivers. Missing deliveries or disconnects make the run fail (exit code 1), loudly.
+//!
+//! Subcommands: `run` (a fan-out scenario), `idle` (memory per idle connection), `table`
+//! (markdown tables from the JSON lines written with `--json-out`).
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tests::procfs;
+use tests::report::{self, ScenarioResult};
+use tests::wire::{self, Frame};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use yrs::{Any, Doc, Map, MapPrelim, MapRef, ReadTxn, Transact};
+
+#[derive(Debug, Parser)]
+#[command(about = "Fan-out load generator for y-websocket servers")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Fan-out scenario: boards × clients, some dragging at a rate.
+    Run(RunArgs),
+    /// Idle memory: many synced, silent connections spread over boards.
+    Idle(IdleArgs),
+    /// Print markdown tables from JSON-lines result files.
+    Table(TableArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// WebSocket URL prefix; the board name is appended as a path segment.
+    #[arg(long, env = "LOADGEN_URL_BASE")]
+    url_base: String,
+    /// Label of the server under test (`relay`, `reference`, `ours`).
+    #[arg(long, default_value = "server")]
+    server: String,
+    /// PID of the server process, for CPU time and RSS from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Scenario label.
+    #[arg(long, default_value = "custom")]
+    scenario: String,
+    /// Board name prefix (default: `bench-<scenario>-<pid>`).
+    #[arg(long)]
+    board_prefix: Option<String>,
+    /// Connections doing their handshake + initial sync at the same time.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+    /// Append the result as one JSON line to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Boards.
+    #[arg(long, default_value_t = 1)]
+    boards: usize,
+    /// Clients per board.
+    #[arg(long, default_value_t = 10)]
+    clients: usize,
+    /// Dragging clients per board.
+    #[arg(long, default_value_t = 1)]
+    draggers: usize,
+    /// Updates per second per dragger.
+    #[arg(long, default_value_t = 60.0)]
+    rate: f64,
+    /// Measured window (seconds).
+    #[arg(long, default_value_t = 8.0)]
+    duration: f64,
+    /// Dragging before the measured window (seconds).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// How long to wait for outstanding deliveries after the window (seconds).
+    #[arg(long, default_value_t = 5.0)]
+    drain_timeout: f64,
+}
+
+#[derive(Debug, clap::Args)]
+struct IdleArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Boards.
+    #[arg(long, default_value_t = 100)]
+    boards: usize,
+    /// Connections in total (spread round-robin over the boards).
+    #[arg(long, default_value_t = 5000)]
+    connections: usize,
+    /// Pause before each RSS reading (seconds).
+    #[arg(long, default_value_t = 2.0)]
+    settle: f64,
+}
+
+#[derive(Debug, clap::Args)]
+struct TableArgs {
+    /// JSON-lines files written with `--json-out`.
+    files: Vec<PathBuf>,
+}
+
+/// Phases every client follows, driven by the orchestrator through a watch channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Sync,
+    Setup,
+    Warmup,
+    Measure,
+    Stop,
+    Close,
+}
+
+/// One update a dragger sent.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// The dragger's clock after the transaction (exclusive end of the update's range).
+    end: u32,
+    at: Instant,
+    measured: bool,
+}
+
+/// What all clients of one board share.
+#[derive(Debug)]
+struct BoardShared {
+    url: String,
+    clients: usize,
+    /// yrs client id → sender slot.
+    senders: HashMap<u64, usize>,
+    /// Per sender slot, the updates sent so far, in clock order.
+    logs: Vec<Mutex<Vec<Sent>>>,
+}
+
+impl BoardShared {
+    /// Deliveries expected so far: every update to every other client of the board.
+    fn expected(&self) -> u64 {
+        let sent: usize = self.logs.iter().map(|l| lock(l).len()).sum();
+        (sent * (self.clients - 1)) as u64
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    synced: AtomicU64,
+    notes: AtomicU64,
+    failed: AtomicU64,
+    delivered: AtomicU64,
+    disconnects: AtomicU64,
+    retries: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Counters {
+    fn note_error(&self, e: &str) {
+        let mut first = lock(&self.first_error);
+        if first.is_none() {
+            *first = Some(e.to_string());
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Outcome {
+    hist: Histogram<u64>,
+    measured: u64,
+    error: Option<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn new_hist() -> Histogram<u64> {
+    #[allow(clippy::expect_used)] // constant, valid bounds
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// One simulated client.
+#[derive(Debug)]
+struct Client {
+    board: Arc<BoardShared>,
+    doc: Doc,
+    /// Sender slot if this client drags.
+    slot: Option<usize>,
+    /// Phase offset of this dragger's ticks, as a fraction of the period.
+    stagger: f64,
+    rate: f64,
+    phase: watch::Receiver<Phase>,
+    counters: Arc<Counters>,
+    permits: Arc<Semaphore>,
+    last_seen: Vec<u32>,
+    hist: Histogram<u64>,
+    measured: u64,
+    note: Option<MapRef>,
+    drags: u64,
+}
+
+impl Client {
+    async fn run(mut self) -> Outcome {
+        let error = match self.session().await {
+            Ok(()) => None,
+            Err(e) => Some(format!("{e:#}")),
+        };
+        Outcome {
+            hist: self.hist,
+            measured: self.measured,
+            error,
+        }
+    }
+
+    async fn connect_and_sync(&mut self) -> anyhow::Result<Ws> {
+        let permits = self.permits.clone();
+        let _permit = permits.acquire().await?;
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+            self.board.url.as_str(),
+            Some(wire::ws_config()),
+            true,
+        )
+        .await
+        .with_context(|| format!("connect {}", self.board.url))?;
+        let sv = self.doc.transact().state_vector();
+        ws.send(Message::Binary(wire::step1_frame(&sv).into()))
+            .await?;
+        let deadline = tokio::time::sleep(Duration::from_secs(60));
+        tokio::pin!(deadline);
+        loop {
+            let msg = tokio::select! {
+                msg = ws.next() => msg,
+                () = &mut deadline => bail!("no SyncStep2 within 60 s"),
+            };
+            match msg {
+                Some(Ok(Message::Binary(data))) => {
+                    if let Frame::Step2(_) = wire::parse(&data)? {
+                        return Ok(ws);
+                    }
+                    self.on_frame(&mut ws, &data, Instant::now()).await?;
+                }
+                Some(Ok(Message::Close(c))) => bail!("closed during sync: {c:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e).context("during sync"),
+                None => bail!("connection ended during sync"),
+            }
+        }
+    }
+
+    async fn session(&mut self) -> anyhow::Result<()> {
+        let mut ws = match self.connect_and_sync().await {
+            Ok(ws) => ws,
+            Err(e) => {
+                self.counters.note_error(&format!("{e:#}"));
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        self.counters.synced.fetch_add(1, Ordering::Relaxed);
+        let mut ticker: Option<Interval> = None;
+        loop {
+            tokio::select! {
+                msg = ws.next() => {
+                    let now = Instant::now();
+                    match msg {
+                        Some(Ok(Message::Binary(data))) => self.on_frame(&mut ws, &data, now).await?,
+                        Some(Ok(Message::Close(c))) => return self.lost(format!("server closed: {c:?}")),
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return self.lost(format!("read error: {e}")),
+                        None => return self.lost("connection ended".to_string()),
+                    }
+                }
+                () = tick(&mut ticker) => {
+                    if *self.phase.borrow() < Phase::Stop {
+                        self.drag(&mut ws).await?;
+                    }
+                }
+                changed = self.phase.changed() => {
+                    let phase = if changed.is_ok() { *self.phase.borrow_and_update() } else { Phase::Close };
+                    if phase == Phase::Close {
+                        let _ = ws.close(None).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                            while let Some(Ok(_)) = ws.next().await {}
+                        })
+                        .await;
+                        return Ok(());
+                    }
+                    if self.slot.is_some() && phase >= Phase::Setup && self.note.is_none() {
+                        self.create_note(&mut ws).await?;
+                        self.counters.notes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if self.slot.is_some() && (phase == Phase::Warmup || phase == Phase::Measure) && ticker.is_none() {
+                        let period = Duration::from_secs_f64(1.0 / self.rate);
+                        let start = Instant::now() + period.mul_f64(self.stagger);
+                        let mut t = tokio::time::interval_at(start, period);
+                        t.set_missed_tick_behavior(MissedTickBehavior::Burst);
+                        ticker = Some(t);
+                    }
+                    if phase >= Phase::Stop {
+                        ticker = None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn lost(&self, why: String) -> anyhow::Result<()> {
+        if *self.phase.borrow() < Phase::Close {
+            self.counters.disconnects.fetch_add(1, Ordering::Relaxed);
+            bail!(why);
+        }
+        Ok(())
+    }
+
+    async fn on_frame(&mut self, ws: &mut Ws, data: &[u8], now: Instant) -> anyhow::Result<()> {
+        match wire::parse(data)? {
+            Frame::Step1(sv) => {
+                let sv = wire::decode_sv(sv)?;
+                let update = self.doc.transact().encode_state_as_update_v1(&sv);
+                ws.send(Message::Binary(wire::step2_frame(&update).into()))
+                    .await?;
+            }
+            Frame::Step2(u) | Frame::Update(u) => self.track(u, now)?,
+            Frame::Awareness | Frame::QueryAwareness | Frame::Other(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Attributes the updates an incoming update covers to their senders' logs.
+    fn track(&mut self, update: &[u8], now: Instant) -> anyhow::Result<()> {
+        if update.len() <= 2 {
+            return Ok(()); // [0, 0]: empty update
+        }
+        for (client, end) in wire::insertion_ends(update)? {
+            let Some(&slot) = self.board.senders.get(&client) else {
+                continue;
+            };
+            if Some(slot) == self.slot {
+                continue; // our own update echoed back
+            }
+            let last = self.last_seen[slot];
+            if end <= last {
+                continue;
+            }
+            let log = lock(&self.board.logs[slot]);
+            let from = log.partition_point(|s| s.end <= last);
+            let to = log.partition_point(|s| s.end <= end);
+            for s in &log[from..to] {
+                if s.measured {
+                    let us = now.saturating_duration_since(s.at).as_micros();
+                    self.hist
+                        .saturating_record(u64::try_from(us).unwrap_or(u64::MAX));
+                    self.measured += 1;
+                }
+            }
+            drop(log);
+            self.counters
+                .delivered
+                .fetch_add((to - from) as u64, Ordering::Relaxed);
+            self.last_seen[slot] = end;
+        }
+        Ok(())
+    }
+
+    /// Sends one transaction's update and logs it.
+    async fn send_logged(&mut self, ws: &mut Ws, update: Vec<u8>) -> anyhow::Result<()> {
+        let Some(slot) = self.slot else {
+            return Ok(());
+        };
+        let end = self
+            .doc
+            .transact()
+            .state_vector()
+            .get(&self.doc.client_id());
+        let frame = Message::Binary(wire::update_frame(&update).into());
+        let measured = *self.phase.borrow() == Phase::Measure;
+        lock(&self.board.logs[slot]).push(Sent {
+            end,
+            at: Instant::now(),
+            measured,
+        });
+        ws.send(frame).await.context("send update")?;
+        Ok(())
+    }
+
+    async fn create_note(&mut self, ws: &mut Ws) -> anyhow::Result<()> {
+        let objects = self.doc.get_or_insert_map("objects");
+        let id = format!(
+            "note-{}-{}",
+            self.slot.unwrap_or(0),
+            self.doc.client_id().get()
+        );
+        let update = {
+            let mut txn = self.doc.transact_mut();
+            let note = objects.insert(
+                &mut txn,
+                id,
+                MapPrelim::from([
+                    ("kind", Any::from("sticky")),
+                    ("pos", Any::from(vec![100.0, 100.0])),
+                    ("size", Any::from(vec![200.0, 200.0])),
+                    ("z", Any::from("a0")),
+                    ("text", Any::from("bench")),
+                    ("color", Any::from("#ffeb3b")),
+                ]),
+            );
+            self.note = Some(note);
+            txn.encode_update_v1()
+        };
+        self.send_logged(ws, update).await
+    }
+
+    async fn drag(&mut self, ws: &mut Ws) -> anyhow::Result<()> {
+        let Some(note) = self.note.clone() else {
+            return Ok(());
+        };
+        self.drags += 1;
+        let n = self.drags as f64;
+        let pos = vec![100.0 + (n * 0.37) % 800.0, 100.0 + (n * 0.23) % 600.0];
+        let update = {
+            let mut txn = self.doc.transact_mut();
+            note.insert(&mut txn, "pos", Any::from(pos));
+            txn.encode_update_v1()
+        };
+        self.send_logged(ws, update).await
+    }
+}
+
+async fn tick(ticker: &mut Option<Interval>) {
+    match ticker {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn board_prefix(c: &Common) -> String {
+    c.board_prefix
+        .clone()
+        .unwrap_or_else(|| format!("bench-{}-{}", c.scenario, std::process::id()))
+}
+
+#[derive(Debug)]
+struct Fleet {
+    boards: Vec<Arc<BoardShared>>,
+    counters: Arc<Counters>,
+    phase: watch::Sender<Phase>,
+    tasks: Vec<tokio::task::JoinHandle<Outcome>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Fleet {
+    fn new(
+        common: &Common,
+        boards: usize,
+        clients: usize,
+        draggers: usize,
+    ) -> (Self, Vec<Vec<Doc>>) {
+        let prefix = board_prefix(common);
+        let base = common.url_base.trim_end_matches('/');
+        let mut shared = Vec::with_capacity(boards);
+        let mut docs = Vec::with_capacity(boards);
+        for b in 0..boards {
+            let board_docs: Vec<Doc> = (0..clients).map(|_| Doc::new()).collect();
+            let senders = board_docs
+                .iter()
+                .take(draggers)
+                .enumerate()
+                .map(|(slot, d)| (d.client_id().get(), slot))
+                .collect();
+            shared.push(Arc::new(BoardShared {
+                url: format!("{base}/{prefix}-{b}"),
+                clients,
+                senders,
+                logs: (0..draggers).map(|_| Mutex::new(Vec::new())).collect(),
+            }));
+            docs.push(board_docs);
+        }
+        let (phase, _) = watch::channel(Phase::Sync);
+        let fleet = Fleet {
+            boards: shared,
+            counters: Arc::default(),
+            phase,
+            tasks: Vec::new(),
+            permits: Arc::new(Semaphore::new(common.connect_concurrency.max(1))),
+        };
+        (fleet, docs)
+    }
+
+    fn spawn(&mut self, board: usize, doc: Doc, slot: Option<usize>, stagger: f64, rate: f64) {
+        let b = &self.boards[board];
+        let client = Client {
+            board: b.clone(),
+            doc,
+            slot,
+            stagger,
+            rate,
+            phase: self.phase.subscribe(),
+            counters: self.counters.clone(),
+            permits: self.permits.clone(),
+            last_seen: vec![0; b.logs.len()],
+            hist: new_hist(),
+            measured: 0,
+            note: None,
+            drags: 0,
+        };
+        self.tasks.push(tokio::spawn(client.run()));
+    }
+
+    async fn wait_synced(&self, n: u64) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            let synced = self.counters.synced.load(Ordering::Relaxed);
+            let failed = self.counters.failed.load(Ordering::Relaxed);
+            if failed > 0 {
+                let first = lock(&self.counters.first_error).clone().unwrap_or_default();
+                bail!(
+                    "{failed} connection(s) failed to connect or sync ({synced} synced); first error: {first}"
+                );
+            }
+            if synced >= n {
+                eprintln!(
+                    "  {n} clients synced in {:.2} s",
+                    start.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(180) {
+                bail!("only {synced} of {n} clients synced after 180 s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn expected(&self) -> u64 {
+        self.boards.iter().map(|b| b.expected()).sum()
+    }
+
+    /// Waits until every expected delivery arrived or the timeout passed; returns the shortfall.
+    async fn drain(&self, timeout: Duration) -> u64 {
+        let start = Instant::now();
+        loop {
+            let expected = self.expected();
+            let delivered = self.counters.delivered.load(Ordering::Relaxed);
+            if delivered >= expected || start.elapsed() > timeout {
+                return expected.saturating_sub(delivered);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn set_phase(&self, p: Phase) {
+        self.phase.send_replace(p);
+    }
+
+    async fn close(mut self) -> (Histogram<u64>, u64, Vec<String>) {
+        self.set_phase(Phase::Close);
+        let mut hist = new_hist();
+        let mut measured = 0;
+        let mut errors = Vec::new();
+        for t in self.tasks.drain(..) {
+            match t.await {
+                Ok(o) => {
+                    let _ = hist.add(&o.hist);
+                    measured += o.measured;
+                    if let Some(e) = o.error {
+                        errors.push(e);
+                    }
+                }
+                Err(e) => errors.push(format!("client task failed: {e}")),
+            }
+        }
+        (hist, measured, errors)
+    }
+}
+
+fn server_ticks(pid: Option<u32>) -> Option<u64> {
+    pid.and_then(|p| procfs::cpu_ticks(p).ok())
+}
+
+fn server_rss(pid: Option<u32>) -> u64 {
+    pid.and_then(|p| procfs::rss_kb(p).ok()).unwrap_or(0)
+}
+
+fn self_ticks() -> u64 {
+    procfs::cpu_ticks(std::process::id()).unwrap_or(0)
+}
+
+async fn run(args: &RunArgs) -> anyhow::Result<ScenarioResult> {
+    let c = &args.common;
+    anyhow::ensure!(args.clients >= 2, "need at least 2 clients per board");
+    anyhow::ensure!(args.draggers <= args.clients, "more draggers than clients");
+    anyhow::ensure!(args.rate > 0.0, "rate must be positive");
+    let clk = procfs::clk_tck();
+    let rss_before = server_rss(c.server_pid);
+    let (mut fleet, docs) = Fleet::new(c, args.boards, args.clients, args.draggers);
+    let total_draggers = (args.boards * args.draggers).max(1);
+    for (b, board_docs) in docs.into_iter().enumerate() {
+        for (i, doc) in board_docs.into_iter().enumerate() {
+            let slot = (i < args.draggers).then_some(i);
+            let stagger = (b * args.draggers + i) as f64 / total_draggers as f64;
+            fleet.spawn(b, doc, slot, stagger, args.rate);
+        }
+    }
+    let total = (args.boards * args.clients) as u64;
+    fleet.wait_synced(total).await?;
+
+    fleet.set_phase(Phase::Setup);
+    let draggers_total = (args.boards * args.draggers) as u64;
+    let setup_start = Instant::now();
+    while fleet.counters.notes.load(Ordering::Relaxed) < draggers_total {
+        if setup_start.elapsed() > Duration::from_secs(30) {
+            bail!("draggers did not create their notes within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let setup_missing = fleet
+        .drain(Duration::from_secs_f64(args.drain_timeout))
+        .await;
+    if setup_missing > 0 {
+        eprintln!("  !!! {setup_missing} setup deliveries (note creation) still missing");
+    }
+    fleet.set_phase(Phase::Warmup);
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+
+    let cpu0 = server_ticks(c.server_pid);
+    let self0 = self_ticks();
+    let machine0 = procfs::machine_busy_ticks().unwrap_or(0);
+    let t0 = Instant::now();
+    fleet.set_phase(Phase::Measure);
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    fleet.set_phase(Phase::Stop);
+    let window = t0.elapsed().as_secs_f64();
+    let missing = fleet
+        .drain(Duration::from_secs_f64(args.drain_timeout))
+        .await;
+    let cpu1 = server_ticks(c.server_pid);
+    let self1 = self_ticks();
+    let machine1 = procfs::machine_busy_ticks().unwrap_or(0);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let rss_after = server_rss(c.server_pid);
+    let expected = fleet.expected();
+    let delivered = fleet.counters.delivered.load(Ordering::Relaxed);
+    let disconnects = fleet.counters.disconnects.load(Ordering::Relaxed);
+    let updates_sent: u64 = fleet
+        .boards
+        .iter()
+        .flat_map(|b| b.logs.iter())
+        .map(|l| lock(l).iter().filter(|s| s.measured).count() as u64)
+        .sum();
+    let fleet_retries = fleet.counters.retries.load(Ordering::Relaxed);
+    let (hist, measured, errors) = fleet.close().await;
+    for e in errors.iter().take(5) {
+        eprintln!("  client error: {e}");
+    }
+    let server_cpu_ms = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => procfs::ticks_to_ms(b.saturating_sub(a), clk),
+        _ => 0.0,
+    };
+    let loadgen_cpu_ms = procfs::ticks_to_ms(self1.saturating_sub(self0), clk);
+    let machine_ms = procfs::ticks_to_ms(machine1.saturating_sub(machine0), clk);
+    let other_cpu_pct = ((machine_ms - server_cpu_ms - loadgen_cpu_ms) / (elapsed * 10.0)).max(0.0);
+    let description = format!(
+        "{} board(s) × {} clients, {} dragging per board at {} Hz",
+        args.boards, args.clients, args.draggers, args.rate
+    );
+    Ok(ScenarioResult {
+        server: c.server.clone(),
+        scenario: c.scenario.clone(),
+        description,
+        boards: args.boards,
+        clients_per_board: args.clients,
+        draggers_per_board: args.draggers,
+        rate_hz: args.rate,
+        duration_s: window,
+        updates_sent,
+        deliveries: measured,
+        deliveries_per_s: measured as f64 / window,
+        expected_total: expected,
+        delivered_total: delivered,
+        missing,
+        disconnects,
+        p50_us: hist.value_at_quantile(0.50),
+        p99_us: hist.value_at_quantile(0.99),
+        p999_us: hist.value_at_quantile(0.999),
+        max_us: hist.max(),
+        server_cpu_ms,
+        cpu_ms_per_1k: if measured > 0 {
+            server_cpu_ms * 1000.0 / measured as f64
+        } else {
+            0.0
+        },
+        server_rss_before_kb: rss_before,
+        server_rss_after_kb: rss_after,
+        loadgen_cpu_ms,
+        other_cpu_pct,
+        connect_retries: fleet_retries,
+        ..ScenarioResult::default()
+    })
+}
+
+async fn idle(args: &IdleArgs) -> anyhow::Result<ScenarioResult> {
+    let c = &args.common;
+    anyhow::ensure!(args.boards >= 1 && args.connections >= args.boards);
+    let settle = Duration::from_secs_f64(args.settle);
+    let per_board = args.connections.div_ceil(args.boards);
+    let (mut fleet, docs) = Fleet::new(c, args.boards, per_board, 0);
+    let rss0 = server_rss(c.server_pid);
+    // Connection i goes to board i % boards: first one per board, then the rest.
+    let mut docs: Vec<std::vec::IntoIter<Doc>> = docs.into_iter().map(Vec::into_iter).collect();
+    let mut spawned = 0usize;
+    for (b, it) in docs.iter_mut().enumerate() {
+        if let Some(doc) = it.next() {
+            fleet.spawn(b, doc, None, 0.0, 1.0);
+            spawned += 1;
+        }
+    }
+    fleet.wait_synced(spawned as u64).await?;
+    tokio::time::sleep(settle).await;
+    let rss1 = server_rss(c.server_pid);
+    'outer: loop {
+        let mut any = false;
+        for (b, it) in docs.iter_mut().enumerate() {
+            if spawned >= args.connections {
+                break 'outer;
+            }
+            if let Some(doc) = it.next() {
+                fleet.spawn(b, doc, None, 0.0, 1.0);
+                spawned += 1;
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    fleet.wait_synced(spawned as u64).await?;
+    tokio::time::sleep(settle).await;
+    let rss2 = server_rss(c.server_pid);
+    let disconnects = fleet.counters.disconnects.load(Ordering::Relaxed);
+    let connect_retries = fleet.counters.retries.load(Ordering::Relaxed);
+    let (_, _, errors) = fleet.close().await;
+    for e in errors.iter().take(5) {
+        eprintln!("  client error: {e}");
+    }
+    let n = spawned as f64;
+    Ok(ScenarioResult {
+        server: c.server.clone(),
+        scenario: c.scenario.clone(),
+        description: format!(
+            "{spawned} idle connections over {} boards (after initial sync)",
+            args.boards
+        ),
+        boards: args.boards,
+        clients_per_board: per_board,
+        disconnects,
+        server_rss_before_kb: rss0,
+        server_rss_after_kb: rss2,
+        connect_retries,
+        idle_connections: Some(spawned as u64),
+        idle_kb_per_conn: (c.server_pid.is_some()).then(|| (rss2 as f64 - rss0 as f64) / n),
+        idle_marginal_kb_per_conn: (c.server_pid.is_some() && spawned > args.boards)
+            .then(|| (rss2 as f64 - rss1 as f64) / (n - args.boards as f64)),
+        idle_rss_one_per_board_kb: c.server_pid.map(|_| rss1),
+        ..ScenarioResult::default()
+    })
+}
+
+fn emit(common: &Common, r: &ScenarioResult) -> anyhow::Result<bool> {
+    if r.idle_connections.is_some() {
+        eprintln!(
+            "[{} {}] {}: RSS {:.1} -> {:.1} MiB, {:.2} KiB/conn (marginal {:.2}), disconnects {}",
+            r.server,
+            r.scenario,
+            r.description,
+            r.server_rss_before_kb as f64 / 1024.0,
+            r.server_rss_after_kb as f64 / 1024.0,
+            r.idle_kb_per_conn.unwrap_or(0.0),
+            r.idle_marginal_kb_per_conn.unwrap_or(0.0),
+            r.disconnects
+        );
+    } else {
+        eprintln!(
+            "[{} {}] {}: {} updates, {:.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, \
+             server CPU {:.0} ms = {:.2} ms/1k deliveries, RSS {:.1} MiB, loadgen CPU {:.0} ms, other processes {:.0}% of a core, \
+             missing {}, disconnects {}, connect retries {}",
+            r.server,
+            r.scenario,
+            r.description,
+            r.updates_sent,
+            r.deliveries_per_s,
+            r.p50_us as f64 / 1000.0,
+            r.p99_us as f64 / 1000.0,
+            r.p999_us as f64 / 1000.0,
+            r.max_us as f64 / 1000.0,
+            r.server_cpu_ms,
+            r.cpu_ms_per_1k,
+            r.server_rss_after_kb as f64 / 1024.0,
+            r.loadgen_cpu_ms,
+            r.other_cpu_pct,
+            r.missing,
+            r.disconnects,
+            r.connect_retries
+        );
+    }
+    let line = serde_json::to_string(r)?;
+    println!("{line}");
+    if let Some(path) = &common.json_out {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        writeln!(f, "{line}")?;
+    }
+    let ok = r.missing == 0 && r.disconnects == 0;
+    if !ok {
+        eprintln!(
+            "!!!!!! [{} {}] FAILED: {} of {} expected deliveries MISSING, {} disconnects !!!!!!",
+            r.server, r.scenario, r.missing, r.expected_total, r.disconnects
+        );
+    }
+    Ok(ok)
+}
+
+fn table(args: &TableArgs) -> anyhow::Result<()> {
+    let mut results = Vec::new();
+    for path in &args.files {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            results.push(serde_json::from_str::<ScenarioResult>(line)?);
+        }
+    }
+    print!("{}", report::markdown(&results));
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let ok = match cli.cmd {
+        Cmd::Table(args) => {
+            table(&args)?;
+            true
+        }
+        Cmd::Run(args) => {
+            let r = rt.block_on(run(&args))?;
+            emit(&args.common, &r)?
+        }
+        Cmd::Idle(args) => {
+            let r = rt.block_on(idle(&args))?;
+            emit(&args.common, &r)?
+        }
+    };
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}

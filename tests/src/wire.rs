@@ -1,0 +1,209 @@
+//! The y-websocket wire format (y-protocols sync and awareness), just the parts the load
+//! generator and the relay need: one WebSocket binary frame carries one message.
+//!
+//! | Starts with | Meaning | Payload |
+//! |---|---|---|
+//! | `0, 0` | SyncStep1 | `varUint8Array(state vector v1)` |
+//! | `0, 1` | SyncStep2 | `varUint8Array(update v1)` |
+//! | `0, 2` | Update | `varUint8Array(update v1)` |
+//! | `1` | Awareness | `varUint8Array(awareness update)` |
+//! | `3` | QueryAwareness | empty |
+
+use anyhow::{Context, bail};
+use yrs::StateVector;
+use yrs::Update;
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+
+/// Message type: sync.
+pub const MSG_SYNC: u8 = 0;
+/// Message type: awareness.
+pub const MSG_AWARENESS: u8 = 1;
+/// Message type: auth.
+pub const MSG_AUTH: u8 = 2;
+/// Message type: query awareness.
+pub const MSG_QUERY_AWARENESS: u8 = 3;
+/// Sync sub-type: step 1 (state vector).
+pub const SYNC_STEP1: u8 = 0;
+/// Sync sub-type: step 2 (update answering a step 1).
+pub const SYNC_STEP2: u8 = 1;
+/// Sync sub-type: update.
+pub const SYNC_UPDATE: u8 = 2;
+
+/// One decoded incoming frame. Payloads borrow from the frame.
+#[derive(Debug)]
+pub enum Frame<'a> {
+    /// `[0, 0, sv]`: the peer's state vector (v1 bytes).
+    Step1(&'a [u8]),
+    /// `[0, 1, update]`.
+    Step2(&'a [u8]),
+    /// `[0, 2, update]`.
+    Update(&'a [u8]),
+    /// `[1, ...]`.
+    Awareness,
+    /// `[3]`.
+    QueryAwareness,
+    /// Auth or anything else (custom types); ignored by y-websocket peers.
+    Other(u8),
+}
+
+/// Writes `value` as a lib0 varUint.
+pub fn write_var_u64(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Reads a lib0 varUint at `*pos`, advancing it.
+pub fn read_var_u64(buf: &[u8], pos: &mut usize) -> anyhow::Result<u64> {
+    let mut value: u64 = 0;
+    let mut shift = 0u32;
+    loop {
+        let byte = *buf.get(*pos).context("truncated varUint")?;
+        *pos += 1;
+        if shift > 63 {
+            bail!("varUint too long");
+        }
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+        shift += 7;
+    }
+}
+
+fn read_var_bytes<'a>(buf: &'a [u8], pos: &mut usize) -> anyhow::Result<&'a [u8]> {
+    let len = usize::try_from(read_var_u64(buf, pos)?).context("length too large")?;
+    let end = pos.checked_add(len).context("length overflow")?;
+    let bytes = buf.get(*pos..end).context("truncated varUint8Array")?;
+    *pos = end;
+    Ok(bytes)
+}
+
+/// Decodes the message type and, for sync messages, the payload.
+pub fn parse(frame: &[u8]) -> anyhow::Result<Frame<'_>> {
+    let (&kind, _) = frame.split_first().context("empty frame")?;
+    Ok(match kind {
+        MSG_SYNC => {
+            let sub = *frame.get(1).context("sync message without sub-type")?;
+            let mut pos = 2;
+            let payload = read_var_bytes(frame, &mut pos)?;
+            match sub {
+                SYNC_STEP1 => Frame::Step1(payload),
+                SYNC_STEP2 => Frame::Step2(payload),
+                SYNC_UPDATE => Frame::Update(payload),
+                other => bail!("unknown sync sub-type {other}"),
+            }
+        }
+        MSG_AWARENESS => Frame::Awareness,
+        MSG_QUERY_AWARENESS => Frame::QueryAwareness,
+        other => Frame::Other(other),
+    })
+}
+
+fn sync_frame(sub: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    out.push(MSG_SYNC);
+    out.push(sub);
+    write_var_u64(&mut out, payload.len() as u64);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// `[0, 0, sv]`.
+pub fn step1_frame(sv: &StateVector) -> Vec<u8> {
+    sync_frame(SYNC_STEP1, &sv.encode_v1())
+}
+
+/// `[0, 1, update]`.
+pub fn step2_frame(update: &[u8]) -> Vec<u8> {
+    sync_frame(SYNC_STEP2, update)
+}
+
+/// `[0, 2, update]`.
+pub fn update_frame(update: &[u8]) -> Vec<u8> {
+    sync_frame(SYNC_UPDATE, update)
+}
+
+/// WebSocket settings for the load generator and the relay: small buffers, as in the server.
+///
+/// tungstenite's default 128 KiB read buffer is zero-filled up to its capacity before every
+/// `read` (`FrameCodec::read_in`); with many small frames that memset dominates CPU (measured:
+/// 59% of the load generator's samples at 200 clients) and costs 128 KiB per connection.
+pub fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4 << 10)
+        .write_buffer_size(16 << 10)
+}
+
+/// Decodes a state vector sent in a step 1.
+pub fn decode_sv(bytes: &[u8]) -> anyhow::Result<StateVector> {
+    StateVector::decode_v1(bytes).context("undecodable state vector")
+}
+
+/// For an update v1, the end (exclusive upper bound) of the clocks it inserts, per client id.
+///
+/// Unlike `Update::state_vector`, this also works for incremental updates whose blocks do not
+/// start at clock 0. Tiny vectors: an update usually carries one client.
+pub fn insertion_ends(update: &[u8]) -> anyhow::Result<Vec<(u64, u32)>> {
+    let update = Update::decode_v1(update).context("undecodable update")?;
+    let inserted = update.insertions(true);
+    let mut ends = Vec::with_capacity(1);
+    for (client, ranges) in inserted.iter() {
+        if let Some(last) = ranges.iter().next_back() {
+            ends.push((client.get(), last.end));
+        }
+    }
+    Ok(ends)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::{Any, Doc, Map, MapPrelim, ReadTxn, Transact};
+
+    #[test]
+    fn varuint_round_trip() {
+        let mut out = Vec::new();
+        write_var_u64(&mut out, 300);
+        assert_eq!(out, [172, 2]);
+        let mut pos = 0;
+        assert_eq!(read_var_u64(&out, &mut pos).ok(), Some(300));
+    }
+
+    #[test]
+    fn empty_step1_matches_yjs() {
+        assert_eq!(step1_frame(&StateVector::default()), [0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn insertion_ends_of_incremental_updates() {
+        let doc = Doc::new();
+        let objects = doc.get_or_insert_map("objects");
+        let note = {
+            let mut txn = doc.transact_mut();
+            objects.insert(
+                &mut txn,
+                "n",
+                MapPrelim::from([("pos", Any::from(vec![0.0, 0.0]))]),
+            )
+        };
+        let mut last = 0;
+        for i in 0..3 {
+            let update = {
+                let mut txn = doc.transact_mut();
+                note.insert(&mut txn, "pos", Any::from(vec![f64::from(i), 1.5]));
+                txn.encode_update_v1()
+            };
+            let sv_end = doc.transact().state_vector().get(&doc.client_id());
+            let ends = insertion_ends(&update).expect("decodes");
+            assert_eq!(ends, vec![(doc.client_id().get(), sv_end)]);
+            assert!(sv_end > last);
+            last = sv_end;
+            let frame = update_frame(&update);
+            assert!(matches!(parse(&frame), Ok(Frame::Update(u)) if u == update.as_slice()));
+        }
+    }
+}
