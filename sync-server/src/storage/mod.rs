@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! - [`Storage`]: the trait every backend implements, with the types it speaks in.
-//! - `sqlite`, `postgres`, `memory`: the backends. Only `sqlite` and `postgres` know SQL.
+//! - `sqlite`, `postgres`, `memory`: the backends. Only `sqlite` and `postgres` know SQL;
+//!   `rows` holds the row shapes and conversions they share.
 //! - [`replay`]: turns a [`StoredBoard`] into a `yrs::Doc`, naming the row that fails.
 //! - [`compaction`]: folds a board's log into a snapshot through [`Storage::begin_compaction`].
 //! - [`open`]: picks a backend from a database URL.
@@ -22,6 +23,7 @@ mod error;
 pub mod memory;
 pub mod postgres;
 pub mod replay;
+mod rows;
 pub mod sqlite;
 mod url;
 

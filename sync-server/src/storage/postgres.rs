@@ -11,10 +11,14 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
+use super::rows::{
+    BoardRow, VersionRow, blob_format, board_info, is_fk_violation, is_unique_violation,
+    version_info,
+};
 use super::{
     Backend, BlobFormat, BoardInfo, CompactionStats, NewSnapshot, NewUpdate, NewVersion,
     PendingCompaction, Storage, StorageError, StorageOptions, StoredBoard, StoredSnapshot,
-    StoredUpdate, Version, VersionInfo, VersionKind, now_millis,
+    StoredUpdate, Version, VersionInfo, now_millis,
 };
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -25,18 +29,6 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 pub struct PostgresStore {
     pool: PgPool,
 }
-
-type BoardRow = (String, i64, i64, i64);
-type VersionRow = (
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-    i64,
-);
 
 impl PostgresStore {
     /// Connects to the database a `postgres://` URL names and runs the migrations.
@@ -61,55 +53,6 @@ impl PostgresStore {
     async fn tx(&self, op: &'static str) -> Result<Transaction<'static, Postgres>, StorageError> {
         self.pool.begin().await.map_err(StorageError::db(op))
     }
-}
-
-fn board_info(row: BoardRow) -> Result<BoardInfo, StorageError> {
-    let (id, created_at, updated_at, last_seq) = row;
-    let id = BoardId::parse(&id).map_err(|_| StorageError::InvalidStoredBoardId(id.clone()))?;
-    Ok(BoardInfo {
-        id,
-        created_at,
-        updated_at,
-        last_seq,
-    })
-}
-
-fn version_info(board: &BoardId, row: VersionRow) -> Result<VersionInfo, StorageError> {
-    let (id, kind, label, author, reason, created_at, covers_seq, size) = row;
-    let kind = VersionKind::parse(&kind).ok_or_else(|| StorageError::CorruptRow {
-        board: board.clone(),
-        row: format!("version {id}"),
-        reason: format!("unknown kind {kind:?}"),
-    })?;
-    Ok(VersionInfo {
-        id: VersionId(id),
-        board: board.clone(),
-        kind,
-        label,
-        author,
-        reason,
-        created_at,
-        covers_seq,
-        size: u64::try_from(size).unwrap_or(0),
-    })
-}
-
-fn blob_format(board: &BoardId, row: &str, code: i16) -> Result<BlobFormat, StorageError> {
-    BlobFormat::from_code(code).ok_or_else(|| StorageError::CorruptRow {
-        board: board.clone(),
-        row: row.to_owned(),
-        reason: format!("unknown format code {code}"),
-    })
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|d| d.is_unique_violation())
-}
-
-fn is_fk_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|d| d.is_foreign_key_violation())
 }
 
 const SELECT_BOARD: &str = "SELECT id, created_at, updated_at, last_seq FROM boards WHERE id = $1";
@@ -282,7 +225,7 @@ impl Storage for PostgresStore {
         let snapshot = match snap {
             Some((seq, format, data)) => Some(StoredSnapshot {
                 seq,
-                format: blob_format(id, &format!("snapshot at seq {seq}"), format)?,
+                format: blob_format(id, &format!("snapshot at seq {seq}"), i64::from(format))?,
                 data,
             }),
             None => None,
@@ -466,7 +409,7 @@ impl Storage for PostgresStore {
                 vid, kind, label, author, reason, created_at, covers_seq, size,
             ),
         )?;
-        let format = blob_format(id, &format!("version {vid}"), format)?;
+        let format = blob_format(id, &format!("version {vid}"), i64::from(format))?;
         Ok(Some(Version { info, format, data }))
     }
 

@@ -15,10 +15,14 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
+use super::rows::{
+    BoardRow, VersionRow, blob_format, board_info, is_fk_violation, is_unique_violation,
+    version_info,
+};
 use super::{
     Backend, BlobFormat, BoardInfo, CompactionStats, NewSnapshot, NewUpdate, NewVersion,
     PendingCompaction, Storage, StorageError, StorageOptions, StoredBoard, StoredSnapshot,
-    StoredUpdate, Version, VersionInfo, VersionKind, now_millis,
+    StoredUpdate, Version, VersionInfo, now_millis,
 };
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -38,18 +42,6 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
 }
-
-type BoardRow = (String, i64, i64, i64);
-type VersionRow = (
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-    i64,
-);
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file named by a `sqlite://` URL, creating its
@@ -100,58 +92,6 @@ impl SqliteStore {
             .await
             .map_err(StorageError::db(op))
     }
-}
-
-fn board_info(row: BoardRow) -> Result<BoardInfo, StorageError> {
-    let (id, created_at, updated_at, last_seq) = row;
-    let id = BoardId::parse(&id).map_err(|_| StorageError::InvalidStoredBoardId(id.clone()))?;
-    Ok(BoardInfo {
-        id,
-        created_at,
-        updated_at,
-        last_seq,
-    })
-}
-
-fn version_info(board: &BoardId, row: VersionRow) -> Result<VersionInfo, StorageError> {
-    let (id, kind, label, author, reason, created_at, covers_seq, size) = row;
-    let kind = VersionKind::parse(&kind).ok_or_else(|| StorageError::CorruptRow {
-        board: board.clone(),
-        row: format!("version {id}"),
-        reason: format!("unknown kind {kind:?}"),
-    })?;
-    Ok(VersionInfo {
-        id: VersionId(id),
-        board: board.clone(),
-        kind,
-        label,
-        author,
-        reason,
-        created_at,
-        covers_seq,
-        size: u64::try_from(size).unwrap_or(0),
-    })
-}
-
-fn blob_format(board: &BoardId, row: &str, code: i64) -> Result<BlobFormat, StorageError> {
-    i16::try_from(code)
-        .ok()
-        .and_then(BlobFormat::from_code)
-        .ok_or_else(|| StorageError::CorruptRow {
-            board: board.clone(),
-            row: row.to_owned(),
-            reason: format!("unknown format code {code}"),
-        })
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|d| d.is_unique_violation())
-}
-
-fn is_fk_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|d| d.is_foreign_key_violation())
 }
 
 const SELECT_BOARD: &str = "SELECT id, created_at, updated_at, last_seq FROM boards WHERE id = ?";
