@@ -19,7 +19,6 @@ function addNote (doc, id, text, pos = [0, 0]) {
   })
 }
 
-const content = doc => JSON.stringify({ objects: doc.getMap('objects').toJSON(), meta: doc.getMap('meta').toJSON() }, Object.keys(doc.getMap('objects').toJSON()).sort().concat(['objects', 'meta', 'kind', 'pos', 'text', 'title', 'color']))
 const canon = doc => {
   const sort = v => Array.isArray(v) ? v.map(sort) : (v && typeof v === 'object') ? Object.fromEntries(Object.keys(v).sort().map(k => [k, sort(v[k])])) : v
   return JSON.stringify(sort({ objects: doc.getMap('objects').toJSON(), meta: doc.getMap('meta').toJSON() }))
