@@ -1,7 +1,6 @@
 //! Running the server: state, start-up and graceful shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -147,16 +146,13 @@ pub async fn run_with_store(
         }
     });
     let stop = cancel.clone();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        info!("shutting down: closing connections and committing what they sent");
-        stop.cancel();
-    })
-    .await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            info!("shutting down: closing connections and committing what they sent");
+            stop.cancel();
+        })
+        .await?;
     // Connections see the cancelled token and close; actors commit what they hold and stop;
     // the committer stops once the last actor drops its handle.
     tracker.close();

@@ -316,9 +316,12 @@ impl BoardActor {
                 self.deferred.push_back(cmd);
             }
             BoardCmd::Update { conn, update, raw } => self.apply(Some(conn), update, raw, None),
-            BoardCmd::HttpUpdate { update, raw, reply } => {
-                self.apply(None, update, raw, Some(Waiter::reply(reply)));
-            }
+            BoardCmd::HttpUpdate { raw, reply } => match protocol::decode_update(&raw) {
+                Ok(update) => self.apply(None, update, raw, Some(Waiter::reply(reply))),
+                Err(e) => {
+                    let _ = reply.send(Err(BoardError::Rejected(e.to_string())));
+                }
+            },
             BoardCmd::Restore {
                 target,
                 origin,

@@ -121,9 +121,9 @@ pub(crate) enum BoardCmd {
         update: Update,
         raw: Vec<u8>,
     },
-    /// Document content from the HTTP API; `reply` resolves once durable.
+    /// Document content from the HTTP API (Yjs update v1, decoded by the actor); `reply`
+    /// resolves once durable.
     HttpUpdate {
-        update: Update,
         raw: Vec<u8>,
         reply: oneshot::Sender<Result<(), BoardError>>,
     },

@@ -161,26 +161,6 @@ impl Boards {
         Err(BoardError::Gone)
     }
 
-    /// Whether the board is loaded now.
-    pub fn is_loaded(&self, id: &BoardId) -> bool {
-        let boards = self
-            .shared
-            .boards
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        boards.contains_key(id)
-    }
-
-    /// Number of boards loaded now.
-    pub fn loaded(&self) -> usize {
-        let boards = self
-            .shared
-            .boards
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        boards.len()
-    }
-
     /// Closes every connection of a loaded board with `reason` and stops its actor.
     pub(crate) async fn close_board(&self, id: &BoardId, reason: CloseReason) {
         let entry = {

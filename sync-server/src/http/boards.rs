@@ -153,19 +153,12 @@ pub(crate) async fn apply_update(
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let id = existing(&state, &raw).await?;
-    let update =
-        decode_update(&body).map_err(|e| ApiError::bad_request("invalid_update", e.to_string()))?;
-    let mut update = Some(update);
+    // Refuse bad bytes here with a 400; the actor decodes them again when it applies them.
+    decode_update(&body).map_err(|e| ApiError::bad_request("invalid_update", e.to_string()))?;
     let raw = body.to_vec();
-    // `call` may need to ask twice; the decoded update moves into the first attempt, and a
-    // retry decodes the bytes again.
     let result = state
         .boards
         .call(&id, |reply| BoardCmd::HttpUpdate {
-            update: update
-                .take()
-                .or_else(|| decode_update(&raw).ok())
-                .unwrap_or_default(),
             raw: raw.clone(),
             reply,
         })
