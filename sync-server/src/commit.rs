@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::ids::{BoardId, Seq};
+use crate::metrics::{Metrics, kind};
 use crate::storage::{NewUpdate, Storage, StorageError};
 
 /// Updates of one board to make durable, in order.
@@ -36,10 +37,11 @@ impl Committer {
         store: Arc<dyn Storage>,
         tracker: &TaskTracker,
         max_updates: usize,
+        metrics: Arc<Metrics>,
     ) -> Self {
         // Unbounded is bounded in practice: each board has at most one request in flight.
         let (tx, rx) = mpsc::unbounded_channel();
-        tracker.spawn(run(store, rx, max_updates.max(1)));
+        tracker.spawn(run(store, rx, max_updates.max(1), metrics));
         Self { tx }
     }
 
@@ -53,6 +55,7 @@ async fn run(
     store: Arc<dyn Storage>,
     mut rx: mpsc::UnboundedReceiver<CommitRequest>,
     max_updates: usize,
+    metrics: Arc<Metrics>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
@@ -66,14 +69,14 @@ async fn run(
                 Err(_) => break,
             }
         }
-        commit_group(store.as_ref(), group).await;
+        commit_group(store.as_ref(), group, &metrics).await;
     }
     debug!("committer stopped");
 }
 
 /// Commits a group. A board deleted meanwhile fails only its own requests: the rest of the
 /// group is retried without it.
-async fn commit_group(store: &dyn Storage, mut group: Vec<CommitRequest>) {
+async fn commit_group(store: &dyn Storage, mut group: Vec<CommitRequest>, metrics: &Metrics) {
     loop {
         let started = std::time::Instant::now();
         let items: Vec<NewUpdate<'_>> = group
@@ -89,6 +92,10 @@ async fn commit_group(store: &dyn Storage, mut group: Vec<CommitRequest>) {
         drop(items);
         match result {
             Ok(seqs) => {
+                metrics
+                    .commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                metrics.commit_updates.observe(seqs.len() as f64);
                 debug!(
                     updates = seqs.len(),
                     requests = group.len(),
@@ -116,6 +123,7 @@ async fn commit_group(store: &dyn Storage, mut group: Vec<CommitRequest>) {
             }
             Err(e) => {
                 warn!(error = %e, requests = group.len(), "group commit failed");
+                metrics.error(kind::COMMIT_FAILED);
                 let error = Arc::new(e);
                 for r in group {
                     let _ = r.reply.send(Err(error.clone()));

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::auth::token::TokenRequest;
+use crate::auth::{Auth, Keys, Role, Scope, Secret, SecretError};
 use crate::board::BoardConfig;
 use crate::server::{Config, Limits};
 use crate::storage::StorageOptions;
@@ -32,6 +34,76 @@ pub enum Command {
     /// Create a board from a Yjs update v1 (an export, or `Y.encodeStateAsUpdate` output).
     /// Safe while a server runs on the database.
     Import(ImportArgs),
+    /// Mint a token with the server's secret and print it.
+    Token(TokenArgs),
+}
+
+/// Where the signing secret comes from.
+#[derive(Debug, Clone, Args)]
+pub struct SecretArgs {
+    /// Secret that signs tokens (at least 32 bytes). Without one the server runs in open
+    /// development mode: no tokens, loopback only.
+    #[arg(
+        long,
+        env = "AUTH_SECRET",
+        hide_env_values = true,
+        conflicts_with = "auth_secret_file"
+    )]
+    pub auth_secret: Option<String>,
+    /// File holding the secret (surrounding whitespace is ignored).
+    #[arg(long, env = "AUTH_SECRET_FILE")]
+    pub auth_secret_file: Option<std::path::PathBuf>,
+}
+
+impl SecretArgs {
+    /// The configured secret, if any.
+    pub fn secret(&self) -> Result<Option<Secret>, SecretError> {
+        match (&self.auth_secret, &self.auth_secret_file) {
+            (Some(raw), _) => Secret::new(raw.as_bytes()).map(Some),
+            (None, Some(path)) => Secret::from_file(path).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// How the server authenticates callers.
+    pub fn auth(&self) -> Result<Auth, SecretError> {
+        Ok(match self.secret()? {
+            Some(secret) => Auth::Tokens(Box::new(Keys::new(&secret))),
+            None => Auth::Open,
+        })
+    }
+}
+
+/// Options of `token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The board the token is for, or `*` for every board.
+    #[arg(long)]
+    pub board: String,
+    /// What it allows: read, write or admin.
+    #[arg(long)]
+    pub role: Role,
+    /// How long it is valid, e.g. `15m`, `12h`, `30d`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// Who it is for (recorded as the author of versions and assistant runs).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The signing secret.
+    #[command(flatten)]
+    pub secret: SecretArgs,
+}
+
+impl TokenArgs {
+    /// What to mint.
+    pub fn request(&self) -> Result<TokenRequest, crate::ids::InvalidBoardId> {
+        Ok(TokenRequest {
+            user: self.user.clone(),
+            scope: Scope::parse(&self.board)?,
+            role: self.role,
+            ttl: self.ttl,
+        })
+    }
 }
 
 /// Options of `export`.
@@ -93,9 +165,12 @@ pub struct ServeArgs {
         default_value = "sqlite://./data/boards.db"
     )]
     pub database_url: String,
-    /// Listen on a non-loopback address even though no authentication is configured.
+    /// Listen on a non-loopback address even though no auth secret is configured.
     #[arg(long, env = "INSECURE")]
     pub insecure: bool,
+    /// The signing secret for tokens.
+    #[command(flatten)]
+    pub secret: SecretArgs,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -132,31 +207,63 @@ pub struct ServeArgs {
     /// Seconds shutdown waits for connections and commits.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
     pub shutdown_timeout_secs: u64,
+    /// Largest a board may grow, in bytes; updates that would pass it are refused (0: none).
+    #[arg(long, env = "MAX_BOARD_BYTES", default_value_t = 64 << 20)]
+    pub max_board_bytes: u64,
+    /// WebSocket connections one board accepts at once (0: no limit).
+    #[arg(long, env = "MAX_CONNECTIONS_PER_BOARD", default_value_t = 10_000)]
+    pub max_connections_per_board: usize,
+    /// WebSocket connections open at once from one client address (0: no limit).
+    #[arg(long, env = "MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 1000)]
+    pub max_connections_per_address: usize,
+    /// Messages per second one WebSocket connection may send, sustained (0: no limit).
+    #[arg(long, env = "MESSAGE_RATE", default_value_t = 500)]
+    pub message_rate: u32,
+    /// Messages one WebSocket connection may send at once above the rate.
+    #[arg(long, env = "MESSAGE_BURST", default_value_t = 1000)]
+    pub message_burst: u32,
+    /// HTTP requests per second from one client address, sustained (0: no limit).
+    #[arg(long, env = "HTTP_RATE", default_value_t = 100)]
+    pub http_rate: u32,
+    /// HTTP requests from one client address at once above the rate.
+    #[arg(long, env = "HTTP_BURST", default_value_t = 200)]
+    pub http_burst: u32,
+    /// Origins allowed to open WebSockets, comma-separated (e.g.
+    /// `https://app.example.com`); empty allows any. Requests without `Origin` (non-browser
+    /// clients) are always allowed.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
 }
 
 /// A configuration that is not safe to run.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// No authentication exists yet, so a non-loopback address needs `--insecure`.
+    /// Without a secret, a non-loopback address needs `--insecure`.
     #[error(
-        "refusing to listen on {0}: the server runs without authentication (open development mode); \
-         bind a loopback address, or pass --insecure to accept the risk"
+        "refusing to listen on {0}: no AUTH_SECRET is set, so the server runs without \
+         authentication (open development mode); set AUTH_SECRET (or AUTH_SECRET_FILE), bind a \
+         loopback address, or pass --insecure to accept the risk"
     )]
     OpenModeNotLoopback(IpAddr),
+    /// The secret is unusable.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
 }
 
 impl ServeArgs {
     /// The address to listen on, after the open-mode check.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        if !self.bind.is_loopback() && !self.insecure {
+        let open = self.secret.auth_secret.is_none() && self.secret.auth_secret_file.is_none();
+        if open && !self.bind.is_loopback() && !self.insecure {
             return Err(ConfigError::OpenModeNotLoopback(self.bind));
         }
         Ok(SocketAddr::new(self.bind, self.port))
     }
 
     /// The server configuration these options describe.
-    pub fn config(&self) -> Config {
-        Config {
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        Ok(Config {
+            auth: self.secret.auth()?,
             database_url: self.database_url.clone(),
             storage: StorageOptions {
                 max_connections: self.db_max_connections,
@@ -169,14 +276,27 @@ impl ServeArgs {
                 checkpoint_rows: self.checkpoint_rows.max(1),
                 checkpoint_interval: Duration::from_secs(self.checkpoint_secs),
                 keep_auto_versions: self.keep_auto_versions,
+                max_board_bytes: self.max_board_bytes,
+                max_connections: self.max_connections_per_board,
                 ..BoardConfig::default()
             },
             limits: Limits {
                 max_message_bytes: self.max_message_bytes,
                 outbound_queue: self.outbound_queue,
+                max_connections_per_address: self.max_connections_per_address,
+                message_rate: self.message_rate,
+                message_burst: self.message_burst,
+                http_rate: self.http_rate,
+                http_burst: self.http_burst,
+                allowed_origins: self
+                    .allowed_origins
+                    .iter()
+                    .map(|o| o.trim().trim_end_matches('/').to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
             },
             commit_max_updates: self.commit_max_updates,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
-        }
+        })
     }
 }

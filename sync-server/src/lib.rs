@@ -13,13 +13,19 @@
 //!   backends, replay of stored rows into a `yrs::Doc`, and compaction.
 //! - [`transfer`]: export and import of whole boards (HTTP and command line).
 //! - [`ids`]: board ids (validated), version ids, log sequence numbers.
+//! - [`auth`]: tokens, roles and what they allow.
+//! - `limits`: connection and rate limits.
+//! - [`metrics`]: Prometheus metrics.
 //! - [`telemetry`], [`shutdown`]: logging and signals.
 
+pub mod auth;
 pub mod board;
 mod commit;
 pub mod config;
 mod http;
 pub mod ids;
+mod limits;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use sync_server::config::{Cli, Command, ExportArgs, ImportArgs, ServeArgs};
+use sync_server::auth::Keys;
+use sync_server::config::{Cli, Command, ExportArgs, ImportArgs, ServeArgs, TokenArgs};
 use sync_server::ids::BoardId;
 use sync_server::storage::{self, StorageOptions};
 use sync_server::{server, shutdown, telemetry, transfer};
@@ -19,6 +20,7 @@ async fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args).await,
         Some(Command::Export(args)) => export(args).await,
         Some(Command::Import(args)) => import(args).await,
+        Some(Command::Token(args)) => token(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -33,9 +35,14 @@ async fn main() -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
     let addr = args.listen_addr()?;
-    tracing::warn!(
-        "no authentication is configured: open development mode, every client may read and write every board"
-    );
+    let config = args.config()?;
+    if config.auth.is_open() {
+        tracing::warn!(
+            "OPEN DEVELOPMENT MODE: no AUTH_SECRET is set, so every client may read, write and delete every board; set AUTH_SECRET before exposing this server"
+        );
+    } else {
+        tracing::info!("tokens required: signed with the configured AUTH_SECRET");
+    }
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -44,9 +51,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("listening socket has no address")?;
     // One line on stdout, for people and for scripts that start the server on port 0.
     println!("listening on http://{local}");
-    server::run(args.config(), listener, shutdown::signal())
+    server::run(config, listener, shutdown::signal())
         .await
         .context("server failed")
+}
+
+fn token(args: &TokenArgs) -> anyhow::Result<()> {
+    let secret = args
+        .secret
+        .secret()?
+        .context("minting a token needs the server's secret: set AUTH_SECRET or AUTH_SECRET_FILE (or pass --auth-secret-file)")?;
+    let request = args.request().context("invalid --board")?;
+    let minted = Keys::new(&secret)
+        .mint(&request)
+        .context("cannot mint the token")?;
+    println!("{}", minted.token);
+    eprintln!(
+        "token for board `{}`, role {}, expires at {} (unix seconds)",
+        request.scope, request.role, minted.expires_at
+    );
+    Ok(())
 }
 
 async fn export(args: ExportArgs) -> anyhow::Result<()> {

@@ -122,6 +122,12 @@ pub fn awareness_all(awareness: &Awareness) -> Option<Bytes> {
     (!update.clients.is_empty()).then(|| self::awareness(update))
 }
 
+/// y-protocols' auth message saying permission was denied, with a reason. y-websocket
+/// clients log it (`Permission denied to access ...`) and stay connected.
+pub fn permission_denied(reason: &str) -> Bytes {
+    Message::Auth(Some(reason.to_owned())).encode_v1().into()
+}
+
 /// The durable acknowledgement: the first `count` document messages this connection sent are
 /// committed to the database.
 pub fn durable_ack(count: u64) -> Bytes {

@@ -10,9 +10,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::auth::Auth;
 use crate::board::BoardConfig;
 use crate::board::registry::{Boards, RegistryConfig};
 use crate::commit::Committer;
+use crate::limits::{ConnectionCounts, HttpLimiter};
+use crate::metrics::Metrics;
 use crate::storage::{self, Storage, StorageError, StorageOptions};
 
 /// Everything the server needs to run.
@@ -24,21 +27,51 @@ pub struct Config {
     pub storage: StorageOptions,
     /// Board actor limits and thresholds.
     pub board: BoardConfig,
-    /// Connection limits.
+    /// Connection and request limits.
     pub limits: Limits,
+    /// How callers are authenticated.
+    pub auth: Auth,
     /// Most updates one group commit takes.
     pub commit_max_updates: usize,
     /// How long shutdown waits for connections and commits before giving up.
     pub shutdown_timeout: Duration,
 }
 
-/// Per-connection limits.
+/// Limits on what clients may send and hold open. Zero means "no limit" for the connection
+/// and rate limits.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest WebSocket message and HTTP body accepted, in bytes.
     pub max_message_bytes: usize,
     /// Frames queued for one connection before it is closed as too slow (1013).
     pub outbound_queue: usize,
+    /// WebSocket connections open at once from one client address.
+    pub max_connections_per_address: usize,
+    /// Messages one WebSocket connection may send per second, sustained.
+    pub message_rate: u32,
+    /// Messages one WebSocket connection may send in a burst above the rate.
+    pub message_burst: u32,
+    /// HTTP requests one client address may make per second, sustained.
+    pub http_rate: u32,
+    /// HTTP requests one client address may make in a burst above the rate.
+    pub http_burst: u32,
+    /// Origins allowed to open WebSockets (browsers send `Origin`); empty allows any.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 16 << 20,
+            outbound_queue: 1024,
+            max_connections_per_address: 1000,
+            message_rate: 500,
+            message_burst: 1000,
+            http_rate: 100,
+            http_burst: 200,
+            allowed_origins: Vec::new(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -47,10 +80,8 @@ impl Default for Config {
             database_url: "sqlite://./data/boards.db".into(),
             storage: StorageOptions::default(),
             board: BoardConfig::default(),
-            limits: Limits {
-                max_message_bytes: 16 << 20,
-                outbound_queue: 1024,
-            },
+            limits: Limits::default(),
+            auth: Auth::Open,
             commit_max_updates: 4096,
             shutdown_timeout: Duration::from_secs(30),
         }
@@ -76,6 +107,10 @@ pub(crate) struct AppState(Arc<Inner>);
 pub(crate) struct Inner {
     pub(crate) boards: Boards,
     pub(crate) limits: Limits,
+    pub(crate) auth: Auth,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) addresses: ConnectionCounts,
+    pub(crate) http_limiter: Option<HttpLimiter>,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     next_conn: AtomicU64,
@@ -122,7 +157,13 @@ pub async fn run_with_store(
 ) -> Result<(), ServerError> {
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
-    let committer = Committer::spawn(store.clone(), &tracker, config.commit_max_updates);
+    let metrics = Arc::new(Metrics::new());
+    let committer = Committer::spawn(
+        store.clone(),
+        &tracker,
+        config.commit_max_updates,
+        metrics.clone(),
+    );
     let boards = Boards::new(
         store.clone(),
         committer,
@@ -131,10 +172,15 @@ pub async fn run_with_store(
         },
         tracker.clone(),
         cancel.clone(),
+        metrics.clone(),
     );
     let state = AppState(Arc::new(Inner {
         boards,
+        http_limiter: HttpLimiter::new(config.limits.http_rate, config.limits.http_burst),
+        addresses: ConnectionCounts::new(config.limits.max_connections_per_address),
         limits: config.limits.clone(),
+        auth: config.auth.clone(),
+        metrics,
         tracker: tracker.clone(),
         shutdown: cancel.clone(),
         next_conn: AtomicU64::new(1),
@@ -146,6 +192,7 @@ pub async fn run_with_store(
         }
     });
     let stop = cancel.clone();
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -6,21 +6,30 @@
 //! in [`crate::board::peer::close`] and `PROTOCOL.md`.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info};
 
+use crate::auth::{AuthError, Denied, Grant, Role, TokenError};
 use crate::board::peer::{CloseReason, ConnId, PeerLink, close};
-use crate::board::{BoardCmd, Read};
+use crate::board::presence::Identity;
+use crate::board::{BoardCmd, BoardError, Read};
+use crate::http::{ApiError, bearer_token, request_id};
 use crate::ids::BoardId;
+use crate::limits::{AddressSlot, MessageLimiter};
+use crate::metrics::{Metrics, kind};
 use crate::protocol::{self, Incoming, ProtocolError};
 use crate::server::AppState;
 
@@ -35,16 +44,40 @@ const READ_BUFFER: usize = 4 << 10;
 const WRITE_BUFFER: usize = 16 << 10;
 /// How long a closing connection may take to accept its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// What a read-only connection is told when it sends document content.
+const READ_ONLY_REASON: &str = "read-only: this connection's token does not allow editing the board; the update was not applied";
 
 /// `GET /v1/sync/{board}`: upgrades to a WebSocket speaking y-protocols. `?ack=1` asks for
-/// durable acknowledgements.
+/// durable acknowledgements; `?token=` (or `Authorization: Bearer`) carries the token.
+///
+/// A disallowed `Origin` is refused before the upgrade (403). Every other refusal (no or bad
+/// token, another board's token, a connection limit) upgrades and then closes with a
+/// documented code and reason, which WebSocket clients can read, unlike an HTTP status.
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
     Path(board): Path<String>,
     Query(params): Query<HashMap<String, String>>,
+    ConnectInfo(peer_addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    if !origin_allowed(&state.limits.allowed_origins, &headers) {
+        state.metrics.error(kind::ORIGIN);
+        info!("refused a WebSocket from an origin that is not allowed");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this origin may not open WebSockets to this server",
+        )
+        .into_response();
+    }
     let wants_acks = params.get("ack").is_some_and(|v| v == "1" || v == "true");
+    let token = params
+        .get("token")
+        .map(String::as_str)
+        .or_else(|| bearer_token(&headers));
+    let admission = admit(&state, &board, token, peer_addr);
+    let request = request_id(&headers);
     let max = state.limits.max_message_bytes;
     let tracker = state.tracker.clone();
     ws.max_message_size(max)
@@ -53,18 +86,106 @@ pub(crate) async fn upgrade(
         .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| {
             let conn = state.next_conn_id();
-            let span = tracing::info_span!("conn", conn, board = %board);
-            tracker.track_future(run(state, socket, board, conn, wants_acks).instrument(span))
+            let span = tracing::info_span!("conn", conn, board = %board, request_id = %request);
+            tracker.track_future(run(state, socket, admission, conn, wants_acks).instrument(span))
         })
 }
 
-async fn run(state: AppState, socket: WebSocket, board: String, conn: ConnId, wants_acks: bool) {
+/// Whether the request's `Origin` (if any) may open a WebSocket.
+fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match headers.get(header::ORIGIN).map(|o| o.to_str()) {
+        // Non-browser clients send no Origin; the allow-list guards against other web pages.
+        None => true,
+        Some(Ok(origin)) => allowed
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin)),
+        Some(Err(_)) => false,
+    }
+}
+
+/// A connection allowed in.
+#[derive(Debug)]
+struct Admitted {
+    board: BoardId,
+    grant: Grant,
+    _slot: AddressSlot,
+}
+
+/// Checks the board id, the token and the per-address limit, in that order.
+fn admit(
+    state: &AppState,
+    board: &str,
+    token: Option<&str>,
+    peer: SocketAddr,
+) -> Result<Admitted, CloseReason> {
+    let refuse = |code, reason| CloseReason { code, reason };
+    let board = BoardId::parse(board).map_err(|e| {
+        info!(error = %e, "refused: invalid board id");
+        refuse(close::BAD_MESSAGE, "invalid board id")
+    })?;
+    let grant = state.auth.authenticate(token).map_err(|e| {
+        state.metrics.error(kind::UNAUTHORIZED);
+        info!(error = %e, "refused: not authenticated");
+        refuse(
+            close::UNAUTHORIZED,
+            match e {
+                AuthError::Missing => "token required",
+                AuthError::Invalid(TokenError::Expired) => "token expired",
+                AuthError::Invalid(_) => "invalid token",
+            },
+        )
+    })?;
+    grant.allows(&board, Role::Read).map_err(|e| {
+        info!(error = %e, "refused: not allowed");
+        match e {
+            Denied::Expired => {
+                state.metrics.error(kind::UNAUTHORIZED);
+                refuse(close::UNAUTHORIZED, "token expired")
+            }
+            Denied::OtherBoard | Denied::Role { .. } => {
+                state.metrics.error(kind::FORBIDDEN);
+                refuse(close::FORBIDDEN, "the token does not cover this board")
+            }
+        }
+    })?;
+    let slot = state.addresses.acquire(peer.ip()).ok_or_else(|| {
+        state.metrics.error(kind::CONNECTION_LIMIT);
+        info!(addr = %peer.ip(), "refused: too many connections from this address");
+        refuse(close::BUSY, "too many connections from this address")
+    })?;
+    Ok(Admitted {
+        board,
+        grant,
+        _slot: slot,
+    })
+}
+
+/// What the reader needs to know about its connection.
+#[derive(Debug)]
+struct Session {
+    conn: ConnId,
+    link: PeerLink,
+    can_write: bool,
+    expires_at: Option<Instant>,
+    limiter: MessageLimiter,
+    metrics: Arc<Metrics>,
+}
+
+async fn run(
+    state: AppState,
+    socket: WebSocket,
+    admission: Result<Admitted, CloseReason>,
+    conn: ConnId,
+    wants_acks: bool,
+) {
     let (mut sink, mut stream) = socket.split();
-    let board = match BoardId::parse(&board) {
-        Ok(board) => board,
-        Err(e) => {
-            info!(error = %e, "refused: invalid board id");
-            send_close(&mut sink, close::BAD_MESSAGE, "invalid board id").await;
+    let admitted = match admission {
+        Ok(admitted) => admitted,
+        Err(reason) => {
+            send_close(&mut sink, reason.code, reason.reason).await;
             return;
         }
     };
@@ -74,13 +195,19 @@ async fn run(state: AppState, socket: WebSocket, board: String, conn: ConnId, wa
         kill: CancellationToken::new(),
         reason: Default::default(),
     };
+    let identity = if state.auth.is_open() {
+        Identity::Open
+    } else {
+        Identity::User(admitted.grant.user.as_deref().map(Arc::from))
+    };
     // Join (asking again if the actor reached was just evicted).
     let joined = state
         .boards
-        .call_with_handle(&board, |reply| BoardCmd::Join {
+        .call_with_handle(&admitted.board, |reply| BoardCmd::Join {
             conn,
             link: link.clone(),
             wants_acks,
+            identity: identity.clone(),
             reply,
         })
         .await;
@@ -90,6 +217,8 @@ async fn run(state: AppState, socket: WebSocket, board: String, conn: ConnId, wa
             info!(error = %e, "join failed");
             let (code, reason) = if state.shutdown.is_cancelled() {
                 (close::SERVER_RESTART, "server restarting")
+            } else if matches!(e, BoardError::Full) {
+                (close::BUSY, "the board has too many connections")
             } else {
                 (close::INTERNAL, "board unavailable; reconnect")
             };
@@ -97,24 +226,48 @@ async fn run(state: AppState, socket: WebSocket, board: String, conn: ConnId, wa
             return;
         }
     };
-    debug!(wants_acks, "joined");
-    let reader = read_loop(&handle, conn, &link, &mut stream);
+    let metrics = state.metrics.clone();
+    metrics.connections.inc();
+    metrics.connections_opened.inc();
+    let session = Session {
+        conn,
+        link: link.clone(),
+        can_write: admitted.grant.role >= Role::Write,
+        expires_at: admitted.grant.remaining().map(|left| Instant::now() + left),
+        limiter: MessageLimiter::new(state.limits.message_rate, state.limits.message_burst),
+        metrics: metrics.clone(),
+    };
+    debug!(wants_acks, role = %admitted.grant.role, "joined");
+    let reader = read_loop(&handle, &session, &mut stream);
     let writer = write_loop(&state.shutdown, &link, &mut queue, &mut sink);
     tokio::join!(reader, writer);
     let _ = handle.send(BoardCmd::Leave { conn }).await;
+    metrics.connections.dec();
     debug!(reason = ?link.reason.get(), "closed");
+}
+
+async fn expiry(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn read_loop(
     handle: &crate::board::registry::BoardHandle,
-    conn: ConnId,
-    link: &PeerLink,
+    session: &Session,
     stream: &mut SplitStream<WebSocket>,
 ) {
+    let link = &session.link;
     loop {
         let next = tokio::select! {
             biased;
             () = link.kill.cancelled() => break,
+            () = expiry(session.expires_at) => {
+                info!("closing: the token expired");
+                link.close(CloseReason { code: close::UNAUTHORIZED, reason: "token expired" });
+                break;
+            }
             next = tokio::time::timeout(READ_TIMEOUT, stream.next()) => match next {
                 Ok(next) => next,
                 Err(_) => {
@@ -131,6 +284,7 @@ async fn read_loop(
                 let text = e.to_string();
                 if text.contains("Space limit exceeded") {
                     info!(error = %text, "refused: message too large");
+                    session.metrics.error(kind::TOO_LARGE);
                     link.close(CloseReason {
                         code: close::TOO_LARGE,
                         reason: "message too large",
@@ -142,10 +296,20 @@ async fn read_loop(
             }
             Some(Ok(message)) => message,
         };
+        if !session.limiter.allow() {
+            info!("closing: messages faster than the connection's rate limit");
+            session.metrics.error(kind::MESSAGE_RATE);
+            link.close(CloseReason {
+                code: close::RATE_LIMITED,
+                reason: "too many messages",
+            });
+            break;
+        }
         let frame = match message {
             Message::Binary(frame) => frame,
             Message::Text(_) => {
                 info!("refused: text frame");
+                session.metrics.error(kind::BAD_MESSAGE);
                 link.close(CloseReason {
                     code: close::BAD_MESSAGE,
                     reason: "text frames are not part of the protocol",
@@ -156,9 +320,24 @@ async fn read_loop(
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         let cmd = match protocol::decode(&frame) {
-            Ok(incoming) => command(conn, incoming, frame),
+            Ok(Incoming::Update { update, .. }) if !session.can_write => {
+                // A read-only client's step 2 with nothing in it is fine; content is refused.
+                if !update.is_empty() {
+                    debug!("refused an update from a read-only connection");
+                    session.metrics.error(kind::READ_ONLY);
+                    let _ = link
+                        .outbox
+                        .try_send(protocol::permission_denied(READ_ONLY_REASON));
+                }
+                continue;
+            }
+            Ok(incoming) => command(session.conn, incoming, frame),
             Err(e) => {
                 info!(error = %e, "refused: bad message");
+                session.metrics.error(match e {
+                    ProtocolError::BadUpdate(_) => kind::BAD_UPDATE,
+                    _ => kind::BAD_MESSAGE,
+                });
                 link.close(refusal(&e));
                 break;
             }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use sync_server::ids::BoardId;
 use sync_server::protocol;
-use sync_server::server::{Config, run_with_store};
+use sync_server::server::{Config, Limits, run_with_store};
 use sync_server::storage::replay::replay_into;
 use sync_server::storage::{StorageOptions, open};
 use tokio::net::TcpListener;
@@ -51,7 +51,16 @@ async fn burst_of_100k_updates_is_delivered_and_stored() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(run_with_store(Config::default(), store, listener, async {
+    // A writer sending 100k messages back to back is a load test, not a client: lift the
+    // per-connection message rate limit that would (rightly) close it.
+    let config = Config {
+        limits: Limits {
+            message_rate: 0,
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let server = tokio::spawn(run_with_store(config, store, listener, async {
         let _ = stopped.await;
     }));
 

@@ -192,6 +192,7 @@ async fn slow_consumer_is_closed_with_1013() {
     cfg.limits = Limits {
         max_message_bytes: 1 << 20,
         outbound_queue: 4,
+        ..Limits::default()
     };
     let server = TestServer::start(cfg, memory_store().await).await;
 

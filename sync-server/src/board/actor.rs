@@ -8,15 +8,17 @@ use crdt_schema::restore::RestoreReport;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
-use yrs::sync::{Awareness, AwarenessUpdate};
+use yrs::sync::AwarenessUpdate;
 use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
 use super::batch::{Batch, Outgoing, Waiter};
 use super::peer::{CloseReason, ConnId, Delivery, Peer, close};
+use super::presence::Presence;
 use super::registry::Shared;
 use super::{BoardCmd, BoardError, Read};
 use crate::commit::CommitRequest;
 use crate::ids::{BoardId, Seq};
+use crate::metrics::kind;
 use crate::protocol;
 use crate::storage::replay::replay_into;
 use crate::storage::{CompactionStats, NewSnapshot, NewVersion, StorageError, VersionKind};
@@ -42,7 +44,7 @@ struct BoardActor {
     actor_id: u64,
     shared: Arc<Shared>,
     doc: Doc,
-    awareness: Awareness,
+    presence: Presence,
     peers: HashMap<ConnId, Peer>,
     /// Sent to the committer and not yet durable.
     in_flight: Option<InFlight>,
@@ -56,6 +58,9 @@ struct BoardActor {
     snapshot_seq: Seq,
     /// Log bytes appended since the snapshot (approximate across restarts: counted on load).
     log_bytes: u64,
+    /// The board's size for its limit: the encoded state at load (or at the last compaction)
+    /// plus every update stored since.
+    size: u64,
     compaction: Option<Compaction>,
     /// Don't try compacting again before the log reaches this sequence (after a failure).
     compaction_retry_at: Seq,
@@ -77,15 +82,16 @@ pub(super) async fn run(
     mut rx: mpsc::Receiver<BoardCmd>,
 ) {
     let loaded = load(&shared, &id).await;
-    let (doc, stats) = match loaded {
+    let (doc, stats, size) = match loaded {
         Ok(loaded) => loaded,
         Err(e) => {
+            shared.metrics.error(kind::LOAD_FAILED);
             shared.remove_if(&id, actor_id);
             refuse_all(&mut rx, &e);
             return;
         }
     };
-    let awareness = Awareness::new(doc.clone());
+    let presence = Presence::new(doc.clone());
     let checkpoint_seq = match shared.store.list_versions(&id).await {
         Ok(versions) => versions
             .iter()
@@ -101,7 +107,7 @@ pub(super) async fn run(
         actor_id,
         shared,
         doc,
-        awareness,
+        presence,
         peers: HashMap::new(),
         in_flight: None,
         next: Batch::default(),
@@ -110,6 +116,7 @@ pub(super) async fn run(
         last_seq: stats.last_seq,
         snapshot_seq: stats.snapshot_seq,
         log_bytes: stats.log_bytes as u64,
+        size,
         compaction: None,
         compaction_retry_at: 0,
         checkpoint_seq,
@@ -117,8 +124,10 @@ pub(super) async fn run(
         idle_since: Some(Instant::now()),
         stopped: false,
     };
+    actor.shared.metrics.boards_loaded.inc();
     actor.maybe_compact();
     actor.serve(&mut rx).await;
+    actor.shared.metrics.boards_loaded.dec();
     actor.shared.remove_if(&actor.id, actor.actor_id);
     refuse_all(&mut rx, &BoardError::Gone);
 }
@@ -136,7 +145,7 @@ fn new_doc() -> Doc {
 async fn load(
     shared: &Shared,
     id: &BoardId,
-) -> Result<(Doc, crate::storage::replay::ReplayStats), BoardError> {
+) -> Result<(Doc, crate::storage::replay::ReplayStats, u64), BoardError> {
     let failed = |e: &dyn std::fmt::Display| {
         warn!(board = %id, error = %e, "board load failed");
         BoardError::LoadFailed
@@ -156,7 +165,12 @@ async fn load(
     let rows = stored.updates.len();
     let replayed = tokio::task::spawn_blocking(move || {
         let doc = new_doc();
-        replay_into(&doc, &stored).map(|stats| (doc, stats))
+        let stats = replay_into(&doc, &stored)?;
+        let size = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+            .len() as u64;
+        Ok::<_, crate::storage::replay::ReplayError>((doc, stats, size))
     })
     .await
     .map_err(|e| failed(&e))?
@@ -230,6 +244,7 @@ impl BoardActor {
                 () = idle_expired(deadline), if !draining => {
                     if self.shared.remove_if(&self.id, self.actor_id) {
                         debug!(board = %self.id, "idle board evicted");
+                        self.shared.metrics.evictions.inc();
                         self.checkpoint("idle");
                         break;
                     }
@@ -290,19 +305,26 @@ impl BoardActor {
                 conn,
                 link,
                 wants_acks,
+                identity,
                 reply,
             } => {
+                let max = self.shared.config.board.max_connections;
+                if max != 0 && self.peers.len() >= max {
+                    self.shared.metrics.error(kind::CONNECTION_LIMIT);
+                    let _ = reply.send(Err(BoardError::Full));
+                    return;
+                }
                 let peer = Peer {
                     link,
                     wants_acks,
                     doc_messages: 0,
-                    controlled: Default::default(),
+                    identity,
                 };
                 self.peers.insert(conn, peer);
                 self.idle_since = None;
                 let sv = self.doc.transact().state_vector();
                 self.send(conn, protocol::sync_step1(&sv));
-                if let Some(frame) = protocol::awareness_all(&self.awareness) {
+                if let Some(frame) = self.presence.all() {
                     self.send(conn, frame);
                 }
                 let _ = reply.send(Ok(()));
@@ -333,7 +355,7 @@ impl BoardActor {
                 frame,
             } => self.on_awareness(conn, update, &frame),
             BoardCmd::QueryAwareness { conn } => {
-                if let Some(frame) = protocol::awareness_all(&self.awareness) {
+                if let Some(frame) = self.presence.all() {
                     self.send(conn, frame);
                 }
             }
@@ -364,6 +386,21 @@ impl BoardActor {
         raw: Vec<u8>,
         http: Option<Waiter>,
     ) {
+        let limit = self.shared.config.board.max_board_bytes;
+        if limit != 0 && self.size + raw.len() as u64 > limit {
+            self.shared.metrics.error(kind::BOARD_TOO_LARGE);
+            warn!(board = %self.id, conn = ?origin, size = self.size, update = raw.len(), limit, "update refused: the board would exceed its size limit");
+            if let Some(conn) = origin {
+                self.close_peer(conn, close::TOO_LARGE, "board size limit reached");
+            }
+            if let Some(waiter) = http {
+                waiter.answer(Err(BoardError::TooLarge(limit)));
+            }
+            return;
+        }
+        let metrics = &self.shared.metrics;
+        metrics.updates_received.inc();
+        metrics.update_bytes_received.inc_by(raw.len() as u64);
         let message_no = origin.and_then(|c| self.peers.get_mut(&c)).map(|p| {
             p.doc_messages += 1;
             p.doc_messages
@@ -379,6 +416,7 @@ impl BoardActor {
         let changed = delta.as_slice() != Update::EMPTY_V1;
         if let Err(e) = &result {
             warn!(board = %self.id, conn = ?origin, error = %e, "update does not apply");
+            self.shared.metrics.error(kind::BAD_UPDATE);
             if let Some(conn) = origin {
                 self.close_peer(conn, close::BAD_UPDATE, "update does not apply");
             }
@@ -393,11 +431,10 @@ impl BoardActor {
         } else {
             None
         };
-        let batch = &mut self.next;
         if let Some(bytes) = stored {
-            batch.bytes += bytes.len() as u64;
-            batch.updates.push(bytes);
+            self.hold(bytes);
         }
+        let batch = &mut self.next;
         if changed {
             // The sender has this content, unless it completed updates that were pending.
             let skip = if had_pending { None } else { origin };
@@ -440,14 +477,23 @@ impl BoardActor {
             }
         };
         info!(board = %self.id, origin, ?report, "restore applied");
-        let batch = &mut self.next;
         if delta.as_slice() != Update::EMPTY_V1 {
-            batch.bytes += delta.len() as u64;
-            batch.updates.push(delta.clone());
-            batch.broadcasts.push((None, delta));
+            self.hold(delta.clone());
+            self.next.broadcasts.push((None, delta));
         }
-        batch.http.push(Waiter::with(reply, report));
+        self.next.http.push(Waiter::with(reply, report));
         self.dispatch();
+    }
+
+    /// Adds `update` to what the next commit stores.
+    fn hold(&mut self, update: Vec<u8>) {
+        let len = update.len() as u64;
+        self.size += len;
+        self.shared.metrics.pending_bytes.inc_by(len as i64);
+        let batch = &mut self.next;
+        batch.first_at.get_or_insert_with(std::time::Instant::now);
+        batch.bytes += len;
+        batch.updates.push(update);
     }
 
     /// Sends the next batch to the committer if none is in flight.
@@ -500,6 +546,11 @@ impl BoardActor {
 
     /// Everything in `batch` is durable: let peers see it.
     fn release(&mut self, batch: Batch) {
+        let metrics = &self.shared.metrics;
+        metrics.pending_bytes.dec_by(batch.bytes as i64);
+        if let Some(at) = batch.first_at {
+            metrics.fanout_seconds.observe(at.elapsed().as_secs_f64());
+        }
         for out in Batch::outgoing(batch.broadcasts) {
             match out {
                 Outgoing::One { skip, update } => self.broadcast(&protocol::update(&update), skip),
@@ -520,8 +571,13 @@ impl BoardActor {
     /// clients resend on reconnect, and stop so the board reloads from the database.
     fn fail(&mut self, error: &str, batch: Batch) {
         warn!(board = %self.id, error, peers = self.peers.len(), "commit failed; closing the board's connections");
+        let next = std::mem::take(&mut self.next);
+        self.shared
+            .metrics
+            .pending_bytes
+            .dec_by((batch.bytes + next.bytes) as i64);
         batch.fail(&BoardError::CommitFailed);
-        std::mem::take(&mut self.next).fail(&BoardError::CommitFailed);
+        next.fail(&BoardError::CommitFailed);
         for cmd in std::mem::take(&mut self.deferred) {
             match cmd {
                 BoardCmd::HttpUpdate { reply, .. } => {
@@ -582,19 +638,22 @@ impl BoardActor {
     }
 
     fn on_awareness(&mut self, conn: ConnId, update: AwarenessUpdate, frame: &Bytes) {
-        match self.awareness.apply_update_summary(update) {
-            Ok(Some(summary)) => {
-                if let Some(peer) = self.peers.get_mut(&conn) {
-                    peer.controlled
-                        .extend(summary.added.iter().chain(&summary.updated).copied());
-                    for id in &summary.removed {
-                        peer.controlled.remove(id);
-                    }
+        let peers = &self.peers;
+        let applied = self
+            .presence
+            .apply(conn, update, frame, |c| peers.get(&c).map(|p| &p.identity));
+        match applied {
+            Ok(applied) => {
+                if applied.dropped > 0 {
+                    self.shared.metrics.error(kind::AWARENESS_SPOOF);
+                    info!(board = %self.id, conn, dropped = applied.dropped, "awareness entries of another user's client dropped");
                 }
-                // Echoed to everyone, the sender included: it keeps clients' watchdogs quiet.
-                self.broadcast(frame, None);
+                if let Some(frame) = applied.frame {
+                    // Echoed to everyone, the sender included: it keeps clients' watchdogs
+                    // quiet.
+                    self.broadcast(&frame, None);
+                }
             }
-            Ok(None) => {}
             Err(e) => {
                 debug!(board = %self.id, conn, error = %e, "bad awareness update");
                 self.close_peer(conn, close::BAD_MESSAGE, "bad awareness update");
@@ -607,6 +666,7 @@ impl BoardActor {
             Some(peer) => peer.offer(frame),
             None => return,
         };
+        self.shared.metrics.frames_sent.inc();
         self.after_delivery(conn, delivery);
     }
 
@@ -614,14 +674,23 @@ impl BoardActor {
     /// silently skipped: it resyncs when it reconnects.
     fn broadcast(&mut self, frame: &Bytes, skip: Option<ConnId>) {
         let mut failed = Vec::new();
+        let (mut sent, mut deepest) = (0u64, 0usize);
         for (conn, peer) in &self.peers {
             if Some(*conn) == skip {
                 continue;
             }
             match peer.offer(frame.clone()) {
-                Delivery::Queued => {}
+                Delivery::Queued => {
+                    sent += 1;
+                    deepest = deepest.max(peer.queued());
+                }
                 other => failed.push((*conn, other)),
             }
+        }
+        let metrics = &self.shared.metrics;
+        metrics.frames_sent.inc_by(sent);
+        if sent > 0 {
+            metrics.queue_depth.observe(deepest as f64);
         }
         for (conn, delivery) in failed {
             self.after_delivery(conn, delivery);
@@ -633,6 +702,7 @@ impl BoardActor {
             Delivery::Queued => {}
             Delivery::Full => {
                 info!(board = %self.id, conn, "closing a connection too slow to keep up");
+                self.shared.metrics.error(kind::TOO_SLOW);
                 self.close_peer(conn, close::TOO_SLOW, "too slow; reconnect");
             }
             Delivery::Closed => self.remove_peer(conn),
@@ -648,21 +718,14 @@ impl BoardActor {
 
     /// Forgets a connection and clears the awareness states it controlled, for everyone else.
     fn remove_peer(&mut self, conn: ConnId) {
-        let Some(peer) = self.peers.remove(&conn) else {
+        if self.peers.remove(&conn).is_none() {
             return;
-        };
+        }
         if self.peers.is_empty() {
             self.idle_since = Some(Instant::now());
         }
-        let gone: Vec<_> = peer.controlled.into_iter().collect();
-        if gone.is_empty() {
-            return;
-        }
-        for id in &gone {
-            self.awareness.remove_state(*id);
-        }
-        if let Ok(update) = self.awareness.update_with_clients(gone) {
-            self.broadcast(&protocol::awareness(update), None);
+        if let Some(frame) = self.presence.remove_conn(conn) {
+            self.broadcast(&frame, None);
         }
     }
 
@@ -680,6 +743,7 @@ impl BoardActor {
         let keep = self.shared.config.board.keep_auto_versions;
         self.checkpoint_seq = covers_seq;
         self.checkpoint_at = Instant::now();
+        let metrics = self.shared.metrics.clone();
         self.shared.tracker.spawn(async move {
             let version = NewVersion {
                 kind: VersionKind::Auto,
@@ -692,6 +756,7 @@ impl BoardActor {
             let saved = store.save_version(&id, version).await;
             match saved {
                 Ok(_) => {
+                    metrics.versions_saved.inc();
                     if let Err(e) = store.prune_versions(&id, keep).await {
                         warn!(board = %id, error = %e, "version retention failed");
                     }
@@ -746,9 +811,12 @@ impl BoardActor {
                 debug!(board = %self.id, upto = c.upto, rows = stats.rows_deleted, bytes = stats.snapshot_bytes, "compacted");
                 self.snapshot_seq = c.upto;
                 self.log_bytes = self.log_bytes.saturating_sub(c.bytes_at_start);
+                self.size = stats.snapshot_bytes + self.log_bytes;
+                self.shared.metrics.compactions.inc();
             }
             Err(e) => {
                 warn!(board = %self.id, error = %e, "compaction failed; retrying later");
+                self.shared.metrics.error(kind::COMPACTION_FAILED);
                 self.compaction_retry_at = self.last_seq + self.shared.config.board.compact_rows;
             }
         }

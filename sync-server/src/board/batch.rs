@@ -22,6 +22,8 @@ pub(super) struct Batch {
     pub(super) acks: HashMap<ConnId, u64>,
     /// HTTP writers waiting for durability.
     pub(super) http: Vec<Waiter>,
+    /// When the first update of the batch arrived (for the fan-out delay metric).
+    pub(super) first_at: Option<std::time::Instant>,
 }
 
 /// Someone waiting for a batch to be durable (or to fail).

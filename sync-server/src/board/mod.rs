@@ -21,6 +21,7 @@
 mod actor;
 mod batch;
 pub mod peer;
+pub(crate) mod presence;
 pub mod registry;
 
 use std::time::Duration;
@@ -50,6 +51,12 @@ pub struct BoardConfig {
     pub checkpoint_interval: Duration,
     /// Automatic versions kept per board; older ones are pruned. Named versions are kept.
     pub keep_auto_versions: u32,
+    /// Largest a board may grow, in bytes of stored updates (approximate: the encoded state
+    /// at load plus what was added since). An update that would pass it is refused. Zero: no
+    /// limit.
+    pub max_board_bytes: u64,
+    /// Connections one board accepts at once. Zero: no limit.
+    pub max_connections: usize,
 }
 
 impl Default for BoardConfig {
@@ -62,6 +69,8 @@ impl Default for BoardConfig {
             checkpoint_rows: 1000,
             checkpoint_interval: Duration::from_secs(600),
             keep_auto_versions: 50,
+            max_board_bytes: 64 << 20,
+            max_connections: 10_000,
         }
     }
 }
@@ -81,6 +90,12 @@ pub enum BoardError {
     /// Committing failed; nothing was acknowledged. The reason is logged.
     #[error("the update could not be stored")]
     CommitFailed,
+    /// The update would make the board larger than its limit.
+    #[error("the board would exceed its size limit of {0} bytes")]
+    TooLarge(u64),
+    /// The board has as many connections as it accepts.
+    #[error("the board has too many connections")]
+    Full,
     /// The actor stopped (evicted, shutting down or failed); try again.
     #[error("board actor stopped")]
     Gone,
@@ -111,6 +126,7 @@ pub(crate) enum BoardCmd {
         conn: ConnId,
         link: PeerLink,
         wants_acks: bool,
+        identity: presence::Identity,
         reply: oneshot::Sender<Result<(), BoardError>>,
     },
     /// A connection left (or was closed).

@@ -1,12 +1,10 @@
 //! A connection as its board actor sees it: an outbound queue and a way to close it.
 
-use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use yrs::block::ClientID;
 
 /// WebSocket close codes the server uses (documented in `PROTOCOL.md`).
 pub mod close {
@@ -24,6 +22,16 @@ pub mod close {
     pub const TOO_LARGE: u16 = 4413;
     /// An update that does not decode or apply.
     pub const BAD_UPDATE: u16 = 4422;
+    /// No valid token (missing, malformed, forged or expired, also when it expires while
+    /// connected). Fetch a fresh token and reconnect.
+    pub const UNAUTHORIZED: u16 = 4401;
+    /// The token does not cover this board.
+    pub const FORBIDDEN: u16 = 4403;
+    /// The connection sent messages faster than its limit.
+    pub const RATE_LIMITED: u16 = 4429;
+    /// Too many connections to this board or from this address; try again later (y-websocket
+    /// clients reconnect with backoff on codes outside 4400-4499).
+    pub const BUSY: u16 = 4503;
 }
 
 /// Why a connection is being closed: a close code and a short reason for the close frame.
@@ -62,8 +70,8 @@ pub(crate) struct Peer {
     pub(crate) wants_acks: bool,
     /// Document messages received from it so far (step 2 and updates).
     pub(crate) doc_messages: u64,
-    /// Awareness client ids this connection announced; cleared when it leaves.
-    pub(crate) controlled: HashSet<ClientID>,
+    /// Who it is, for ownership of awareness states.
+    pub(crate) identity: super::presence::Identity,
 }
 
 /// What happened when a frame was offered to a peer.
@@ -77,6 +85,11 @@ pub(crate) enum Delivery {
 }
 
 impl Peer {
+    /// Frames waiting in its outbound queue.
+    pub(crate) fn queued(&self) -> usize {
+        self.link.outbox.max_capacity() - self.link.outbox.capacity()
+    }
+
     pub(crate) fn offer(&self, frame: Bytes) -> Delivery {
         match self.link.outbox.try_send(frame) {
             Ok(()) => Delivery::Queued,

@@ -20,6 +20,7 @@ use super::peer::CloseReason;
 use super::{BoardCmd, BoardConfig, BoardError, actor};
 use crate::commit::Committer;
 use crate::ids::BoardId;
+use crate::metrics::Metrics;
 use crate::storage::Storage;
 
 /// Everything board actors share.
@@ -30,6 +31,7 @@ pub(crate) struct Shared {
     pub(crate) config: RegistryConfig,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) metrics: Arc<Metrics>,
     boards: Mutex<HashMap<BoardId, Entry>>,
     next_actor: AtomicU64,
 }
@@ -86,6 +88,7 @@ impl Boards {
         config: RegistryConfig,
         tracker: TaskTracker,
         shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -94,6 +97,7 @@ impl Boards {
                 config,
                 tracker,
                 shutdown,
+                metrics,
                 boards: Mutex::new(HashMap::new()),
                 next_actor: AtomicU64::new(1),
             }),

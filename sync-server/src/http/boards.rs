@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::Caller;
 use super::error::ApiError;
+use crate::auth::Role;
 use crate::board::peer::{CloseReason, close};
 use crate::board::{BoardCmd, Read};
 use crate::ids::BoardId;
@@ -34,6 +36,7 @@ pub(crate) struct CreateBody {
 /// `application/octet-stream` is a Yjs update v1 (a snapshot) that becomes the board's content.
 pub(crate) async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     Query(query): Query<CreateQuery>,
     headers: HeaderMap,
     body: Bytes,
@@ -50,8 +53,13 @@ pub(crate) async fn create(
     }
     let id = match requested {
         Some(raw) => BoardId::parse(&raw)?,
-        None => BoardId::parse(&uuid::Uuid::new_v4().simple().to_string())?,
+        None => {
+            // A random id: only a token for every board can name a board not yet chosen.
+            caller.require_all_boards(Role::Write)?;
+            BoardId::parse(&uuid::Uuid::new_v4().simple().to_string())?
+        }
     };
+    caller.require(&id, Role::Write)?;
     let store = state.boards.store();
     let info = if binary && !body.is_empty() {
         import_board(store.as_ref(), &id, &body).await?
@@ -74,8 +82,10 @@ pub(crate) struct ListQuery {
 /// `GET /v1/boards?after=ID&limit=N`: boards in id order, a page at a time.
 pub(crate) async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require_all_boards(Role::Read)?;
     let after = query.after.as_deref().map(BoardId::parse).transpose()?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let boards = state
@@ -89,9 +99,16 @@ pub(crate) async fn list(
     Ok(Json(json!({ "boards": boards, "next_after": next })))
 }
 
-/// Parses the id and checks that the board exists.
-pub(super) async fn existing(state: &AppState, raw: &str) -> Result<BoardId, ApiError> {
+/// Parses the id, checks that the caller has `role` on the board, then that it exists (in
+/// that order, so a caller without access cannot probe which boards exist).
+pub(super) async fn existing(
+    state: &AppState,
+    caller: &Caller,
+    raw: &str,
+    role: Role,
+) -> Result<BoardId, ApiError> {
     let id = BoardId::parse(raw)?;
+    caller.require(&id, role)?;
     match state.boards.store().get_board(&id).await? {
         Some(_) => Ok(id),
         None => Err(ApiError::board_not_found()),
@@ -101,9 +118,10 @@ pub(super) async fn existing(state: &AppState, raw: &str) -> Result<BoardId, Api
 /// `GET /v1/boards/{id}`: the board as typed JSON (the crdt-schema view), from durable state.
 pub(crate) async fn get_json(
     State(state): State<AppState>,
+    caller: Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<crdt_schema::Board>, ApiError> {
-    let id = existing(&state, &raw).await?;
+    let id = existing(&state, &caller, &raw, Role::Read).await?;
     let board = state
         .boards
         .call(&id, |reply| BoardCmd::Read(Read::Json { reply }))
@@ -120,13 +138,14 @@ pub(crate) struct StateQuery {
 /// with `?format=json` the typed JSON of `GET /v1/boards/{id}`.
 pub(crate) async fn state(
     State(state): State<AppState>,
+    caller: Caller,
     Path(raw): Path<String>,
     Query(query): Query<StateQuery>,
 ) -> Result<Response, ApiError> {
     match query.format.as_deref() {
         None | Some("yjs" | "binary") => {}
         Some("json") => {
-            return get_json(State(state), Path(raw))
+            return get_json(State(state), caller, Path(raw))
                 .await
                 .map(IntoResponse::into_response);
         }
@@ -137,7 +156,7 @@ pub(crate) async fn state(
             ));
         }
     }
-    let id = existing(&state, &raw).await?;
+    let id = existing(&state, &caller, &raw, Role::Read).await?;
     let bytes = state
         .boards
         .call(&id, |reply| BoardCmd::Read(Read::State { reply }))
@@ -149,10 +168,11 @@ pub(crate) async fn state(
 /// path as WebSocket clients; answers once it is committed. Connected clients receive it.
 pub(crate) async fn apply_update(
     State(state): State<AppState>,
+    caller: Caller,
     Path(raw): Path<String>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let id = existing(&state, &raw).await?;
+    let id = existing(&state, &caller, &raw, Role::Write).await?;
     // Refuse bad bytes here with a 400; the actor decodes them again when it applies them.
     decode_update(&body).map_err(|e| ApiError::bad_request("invalid_update", e.to_string()))?;
     let raw = body.to_vec();
@@ -171,9 +191,10 @@ pub(crate) async fn apply_update(
 /// reconnecting) and deletes it with its history.
 pub(crate) async fn delete(
     State(state): State<AppState>,
+    caller: Caller,
     Path(raw): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let id = existing(&state, &raw).await?;
+    let id = existing(&state, &caller, &raw, Role::Admin).await?;
     let reason = CloseReason {
         code: close::BOARD_DELETED,
         reason: "board deleted",

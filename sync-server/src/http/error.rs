@@ -51,7 +51,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
@@ -93,6 +100,14 @@ impl From<BoardError> for ApiError {
             BoardError::NotFound => Self::board_not_found(),
             BoardError::Rejected(why) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "update_rejected", why)
+            }
+            BoardError::TooLarge(_) => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "board_too_large",
+                e.to_string(),
+            ),
+            BoardError::Full => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "board_full", e.to_string())
             }
             BoardError::Gone | BoardError::CommitFailed | BoardError::LoadFailed => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,

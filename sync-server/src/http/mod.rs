@@ -1,15 +1,22 @@
 //! The HTTP API (DESIGN §6) and the WebSocket route.
 
+mod auth;
 mod boards;
 mod error;
 mod health;
+mod observe;
 mod restore;
+mod tokens;
 mod versions;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+pub(crate) use self::auth::bearer_token;
+pub(crate) use self::error::ApiError;
+pub(crate) use self::observe::request_id;
 use crate::server::AppState;
 
 /// Every route of the server.
@@ -18,7 +25,9 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .route("/v1/sync/{board}", get(crate::ws::upgrade))
+        .route("/v1/tokens", post(tokens::mint))
         .route("/v1/boards", post(boards::create).get(boards::list))
         .route(
             "/v1/boards/{id}",
@@ -35,6 +44,14 @@ pub(crate) fn router(state: AppState) -> Router {
             "/v1/boards/{id}/versions/{v}",
             get(versions::get).delete(versions::delete),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
+        // Outermost: every response, routed or not, carries `x-request-id` (the client's own,
+        // or a new UUID).
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }

@@ -9,8 +9,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use yrs::{Doc, ReadTxn, Transact};
 
+use super::auth::Caller;
 use super::boards::existing;
 use super::error::ApiError;
+use crate::auth::Role;
 use crate::board::{BoardCmd, Read};
 use crate::ids::VersionId;
 use crate::protocol::decode_update;
@@ -29,11 +31,12 @@ struct RestoreBody {
 /// Answers once the restore is durable, with the restore's id, that version and what changed.
 pub(crate) async fn restore(
     State(state): State<AppState>,
+    caller: Caller,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let id = existing(&state, &raw).await?;
+    let id = existing(&state, &caller, &raw, Role::Write).await?;
     let store = state.boards.store();
     let binary = headers
         .get(header::CONTENT_TYPE)
@@ -76,7 +79,7 @@ pub(crate) async fn restore(
             NewVersion {
                 kind: VersionKind::Auto,
                 label: None,
-                author: author.as_deref(),
+                author: caller.author(author.as_deref()),
                 reason: Some("before restore"),
                 covers_seq,
                 data: &before,

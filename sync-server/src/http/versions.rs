@@ -8,8 +8,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use yrs::{Doc, Transact};
 
+use super::auth::Caller;
 use super::boards::existing;
 use super::error::ApiError;
+use crate::auth::Role;
 use crate::board::{BoardCmd, Read};
 use crate::ids::VersionId;
 use crate::protocol::decode_update;
@@ -29,6 +31,7 @@ pub(crate) struct NewNamedVersion {
 /// durable state as a named version (kept until deleted).
 pub(crate) async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     Path(raw): Path<String>,
     body: Option<Json<NewNamedVersion>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -45,7 +48,7 @@ pub(crate) async fn create(
             format!("a version label needs 1 to {MAX_LABEL} characters"),
         ));
     }
-    let id = existing(&state, &raw).await?;
+    let id = existing(&state, &caller, &raw, Role::Write).await?;
     let (data, covers_seq) = state
         .boards
         .call(&id, |reply| BoardCmd::Read(Read::Snapshot { reply }))
@@ -58,22 +61,24 @@ pub(crate) async fn create(
             NewVersion {
                 kind: VersionKind::Named,
                 label: Some(label),
-                author: body.author.as_deref(),
+                author: caller.author(body.author.as_deref()),
                 reason: None,
                 covers_seq,
                 data: &data,
             },
         )
         .await?;
+    state.metrics.versions_saved.inc();
     Ok((StatusCode::CREATED, Json(json!(info))))
 }
 
 /// `GET /v1/boards/{id}/versions`: the board's versions, newest first.
 pub(crate) async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = existing(&state, &raw).await?;
+    let id = existing(&state, &caller, &raw, Role::Read).await?;
     let versions = state.boards.store().list_versions(&id).await?;
     Ok(Json(json!({ "versions": versions })))
 }
@@ -93,11 +98,12 @@ fn version_id(raw: &str) -> Result<VersionId, ApiError> {
 /// with `Accept: application/octet-stream` or `?format=yjs`. Never changes the board.
 pub(crate) async fn get(
     State(state): State<AppState>,
+    caller: Caller,
     Path((raw, v)): Path<(String, String)>,
     Query(query): Query<VersionQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = existing(&state, &raw).await?;
+    let id = existing(&state, &caller, &raw, Role::Read).await?;
     let vid = version_id(&v)?;
     let binary = match query.format.as_deref() {
         Some("yjs" | "binary") => true,
@@ -148,9 +154,10 @@ fn version_not_found() -> ApiError {
 /// managed by retention and refused here (409).
 pub(crate) async fn delete(
     State(state): State<AppState>,
+    caller: Caller,
     Path((raw, v)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let id = existing(&state, &raw).await?;
+    let id = existing(&state, &caller, &raw, Role::Admin).await?;
     let vid = version_id(&v)?;
     let store = state.boards.store();
     let version = store

@@ -1,0 +1,152 @@
+//! A board's awareness (presence) states and which connection owns each client's state.
+//!
+//! A connection owns the awareness client ids it announces. Its states are cleared for the
+//! others when it leaves. When tokens are in use, a connection may not write the state of a
+//! client owned by another connection unless both belong to the same user (a client
+//! reconnecting before its old connection timed out): those entries are dropped, so a
+//! read-only or any other caller cannot spoof or erase someone else's presence.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use yrs::Doc;
+use yrs::block::ClientID;
+use yrs::sync::{Awareness, AwarenessUpdate};
+
+use super::peer::ConnId;
+use crate::protocol;
+
+/// Who a connection is, for ownership of awareness states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Identity {
+    /// Open development mode: anyone may take over any state.
+    Open,
+    /// A token holder; `None` if the token names no user.
+    User(Option<std::sync::Arc<str>>),
+}
+
+impl Identity {
+    /// Whether a connection of this identity may take over a state owned by `owner`'s.
+    fn may_take_from(&self, owner: &Identity) -> bool {
+        match (self, owner) {
+            (Identity::Open, _) => true,
+            (Identity::User(Some(a)), Identity::User(Some(b))) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// What applying an awareness update did.
+#[derive(Debug)]
+pub(super) struct Applied {
+    /// The frame to echo to every connection (the original, or a re-encoded one without the
+    /// dropped entries), if anything changed.
+    pub(super) frame: Option<Bytes>,
+    /// Entries dropped because they belonged to another user's connection.
+    pub(super) dropped: usize,
+}
+
+#[derive(Debug)]
+pub(super) struct Presence {
+    awareness: Awareness,
+    owners: HashMap<ClientID, ConnId>,
+    owned: HashMap<ConnId, HashSet<ClientID>>,
+}
+
+impl Presence {
+    pub(super) fn new(doc: Doc) -> Self {
+        Self {
+            awareness: Awareness::new(doc),
+            owners: HashMap::new(),
+            owned: HashMap::new(),
+        }
+    }
+
+    /// Every state, as one frame, or `None` if there are none.
+    pub(super) fn all(&self) -> Option<Bytes> {
+        protocol::awareness_all(&self.awareness)
+    }
+
+    /// Applies `update` from `conn`. `identity_of` tells the identity of a connection.
+    pub(super) fn apply<'a>(
+        &mut self,
+        conn: ConnId,
+        mut update: AwarenessUpdate,
+        frame: &Bytes,
+        identity_of: impl Fn(ConnId) -> Option<&'a Identity>,
+    ) -> Result<Applied, yrs::sync::awareness::Error> {
+        let sender = identity_of(conn);
+        let before = update.clients.len();
+        update
+            .clients
+            .retain(|client, _| match self.owners.get(client) {
+                Some(owner) if *owner != conn => match (sender, identity_of(*owner)) {
+                    (Some(sender), Some(owner)) => sender.may_take_from(owner),
+                    // The owner is gone: the state is up for grabs.
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                },
+                _ => true,
+            });
+        let dropped = before - update.clients.len();
+        if update.clients.is_empty() {
+            return Ok(Applied {
+                frame: None,
+                dropped,
+            });
+        }
+        let clients: Vec<ClientID> = update.clients.keys().copied().collect();
+        let reencode = (dropped > 0).then(|| protocol::awareness(update.clone()));
+        let Some(summary) = self.awareness.apply_update_summary(update)? else {
+            return Ok(Applied {
+                frame: None,
+                dropped,
+            });
+        };
+        for client in clients {
+            if summary.removed.contains(&client) {
+                self.release(client);
+            } else if summary.added.contains(&client) || summary.updated.contains(&client) {
+                self.take(conn, client);
+            }
+        }
+        Ok(Applied {
+            frame: Some(reencode.unwrap_or_else(|| frame.clone())),
+            dropped,
+        })
+    }
+
+    /// Clears the states `conn` owns; returns the frame announcing it, if it owned any.
+    pub(super) fn remove_conn(&mut self, conn: ConnId) -> Option<Bytes> {
+        let gone: Vec<ClientID> = self.owned.remove(&conn)?.into_iter().collect();
+        for id in &gone {
+            self.owners.remove(id);
+            self.awareness.remove_state(*id);
+        }
+        if gone.is_empty() {
+            return None;
+        }
+        self.awareness
+            .update_with_clients(gone)
+            .ok()
+            .map(protocol::awareness)
+    }
+
+    fn take(&mut self, conn: ConnId, client: ClientID) {
+        if let Some(previous) = self.owners.insert(client, conn)
+            && previous != conn
+            && let Some(set) = self.owned.get_mut(&previous)
+        {
+            set.remove(&client);
+        }
+        self.owned.entry(conn).or_default().insert(client);
+    }
+
+    fn release(&mut self, client: ClientID) {
+        if let Some(owner) = self.owners.remove(&client)
+            && let Some(set) = self.owned.get_mut(&owner)
+        {
+            set.remove(&client);
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Per-address and per-connection limits: open connections, message and request rates.
+//!
+//! Rates are GCRA limits from `governor`: `rate` per second sustained, with `burst` more
+//! allowed at once. A limit of zero means none.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+fn quota(rate: u32, burst: u32) -> Option<Quota> {
+    let rate = NonZeroU32::new(rate)?;
+    let burst = NonZeroU32::new(burst.max(rate.get())).unwrap_or(rate);
+    Some(Quota::per_second(rate).allow_burst(burst))
+}
+
+/// A message-rate limit for one connection.
+#[derive(Debug)]
+pub(crate) struct MessageLimiter(Option<DefaultDirectRateLimiter>);
+
+impl MessageLimiter {
+    pub(crate) fn new(rate: u32, burst: u32) -> Self {
+        Self(quota(rate, burst).map(RateLimiter::direct))
+    }
+
+    /// Whether one more message is within the limit.
+    pub(crate) fn allow(&self) -> bool {
+        self.0.as_ref().is_none_or(|l| l.check().is_ok())
+    }
+}
+
+/// The HTTP request-rate limit, per client address.
+#[derive(Debug)]
+pub(crate) struct HttpLimiter {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    checks: AtomicU64,
+}
+
+impl HttpLimiter {
+    /// `None` when the rate is zero (no limit).
+    pub(crate) fn new(rate: u32, burst: u32) -> Option<Self> {
+        quota(rate, burst).map(|q| Self {
+            limiter: RateLimiter::keyed(q),
+            checks: AtomicU64::new(0),
+        })
+    }
+
+    /// `Ok` if `addr` may make a request now; otherwise how long until it may.
+    pub(crate) fn check(&self, addr: IpAddr) -> Result<(), Duration> {
+        // Forget addresses whose limits have fully recovered, now and then, so the map stays
+        // as small as the set of recently active clients.
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            self.limiter.retain_recent();
+        }
+        self.limiter
+            .check_key(&addr)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// Open WebSocket connections per client address.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionCounts {
+    max: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One counted connection; uncounted when dropped.
+#[derive(Debug)]
+pub(crate) struct AddressSlot {
+    addr: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl ConnectionCounts {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Arc::default(),
+        }
+    }
+
+    /// Counts a connection from `addr`, unless that address is at its limit.
+    pub(crate) fn acquire(&self, addr: IpAddr) -> Option<AddressSlot> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(addr).or_insert(0);
+        if self.max != 0 && *count >= self.max {
+            if *count == 0 {
+                open.remove(&addr);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            addr,
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.addr) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.addr);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_slots_are_counted_and_released() {
+        let counts = ConnectionCounts::new(2);
+        let addr: IpAddr = "10.0.0.1".parse().expect("ip");
+        let a = counts.acquire(addr).expect("first");
+        let _b = counts.acquire(addr).expect("second");
+        assert!(counts.acquire(addr).is_none(), "third is over the limit");
+        assert!(counts.acquire("10.0.0.2".parse().expect("ip")).is_some());
+        drop(a);
+        assert!(counts.acquire(addr).is_some(), "a slot was freed");
+    }
+
+    #[test]
+    fn message_limits_allow_the_burst_then_refuse() {
+        let limiter = MessageLimiter::new(10, 20);
+        let allowed = (0..100).filter(|_| limiter.allow()).count();
+        assert!((20..=22).contains(&allowed), "allowed {allowed}");
+        let unlimited = MessageLimiter::new(0, 0);
+        assert!((0..10_000).all(|_| unlimited.allow()));
+    }
+
+    #[test]
+    fn http_limits_are_per_address() {
+        let limiter = HttpLimiter::new(1, 3).expect("limited");
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        assert!((0..3).all(|_| limiter.check(a).is_ok()));
+        let wait = limiter.check(a).expect_err("over the burst");
+        assert!(wait <= Duration::from_secs(1));
+        assert!(limiter.check("10.0.0.2".parse().expect("ip")).is_ok());
+        assert!(HttpLimiter::new(0, 0).is_none());
+    }
+}

@@ -1,0 +1,252 @@
+//! Prometheus metrics, served at `GET /metrics` in the text exposition format.
+//!
+//! One [`Metrics`] per server (not a global), so several servers in one process, as in the
+//! tests, keep their numbers apart. Labels never carry board ids, users or tokens: their
+//! number would be unbounded and they are not for a metrics system to keep.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Kinds of errors counted in `sync_errors_total{kind}`.
+pub mod kind {
+    /// A frame that is not a y-protocols message (closed 4400).
+    pub const BAD_MESSAGE: &str = "bad_message";
+    /// An update that does not decode or apply (closed 4422).
+    pub const BAD_UPDATE: &str = "bad_update";
+    /// A message over the size limit (closed 4413).
+    pub const TOO_LARGE: &str = "too_large";
+    /// An update refused because the board would exceed its size limit.
+    pub const BOARD_TOO_LARGE: &str = "board_too_large";
+    /// A connection closed because it could not keep up (1013).
+    pub const TOO_SLOW: &str = "too_slow";
+    /// A failed group commit.
+    pub const COMMIT_FAILED: &str = "commit_failed";
+    /// A board that could not be loaded.
+    pub const LOAD_FAILED: &str = "load_failed";
+    /// A failed compaction.
+    pub const COMPACTION_FAILED: &str = "compaction_failed";
+    /// A request or connection without a valid token.
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    /// A valid token that does not allow what was asked.
+    pub const FORBIDDEN: &str = "forbidden";
+    /// A document update from a read-only connection, refused.
+    pub const READ_ONLY: &str = "read_only_update";
+    /// Awareness entries of another user's client, dropped.
+    pub const AWARENESS_SPOOF: &str = "awareness_spoof";
+    /// A connection closed for sending too many messages.
+    pub const MESSAGE_RATE: &str = "message_rate";
+    /// An HTTP request refused by the per-address rate limit.
+    pub const HTTP_RATE: &str = "http_rate";
+    /// A connection refused by a connection limit.
+    pub const CONNECTION_LIMIT: &str = "connection_limit";
+    /// A WebSocket from an origin that is not allowed.
+    pub const ORIGIN: &str = "origin_refused";
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+/// Every metric the server keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections.
+    pub connections: Gauge,
+    /// WebSocket connections accepted since start.
+    pub connections_opened: Counter,
+    /// Boards loaded in memory.
+    pub boards_loaded: Gauge,
+    /// Document updates received (WebSocket and HTTP).
+    pub updates_received: Counter,
+    /// Bytes of document updates received.
+    pub update_bytes_received: Counter,
+    /// Frames queued to connections (updates, awareness, sync answers).
+    pub frames_sent: Counter,
+    /// Bytes received in document updates that are not durable yet.
+    pub pending_bytes: Gauge,
+    /// Seconds one group commit takes.
+    pub commit_seconds: Histogram,
+    /// Updates per group commit.
+    pub commit_updates: Histogram,
+    /// Seconds from an update's arrival at its board to its broadcast (after its commit).
+    pub fanout_seconds: Histogram,
+    /// The deepest outbound queue among a board's connections, at each broadcast.
+    pub queue_depth: Histogram,
+    /// Idle boards evicted from memory.
+    pub evictions: Counter,
+    /// Compactions completed.
+    pub compactions: Counter,
+    /// Versions saved (automatic and named).
+    pub versions_saved: Counter,
+    errors: Family<ErrorLabels, Counter>,
+    http_requests: Family<HttpLabels, Counter>,
+    http_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let connections = Gauge::default();
+        let connections_opened = Counter::default();
+        let boards_loaded = Gauge::default();
+        let updates_received = Counter::default();
+        let update_bytes_received = Counter::default();
+        let frames_sent = Counter::default();
+        let pending_bytes = Gauge::default();
+        // 50 µs .. ~1.6 s
+        let commit_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let commit_updates = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        let fanout_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let queue_depth = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        let evictions = Counter::default();
+        let compactions = Counter::default();
+        let versions_saved = Counter::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+
+        let r = &mut registry;
+        r.register(
+            "sync_connections",
+            "Open WebSocket connections",
+            connections.clone(),
+        );
+        r.register(
+            "sync_connections_opened",
+            "WebSocket connections accepted",
+            connections_opened.clone(),
+        );
+        r.register(
+            "sync_boards_loaded",
+            "Boards loaded in memory",
+            boards_loaded.clone(),
+        );
+        r.register(
+            "sync_updates_received",
+            "Document updates received (WebSocket and HTTP)",
+            updates_received.clone(),
+        );
+        r.register(
+            "sync_update_bytes_received",
+            "Bytes of document updates received",
+            update_bytes_received.clone(),
+        );
+        r.register(
+            "sync_frames_sent",
+            "Frames queued to connections",
+            frames_sent.clone(),
+        );
+        r.register(
+            "sync_pending_bytes",
+            "Bytes of received updates not yet durable",
+            pending_bytes.clone(),
+        );
+        r.register(
+            "sync_commit_duration_seconds",
+            "Duration of one group commit",
+            commit_seconds.clone(),
+        );
+        r.register(
+            "sync_commit_updates",
+            "Updates per group commit",
+            commit_updates.clone(),
+        );
+        r.register(
+            "sync_fanout_delay_seconds",
+            "From an update's arrival at its board to its broadcast, commit included",
+            fanout_seconds.clone(),
+        );
+        r.register(
+            "sync_outbound_queue_depth",
+            "Deepest outbound queue among a board's connections at each broadcast",
+            queue_depth.clone(),
+        );
+        r.register("sync_evictions", "Idle boards evicted", evictions.clone());
+        r.register(
+            "sync_compactions",
+            "Compactions completed",
+            compactions.clone(),
+        );
+        r.register(
+            "sync_versions_saved",
+            "Versions saved",
+            versions_saved.clone(),
+        );
+        r.register("sync_errors", "Errors by kind", errors.clone());
+        r.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            http_requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "Duration of HTTP requests",
+            http_seconds.clone(),
+        );
+        Self {
+            registry,
+            connections,
+            connections_opened,
+            boards_loaded,
+            updates_received,
+            update_bytes_received,
+            frames_sent,
+            pending_bytes,
+            commit_seconds,
+            commit_updates,
+            fanout_seconds,
+            queue_depth,
+            evictions,
+            compactions,
+            versions_saved,
+            errors,
+            http_requests,
+            http_seconds,
+        }
+    }
+
+    /// Counts an error of `kind` (one of [`kind`]).
+    pub fn error(&self, kind: &'static str) {
+        self.errors.get_or_create(&ErrorLabels { kind }).inc();
+    }
+
+    /// Counts an HTTP request.
+    pub fn http_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.http_seconds.observe(seconds);
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
