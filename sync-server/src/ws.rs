@@ -38,8 +38,10 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 /// A connection that sends nothing (not even a pong) for this long is considered dead and
 /// closed. y-websocket clients renew awareness every 15 s and answer pings.
 const READ_TIMEOUT: Duration = Duration::from_secs(90);
-/// tungstenite's read buffer; its 128 KiB default would dominate an idle connection's memory.
-const READ_BUFFER: usize = 4 << 10;
+/// tungstenite's read buffer, zero-filled and so resident on every connection: its 128 KiB
+/// default would dominate an idle connection's memory. Most messages (drags, awareness) are
+/// 30-300 bytes; larger ones take one read per 512 bytes (BENCHMARKS.md, idle memory).
+const READ_BUFFER: usize = 512;
 /// Bytes buffered before tungstenite writes to the socket (we flush after each batch anyway).
 const WRITE_BUFFER: usize = 16 << 10;
 /// How long a closing connection may take to accept its close frame.
