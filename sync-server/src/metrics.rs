@@ -45,6 +45,26 @@ pub mod kind {
     pub const CONNECTION_LIMIT: &str = "connection_limit";
     /// A WebSocket from an origin that is not allowed.
     pub const ORIGIN: &str = "origin_refused";
+
+    /// Every kind, so each series exists (at zero) from the start.
+    pub const ALL: &[&str] = &[
+        BAD_MESSAGE,
+        BAD_UPDATE,
+        TOO_LARGE,
+        BOARD_TOO_LARGE,
+        TOO_SLOW,
+        COMMIT_FAILED,
+        LOAD_FAILED,
+        COMPACTION_FAILED,
+        UNAUTHORIZED,
+        FORBIDDEN,
+        READ_ONLY,
+        AWARENESS_SPOOF,
+        MESSAGE_RATE,
+        HTTP_RATE,
+        CONNECTION_LIMIT,
+        ORIGIN,
+    ];
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,6 +142,9 @@ impl Metrics {
         let compactions = Counter::default();
         let versions_saved = Counter::default();
         let errors = Family::<ErrorLabels, Counter>::default();
+        for &kind in kind::ALL {
+            let _ = errors.get_or_create(&ErrorLabels { kind });
+        }
         let http_requests = Family::<HttpLabels, Counter>::default();
         let http_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
 

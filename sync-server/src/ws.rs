@@ -188,9 +188,28 @@ async fn run(
         Ok(admitted) => admitted,
         Err(reason) => {
             send_close(&mut sink, reason.code, reason.reason).await;
+            drain(&mut stream).await;
             return;
         }
     };
+    // Only a writer may create a board by connecting to it.
+    if admitted.grant.role < Role::Write {
+        match state.boards.store().get_board(&admitted.board).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                info!("refused: a read-only token for a board that does not exist");
+                send_close(&mut sink, close::BOARD_DELETED, "board not found").await;
+                drain(&mut stream).await;
+                return;
+            }
+            Err(e) => {
+                info!(error = %e, "refused: cannot look the board up");
+                send_close(&mut sink, close::INTERNAL, "board unavailable; reconnect").await;
+                drain(&mut stream).await;
+                return;
+            }
+        }
+    }
     let (outbox, mut queue) = mpsc::channel(state.limits.outbound_queue.max(1));
     let link = PeerLink {
         outbox,
@@ -225,6 +244,7 @@ async fn run(
                 (close::INTERNAL, "board unavailable; reconnect")
             };
             send_close(&mut sink, code, reason).await;
+            drain(&mut stream).await;
             return;
         }
     };
@@ -243,6 +263,7 @@ async fn run(
     let reader = read_loop(&handle, &session, &mut stream);
     let writer = write_loop(&state.shutdown, &link, &mut queue, &mut sink);
     tokio::join!(reader, writer);
+    drain(&mut stream).await;
     let _ = handle.send(BoardCmd::Leave { conn }).await;
     metrics.connections.dec();
     debug!(reason = ?link.reason.get(), "closed");
@@ -436,6 +457,21 @@ async fn write_loop(
         reason: "",
     });
     let _ = tokio::time::timeout(CLOSE_GRACE, send_close(sink, reason.code, reason.reason)).await;
+}
+
+/// After our close frame: reads (and drops) what the client still sends, until its close reply
+/// or the end of the stream, for at most a second. Dropping a socket with unread data makes the
+/// kernel reset the connection, and a client that had sent something would then see 1006
+/// instead of our close code.
+async fn drain(stream: &mut SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn send_close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &'static str) {

@@ -16,7 +16,7 @@ pub mod close {
     pub const TOO_SLOW: u16 = 1013;
     /// The client sent something that is not a y-protocols message, or a bad board id.
     pub const BAD_MESSAGE: u16 = 4400;
-    /// The board was deleted.
+    /// The board was deleted, or a read-only token names a board that does not exist.
     pub const BOARD_DELETED: u16 = 4404;
     /// A message over the size limit.
     pub const TOO_LARGE: u16 = 4413;

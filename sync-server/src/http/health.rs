@@ -32,13 +32,14 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<V
     }
 }
 
-/// `GET /metrics`: Prometheus metrics (text format 0.0.4). Carries no board ids, users or
-/// tokens, so it needs no token; restrict it at the network if the numbers are private.
+/// `GET /metrics`: Prometheus metrics in the OpenMetrics text format (which Prometheus
+/// scrapes). Carries no board ids, users or tokens, so it needs no token; restrict it at the
+/// network if the numbers are private.
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         state.metrics.render(),
     )

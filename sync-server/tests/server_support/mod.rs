@@ -843,3 +843,131 @@ fn parse_response(raw: &[u8]) -> HttpResponse {
         body,
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Security tests: requests with headers, WebSockets with headers or from another address, close
+// reasons
+
+/// An HTTP/1.1 request with extra headers (`Authorization`, `Origin`, `x-request-id`,
+/// `Content-Type`, ...), optionally from the local address `from` (e.g. `127.0.0.2`, to be
+/// another client address for per-address limits).
+pub(crate) async fn http_request(
+    addr: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    tokio::time::timeout(WAIT, async {
+        let mut tcp = tcp_from(addr, from).await;
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tcp.write_all(body).await.unwrap();
+        let mut raw = Vec::new();
+        tcp.read_to_end(&mut raw).await.unwrap();
+        parse_response(&raw)
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{method} {path}: no response within {WAIT:?}"))
+}
+
+/// A TCP connection to `addr`, from the local address `from` if given.
+pub(crate) async fn tcp_from(addr: SocketAddr, from: Option<std::net::IpAddr>) -> TcpStream {
+    match from {
+        None => TcpStream::connect(addr).await.unwrap(),
+        Some(ip) => {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::new(ip, 0)).unwrap();
+            socket.connect(addr).await.unwrap()
+        }
+    }
+}
+
+/// Opens a WebSocket to `path` with extra request headers (e.g. `Origin`, `Authorization`),
+/// optionally from the local address `from`. Returns the handshake's error (an HTTP refusal
+/// is `tungstenite::Error::Http(response)`) instead of failing.
+pub(crate) async fn ws_connect_with(
+    addr: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let tcp = tcp_from(addr, from).await;
+    tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, tcp))
+        .await
+        .expect("WebSocket handshake in time")
+        .map(|(socket, _)| socket)
+}
+
+/// Reads until a close frame arrives (skipping other frames); returns its code and reason.
+pub(crate) async fn expect_close_frame(socket: &mut Socket, within: Duration) -> (u16, String) {
+    let got = tokio::time::timeout(within, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Ok((u16::from(frame.code), frame.reason.to_string()));
+                }
+                Some(Ok(Message::Close(None))) => return Err("close frame without a code".into()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(format!("read error before a close frame: {e}")),
+                None => return Err("connection ended without a close frame".to_string()),
+            }
+        }
+    })
+    .await;
+    match got {
+        Ok(Ok(close)) => close,
+        Ok(Err(e)) => panic!("{e}"),
+        Err(_) => panic!("no close frame within {within:?}"),
+    }
+}
+
+impl TestClient {
+    /// Connects to any sync path (e.g. `/v1/sync/b?token=T&ack=1`) with a fresh doc; `name`
+    /// labels the client in failure messages.
+    pub(crate) async fn connect_path(addr: SocketAddr, name: &str, path: &str) -> Self {
+        let socket = ws_connect(addr, path).await;
+        Self::start(name.to_string(), socket, new_doc())
+    }
+
+    /// The close frame received, if any: code and reason.
+    pub(crate) fn close_frame(&self) -> Option<(u16, String)> {
+        self.with(|s| s.seen.close.clone())
+    }
+
+    /// Whether the server has neither closed nor dropped the connection.
+    pub(crate) fn is_open(&self) -> bool {
+        self.with(|s| s.seen.close.is_none() && !s.seen.ended)
+    }
+
+    /// Waits for the server to close the connection; returns the close code and reason.
+    pub(crate) async fn wait_close_frame_within(&self, within: Duration) -> (u16, String) {
+        self.wait_for_within("close frame", within, |s| {
+            s.seen.close.is_some() || s.seen.ended
+        })
+        .await;
+        self.close_frame().unwrap_or_else(|| {
+            panic!(
+                "client {}: connection ended without a close frame ({:?})",
+                self.name,
+                self.with(|s| s.seen.error.clone())
+            )
+        })
+    }
+}

@@ -185,14 +185,17 @@ export class ServerProcess {
 
 /**
  * Starts `sync-server serve` on port 0 and resolves once it printed its `listening on` line.
+ * `env` adds variables for the server (e.g. `{ AUTH_SECRET }`), after the caller's own shell
+ * settings for it were cleared.
  */
-export async function startServer (databaseUrl, { label = 'server', timeout = 20000, args = [] } = {}) {
+export async function startServer (databaseUrl, { label = 'server', timeout = 20000, args = [], env: extraEnv = {} } = {}) {
   const env = { ...process.env }
   // The tests need the open development mode on one node, whatever the caller's shell has.
-  for (const k of ['AUTH_SECRET', 'REDIS_URL', 'DATABASE_URL', 'PORT', 'BIND', 'INSECURE', 'LOG_FORMAT',
+  for (const k of ['AUTH_SECRET', 'AUTH_SECRET_FILE', 'REDIS_URL', 'DATABASE_URL', 'PORT', 'BIND', 'INSECURE', 'LOG_FORMAT',
     'MAX_MESSAGE_BYTES', 'OUTBOUND_QUEUE', 'BOARD_IDLE_SECS', 'COMPACT_ROWS', 'COMPACT_BYTES',
     'COMMIT_MAX_UPDATES', 'SHUTDOWN_TIMEOUT_SECS']) delete env[k]
   env.NO_COLOR = '1'
+  Object.assign(env, extraEnv)
   const serverArgs = ['serve', '--bind', '127.0.0.1', '--port', '0', '--database-url', databaseUrl, ...args]
   const child = USING_REFERENCE
     ? spawn(process.execPath, [REFERENCE_SERVER, ...serverArgs.slice(1)], { env, stdio: ['ignore', 'pipe', 'pipe'] })
