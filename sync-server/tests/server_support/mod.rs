@@ -360,23 +360,7 @@ pub(crate) async fn ws_handshake(tcp: TcpStream, addr: SocketAddr, path: &str) -
 /// Reads until a close frame arrives (skipping other frames) and returns its code. Fails if the
 /// connection ends without one or nothing arrives in `within`.
 pub(crate) async fn expect_close(socket: &mut Socket, within: Duration) -> u16 {
-    let got = tokio::time::timeout(within, async {
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Close(Some(frame)))) => return Ok(u16::from(frame.code)),
-                Some(Ok(Message::Close(None))) => return Err("close frame without a code".into()),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(format!("read error before a close frame: {e}")),
-                None => return Err("connection ended without a close frame".to_string()),
-            }
-        }
-    })
-    .await;
-    match got {
-        Ok(Ok(code)) => code,
-        Ok(Err(e)) => panic!("{e}"),
-        Err(_) => panic!("no close frame within {within:?}"),
-    }
+    expect_close_frame(socket, within).await.0
 }
 
 /// What a [`TestClient`] has seen.
