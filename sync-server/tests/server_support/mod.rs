@@ -761,24 +761,11 @@ pub(crate) async fn http(
     content_type: Option<&str>,
     body: &[u8],
 ) -> HttpResponse {
-    tokio::time::timeout(WAIT, async {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if let Some(ct) = content_type {
-            head.push_str(&format!("Content-Type: {ct}\r\n"));
-        }
-        head.push_str("\r\n");
-        tcp.write_all(head.as_bytes()).await.unwrap();
-        tcp.write_all(body).await.unwrap();
-        let mut raw = Vec::new();
-        tcp.read_to_end(&mut raw).await.unwrap();
-        parse_response(&raw)
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{method} {path}: no response within {WAIT:?}"))
+    let headers: Vec<(&str, &str)> = content_type
+        .map(|ct| ("Content-Type", ct))
+        .into_iter()
+        .collect();
+    http_request(addr, None, method, path, &headers, body).await
 }
 
 fn parse_response(raw: &[u8]) -> HttpResponse {
