@@ -100,3 +100,20 @@ fn unmutated_seeds_are_accepted() {
     let objects = doc.get_or_insert_map("objects");
     assert_eq!(objects.len(&doc.transact()), 6);
 }
+
+/// Found by `mutated_real_frames_never_panic`: the update decodes, yrs keeps its unintegrated
+/// part as pending data, and re-encoding that data fails. The decoder now refuses it.
+#[test]
+fn update_that_does_not_reencode_is_refused() {
+    let frame = [
+        0, 2, 46, 1, 2, 7, 9, 66, 0, 40, 1, 7, 111, 98, 106, 101, 99, 116, 115, 2, 107, 49, 1, 2,
+        124, 63, 128, 0, 0, 63, 192, 0, 0, 68, 7, 1, 11, 104, 195, 169, 108, 108, 111, 32, 240,
+        159, 145, 139, 0,
+    ];
+    assert!(matches!(
+        protocol::decode(&frame),
+        Err(protocol::ProtocolError::BadUpdate(_))
+    ));
+    let doc = Doc::new();
+    serve_frame(&doc, &frame);
+}
