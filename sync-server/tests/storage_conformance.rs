@@ -12,7 +12,8 @@ use sync_server::ids::{BoardId, VersionId};
 use sync_server::storage::compaction::compact_board;
 use sync_server::storage::replay::{ReplayError, RowRef, replay_into};
 use sync_server::storage::{
-    NewSnapshot, NewUpdate, NewVersion, StorageError, StoredBoard, VersionKind,
+    NewRun, NewSnapshot, NewUpdate, NewVersion, RunRecord, RunResult, RunState, StorageError,
+    StoredBoard, VersionKind,
 };
 use yrs::Doc;
 
@@ -634,6 +635,503 @@ async fn version_retention(fx: Fixture) {
     fx.finish().await;
 }
 
+/// A run as the assistant starts it: by `ana`, with a unicode prompt, no version before it.
+fn new_run(id: &str) -> NewRun<'_> {
+    NewRun {
+        id,
+        user: Some("ana"),
+        prompt: "Räume die Notizen auf 🧹, 整理してください",
+        model: "test-model",
+        before_version: None,
+    }
+}
+
+/// A plain ending with nothing changed.
+fn ended(state: RunState) -> RunResult<'static> {
+    RunResult {
+        state,
+        error: None,
+        summary: "done",
+        tool_calls: "[]",
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        objects_created: 0,
+        objects_deleted: 0,
+        steps: 1,
+        changes: b"",
+    }
+}
+
+async fn run_of(fx: &Fixture, id: &BoardId, run: &str) -> RunRecord {
+    fx.store.get_run(id, run).await.unwrap().unwrap()
+}
+
+async fn sleep_ms(ms: u64) {
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
+/// A run is recorded as started, read back whole, and finished with every field of its
+/// result; run ids are unique across boards; finishing an unknown run finds nothing.
+async fn runs_round_trip(fx: Fixture) {
+    let (id, other) = (board("runs"), board("runs-other"));
+    fx.store.create_board(&id).await.unwrap();
+    fx.store.create_board(&other).await.unwrap();
+    let before = fx
+        .store
+        .save_version(
+            &id,
+            NewVersion {
+                kind: VersionKind::Auto,
+                label: None,
+                author: Some("server"),
+                reason: Some("before assistant run"),
+                covers_seq: 0,
+                data: b"\x00\x00",
+            },
+        )
+        .await
+        .unwrap();
+
+    let started = fx
+        .store
+        .start_run(
+            &id,
+            NewRun {
+                before_version: Some(before.id),
+                ..new_run("0f5e6c2a9b8d4e7f8a1b2c3d4e5f6a7b")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(started.id, "0f5e6c2a9b8d4e7f8a1b2c3d4e5f6a7b");
+    assert_eq!(started.board, id);
+    assert_eq!(started.user.as_deref(), Some("ana"));
+    assert_eq!(started.prompt, "Räume die Notizen auf 🧹, 整理してください");
+    assert_eq!(started.model, "test-model");
+    assert_eq!(started.state, RunState::Running);
+    assert_eq!(started.error, None);
+    assert_eq!(started.summary, "");
+    assert_eq!(started.tool_calls, "[]");
+    assert_eq!(
+        (
+            started.prompt_tokens,
+            started.completion_tokens,
+            started.objects_created,
+            started.objects_deleted,
+            started.steps
+        ),
+        (0, 0, 0, 0, 0)
+    );
+    assert!(
+        started.started_at > 1_700_000_000_000,
+        "started_at is Unix milliseconds"
+    );
+    assert_eq!(started.finished_at, None);
+    assert_eq!(started.before_version, Some(before.id));
+    assert!(started.changes.is_empty());
+    assert_eq!(
+        (started.undone_at, started.undone_by.as_deref()),
+        (None, None)
+    );
+    let reopened = fx.reopen().await;
+    assert_eq!(
+        reopened.get_run(&id, &started.id).await.unwrap().as_ref(),
+        Some(&started)
+    );
+    // Scoped to the board.
+    assert_eq!(fx.store.get_run(&other, &started.id).await.unwrap(), None);
+    assert_eq!(fx.store.get_run(&id, "no-such-run").await.unwrap(), None);
+
+    // Run ids are unique, on the same board and across boards; the first run is untouched.
+    for b in [&id, &other] {
+        let dup = fx.store.start_run(b, new_run(&started.id)).await;
+        assert!(
+            matches!(dup, Err(StorageError::Database { .. })),
+            "duplicate run id on {b}: {dup:?}"
+        );
+    }
+    assert_eq!(run_of(&fx, &id, &started.id).await, started);
+
+    let changes: Vec<u8> = (0..=255u8).chain([0, 0, 0xff]).collect();
+    let tool_calls = r#"[{"name":"create_sticky","args":{"text":"Ünïcödé \"quoted\" 🎯\n"}},{"name":"delete","args":{"ids":["a","b"]}}]"#;
+    let result = RunResult {
+        state: RunState::Capped,
+        error: Some("step cap reached (8) ✋"),
+        summary: "Created 7 notes — 整理完了",
+        tool_calls,
+        prompt_tokens: 1_234_567_890_123,
+        completion_tokens: 42,
+        objects_created: 7,
+        objects_deleted: 3,
+        steps: 8,
+        changes: &changes,
+    };
+    assert!(fx.store.finish_run(&id, &started.id, result).await.unwrap());
+    let got = reopened.get_run(&id, &started.id).await.unwrap().unwrap();
+    let finished_at = got.finished_at.expect("finished_at is set");
+    assert!(finished_at >= started.started_at);
+    let expected = RunRecord {
+        state: RunState::Capped,
+        error: Some("step cap reached (8) ✋".into()),
+        summary: "Created 7 notes — 整理完了".into(),
+        tool_calls: tool_calls.into(),
+        prompt_tokens: 1_234_567_890_123,
+        completion_tokens: 42,
+        objects_created: 7,
+        objects_deleted: 3,
+        steps: 8,
+        finished_at: Some(finished_at),
+        changes: changes.clone(),
+        ..started.clone()
+    };
+    assert_eq!(got, expected);
+
+    // A run without a user or a version before it keeps both empty.
+    let anon = fx
+        .store
+        .start_run(
+            &other,
+            NewRun {
+                user: None,
+                ..new_run("anonymous-run")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((anon.user.as_deref(), anon.before_version), (None, None));
+    assert_eq!(
+        reopened
+            .get_run(&other, "anonymous-run")
+            .await
+            .unwrap()
+            .unwrap(),
+        anon
+    );
+
+    // Finishing an unknown run, or a run through another board, finds nothing.
+    assert!(
+        !fx.store
+            .finish_run(&id, "no-such-run", ended(RunState::Completed))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !fx.store
+            .finish_run(&other, &started.id, ended(RunState::Failed))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !fx.store
+            .finish_run(
+                &board("no-such-board"),
+                &started.id,
+                ended(RunState::Failed)
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        reopened.get_run(&id, &started.id).await.unwrap().unwrap(),
+        expected
+    );
+    reopened.close().await;
+    fx.finish().await;
+}
+
+/// Runs are listed newest first (start time, then id), at most `limit`, per board; a missing
+/// board can neither list nor start runs.
+async fn runs_listed_newest_first(fx: Fixture) {
+    let (id, other) = (board("listed"), board("listed-other"));
+    fx.store.create_board(&id).await.unwrap();
+    fx.store.create_board(&other).await.unwrap();
+    assert!(fx.store.list_runs(&id, 10).await.unwrap().is_empty());
+
+    // Start time comes before id: "b-first" is older than "a-second".
+    fx.store.start_run(&id, new_run("b-first")).await.unwrap();
+    sleep_ms(5).await;
+    fx.store.start_run(&id, new_run("a-second")).await.unwrap();
+    sleep_ms(5).await;
+    // Started within the same millisecond or not, these order by id among themselves.
+    for run in ["t-1", "t-2", "t-3"] {
+        fx.store.start_run(&id, new_run(run)).await.unwrap();
+    }
+    fx.store
+        .start_run(&other, new_run("elsewhere"))
+        .await
+        .unwrap();
+    fx.store
+        .finish_run(&id, "b-first", ended(RunState::Completed))
+        .await
+        .unwrap();
+
+    let ids = |runs: Vec<RunRecord>| -> Vec<String> { runs.into_iter().map(|r| r.id).collect() };
+    let all = fx.reopen().await.list_runs(&id, 10).await.unwrap();
+    assert!(all.iter().all(|r| r.board == id));
+    assert!(
+        all.windows(2).all(|w| w[0].started_at >= w[1].started_at),
+        "newest first"
+    );
+    assert_eq!(all.last().unwrap().state, RunState::Completed);
+    assert_eq!(all[0], run_of(&fx, &id, "t-3").await);
+    assert_eq!(ids(all), ["t-3", "t-2", "t-1", "a-second", "b-first"]);
+    assert_eq!(
+        ids(fx.store.list_runs(&id, 2).await.unwrap()),
+        ["t-3", "t-2"]
+    );
+    assert!(fx.store.list_runs(&id, 0).await.unwrap().is_empty());
+    assert_eq!(
+        ids(fx.store.list_runs(&other, 10).await.unwrap()),
+        ["elsewhere"]
+    );
+
+    let missing = board("no-such-board");
+    assert!(matches!(
+        fx.store.list_runs(&missing, 10).await,
+        Err(StorageError::BoardNotFound(b)) if b == missing
+    ));
+    assert!(matches!(
+        fx.store.start_run(&missing, new_run("orphan")).await,
+        Err(StorageError::BoardNotFound(b)) if b == missing
+    ));
+    assert_eq!(fx.store.get_run(&missing, "orphan").await.unwrap(), None);
+    fx.finish().await;
+}
+
+/// Undo is claimed once: never while the run is running, once after it ended, and again only
+/// after the claim is released.
+/// A working run's changes are saved as it goes; once it ended, they are not overwritten.
+async fn run_changes_saved_while_running(fx: Fixture) {
+    let id = board("changes");
+    fx.store.create_board(&id).await.unwrap();
+    fx.store.start_run(&id, new_run("run")).await.unwrap();
+    assert!(
+        fx.store
+            .save_run_changes(&id, "run", &[1, 2, 3])
+            .await
+            .unwrap()
+    );
+    assert_eq!(run_of(&fx, &id, "run").await.changes, [1, 2, 3]);
+    assert!(
+        fx.store
+            .save_run_changes(&id, "run", &[1, 2, 3, 4])
+            .await
+            .unwrap()
+    );
+    assert_eq!(run_of(&fx, &id, "run").await.changes, [1, 2, 3, 4]);
+    // Interrupted (its server stopped): what was saved is what undo gets.
+    assert_eq!(fx.store.interrupt_stale_runs(i64::MAX).await.unwrap(), 1);
+    assert!(!fx.store.save_run_changes(&id, "run", &[9]).await.unwrap());
+    let run = run_of(&fx, &id, "run").await;
+    assert_eq!(run.state, RunState::Interrupted);
+    assert_eq!(run.changes, [1, 2, 3, 4]);
+    assert!(!fx.store.save_run_changes(&id, "nope", &[9]).await.unwrap());
+    assert!(fx.store.claim_undo(&id, "run", None).await.unwrap());
+}
+
+async fn claim_undo_once(fx: Fixture) {
+    let (id, other) = (board("undo"), board("undo-other"));
+    fx.store.create_board(&id).await.unwrap();
+    fx.store.create_board(&other).await.unwrap();
+    fx.store.start_run(&id, new_run("run")).await.unwrap();
+
+    assert!(!fx.store.claim_undo(&id, "run", Some("ben")).await.unwrap());
+    let running = run_of(&fx, &id, "run").await;
+    assert_eq!(
+        (running.undone_at, running.undone_by.as_deref()),
+        (None, None)
+    );
+
+    assert!(
+        fx.store
+            .finish_run(&id, "run", ended(RunState::Completed))
+            .await
+            .unwrap()
+    );
+    // Unknown runs, or the run through another board, can't be claimed.
+    assert!(!fx.store.claim_undo(&id, "no-such-run", None).await.unwrap());
+    assert!(!fx.store.claim_undo(&other, "run", None).await.unwrap());
+    assert!(
+        !fx.store
+            .claim_undo(&board("no-such-board"), "run", None)
+            .await
+            .unwrap()
+    );
+
+    assert!(fx.store.claim_undo(&id, "run", Some("ben")).await.unwrap());
+    let claimed = run_of(&fx, &id, "run").await;
+    assert!(claimed.undone_at.unwrap() >= claimed.finished_at.unwrap());
+    assert_eq!(claimed.undone_by.as_deref(), Some("ben"));
+    assert_eq!(claimed.state, RunState::Completed);
+    assert!(!fx.store.claim_undo(&id, "run", Some("cleo")).await.unwrap());
+    assert_eq!(run_of(&fx, &id, "run").await, claimed);
+
+    // Releasing through another board, or an unknown run, changes nothing and is no error.
+    fx.store.release_undo(&other, "run").await.unwrap();
+    fx.store.release_undo(&id, "no-such-run").await.unwrap();
+    assert_eq!(run_of(&fx, &id, "run").await, claimed);
+
+    fx.store.release_undo(&id, "run").await.unwrap();
+    let released = run_of(&fx, &id, "run").await;
+    assert_eq!(
+        (released.undone_at, released.undone_by.as_deref()),
+        (None, None)
+    );
+    assert_eq!(
+        RunRecord {
+            undone_at: None,
+            undone_by: None,
+            ..claimed
+        },
+        released
+    );
+    assert!(fx.store.claim_undo(&id, "run", None).await.unwrap());
+    let again = run_of(&fx, &id, "run").await;
+    assert!(again.undone_at.is_some());
+    assert_eq!(again.undone_by, None);
+    assert!(!fx.store.claim_undo(&id, "run", None).await.unwrap());
+    fx.finish().await;
+}
+
+/// Of 20 concurrent claims on one run, exactly one wins, and the run records the winner.
+async fn concurrent_undo_claims(fx: Fixture) {
+    const CLAIMERS: usize = 20;
+    let id = board("undo-race");
+    fx.store.create_board(&id).await.unwrap();
+    fx.store.start_run(&id, new_run("contested")).await.unwrap();
+    fx.store
+        .finish_run(&id, "contested", ended(RunState::Completed))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..CLAIMERS {
+        let store = fx.store.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let by = format!("user-{i}");
+            let won = store.claim_undo(&id, "contested", Some(&by)).await.unwrap();
+            won.then_some(by)
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        winners.extend(t.await.unwrap());
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let run = run_of(&fx, &id, "contested").await;
+    assert_eq!(run.undone_by.as_ref(), Some(&winners[0]));
+    assert!(run.undone_at.is_some());
+    fx.finish().await;
+}
+
+/// Stale running runs of every board are marked interrupted; runs that ended, and runs
+/// started after the cutoff, are left alone; a run that finishes after all overwrites it.
+async fn stale_runs_are_interrupted(fx: Fixture) {
+    let (a, b) = (board("stale-a"), board("stale-b"));
+    fx.store.create_board(&a).await.unwrap();
+    fx.store.create_board(&b).await.unwrap();
+    fx.store
+        .start_run(&a, new_run("old-running"))
+        .await
+        .unwrap();
+    fx.store.start_run(&a, new_run("old-ended")).await.unwrap();
+    let old_b = fx.store.start_run(&b, new_run("old-b")).await.unwrap();
+    fx.store
+        .finish_run(&a, "old-ended", ended(RunState::Failed))
+        .await
+        .unwrap();
+    let old_ended = run_of(&fx, &a, "old-ended").await;
+    sleep_ms(5).await;
+    let fresh = fx.store.start_run(&a, new_run("fresh")).await.unwrap();
+    assert!(fresh.started_at > old_b.started_at);
+    // Everything started before `fresh` is stale.
+    let cutoff = fresh.started_at;
+
+    assert_eq!(fx.store.interrupt_stale_runs(cutoff).await.unwrap(), 2);
+    for (board_id, run) in [(&a, "old-running"), (&b, "old-b")] {
+        let r = run_of(&fx, board_id, run).await;
+        assert_eq!(r.state, RunState::Interrupted, "{run}");
+        assert!(r.finished_at.unwrap() >= r.started_at, "{run}");
+        assert_eq!((r.summary.as_str(), r.tool_calls.as_str()), ("", "[]"));
+    }
+    assert_eq!(run_of(&fx, &a, "old-ended").await, old_ended);
+    assert_eq!(run_of(&fx, &a, "fresh").await, fresh);
+    assert_eq!(fx.store.interrupt_stale_runs(cutoff).await.unwrap(), 0);
+
+    // The run did finish after all: its result replaces `interrupted`.
+    let late = RunResult {
+        summary: "finished late",
+        changes: b"late changes",
+        ..ended(RunState::Completed)
+    };
+    assert!(fx.store.finish_run(&a, "old-running", late).await.unwrap());
+    let r = run_of(&fx, &a, "old-running").await;
+    assert_eq!(r.state, RunState::Completed);
+    assert_eq!(r.summary, "finished late");
+    assert_eq!(r.changes, b"late changes");
+
+    // A cutoff past everything catches the fresh run too, and only it.
+    assert_eq!(fx.store.interrupt_stale_runs(i64::MAX).await.unwrap(), 1);
+    assert_eq!(run_of(&fx, &a, "fresh").await.state, RunState::Interrupted);
+    fx.finish().await;
+}
+
+/// Deleting a board deletes its runs: a new board of the same id starts without them, and
+/// their ids are free again.
+async fn runs_go_with_their_board(fx: Fixture) {
+    let (id, kept) = (board("doomed"), board("kept"));
+    fx.store.create_board(&id).await.unwrap();
+    fx.store.create_board(&kept).await.unwrap();
+    fx.store
+        .start_run(&id, new_run("doomed-run"))
+        .await
+        .unwrap();
+    fx.store
+        .finish_run(&id, "doomed-run", ended(RunState::Completed))
+        .await
+        .unwrap();
+    fx.store
+        .start_run(&id, new_run("doomed-running"))
+        .await
+        .unwrap();
+    let survivor = fx
+        .store
+        .start_run(&kept, new_run("kept-run"))
+        .await
+        .unwrap();
+
+    assert!(fx.store.delete_board(&id).await.unwrap());
+    assert_eq!(fx.store.get_run(&id, "doomed-run").await.unwrap(), None);
+    assert!(matches!(
+        fx.store.list_runs(&id, 10).await,
+        Err(StorageError::BoardNotFound(_))
+    ));
+    assert!(!fx.store.claim_undo(&id, "doomed-run", None).await.unwrap());
+
+    fx.store.create_board(&id).await.unwrap();
+    assert_eq!(fx.store.get_run(&id, "doomed-run").await.unwrap(), None);
+    assert_eq!(fx.store.get_run(&id, "doomed-running").await.unwrap(), None);
+    assert!(fx.store.list_runs(&id, 10).await.unwrap().is_empty());
+    // The deleted running run is not there to be interrupted.
+    assert_eq!(fx.store.interrupt_stale_runs(i64::MAX).await.unwrap(), 1);
+    let reused = fx
+        .store
+        .start_run(&id, new_run("doomed-run"))
+        .await
+        .unwrap();
+    assert_eq!(reused.state, RunState::Running);
+    assert_eq!(fx.store.list_runs(&id, 10).await.unwrap(), vec![reused]);
+    assert_eq!(
+        run_of(&fx, &kept, "kept-run").await,
+        RunRecord {
+            state: RunState::Interrupted,
+            finished_at: run_of(&fx, &kept, "kept-run").await.finished_at,
+            ..survivor
+        }
+    );
+    fx.finish().await;
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -671,4 +1169,11 @@ conformance!(
     versions,
     version_retention,
     corrupt_rows_are_named,
+    runs_round_trip,
+    runs_listed_newest_first,
+    claim_undo_once,
+    run_changes_saved_while_running,
+    concurrent_undo_claims,
+    stale_runs_are_interrupted,
+    runs_go_with_their_board,
 );

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 
 use super::{
-    Backend, BlobFormat, BoardInfo, CompactionStats, NewSnapshot, NewUpdate, NewVersion,
-    PendingCompaction, Storage, StorageError, StoredBoard, StoredSnapshot, StoredUpdate, Version,
-    VersionInfo, now_millis,
+    Backend, BlobFormat, BoardInfo, CompactionStats, NewRun, NewSnapshot, NewUpdate, NewVersion,
+    PendingCompaction, RunRecord, RunResult, RunState, Storage, StorageError, StoredBoard,
+    StoredSnapshot, StoredUpdate, UnixMillis, Version, VersionInfo, now_millis,
 };
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -19,6 +19,8 @@ struct Board {
     snapshot: Option<StoredSnapshot>,
     log: BTreeMap<Seq, Vec<u8>>,
     versions: BTreeMap<VersionId, Version>,
+    /// Assistant runs by id; they go with the board.
+    runs: HashMap<String, RunRecord>,
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +55,10 @@ fn board_mut<'a>(state: &'a mut State, id: &BoardId) -> Result<&'a mut Board, St
         .ok_or_else(|| StorageError::BoardNotFound(id.clone()))
 }
 
+fn run_mut<'a>(state: &'a mut State, id: &BoardId, run: &str) -> Option<&'a mut RunRecord> {
+    state.boards.get_mut(id).and_then(|b| b.runs.get_mut(run))
+}
+
 fn new_board(id: &BoardId) -> Board {
     let now = now_millis();
     Board {
@@ -65,6 +71,7 @@ fn new_board(id: &BoardId) -> Board {
         snapshot: None,
         log: BTreeMap::new(),
         versions: BTreeMap::new(),
+        runs: HashMap::new(),
     }
 }
 
@@ -245,6 +252,139 @@ impl Storage for MemoryStore {
             board.versions.remove(vid);
         }
         Ok(doomed.len() as u64)
+    }
+
+    async fn start_run(&self, id: &BoardId, run: NewRun<'_>) -> Result<RunRecord, StorageError> {
+        let mut state = self.lock();
+        board_mut(&mut state, id)?;
+        // Run ids are unique across boards, as the SQL backends' primary key makes them.
+        if state.boards.values().any(|b| b.runs.contains_key(run.id)) {
+            return Err(StorageError::db("start run")(sqlx::Error::InvalidArgument(
+                format!("run id {:?} is taken", run.id),
+            )));
+        }
+        let record = RunRecord {
+            id: run.id.to_owned(),
+            board: id.clone(),
+            user: run.user.map(str::to_owned),
+            prompt: run.prompt.to_owned(),
+            model: run.model.to_owned(),
+            state: RunState::Running,
+            error: None,
+            summary: String::new(),
+            tool_calls: "[]".to_owned(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            objects_created: 0,
+            objects_deleted: 0,
+            steps: 0,
+            started_at: now_millis(),
+            finished_at: None,
+            before_version: run.before_version,
+            changes: Vec::new(),
+            undone_at: None,
+            undone_by: None,
+        };
+        board_mut(&mut state, id)?
+            .runs
+            .insert(record.id.clone(), record.clone());
+        Ok(record)
+    }
+
+    async fn finish_run(
+        &self,
+        id: &BoardId,
+        run: &str,
+        result: RunResult<'_>,
+    ) -> Result<bool, StorageError> {
+        let mut state = self.lock();
+        let Some(r) = run_mut(&mut state, id, run) else {
+            return Ok(false);
+        };
+        r.state = result.state;
+        r.error = result.error.map(str::to_owned);
+        r.summary = result.summary.to_owned();
+        r.tool_calls = result.tool_calls.to_owned();
+        r.prompt_tokens = result.prompt_tokens;
+        r.completion_tokens = result.completion_tokens;
+        r.objects_created = result.objects_created;
+        r.objects_deleted = result.objects_deleted;
+        r.steps = result.steps;
+        r.changes = result.changes.to_vec();
+        r.finished_at = Some(now_millis());
+        Ok(true)
+    }
+
+    async fn list_runs(&self, id: &BoardId, limit: u32) -> Result<Vec<RunRecord>, StorageError> {
+        let mut state = self.lock();
+        let board = board_mut(&mut state, id)?;
+        let mut runs: Vec<&RunRecord> = board.runs.values().collect();
+        // Newest first: by start time, then id, both descending, as the SQL backends order.
+        runs.sort_by(|a, b| (b.started_at, &b.id).cmp(&(a.started_at, &a.id)));
+        Ok(runs.into_iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn get_run(&self, id: &BoardId, run: &str) -> Result<Option<RunRecord>, StorageError> {
+        let state = self.lock();
+        Ok(state.boards.get(id).and_then(|b| b.runs.get(run).cloned()))
+    }
+
+    async fn claim_undo(
+        &self,
+        id: &BoardId,
+        run: &str,
+        by: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        // Checked and set under one lock: of concurrent claims, exactly one sees it unclaimed.
+        let mut state = self.lock();
+        let Some(r) = run_mut(&mut state, id, run) else {
+            return Ok(false);
+        };
+        if r.state == RunState::Running || r.undone_at.is_some() {
+            return Ok(false);
+        }
+        r.undone_at = Some(now_millis());
+        r.undone_by = by.map(str::to_owned);
+        Ok(true)
+    }
+
+    async fn save_run_changes(
+        &self,
+        id: &BoardId,
+        run: &str,
+        changes: &[u8],
+    ) -> Result<bool, StorageError> {
+        let mut state = self.lock();
+        match run_mut(&mut state, id, run) {
+            Some(r) if r.state == RunState::Running => {
+                r.changes = changes.to_vec();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release_undo(&self, id: &BoardId, run: &str) -> Result<(), StorageError> {
+        let mut state = self.lock();
+        if let Some(r) = run_mut(&mut state, id, run) {
+            r.undone_at = None;
+            r.undone_by = None;
+        }
+        Ok(())
+    }
+
+    async fn interrupt_stale_runs(&self, started_before: UnixMillis) -> Result<u64, StorageError> {
+        let mut state = self.lock();
+        let now = now_millis();
+        let mut interrupted = 0;
+        for r in state.boards.values_mut().flat_map(|b| b.runs.values_mut()) {
+            if r.state == RunState::Running && r.started_at < started_before {
+                r.state = RunState::Interrupted;
+                r.finished_at = Some(now);
+                interrupted += 1;
+            }
+        }
+        Ok(interrupted)
     }
 
     async fn close(&self) {}

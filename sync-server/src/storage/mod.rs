@@ -24,6 +24,7 @@ pub mod memory;
 pub mod postgres;
 pub mod replay;
 mod rows;
+pub mod runs;
 pub mod sqlite;
 mod url;
 
@@ -33,6 +34,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub use self::error::StorageError;
+pub use self::runs::{NewRun, RunRecord, RunResult, RunState};
 pub use self::url::{StorageOptions, open, redact};
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -327,6 +329,57 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Retention: deletes the board's automatic versions except the newest `keep_auto`.
     /// Named versions are never touched. Returns how many were deleted.
     async fn prune_versions(&self, id: &BoardId, keep_auto: u32) -> Result<u64, StorageError>;
+
+    /// Records a run as started (state `running`, no tool calls, no tokens). Fails with
+    /// [`StorageError::BoardNotFound`] if the board is missing, or a database error if the run
+    /// id is taken.
+    async fn start_run(&self, id: &BoardId, run: NewRun<'_>) -> Result<RunRecord, StorageError>;
+
+    /// Records how a run ended: sets every field of `result` and `finished_at` (now). Returns
+    /// whether the run existed. Overwrites an `interrupted` state (a run marked stale by
+    /// [`Storage::interrupt_stale_runs`] that did finish after all).
+    async fn finish_run(
+        &self,
+        id: &BoardId,
+        run: &str,
+        result: RunResult<'_>,
+    ) -> Result<bool, StorageError>;
+
+    /// Saves what a working run has changed so far (the `changes` of [`RunResult`]), so that
+    /// a run whose server stops can still be undone. Returns whether the run exists and is
+    /// `running`; otherwise nothing is written.
+    async fn save_run_changes(
+        &self,
+        id: &BoardId,
+        run: &str,
+        changes: &[u8],
+    ) -> Result<bool, StorageError>;
+
+    /// The board's newest `limit` runs, newest first (by start time, then id). Fails with
+    /// [`StorageError::BoardNotFound`].
+    async fn list_runs(&self, id: &BoardId, limit: u32) -> Result<Vec<RunRecord>, StorageError>;
+
+    /// One run of a board, or `None`.
+    async fn get_run(&self, id: &BoardId, run: &str) -> Result<Option<RunRecord>, StorageError>;
+
+    /// Claims a run for undo, atomically: sets `undone_at` (now) and `undone_by` only if the
+    /// run exists, is not `running` and is not undone yet. Returns whether this call claimed
+    /// it; of concurrent callers exactly one gets `true`.
+    async fn claim_undo(
+        &self,
+        id: &BoardId,
+        run: &str,
+        by: Option<&str>,
+    ) -> Result<bool, StorageError>;
+
+    /// Gives back a claim whose undo could not be applied (clears `undone_at` and
+    /// `undone_by`).
+    async fn release_undo(&self, id: &BoardId, run: &str) -> Result<(), StorageError>;
+
+    /// Marks every `running` run (of any board) started before `started_before` as
+    /// `interrupted`, with `finished_at` now. Returns how many. Called at start-up and before
+    /// listing, with a cutoff past the longest a run may last.
+    async fn interrupt_stale_runs(&self, started_before: UnixMillis) -> Result<u64, StorageError>;
 
     /// Closes connections after in-flight work; later calls fail.
     async fn close(&self);

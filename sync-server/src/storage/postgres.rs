@@ -12,13 +12,13 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 use super::rows::{
-    BoardRow, VersionRow, blob_format, board_info, is_fk_violation, is_unique_violation,
-    version_info,
+    BoardRow, RUN_COLUMNS, RunRow, VersionRow, blob_format, board_info, count_to_db,
+    is_fk_violation, is_unique_violation, run_record, version_info,
 };
 use super::{
-    Backend, BlobFormat, BoardInfo, CompactionStats, NewSnapshot, NewUpdate, NewVersion,
-    PendingCompaction, Storage, StorageError, StorageOptions, StoredBoard, StoredSnapshot,
-    StoredUpdate, Version, VersionInfo, now_millis,
+    Backend, BlobFormat, BoardInfo, CompactionStats, NewRun, NewSnapshot, NewUpdate, NewVersion,
+    PendingCompaction, RunRecord, RunResult, RunState, Storage, StorageError, StorageOptions,
+    StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis, Version, VersionInfo, now_millis,
 };
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -434,6 +434,172 @@ impl Storage for PostgresStore {
         .execute(&self.pool)
         .await
         .map_err(StorageError::db("prune versions"))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn start_run(&self, id: &BoardId, run: NewRun<'_>) -> Result<RunRecord, StorageError> {
+        let op = "start run";
+        let row: RunRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO assistant_runs \
+             (id, board_id, user_id, prompt, model, state, started_at, before_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {RUN_COLUMNS}"
+        )))
+        .bind(run.id)
+        .bind(id.as_str())
+        .bind(run.user)
+        .bind(run.prompt)
+        .bind(run.model)
+        .bind(RunState::Running.as_str())
+        .bind(now_millis())
+        .bind(run.before_version.map(|v| v.0))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_fk_violation(&e) {
+                StorageError::BoardNotFound(id.clone())
+            } else {
+                StorageError::db(op)(e)
+            }
+        })?;
+        run_record(id, row)
+    }
+
+    async fn finish_run(
+        &self,
+        id: &BoardId,
+        run: &str,
+        result: RunResult<'_>,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE assistant_runs SET state = $1, error = $2, summary = $3, tool_calls = $4, \
+             prompt_tokens = $5, completion_tokens = $6, objects_created = $7, \
+             objects_deleted = $8, steps = $9, changes = $10, finished_at = $11 \
+             WHERE board_id = $12 AND id = $13",
+        )
+        .bind(result.state.as_str())
+        .bind(result.error)
+        .bind(result.summary)
+        .bind(result.tool_calls)
+        .bind(count_to_db(result.prompt_tokens))
+        .bind(count_to_db(result.completion_tokens))
+        .bind(i64::from(result.objects_created))
+        .bind(i64::from(result.objects_deleted))
+        .bind(i64::from(result.steps))
+        .bind(result.changes)
+        .bind(now_millis())
+        .bind(id.as_str())
+        .bind(run)
+        .execute(&self.pool)
+        .await
+        .map_err(StorageError::db("finish run"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_runs(&self, id: &BoardId, limit: u32) -> Result<Vec<RunRecord>, StorageError> {
+        let op = "list runs";
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(StorageError::db(op))?;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM boards WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        if exists.is_none() {
+            return Err(StorageError::BoardNotFound(id.clone()));
+        }
+        let rows: Vec<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM assistant_runs WHERE board_id = $1 \
+             ORDER BY started_at DESC, id DESC LIMIT $2"
+        )))
+        .bind(id.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        tx.rollback().await.map_err(StorageError::db(op))?;
+        rows.into_iter().map(|r| run_record(id, r)).collect()
+    }
+
+    async fn get_run(&self, id: &BoardId, run: &str) -> Result<Option<RunRecord>, StorageError> {
+        let row: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM assistant_runs WHERE board_id = $1 AND id = $2"
+        )))
+        .bind(id.as_str())
+        .bind(run)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StorageError::db("get run"))?;
+        row.map(|r| run_record(id, r)).transpose()
+    }
+
+    async fn claim_undo(
+        &self,
+        id: &BoardId,
+        run: &str,
+        by: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        // One conditional statement: a concurrent claim waits on the row lock, then re-checks
+        // the condition against the committed row and matches nothing.
+        let done = sqlx::query(
+            "UPDATE assistant_runs SET undone_at = $1, undone_by = $2 \
+             WHERE board_id = $3 AND id = $4 AND state <> 'running' AND undone_at IS NULL",
+        )
+        .bind(now_millis())
+        .bind(by)
+        .bind(id.as_str())
+        .bind(run)
+        .execute(&self.pool)
+        .await
+        .map_err(StorageError::db("claim undo"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn save_run_changes(
+        &self,
+        id: &BoardId,
+        run: &str,
+        changes: &[u8],
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE assistant_runs SET changes = $1 \
+             WHERE board_id = $2 AND id = $3 AND state = 'running'",
+        )
+        .bind(changes)
+        .bind(id.as_str())
+        .bind(run)
+        .execute(&self.pool)
+        .await
+        .map_err(StorageError::db("save run changes"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn release_undo(&self, id: &BoardId, run: &str) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE assistant_runs SET undone_at = NULL, undone_by = NULL \
+             WHERE board_id = $1 AND id = $2",
+        )
+        .bind(id.as_str())
+        .bind(run)
+        .execute(&self.pool)
+        .await
+        .map_err(StorageError::db("release undo"))?;
+        Ok(())
+    }
+
+    async fn interrupt_stale_runs(&self, started_before: UnixMillis) -> Result<u64, StorageError> {
+        let done = sqlx::query(
+            "UPDATE assistant_runs SET state = $1, finished_at = $2 \
+             WHERE state = 'running' AND started_at < $3",
+        )
+        .bind(RunState::Interrupted.as_str())
+        .bind(now_millis())
+        .bind(started_before)
+        .execute(&self.pool)
+        .await
+        .map_err(StorageError::db("interrupt stale runs"))?;
         Ok(done.rows_affected())
     }
 

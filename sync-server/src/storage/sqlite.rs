@@ -16,13 +16,13 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use super::rows::{
-    BoardRow, VersionRow, blob_format, board_info, is_fk_violation, is_unique_violation,
-    version_info,
+    BoardRow, RUN_COLUMNS, RunRow, VersionRow, blob_format, board_info, count_to_db,
+    is_fk_violation, is_unique_violation, run_record, version_info,
 };
 use super::{
-    Backend, BlobFormat, BoardInfo, CompactionStats, NewSnapshot, NewUpdate, NewVersion,
-    PendingCompaction, Storage, StorageError, StorageOptions, StoredBoard, StoredSnapshot,
-    StoredUpdate, Version, VersionInfo, now_millis,
+    Backend, BlobFormat, BoardInfo, CompactionStats, NewRun, NewSnapshot, NewUpdate, NewVersion,
+    PendingCompaction, RunRecord, RunResult, RunState, Storage, StorageError, StorageOptions,
+    StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis, Version, VersionInfo, now_millis,
 };
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -449,6 +449,182 @@ impl Storage for SqliteStore {
         )
         .bind(id.as_str())
         .bind(i64::from(keep_auto))
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn start_run(&self, id: &BoardId, run: NewRun<'_>) -> Result<RunRecord, StorageError> {
+        let op = "start run";
+        let mut tx = self.write_tx(op).await?;
+        let row: RunRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO assistant_runs \
+             (id, board_id, user_id, prompt, model, state, started_at, before_version) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {RUN_COLUMNS}"
+        )))
+        .bind(run.id)
+        .bind(id.as_str())
+        .bind(run.user)
+        .bind(run.prompt)
+        .bind(run.model)
+        .bind(RunState::Running.as_str())
+        .bind(now_millis())
+        .bind(run.before_version.map(|v| v.0))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_fk_violation(&e) {
+                StorageError::BoardNotFound(id.clone())
+            } else {
+                StorageError::db(op)(e)
+            }
+        })?;
+        tx.commit().await.map_err(StorageError::db(op))?;
+        run_record(id, row)
+    }
+
+    async fn finish_run(
+        &self,
+        id: &BoardId,
+        run: &str,
+        result: RunResult<'_>,
+    ) -> Result<bool, StorageError> {
+        let op = "finish run";
+        let mut tx = self.write_tx(op).await?;
+        let done = sqlx::query(
+            "UPDATE assistant_runs SET state = ?, error = ?, summary = ?, tool_calls = ?, \
+             prompt_tokens = ?, completion_tokens = ?, objects_created = ?, objects_deleted = ?, \
+             steps = ?, changes = ?, finished_at = ? WHERE board_id = ? AND id = ?",
+        )
+        .bind(result.state.as_str())
+        .bind(result.error)
+        .bind(result.summary)
+        .bind(result.tool_calls)
+        .bind(count_to_db(result.prompt_tokens))
+        .bind(count_to_db(result.completion_tokens))
+        .bind(i64::from(result.objects_created))
+        .bind(i64::from(result.objects_deleted))
+        .bind(i64::from(result.steps))
+        .bind(result.changes)
+        .bind(now_millis())
+        .bind(id.as_str())
+        .bind(run)
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_runs(&self, id: &BoardId, limit: u32) -> Result<Vec<RunRecord>, StorageError> {
+        let op = "list runs";
+        let mut tx = self.reader.begin().await.map_err(StorageError::db(op))?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM boards WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        if exists.is_none() {
+            return Err(StorageError::BoardNotFound(id.clone()));
+        }
+        let rows: Vec<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM assistant_runs WHERE board_id = ? \
+             ORDER BY started_at DESC, id DESC LIMIT ?"
+        )))
+        .bind(id.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        tx.rollback().await.map_err(StorageError::db(op))?;
+        rows.into_iter().map(|r| run_record(id, r)).collect()
+    }
+
+    async fn get_run(&self, id: &BoardId, run: &str) -> Result<Option<RunRecord>, StorageError> {
+        let row: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM assistant_runs WHERE board_id = ? AND id = ?"
+        )))
+        .bind(id.as_str())
+        .bind(run)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(StorageError::db("get run"))?;
+        row.map(|r| run_record(id, r)).transpose()
+    }
+
+    async fn claim_undo(
+        &self,
+        id: &BoardId,
+        run: &str,
+        by: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        let op = "claim undo";
+        let mut tx = self.write_tx(op).await?;
+        // One conditional statement: of concurrent claims, only the first matches the row.
+        let done = sqlx::query(
+            "UPDATE assistant_runs SET undone_at = ?, undone_by = ? \
+             WHERE board_id = ? AND id = ? AND state <> 'running' AND undone_at IS NULL",
+        )
+        .bind(now_millis())
+        .bind(by)
+        .bind(id.as_str())
+        .bind(run)
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn save_run_changes(
+        &self,
+        id: &BoardId,
+        run: &str,
+        changes: &[u8],
+    ) -> Result<bool, StorageError> {
+        let op = "save run changes";
+        let mut tx = self.write_tx(op).await?;
+        let done = sqlx::query(
+            "UPDATE assistant_runs SET changes = ? \
+             WHERE board_id = ? AND id = ? AND state = 'running'",
+        )
+        .bind(changes)
+        .bind(id.as_str())
+        .bind(run)
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn release_undo(&self, id: &BoardId, run: &str) -> Result<(), StorageError> {
+        let op = "release undo";
+        let mut tx = self.write_tx(op).await?;
+        sqlx::query(
+            "UPDATE assistant_runs SET undone_at = NULL, undone_by = NULL \
+             WHERE board_id = ? AND id = ?",
+        )
+        .bind(id.as_str())
+        .bind(run)
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))
+    }
+
+    async fn interrupt_stale_runs(&self, started_before: UnixMillis) -> Result<u64, StorageError> {
+        let op = "interrupt stale runs";
+        let mut tx = self.write_tx(op).await?;
+        let done = sqlx::query(
+            "UPDATE assistant_runs SET state = ?, finished_at = ? \
+             WHERE state = 'running' AND started_at < ?",
+        )
+        .bind(RunState::Interrupted.as_str())
+        .bind(now_millis())
+        .bind(started_before)
         .execute(&mut *tx)
         .await
         .map_err(StorageError::db(op))?;

@@ -16,8 +16,8 @@ use sync_server::ids::{BoardId, VersionId};
 use sync_server::protocol;
 use sync_server::server::{Config, ServerError, run_with_store};
 use sync_server::storage::{
-    Backend, BoardInfo, NewSnapshot, NewUpdate, NewVersion, PendingCompaction, Storage,
-    StorageError, StoredBoard, Version, VersionInfo,
+    Backend, BoardInfo, NewRun, NewSnapshot, NewUpdate, NewVersion, PendingCompaction, RunRecord,
+    RunResult, Storage, StorageError, StoredBoard, Version, VersionInfo,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -263,6 +263,53 @@ impl Storage for TestStore {
 
     async fn prune_versions(&self, id: &BoardId, keep_auto: u32) -> Result<u64, StorageError> {
         self.inner.prune_versions(id, keep_auto).await
+    }
+
+    async fn start_run(&self, id: &BoardId, run: NewRun<'_>) -> Result<RunRecord, StorageError> {
+        self.inner.start_run(id, run).await
+    }
+
+    async fn finish_run(
+        &self,
+        id: &BoardId,
+        run: &str,
+        result: RunResult<'_>,
+    ) -> Result<bool, StorageError> {
+        self.inner.finish_run(id, run, result).await
+    }
+
+    async fn list_runs(&self, id: &BoardId, limit: u32) -> Result<Vec<RunRecord>, StorageError> {
+        self.inner.list_runs(id, limit).await
+    }
+
+    async fn get_run(&self, id: &BoardId, run: &str) -> Result<Option<RunRecord>, StorageError> {
+        self.inner.get_run(id, run).await
+    }
+
+    async fn claim_undo(
+        &self,
+        id: &BoardId,
+        run: &str,
+        by: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        self.inner.claim_undo(id, run, by).await
+    }
+
+    async fn save_run_changes(
+        &self,
+        id: &BoardId,
+        run: &str,
+        changes: &[u8],
+    ) -> Result<bool, StorageError> {
+        self.inner.save_run_changes(id, run, changes).await
+    }
+
+    async fn release_undo(&self, id: &BoardId, run: &str) -> Result<(), StorageError> {
+        self.inner.release_undo(id, run).await
+    }
+
+    async fn interrupt_stale_runs(&self, started_before: i64) -> Result<u64, StorageError> {
+        self.inner.interrupt_stale_runs(started_before).await
     }
 
     async fn close(&self) {
