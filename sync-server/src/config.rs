@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::assistant::AssistantConfig;
 use crate::auth::token::TokenRequest;
 use crate::auth::{Auth, Keys, Role, Scope, Secret, SecretError};
 use crate::board::BoardConfig;
@@ -27,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a board's whole state, a Yjs update v1, to a file or stdout. Reads the database
     /// directly; safe while a server runs on it.
     Export(ExportArgs),
@@ -233,6 +234,127 @@ pub struct ServeArgs {
     /// clients) are always allowed.
     #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// The assistant's model service and limits.
+    #[command(flatten)]
+    pub assistant: AssistantArgs,
+}
+
+/// An API key: redacted in `Debug`, never shown by `--help`.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(redacted)")
+    }
+}
+
+impl std::str::FromStr for ApiKey {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.trim().to_owned()))
+    }
+}
+
+/// Options of the assistant. It is enabled when a base URL or an API key is set.
+#[derive(Debug, Clone, Args)]
+pub struct AssistantArgs {
+    /// Base URL of the OpenAI-compatible model service, e.g. `https://api.openai.com/v1`, a
+    /// gateway, or a local server such as `http://127.0.0.1:11434/v1`. With only
+    /// OPENAI_API_KEY set, OpenAI's is used.
+    #[arg(long = "llm-base-url", env = "OPENAI_BASE_URL")]
+    pub llm_base_url: Option<String>,
+    /// API key of the model service (environment only; may be empty for local servers).
+    #[arg(
+        long = "llm-api-key",
+        env = "OPENAI_API_KEY",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub llm_api_key: Option<ApiKey>,
+    /// Model the assistant uses.
+    #[arg(
+        long = "llm-model",
+        env = "ASSISTANT_MODEL",
+        default_value = "gpt-4o-mini"
+    )]
+    pub llm_model: String,
+    /// Seconds to wait for the model service to answer or send its next chunk.
+    #[arg(long, env = "LLM_TIMEOUT_SECS", default_value_t = 60)]
+    pub llm_timeout_secs: u64,
+    /// Retries of a model call after a 429, a 5xx or a lost connection (waits honour
+    /// `Retry-After`, capped at 10 s).
+    #[arg(long, env = "LLM_MAX_RETRIES", default_value_t = 2)]
+    pub llm_max_retries: u32,
+    /// Model calls per run.
+    #[arg(long, env = "ASSISTANT_MAX_STEPS", default_value_t = 8)]
+    pub assistant_max_steps: u32,
+    /// Tool calls per run.
+    #[arg(long, env = "ASSISTANT_MAX_TOOL_CALLS", default_value_t = 100)]
+    pub assistant_max_tool_calls: u32,
+    /// Objects one run may create.
+    #[arg(long, env = "ASSISTANT_MAX_CREATES", default_value_t = 60)]
+    pub assistant_max_creates: u32,
+    /// Objects one run may delete.
+    #[arg(long, env = "ASSISTANT_MAX_DELETES", default_value_t = 10)]
+    pub assistant_max_deletes: u32,
+    /// Seconds one run may take in all.
+    #[arg(long, env = "ASSISTANT_TIMEOUT_SECS", default_value_t = 120)]
+    pub assistant_timeout_secs: u64,
+    /// Completion tokens per model call.
+    #[arg(long, env = "ASSISTANT_MAX_COMPLETION_TOKENS", default_value_t = 2048)]
+    pub assistant_max_completion_tokens: u32,
+    /// Longest prompt accepted, in characters.
+    #[arg(long, env = "ASSISTANT_MAX_PROMPT_CHARS", default_value_t = 4000)]
+    pub assistant_max_prompt_chars: usize,
+    /// Tokens all users together may use per UTC day (0: no limit).
+    #[arg(long, env = "ASSISTANT_TOKENS_PER_DAY", default_value_t = 0)]
+    pub assistant_tokens_per_day: u64,
+    /// Tokens one user may use per UTC day (0: no limit).
+    #[arg(long, env = "ASSISTANT_USER_TOKENS_PER_DAY", default_value_t = 200_000)]
+    pub assistant_user_tokens_per_day: u64,
+    /// Model calls per minute, all users together (0: no limit).
+    #[arg(long, env = "ASSISTANT_REQUESTS_PER_MINUTE", default_value_t = 0)]
+    pub assistant_requests_per_minute: u32,
+    /// Model calls per minute of one user (0: no limit).
+    #[arg(long, env = "ASSISTANT_USER_REQUESTS_PER_MINUTE", default_value_t = 30)]
+    pub assistant_user_requests_per_minute: u32,
+}
+
+impl AssistantArgs {
+    /// The assistant's settings, or `None` when no model service is configured.
+    pub fn config(&self) -> Option<AssistantConfig> {
+        let key = self.llm_api_key.as_ref().map(|k| k.0.clone());
+        let base_url = match (&self.llm_base_url, &key) {
+            (Some(url), _) if !url.trim().is_empty() => url.trim().to_owned(),
+            (_, Some(key)) if !key.is_empty() => "https://api.openai.com/v1".to_owned(),
+            _ => return None,
+        };
+        let mut llm = ai_agent::LlmConfig::new(base_url, key.unwrap_or_default(), &self.llm_model);
+        llm.read_timeout = Duration::from_secs(self.llm_timeout_secs.max(1));
+        llm.max_retries = self.llm_max_retries;
+        let some = |n: u64| (n > 0).then_some(n);
+        let some32 = |n: u32| (n > 0).then_some(n);
+        Some(AssistantConfig {
+            llm,
+            caps: ai_agent::RunCaps {
+                max_steps: self.assistant_max_steps.max(1),
+                max_tool_calls: self.assistant_max_tool_calls,
+                max_creates: self.assistant_max_creates,
+                max_deletes: self.assistant_max_deletes,
+                wall_time: Duration::from_secs(self.assistant_timeout_secs.max(1)),
+                max_completion_tokens: self.assistant_max_completion_tokens.max(1),
+            },
+            budgets: ai_agent::BudgetLimits {
+                global_tokens_per_day: some(self.assistant_tokens_per_day),
+                user_tokens_per_day: some(self.assistant_user_tokens_per_day),
+                global_requests_per_minute: some32(self.assistant_requests_per_minute),
+                user_requests_per_minute: some32(self.assistant_user_requests_per_minute),
+            },
+            max_prompt_chars: self.assistant_max_prompt_chars.max(1),
+        })
+    }
 }
 
 /// A configuration that is not safe to run.
@@ -297,6 +419,7 @@ impl ServeArgs {
             },
             commit_max_updates: self.commit_max_updates,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            assistant: self.assistant.config(),
         })
     }
 }

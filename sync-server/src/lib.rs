@@ -14,10 +14,12 @@
 //! - [`transfer`]: export and import of whole boards (HTTP and command line).
 //! - [`ids`]: board ids (validated), version ids, log sequence numbers.
 //! - [`auth`]: tokens, roles and what they allow.
+//! - [`assistant`]: assistant runs on boards (one per board), their records and undo.
 //! - `limits`: connection and rate limits.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`telemetry`], [`shutdown`]: logging and signals.
 
+pub mod assistant;
 pub mod auth;
 pub mod board;
 mod commit;

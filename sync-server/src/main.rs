@@ -17,7 +17,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => serve(cli.serve).await,
-        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Serve(args)) => serve(*args).await,
         Some(Command::Export(args)) => export(args).await,
         Some(Command::Import(args)) => import(args).await,
         Some(Command::Token(args)) => token(&args),

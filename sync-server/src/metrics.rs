@@ -73,6 +73,19 @@ struct ErrorLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    kind: &'static str,
+}
+
+/// How assistant runs end, in `assistant_runs_total{status}`.
+pub const RUN_STATUSES: &[&str] = &["completed", "cancelled", "failed", "capped"];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     method: String,
     route: String,
@@ -111,9 +124,15 @@ pub struct Metrics {
     pub compactions: Counter,
     /// Versions saved (automatic and named).
     pub versions_saved: Counter,
+    /// Assistant tool calls handled (applied or not).
+    pub assistant_tool_calls: Counter,
+    /// Assistant undos applied.
+    pub assistant_undos: Counter,
     errors: Family<ErrorLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: Histogram,
+    assistant_runs: Family<StatusLabels, Counter>,
+    assistant_tokens: Family<TokenLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -147,6 +166,16 @@ impl Metrics {
         }
         let http_requests = Family::<HttpLabels, Counter>::default();
         let http_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        let assistant_tool_calls = Counter::default();
+        let assistant_undos = Counter::default();
+        let assistant_runs = Family::<StatusLabels, Counter>::default();
+        for &status in RUN_STATUSES {
+            let _ = assistant_runs.get_or_create(&StatusLabels { status });
+        }
+        let assistant_tokens = Family::<TokenLabels, Counter>::default();
+        for kind in ["prompt", "completion"] {
+            let _ = assistant_tokens.get_or_create(&TokenLabels { kind });
+        }
 
         let r = &mut registry;
         r.register(
@@ -226,6 +255,26 @@ impl Metrics {
             "Duration of HTTP requests",
             http_seconds.clone(),
         );
+        r.register(
+            "assistant_runs",
+            "Assistant runs by how they ended",
+            assistant_runs.clone(),
+        );
+        r.register(
+            "assistant_tokens",
+            "Model tokens the assistant used, as the model service reported them",
+            assistant_tokens.clone(),
+        );
+        r.register(
+            "assistant_tool_calls",
+            "Assistant tool calls handled",
+            assistant_tool_calls.clone(),
+        );
+        r.register(
+            "assistant_undos",
+            "Assistant runs undone",
+            assistant_undos.clone(),
+        );
         Self {
             registry,
             connections,
@@ -242,10 +291,28 @@ impl Metrics {
             evictions,
             compactions,
             versions_saved,
+            assistant_tool_calls,
+            assistant_undos,
             errors,
             http_requests,
             http_seconds,
+            assistant_runs,
+            assistant_tokens,
         }
+    }
+
+    /// Counts an assistant run that ended with `status` (one of [`RUN_STATUSES`]) and the
+    /// tokens it used.
+    pub fn assistant_run(&self, status: &'static str, prompt_tokens: u64, completion_tokens: u64) {
+        self.assistant_runs
+            .get_or_create(&StatusLabels { status })
+            .inc();
+        self.assistant_tokens
+            .get_or_create(&TokenLabels { kind: "prompt" })
+            .inc_by(prompt_tokens);
+        self.assistant_tokens
+            .get_or_create(&TokenLabels { kind: "completion" })
+            .inc_by(completion_tokens);
     }
 
     /// Counts an error of `kind` (one of [`kind`]).

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::assistant::{Assistant, AssistantConfig};
 use crate::auth::Auth;
 use crate::board::BoardConfig;
 use crate::board::registry::{Boards, RegistryConfig};
@@ -35,6 +36,8 @@ pub struct Config {
     pub commit_max_updates: usize,
     /// How long shutdown waits for connections and commits before giving up.
     pub shutdown_timeout: Duration,
+    /// The assistant's model service and limits; `None` disables it (its routes answer 503).
+    pub assistant: Option<AssistantConfig>,
 }
 
 /// Limits on what clients may send and hold open. Zero means "no limit" for the connection
@@ -84,6 +87,7 @@ impl Default for Config {
             auth: Auth::Open,
             commit_max_updates: 4096,
             shutdown_timeout: Duration::from_secs(30),
+            assistant: None,
         }
     }
 }
@@ -97,6 +101,9 @@ pub enum ServerError {
     /// Serving failed.
     #[error("server I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The assistant's model service settings are unusable.
+    #[error("assistant: {0}")]
+    Assistant(#[from] ai_agent::LlmError),
 }
 
 /// What handlers share. Cheap to clone.
@@ -113,6 +120,7 @@ pub(crate) struct Inner {
     pub(crate) http_limiter: Option<HttpLimiter>,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) assistant: Option<Arc<Assistant>>,
     next_conn: AtomicU64,
 }
 
@@ -155,6 +163,26 @@ pub async fn run_with_store(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let assistant = match config.assistant.clone() {
+        Some(settings) => {
+            let model = settings.llm.model.clone();
+            let assistant = Assistant::new(settings)?;
+            info!(model, "assistant ready");
+            Some(Arc::new(assistant))
+        }
+        None => {
+            info!("assistant off: set OPENAI_BASE_URL or OPENAI_API_KEY to enable it");
+            None
+        }
+    };
+    match crate::assistant::interrupt_stale_runs(store.as_ref(), assistant.as_deref()).await {
+        Ok(0) => {}
+        Ok(n) => info!(
+            runs = n,
+            "assistant runs left by a stopped server marked interrupted"
+        ),
+        Err(e) => warn!(error = %e, "could not mark stale assistant runs"),
+    }
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
@@ -183,6 +211,7 @@ pub async fn run_with_store(
         metrics,
         tracker: tracker.clone(),
         shutdown: cancel.clone(),
+        assistant,
         next_conn: AtomicU64::new(1),
     }));
     let app = crate::http::router(state);

@@ -20,6 +20,7 @@ use server_support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_sync-server");
 const SECRET: &str = "log-test secret 7d1f0c9a4b2e8f6d3a5c7e9b1d3f5a7c";
 const OTHER_SECRET: &str = "somebody else's secret 0f9e8d7c6b5a49382716";
+const LLM_KEY: &str = "sk-llm-key-must-not-be-logged-7f3a9c";
 
 /// Runs `sync-server token ARGS` with the secret in `AUTH_SECRET` (or, with `file`, in
 /// `AUTH_SECRET_FILE`); returns the token it printed. Its stderr must not show the token.
@@ -73,6 +74,10 @@ impl Server {
             .env("LOG_FORMAT", format)
             .env("BOARD_IDLE_SECS", "1")
             .env("NO_COLOR", "1")
+            // The assistant on, pointed at a closed loopback port: its key must never show.
+            .env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+            .env("OPENAI_API_KEY", LLM_KEY)
+            .env("LLM_MAX_RETRIES", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -269,6 +274,16 @@ async fn secrets_never_logged(format: &str) {
     assert_eq!(minted.status, 201);
     let guest = minted.json()["token"].as_str().unwrap().to_owned();
     assert_eq!(get(addr, "/v1/boards/logs", Some(&guest)).await.status, 200);
+    // The assistant fails to reach its model service; the run is recorded as failed.
+    let run = post_json(
+        addr,
+        "/v1/boards/logs/assistant",
+        &writer,
+        &json!({"prompt": "add a note"}),
+    )
+    .await;
+    assert_eq!(run.status, 200);
+    assert_eq!(run.json()["status"], "failed", "{:?}", run.json());
 
     // WebSocket: good tokens (query and header), refused ones, and one that expires.
     let alice =
@@ -358,6 +373,7 @@ async fn secrets_never_logged(format: &str) {
     let mut needles = vec![
         ("the secret".to_owned(), SECRET.to_owned()),
         ("the garbage token".to_owned(), garbage.clone()),
+        ("the model service key".to_owned(), LLM_KEY.to_owned()),
     ];
     for (i, token) in tokens.iter().enumerate() {
         let parts: Vec<&str> = token.split('.').collect();

@@ -354,6 +354,12 @@ impl BoardActor {
                 update,
                 frame,
             } => self.on_awareness(conn, update, &frame),
+            BoardCmd::ServerPresence { state, reply } => {
+                if let Some(frame) = self.presence.set_own(state) {
+                    self.broadcast(&frame, None);
+                }
+                let _ = reply.send(());
+            }
             BoardCmd::QueryAwareness { conn } => {
                 if let Some(frame) = self.presence.all() {
                     self.send(conn, frame);
@@ -600,13 +606,55 @@ impl BoardActor {
         self.stopped = true;
     }
 
-    /// Serves reads that waited for durable state, then the updates held back meanwhile.
+    /// Serves reads that waited for durable state, then the updates held back meanwhile. An
+    /// edit among the reads makes the doc hold undurable data again: the reads after it wait
+    /// for the next commit.
     fn answer_waiting(&mut self) {
-        for read in std::mem::take(&mut self.waiting) {
+        let mut reads = std::mem::take(&mut self.waiting).into_iter();
+        while let Some(read) = reads.next() {
+            if !self.is_quiescent() {
+                self.waiting.push(read);
+                self.waiting.extend(reads);
+                return;
+            }
             self.answer(read);
         }
         for cmd in std::mem::take(&mut self.deferred) {
             self.handle(cmd);
+        }
+    }
+
+    /// Runs a server-side peer's edit on the doc (which holds only durable data). Its update
+    /// is stored and broadcast to every connection; the reply waits for durability.
+    fn run_edit(
+        &mut self,
+        edit: Box<dyn FnOnce(&Doc) -> ai_agent::Edited + Send>,
+        reply: oneshot::Sender<Result<serde_json::Value, BoardError>>,
+    ) {
+        let limit = self.shared.config.board.max_board_bytes;
+        if limit != 0 && self.size >= limit {
+            self.shared.metrics.error(kind::BOARD_TOO_LARGE);
+            let _ = reply.send(Err(BoardError::TooLarge(limit)));
+            return;
+        }
+        // The closure is the assistant's code, not the client's; a bug in it must not stop
+        // the board.
+        let Ok(edited) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| edit(&self.doc)))
+        else {
+            warn!(board = %self.id, "a server-side edit panicked");
+            let _ = reply.send(Err(BoardError::Rejected("the edit failed".into())));
+            return;
+        };
+        match edited.update {
+            Some(update) if update.as_slice() != Update::EMPTY_V1 => {
+                self.hold(update.clone());
+                self.next.broadcasts.push((None, update));
+                self.next.http.push(Waiter::with(reply, edited.result));
+                self.dispatch();
+            }
+            _ => {
+                let _ = reply.send(Ok(edited.result));
+            }
         }
     }
 
@@ -634,6 +682,7 @@ impl BoardActor {
                 let board = crdt_schema::read_board(&self.doc.transact());
                 let _ = reply.send(board);
             }
+            Read::Edit { edit, reply } => self.run_edit(edit, reply),
         }
     }
 

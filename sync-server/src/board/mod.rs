@@ -102,7 +102,6 @@ pub enum BoardError {
 }
 
 /// A read served from durable state.
-#[derive(Debug)]
 pub(crate) enum Read {
     /// A client's sync step 1: answer with step 2 on its connection.
     SyncStep1 { conn: ConnId, sv: StateVector },
@@ -116,6 +115,26 @@ pub(crate) enum Read {
     Snapshot {
         reply: oneshot::Sender<(Vec<u8>, crate::ids::Seq)>,
     },
+    /// A server-side peer (the assistant) runs `edit` against the live doc, which then holds
+    /// only durable data. An update it returns is stored and broadcast to every connection
+    /// like any other; `reply` resolves with the edit's result once that is durable (at once
+    /// for reads).
+    Edit {
+        edit: Box<dyn FnOnce(&yrs::Doc) -> ai_agent::Edited + Send>,
+        reply: oneshot::Sender<Result<serde_json::Value, BoardError>>,
+    },
+}
+
+impl std::fmt::Debug for Read {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Read::SyncStep1 { .. } => "SyncStep1",
+            Read::State { .. } => "State",
+            Read::Json { .. } => "Json",
+            Read::Snapshot { .. } => "Snapshot",
+            Read::Edit { .. } => "Edit",
+        })
+    }
 }
 
 /// Commands a board actor accepts.
@@ -158,6 +177,12 @@ pub(crate) enum BoardCmd {
     },
     /// A connection asks for every awareness state.
     QueryAwareness { conn: ConnId },
+    /// Shows (Some: the state as JSON) or clears (None) the server's own awareness entry,
+    /// which stands for the assistant while a run works.
+    ServerPresence {
+        state: Option<String>,
+        reply: oneshot::Sender<()>,
+    },
     /// A read from durable state.
     Read(Read),
     /// Close every connection with `reason` and stop (the board is being deleted).

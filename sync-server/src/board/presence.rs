@@ -4,7 +4,9 @@
 //! others when it leaves. When tokens are in use, a connection may not write the state of a
 //! client owned by another connection unless both belong to the same user (a client
 //! reconnecting before its old connection timed out): those entries are dropped, so a
-//! read-only or any other caller cannot spoof or erase someone else's presence.
+//! read-only or any other caller cannot spoof or erase someone else's presence. The server's own
+//! state (the assistant's, while a run works) belongs to no connection and cannot be written by
+//! any.
 
 use std::collections::{HashMap, HashSet};
 
@@ -77,17 +79,19 @@ impl Presence {
     ) -> Result<Applied, yrs::sync::awareness::Error> {
         let sender = identity_of(conn);
         let before = update.clients.len();
-        update
-            .clients
-            .retain(|client, _| match self.owners.get(client) {
-                Some(owner) if *owner != conn => match (sender, identity_of(*owner)) {
-                    (Some(sender), Some(owner)) => sender.may_take_from(owner),
-                    // The owner is gone: the state is up for grabs.
-                    (Some(_), None) => true,
-                    (None, _) => false,
-                },
-                _ => true,
-            });
+        let own = self.awareness.client_id();
+        update.clients.retain(|client, _| {
+            *client != own
+                && match self.owners.get(client) {
+                    Some(owner) if *owner != conn => match (sender, identity_of(*owner)) {
+                        (Some(sender), Some(owner)) => sender.may_take_from(owner),
+                        // The owner is gone: the state is up for grabs.
+                        (Some(_), None) => true,
+                        (None, _) => false,
+                    },
+                    _ => true,
+                }
+        });
         let dropped = before - update.clients.len();
         if update.clients.is_empty() {
             return Ok(Applied {
@@ -114,6 +118,22 @@ impl Presence {
             frame: Some(reencode.unwrap_or_else(|| frame.clone())),
             dropped,
         })
+    }
+
+    /// Sets (Some: a JSON object) or clears (None) the server's own state (client id = the
+    /// doc's). No connection can write it. Returns the frame announcing the change.
+    pub(super) fn set_own(&mut self, state: Option<String>) -> Option<Bytes> {
+        match state {
+            Some(json) => self.awareness.set_local_state_raw(json),
+            None => {
+                self.awareness.local_state_raw()?;
+                self.awareness.clean_local_state();
+            }
+        }
+        self.awareness
+            .update_with_clients([self.awareness.client_id()])
+            .ok()
+            .map(protocol::awareness)
     }
 
     /// Clears the states `conn` owns; returns the frame announcing it, if it owned any.

@@ -1,5 +1,6 @@
 //! The HTTP API (DESIGN §6) and the WebSocket route.
 
+mod assistant;
 mod auth;
 mod boards;
 mod error;
@@ -43,6 +44,17 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(
             "/v1/boards/{id}/versions/{v}",
             get(versions::get).delete(versions::delete),
+        )
+        .route("/v1/boards/{id}/assistant", post(assistant::start))
+        .route("/v1/boards/{id}/assistant/runs", get(assistant::list))
+        .route("/v1/boards/{id}/assistant/runs/{run}", get(assistant::get))
+        .route(
+            "/v1/boards/{id}/assistant/runs/{run}/cancel",
+            post(assistant::cancel),
+        )
+        .route(
+            "/v1/boards/{id}/assistant/runs/{run}/undo",
+            post(assistant::undo),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,0 +1,356 @@
+//! The assistant as this server hosts it (DESIGN.md §8): runs on boards, one at a time per
+//! board, recorded in storage and undoable as a whole.
+//!
+//! # Layout
+//!
+//! - this file: [`AssistantConfig`], the [`Assistant`] service (the LLM client, budgets, caps,
+//!   the active run of each board), starting, cancelling and recording runs.
+//! - `peer`: the board actor as the run's [`ai_agent::BoardPeer`].
+//! - `changes`: what a run inserted and deleted, as CRDT ids, stored with the run.
+//! - `undo`: the forward change that undoes a run.
+//! - `revert`: undo of a stored run through the board actor.
+//!
+//! # A run
+//!
+//! 1. The board is claimed for the run; a second prompt while it works is refused (409,
+//!    naming the active run): it neither queues nor cancels, so nobody's run is lost to
+//!    someone else's click. `POST .../runs/{run}/cancel` stops a run.
+//! 2. The board's state is saved as an automatic version (`before assistant run`): restore
+//!    and undo fall back on it.
+//! 3. The run is recorded (`running`), then `ai_agent::run` works on the board through the
+//!    actor, in a task the server tracks (shutdown cancels it and waits for it).
+//! 4. The outcome (state, tool calls, tokens, what changed) is recorded once, and the board is
+//!    released.
+
+mod changes;
+mod peer;
+mod revert;
+mod undo;
+#[cfg(test)]
+mod undo_tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use ai_agent::{
+    BudgetLimits, Budgets, LlmClient, LlmConfig, LlmError, RunCaps, RunEvent, RunRequest,
+    RunStatus, Viewport,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use self::peer::ActorPeer;
+pub(crate) use self::revert::undo_run;
+use crate::board::{BoardCmd, BoardError, Read};
+use crate::ids::BoardId;
+use crate::server::AppState;
+use crate::storage::{
+    NewRun, NewVersion, RunResult, RunState, Storage, StorageError, VersionInfo, VersionKind,
+    now_millis,
+};
+
+/// How the assistant is set up.
+#[derive(Debug, Clone)]
+pub struct AssistantConfig {
+    /// The model service.
+    pub llm: LlmConfig,
+    /// Limits on each run.
+    pub caps: RunCaps,
+    /// Token budgets and request rates (in this process; they start over on restart).
+    pub budgets: BudgetLimits,
+    /// Longest prompt accepted, in characters.
+    pub max_prompt_chars: usize,
+}
+
+/// Why a run could not start, or a run could not be undone. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AssistantError {
+    /// The prompt is empty or too long.
+    #[error("{0}")]
+    BadPrompt(String),
+    /// Another run is working on the board.
+    #[error("the assistant is already working on this board (run {0})")]
+    Busy(String),
+    /// No such run on this board.
+    #[error("no such run")]
+    RunNotFound,
+    /// The run is still working.
+    #[error("run {0} is still working; cancel it or wait for it to end")]
+    RunActive(String),
+    /// The run was undone already.
+    #[error("run {0} was already undone")]
+    AlreadyUndone(String),
+    /// The undo could not be computed or applied.
+    #[error("the run cannot be undone: {0}")]
+    Undo(String),
+    /// The board refused or failed.
+    #[error(transparent)]
+    Board(#[from] BoardError),
+    /// The database failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A run that started.
+#[derive(Debug)]
+pub(crate) struct Started {
+    pub(crate) run_id: String,
+    pub(crate) before_version: VersionInfo,
+    /// The run's progress; ends with [`RunEvent::Done`]. The run goes on if this is dropped.
+    pub(crate) events: mpsc::Receiver<RunEvent>,
+}
+
+/// What to run.
+#[derive(Debug)]
+pub(crate) struct StartRequest {
+    pub(crate) board: BoardId,
+    /// The caller (token `sub`), if known.
+    pub(crate) user: Option<String>,
+    pub(crate) prompt: String,
+    pub(crate) viewport: Option<Viewport>,
+}
+
+#[derive(Debug, Clone)]
+struct Active {
+    run_id: String,
+    cancel: CancellationToken,
+}
+
+/// The assistant service: one per server.
+#[derive(Debug)]
+pub(crate) struct Assistant {
+    llm: LlmClient,
+    budgets: Budgets,
+    caps: RunCaps,
+    max_prompt_chars: usize,
+    active: Mutex<HashMap<BoardId, Active>>,
+}
+
+impl Assistant {
+    /// Builds the service; fails if the LLM configuration is unusable (for example an https
+    /// base URL in a build without TLS).
+    pub(crate) fn new(config: AssistantConfig) -> Result<Self, LlmError> {
+        Ok(Self {
+            llm: LlmClient::new(config.llm)?,
+            budgets: Budgets::new(config.budgets),
+            caps: config.caps,
+            max_prompt_chars: config.max_prompt_chars,
+            active: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<BoardId, Active>> {
+        self.active.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The run working on `board`, if any.
+    pub(crate) fn active_run(&self, board: &BoardId) -> Option<String> {
+        self.active().get(board).map(|a| a.run_id.clone())
+    }
+
+    /// Cancels `run_id` if it is the run working on `board`. Returns whether it was.
+    pub(crate) fn cancel(&self, board: &BoardId, run_id: &str) -> bool {
+        match self.active().get(board) {
+            Some(a) if a.run_id == run_id => {
+                a.cancel.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Starts a run; see the module docs for the steps.
+    pub(crate) async fn start(
+        self: &Arc<Self>,
+        state: &AppState,
+        request: StartRequest,
+    ) -> Result<Started, AssistantError> {
+        let prompt = request.prompt.trim().to_owned();
+        if prompt.is_empty() {
+            return Err(AssistantError::BadPrompt("the prompt is empty".into()));
+        }
+        let chars = prompt.chars().count();
+        if chars > self.max_prompt_chars {
+            return Err(AssistantError::BadPrompt(format!(
+                "the prompt has {chars} characters; at most {} are accepted",
+                self.max_prompt_chars
+            )));
+        }
+        let run_id = uuid::Uuid::now_v7().simple().to_string();
+        let claim = self.claim(&request.board, &run_id, &state.shutdown)?;
+
+        let store = state.boards.store().clone();
+        let (before, covers_seq) = state
+            .boards
+            .call(&request.board, |reply| {
+                BoardCmd::Read(Read::Snapshot { reply })
+            })
+            .await?;
+        let author = format!("ai:{run_id}");
+        let version = store
+            .save_version(
+                &request.board,
+                NewVersion {
+                    kind: VersionKind::Auto,
+                    label: None,
+                    author: Some(&author),
+                    reason: Some("before assistant run"),
+                    covers_seq,
+                    data: &before,
+                },
+            )
+            .await?;
+        state.metrics.versions_saved.inc();
+        store
+            .start_run(
+                &request.board,
+                NewRun {
+                    id: &run_id,
+                    user: request.user.as_deref(),
+                    prompt: &prompt,
+                    model: self.llm.model(),
+                    before_version: Some(version.id),
+                },
+            )
+            .await?;
+        info!(board = %request.board, run_id, "assistant run started");
+
+        let (events, rx) = mpsc::channel(64);
+        let this = self.clone();
+        let state2 = state.clone();
+        let run = RunRequest {
+            run_id: run_id.clone(),
+            user: request.user.unwrap_or_else(|| "anonymous".into()),
+            prompt,
+            viewport: request.viewport,
+        };
+        let board = request.board;
+        state.tracker.spawn(async move {
+            let peer = ActorPeer::new(state2.boards.clone(), board.clone(), run.run_id.clone());
+            let outcome = ai_agent::run(
+                &this.llm,
+                &peer,
+                &this.budgets,
+                run,
+                &this.caps,
+                events,
+                claim.cancel.clone(),
+            )
+            .await;
+            let changes = peer.changes().encode();
+            let tool_calls = serde_json::to_string(&outcome.tool_calls)
+                .unwrap_or_else(|_| "[]".into());
+            let status = status_name(outcome.status);
+            state2.metrics.assistant_run(
+                status,
+                outcome.usage.prompt_tokens,
+                outcome.usage.completion_tokens,
+            );
+            state2
+                .metrics
+                .assistant_tool_calls
+                .inc_by(outcome.tool_calls.len() as u64);
+            let result = RunResult {
+                state: run_state(outcome.status),
+                error: outcome.error.as_deref(),
+                summary: &outcome.summary,
+                tool_calls: &tool_calls,
+                prompt_tokens: outcome.usage.prompt_tokens,
+                completion_tokens: outcome.usage.completion_tokens,
+                objects_created: outcome.objects_created,
+                objects_deleted: outcome.objects_deleted,
+                steps: outcome.steps,
+                changes: &changes,
+            };
+            if let Err(e) = state2
+                .boards
+                .store()
+                .finish_run(&board, &outcome.run_id, result)
+                .await
+            {
+                warn!(board = %board, run_id = outcome.run_id, error = %e, "could not record the run's outcome");
+            }
+            info!(board = %board, run_id = outcome.run_id, status, tool_calls = outcome.tool_calls.len(), "assistant run ended");
+            drop(claim);
+        });
+        Ok(Started {
+            run_id,
+            before_version: version,
+            events: rx,
+        })
+    }
+
+    /// Claims `board` for `run_id`; the claim is released when dropped.
+    fn claim(
+        self: &Arc<Self>,
+        board: &BoardId,
+        run_id: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<Claim, AssistantError> {
+        let mut active = self.active();
+        if let Some(a) = active.get(board) {
+            return Err(AssistantError::Busy(a.run_id.clone()));
+        }
+        let cancel = shutdown.child_token();
+        active.insert(
+            board.clone(),
+            Active {
+                run_id: run_id.to_owned(),
+                cancel: cancel.clone(),
+            },
+        );
+        Ok(Claim {
+            assistant: self.clone(),
+            board: board.clone(),
+            run_id: run_id.to_owned(),
+            cancel,
+        })
+    }
+}
+
+/// A board claimed for a run.
+struct Claim {
+    assistant: Arc<Assistant>,
+    board: BoardId,
+    run_id: String,
+    cancel: CancellationToken,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut active = self.assistant.active();
+        if active
+            .get(&self.board)
+            .is_some_and(|a| a.run_id == self.run_id)
+        {
+            active.remove(&self.board);
+        }
+    }
+}
+
+/// Marks runs still `running` past the longest a run may take (plus a minute) as
+/// `interrupted`: their server stopped. `assistant` gives the caps (10 minutes without one).
+pub(crate) async fn interrupt_stale_runs(
+    store: &dyn Storage,
+    assistant: Option<&Assistant>,
+) -> Result<u64, StorageError> {
+    let longest = assistant.map_or(Duration::from_secs(600), |a| a.caps.wall_time);
+    let stale = longest + Duration::from_secs(60);
+    let cutoff = now_millis() - i64::try_from(stale.as_millis()).unwrap_or(i64::MAX);
+    store.interrupt_stale_runs(cutoff).await
+}
+
+fn status_name(status: RunStatus) -> &'static str {
+    run_state(status).as_str()
+}
+
+fn run_state(status: RunStatus) -> RunState {
+    match status {
+        RunStatus::Completed => RunState::Completed,
+        RunStatus::Cancelled => RunState::Cancelled,
+        RunStatus::Failed => RunState::Failed,
+        RunStatus::Capped => RunState::Capped,
+    }
+}
