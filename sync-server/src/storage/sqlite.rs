@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
 use super::rows::{
     BoardRow, RUN_COLUMNS, RunRow, VersionRow, blob_format, board_info, count_to_db,
@@ -27,10 +27,6 @@ use super::{
 use crate::ids::{BoardId, Seq, VersionId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
-
-/// Rows per multi-row `INSERT`: 3 parameters each, far below SQLite's 32,766-parameter limit,
-/// and a handful of distinct statement shapes for the statement cache.
-const ROWS_PER_INSERT: usize = 512;
 
 /// WAL pages after which SQLite checkpoints the WAL into the main file (SQLite's default,
 /// set explicitly so the behaviour is documented here rather than assumed).
@@ -68,19 +64,44 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true)
-            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES);
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+            // Statement journals (a multi-row INSERT inside a transaction keeps one) in memory
+            // rather than in temporary files.
+            .pragma("temp_store", "memory");
+        // A local file needs no liveness check before each use: skipping it saves a trip to
+        // the connection's worker thread per transaction.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(base.clone())
             .await
             .map_err(StorageError::db("open"))?;
         MIGRATOR.run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
+            .test_before_acquire(false)
             .connect_with(base.read_only(true))
             .await
             .map_err(StorageError::db("open"))?;
         Ok(Self { writer, reader })
+    }
+
+    /// After a failed append: the first of its boards that does not exist, if any.
+    async fn missing_board(
+        &self,
+        counts: &[(&BoardId, i64)],
+    ) -> Result<Option<BoardId>, StorageError> {
+        for (board, _) in counts {
+            let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM boards WHERE id = ?")
+                .bind(board.as_str())
+                .fetch_optional(&self.writer)
+                .await
+                .map_err(StorageError::db("append"))?;
+            if found.is_none() {
+                return Ok(Some((*board).clone()));
+            }
+        }
+        Ok(None)
     }
 
     async fn write_tx(
@@ -92,6 +113,44 @@ impl SqliteStore {
             .await
             .map_err(StorageError::db(op))
     }
+}
+
+/// An append as one query of fixed shape (prepared once, whatever the batch): `BEGIN
+/// IMMEDIATE`; one `UPDATE ... RETURNING` reserving each board's range of sequence numbers
+/// (`?2`: a JSON array of `[board, count]`); one `INSERT` of every row (`?3`: a JSON array of
+/// `[board, rows of that board after this one, hex data]`), each row's `seq` being its board's
+/// new `last_seq` minus the rows after it; `COMMIT`. A board that does not exist leaves a NULL
+/// `seq`, which fails the transaction.
+const APPEND: &str = "BEGIN IMMEDIATE; \
+    UPDATE boards SET last_seq = last_seq + (c.value ->> 1), updated_at = ?1 \
+      FROM json_each(?2) AS c WHERE boards.id = (c.value ->> 0) RETURNING id, last_seq; \
+    INSERT INTO board_updates (board_id, seq, data) \
+      SELECT (r.value ->> 0), \
+             (SELECT last_seq FROM boards WHERE id = (r.value ->> 0)) - (r.value ->> 1), \
+             unhex(r.value ->> 2) \
+      FROM json_each(?3) AS r; \
+    COMMIT;";
+
+/// The JSON arguments of [`APPEND`] for `updates`.
+fn append_args(updates: &[NewUpdate<'_>], counts: &[(&BoardId, i64)]) -> (String, String) {
+    let mut after: HashMap<&BoardId, i64> = counts.iter().copied().collect();
+    let rows: Vec<(&str, i64, String)> = updates
+        .iter()
+        .map(|u| {
+            let left = after.get_mut(u.board).map_or(0, |n| {
+                *n -= 1;
+                *n
+            });
+            (u.board.as_str(), left, hex::encode(u.data))
+        })
+        .collect();
+    let counts: Vec<(&str, i64)> = counts.iter().map(|(b, n)| (b.as_str(), *n)).collect();
+    // Strings and integers always serialize; were it to fail, the empty text would fail the
+    // query, not write anything wrong.
+    (
+        serde_json::to_string(&counts).unwrap_or_default(),
+        serde_json::to_string(&rows).unwrap_or_default(),
+    )
 }
 
 const SELECT_BOARD: &str = "SELECT id, created_at, updated_at, last_seq FROM boards WHERE id = ?";
@@ -195,44 +254,43 @@ impl Storage for SqliteStore {
             return Ok(Vec::new());
         }
         let counts = super::count_per_board(updates);
-        let now = now_millis();
-        let mut tx = self.write_tx(op).await?;
-        // Reserve each board's range of sequence numbers: one statement per board, not per row.
+        let mut conn = self.writer.acquire().await.map_err(StorageError::db(op))?;
+        // The whole transaction is one query ([`APPEND`]), so one trip to the connection's
+        // worker thread: on a busy server the trips cost more than SQLite's own work.
+        let (counts_json, rows_json) = append_args(updates, &counts);
+        let rows: Result<Vec<(String, i64)>, sqlx::Error> = sqlx::query_as(APPEND)
+            .bind(now_millis())
+            .bind(counts_json)
+            .bind(rows_json)
+            .fetch_all(&mut *conn)
+            .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                // The statement that failed left the transaction open: end it here.
+                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await
+                    && !rollback.to_string().contains("no transaction is active")
+                {
+                    tracing::warn!(error = %rollback, "rollback after a failed append failed; closing the connection");
+                    let _ = conn.close().await;
+                    return Err(StorageError::db(op)(e));
+                }
+                drop(conn);
+                return Err(self
+                    .missing_board(&counts)
+                    .await?
+                    .map_or_else(|| StorageError::db(op)(e), StorageError::BoardNotFound));
+            }
+        };
+        let last: HashMap<&str, i64> = rows.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
         let mut next: HashMap<&BoardId, Seq> = HashMap::with_capacity(counts.len());
-        for (board, n) in counts {
-            let last: Option<i64> = sqlx::query_scalar(
-                "UPDATE boards SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? RETURNING last_seq",
-            )
-            .bind(n)
-            .bind(now)
-            .bind(board.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StorageError::db(op))?;
-            // Returning drops `tx`, which rolls the whole batch back.
-            let last = last.ok_or_else(|| StorageError::BoardNotFound(board.clone()))?;
+        for (board, n) in &counts {
+            let last = last
+                .get(board.as_str())
+                .ok_or_else(|| StorageError::BoardNotFound((*board).clone()))?;
             next.insert(board, last - n);
         }
-        let seqs = super::assign_seqs(updates, &mut next);
-        for (chunk, chunk_seqs) in updates
-            .chunks(ROWS_PER_INSERT)
-            .zip(seqs.chunks(ROWS_PER_INSERT))
-        {
-            let mut insert =
-                QueryBuilder::<Sqlite>::new("INSERT INTO board_updates (board_id, seq, data) ");
-            insert.push_values(chunk.iter().zip(chunk_seqs), |mut row, (u, seq)| {
-                row.push_bind(u.board.as_str())
-                    .push_bind(*seq)
-                    .push_bind(u.data);
-            });
-            insert
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(StorageError::db(op))?;
-        }
-        tx.commit().await.map_err(StorageError::db(op))?;
-        Ok(seqs)
+        Ok(super::assign_seqs(updates, &mut next))
     }
 
     async fn load(&self, id: &BoardId) -> Result<StoredBoard, StorageError> {
