@@ -4,8 +4,16 @@
 //! waiting, then everything else already queued (up to a cap), and appends it all in one
 //! transaction. While that transaction commits, new requests queue up and form the next group,
 //! so the cost of a commit is shared by every update that arrived during the previous one.
+//!
+//! On a busy server that alone makes many small transactions: the cheaper a commit, the sooner
+//! the next one starts, with whatever little arrived meanwhile. So groups are also paced: a group
+//! starts at least `interval` after the previous one started. An update that finds the committer
+//! idle for longer than that is committed at once (no added latency at light load); under load,
+//! commits happen at most once per interval, each taking everything that arrived, which also
+//! lets every connection receive the group's updates in one write.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
@@ -24,6 +32,24 @@ pub(crate) struct CommitRequest {
     pub(crate) reply: oneshot::Sender<Result<Seq, Arc<StorageError>>>,
 }
 
+/// How the committer groups updates.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// Most updates in one transaction.
+    pub max_updates: usize,
+    /// Least time between the starts of two transactions (zero: none).
+    pub interval: Duration,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Self {
+            max_updates: 4096,
+            interval: Duration::from_millis(1),
+        }
+    }
+}
+
 /// Where board actors send their updates.
 #[derive(Debug, Clone)]
 pub(crate) struct Committer {
@@ -36,12 +62,12 @@ impl Committer {
     pub(crate) fn spawn(
         store: Arc<dyn Storage>,
         tracker: &TaskTracker,
-        max_updates: usize,
+        pacing: Pacing,
         metrics: Arc<Metrics>,
     ) -> Self {
         // Unbounded is bounded in practice: each board has at most one request in flight.
         let (tx, rx) = mpsc::unbounded_channel();
-        tracker.spawn(run(store, rx, max_updates.max(1), metrics));
+        tracker.spawn(run(store, rx, pacing, metrics));
         Self { tx }
     }
 
@@ -54,10 +80,18 @@ impl Committer {
 async fn run(
     store: Arc<dyn Storage>,
     mut rx: mpsc::UnboundedReceiver<CommitRequest>,
-    max_updates: usize,
+    pacing: Pacing,
     metrics: Arc<Metrics>,
 ) {
+    let max_updates = pacing.max_updates.max(1);
+    let mut last_start: Option<tokio::time::Instant> = None;
     while let Some(first) = rx.recv().await {
+        if let Some(due) = last_start.map(|at| at + pacing.interval)
+            && due > tokio::time::Instant::now()
+        {
+            tokio::time::sleep_until(due).await;
+        }
+        last_start = Some(tokio::time::Instant::now());
         let mut group = vec![first];
         let mut n = group[0].updates.len();
         while n < max_updates {
@@ -131,5 +165,97 @@ async fn commit_group(store: &dyn Storage, mut group: Vec<CommitRequest>, metric
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Instant;
+
+    use super::*;
+    use crate::storage::memory::MemoryStore;
+
+    fn metric(metrics: &Metrics, name: &str) -> f64 {
+        let text = metrics.render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap();
+        line[name.len() + 1..].trim().parse().unwrap()
+    }
+
+    fn request(
+        board: &BoardId,
+    ) -> (
+        CommitRequest,
+        oneshot::Receiver<Result<Seq, Arc<StorageError>>>,
+    ) {
+        let (reply, rx) = oneshot::channel();
+        let request = CommitRequest {
+            board: board.clone(),
+            updates: vec![vec![0, 0]],
+            reply,
+        };
+        (request, rx)
+    }
+
+    /// A commit arriving at an idle committer starts at once; under load, what arrives within
+    /// the interval after a group started waits and shares the next transaction.
+    #[tokio::test]
+    async fn groups_are_paced_only_under_load() {
+        let store = Arc::new(MemoryStore::new());
+        let (a, b) = ("a".parse::<BoardId>().unwrap(), "b".parse().unwrap());
+        store.create_board(&a).await.unwrap();
+        store.create_board(&b).await.unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let tracker = TaskTracker::new();
+        let interval = Duration::from_secs(1);
+        let committer = Committer::spawn(
+            store,
+            &tracker,
+            Pacing {
+                max_updates: 100,
+                interval,
+            },
+            metrics.clone(),
+        );
+
+        let started = Instant::now();
+        let (first, first_rx) = request(&a);
+        committer.submit(first).unwrap();
+        assert_eq!(first_rx.await.unwrap().unwrap(), 1);
+        assert!(
+            started.elapsed() < interval / 2,
+            "an idle commit waits for nothing"
+        );
+
+        let (second, mut second_rx) = request(&a);
+        let (third, third_rx) = request(&b);
+        committer.submit(second).unwrap();
+        committer.submit(third).unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut second_rx)
+                .await
+                .is_err(),
+            "a commit right after another waits for the interval"
+        );
+        assert_eq!(second_rx.await.unwrap().unwrap(), 2);
+        assert_eq!(third_rx.await.unwrap().unwrap(), 1);
+        assert!(started.elapsed() >= interval);
+        assert_eq!(metric(&metrics, "sync_commit_updates_count"), 2.0);
+        assert_eq!(metric(&metrics, "sync_commit_updates_sum"), 3.0);
+
+        // Idle again: the next commit starts at once.
+        tokio::time::sleep(interval + Duration::from_millis(50)).await;
+        let idle = Instant::now();
+        let (fourth, fourth_rx) = request(&b);
+        committer.submit(fourth).unwrap();
+        assert_eq!(fourth_rx.await.unwrap().unwrap(), 2);
+        assert!(idle.elapsed() < interval / 2);
+        drop(committer);
+        tracker.close();
+        tracker.wait().await;
     }
 }

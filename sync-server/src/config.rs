@@ -9,6 +9,7 @@ use crate::assistant::AssistantConfig;
 use crate::auth::token::TokenRequest;
 use crate::auth::{Auth, Keys, Role, Scope, Secret, SecretError};
 use crate::board::BoardConfig;
+use crate::commit::Pacing;
 use crate::server::{Config, Limits};
 use crate::storage::StorageOptions;
 
@@ -202,6 +203,11 @@ pub struct ServeArgs {
     /// Most updates committed in one transaction.
     #[arg(long, env = "COMMIT_MAX_UPDATES", default_value_t = 4096)]
     pub commit_max_updates: usize,
+    /// Under load, least time between the starts of two commits, in microseconds: updates that
+    /// arrive meanwhile share one transaction (0: commit as soon as the previous one ends).
+    /// An update arriving at an idle server is committed at once.
+    #[arg(long, env = "COMMIT_INTERVAL_US", default_value_t = 1000)]
+    pub commit_interval_us: u64,
     /// Most database connections per pool.
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 8)]
     pub db_max_connections: u32,
@@ -417,7 +423,10 @@ impl ServeArgs {
                     .filter(|o| !o.is_empty())
                     .collect(),
             },
-            commit_max_updates: self.commit_max_updates,
+            commit: Pacing {
+                max_updates: self.commit_max_updates,
+                interval: Duration::from_micros(self.commit_interval_us),
+            },
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
             assistant: self.assistant.config(),
         })

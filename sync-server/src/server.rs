@@ -15,6 +15,7 @@ use crate::auth::Auth;
 use crate::board::BoardConfig;
 use crate::board::registry::{Boards, RegistryConfig};
 use crate::commit::Committer;
+pub use crate::commit::Pacing;
 use crate::limits::{ConnectionCounts, HttpLimiter};
 use crate::metrics::Metrics;
 use crate::storage::{self, Storage, StorageError, StorageOptions};
@@ -32,8 +33,8 @@ pub struct Config {
     pub limits: Limits,
     /// How callers are authenticated.
     pub auth: Auth,
-    /// Most updates one group commit takes.
-    pub commit_max_updates: usize,
+    /// How group commits are sized and paced.
+    pub commit: Pacing,
     /// How long shutdown waits for connections and commits before giving up.
     pub shutdown_timeout: Duration,
     /// The assistant's model service and limits; `None` disables it (its routes answer 503).
@@ -85,7 +86,7 @@ impl Default for Config {
             board: BoardConfig::default(),
             limits: Limits::default(),
             auth: Auth::Open,
-            commit_max_updates: 4096,
+            commit: Pacing::default(),
             shutdown_timeout: Duration::from_secs(30),
             assistant: None,
         }
@@ -186,12 +187,7 @@ pub async fn run_with_store(
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
-    let committer = Committer::spawn(
-        store.clone(),
-        &tracker,
-        config.commit_max_updates,
-        metrics.clone(),
-    );
+    let committer = Committer::spawn(store.clone(), &tracker, config.commit, metrics.clone());
     let boards = Boards::new(
         store.clone(),
         committer,
