@@ -16,6 +16,7 @@
 #   IDLE_CONNECTIONS=5000            connections in scenario d
 #   OUT=target/bench-fanout          output directory (results.jsonl is replaced)
 #   SERVER_CORE=0 LOADGEN_CORE=1     CPU pinning
+#   OURS_ARGS=""                     extra flags for ours, e.g. "--commit-interval-us 0"
 #
 # Exit status: non-zero if any scenario lost deliveries, saw disconnects or failed to run.
 set -uo pipefail
@@ -101,7 +102,7 @@ start_server() {
     # lift the per-address and per-connection limits the benchmark would otherwise trip.
     taskset -c "$SERVER_CORE" "$OURS" serve --bind 127.0.0.1 --port 0 \
       --database-url "sqlite://$TMPDIR_OURS/boards.db" \
-      --max-connections-per-address 0 --message-rate 0 --http-rate 0 \
+      --max-connections-per-address 0 --message-rate 0 --http-rate 0 ${OURS_ARGS:-} \
       >"$log" 2>"$OUT/ours-server.stderr" &
     SERVER_PID=$!
     line=$(wait_for "$log" '^listening on http://') || return 1
