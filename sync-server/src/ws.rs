@@ -282,35 +282,24 @@ async fn read_loop(
     stream: &mut SplitStream<WebSocket>,
 ) {
     let link = &session.link;
-    // Futures made once, not per message: each `cancelled()` registers with its token, and a
-    // per-message timeout would add and remove a timer for every frame.
-    let killed = link.kill.cancelled();
-    let expired = expiry(session.expires_at);
-    let silence = tokio::time::sleep(READ_TIMEOUT);
-    tokio::pin!(killed, expired, silence);
-    let mut last_heard = Instant::now();
     loop {
         let next = tokio::select! {
             biased;
-            () = &mut killed => break,
-            () = &mut expired => {
+            () = link.kill.cancelled() => break,
+            () = expiry(session.expires_at) => {
                 info!("closing: the token expired");
                 link.close(CloseReason { code: close::UNAUTHORIZED, reason: "token expired" });
                 break;
             }
-            () = &mut silence => {
-                let due = last_heard + READ_TIMEOUT;
-                if Instant::now() < due {
-                    silence.as_mut().reset(due);
-                    continue;
+            next = tokio::time::timeout(READ_TIMEOUT, stream.next()) => match next {
+                Ok(next) => next,
+                Err(_) => {
+                    info!("closing a connection silent for {}s", READ_TIMEOUT.as_secs());
+                    link.close(CloseReason { code: close::INTERNAL, reason: "no traffic; reconnect" });
+                    break;
                 }
-                info!("closing a connection silent for {}s", READ_TIMEOUT.as_secs());
-                link.close(CloseReason { code: close::INTERNAL, reason: "no traffic; reconnect" });
-                break;
-            }
-            next = stream.next() => next,
+            },
         };
-        last_heard = Instant::now();
         let message = match next {
             None => break,
             Some(Err(e)) => {
@@ -423,15 +412,11 @@ async fn write_loop(
 ) {
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.reset();
-    // Made once, not per batch: each `cancelled()` registers with its token.
-    let killed = link.kill.cancelled();
-    let stopping = shutdown.cancelled();
-    tokio::pin!(killed, stopping);
     loop {
         let batch = tokio::select! {
             biased;
-            () = &mut killed => break,
-            () = &mut stopping => {
+            () = link.kill.cancelled() => break,
+            () = shutdown.cancelled() => {
                 link.close(CloseReason { code: close::SERVER_RESTART, reason: "server restarting" });
                 break;
             }
@@ -457,7 +442,7 @@ async fn write_loop(
         };
         tokio::select! {
             biased;
-            () = &mut killed => break,
+            () = link.kill.cancelled() => break,
             written = write => if written.is_err() {
                 link.kill.cancel();
                 return;
