@@ -20,7 +20,7 @@
 //! 3. The run is recorded (`running`), then `ai_agent::run` works on the board through the
 //!    actor, in a task the server tracks (shutdown cancels it and waits for it).
 //! 4. The outcome (state, tool calls, tokens, what changed) is recorded once, and the board is
-//!    released.
+//!    released. Only then does the caller get `done`: a prompt sent on `done` is accepted.
 
 mod changes;
 mod peer;
@@ -229,16 +229,32 @@ impl Assistant {
         let board = request.board;
         state.tracker.spawn(async move {
             let peer = ActorPeer::new(state2.boards.clone(), board.clone(), run.run_id.clone());
-            let outcome = ai_agent::run(
-                &this.llm,
-                &peer,
-                &this.budgets,
-                run,
-                &this.caps,
-                events,
-                claim.cancel.clone(),
-            )
-            .await;
+            // The caller's `done` waits until the run is recorded and the board released, so
+            // a prompt sent on `done` is never refused as busy.
+            let (agent_events, mut agent_rx) = mpsc::channel(64);
+            let forward = async {
+                let mut done = None;
+                while let Some(event) = agent_rx.recv().await {
+                    if matches!(event, RunEvent::Done(_)) {
+                        done = Some(event);
+                    } else {
+                        let _ = events.send(event).await;
+                    }
+                }
+                done
+            };
+            let (outcome, done) = tokio::join!(
+                ai_agent::run(
+                    &this.llm,
+                    &peer,
+                    &this.budgets,
+                    run,
+                    &this.caps,
+                    agent_events,
+                    claim.cancel.clone(),
+                ),
+                forward
+            );
             let changes = peer.changes().encode();
             let tool_calls = serde_json::to_string(&outcome.tool_calls)
                 .unwrap_or_else(|_| "[]".into());
@@ -274,6 +290,9 @@ impl Assistant {
             }
             info!(board = %board, run_id = outcome.run_id, status, tool_calls = outcome.tool_calls.len(), "assistant run ended");
             drop(claim);
+            if let Some(done) = done {
+                let _ = events.send(done).await;
+            }
         });
         Ok(Started {
             run_id,
