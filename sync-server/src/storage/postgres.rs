@@ -55,6 +55,23 @@ impl PostgresStore {
     }
 }
 
+/// Whether board `id` exists, read through `executor`.
+async fn board_exists<'e, E>(
+    executor: E,
+    id: &BoardId,
+    op: &'static str,
+) -> Result<bool, StorageError>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM boards WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_optional(executor)
+        .await
+        .map_err(StorageError::db(op))?;
+    Ok(found.is_some())
+}
+
 const SELECT_BOARD: &str = "SELECT id, created_at, updated_at, last_seq FROM boards WHERE id = $1";
 
 #[async_trait]
@@ -352,12 +369,7 @@ impl Storage for PostgresStore {
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(StorageError::db(op))?;
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM boards WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StorageError::db(op))?;
-        if exists.is_none() {
+        if !board_exists(&mut *tx, id, op).await? {
             return Err(StorageError::BoardNotFound(id.clone()));
         }
         let rows: Vec<VersionRow> = sqlx::query_as(
@@ -502,12 +514,7 @@ impl Storage for PostgresStore {
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(StorageError::db(op))?;
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM boards WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StorageError::db(op))?;
-        if exists.is_none() {
+        if !board_exists(&mut *tx, id, op).await? {
             return Err(StorageError::BoardNotFound(id.clone()));
         }
         let rows: Vec<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -92,12 +92,7 @@ impl SqliteStore {
         counts: &[(&BoardId, i64)],
     ) -> Result<Option<BoardId>, StorageError> {
         for (board, _) in counts {
-            let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM boards WHERE id = ?")
-                .bind(board.as_str())
-                .fetch_optional(&self.writer)
-                .await
-                .map_err(StorageError::db("append"))?;
-            if found.is_none() {
+            if !board_exists(&self.writer, board, "append").await? {
                 return Ok(Some((*board).clone()));
             }
         }
@@ -151,6 +146,23 @@ fn append_args(updates: &[NewUpdate<'_>], counts: &[(&BoardId, i64)]) -> (String
         serde_json::to_string(&counts).unwrap_or_default(),
         serde_json::to_string(&rows).unwrap_or_default(),
     )
+}
+
+/// Whether board `id` exists, read through `executor`.
+async fn board_exists<'e, E>(
+    executor: E,
+    id: &BoardId,
+    op: &'static str,
+) -> Result<bool, StorageError>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM boards WHERE id = ?")
+        .bind(id.as_str())
+        .fetch_optional(executor)
+        .await
+        .map_err(StorageError::db(op))?;
+    Ok(found.is_some())
 }
 
 const SELECT_BOARD: &str = "SELECT id, created_at, updated_at, last_seq FROM boards WHERE id = ?";
@@ -425,12 +437,7 @@ impl Storage for SqliteStore {
     async fn list_versions(&self, id: &BoardId) -> Result<Vec<VersionInfo>, StorageError> {
         let op = "list versions";
         let mut tx = self.reader.begin().await.map_err(StorageError::db(op))?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM boards WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StorageError::db(op))?;
-        if exists.is_none() {
+        if !board_exists(&mut *tx, id, op).await? {
             return Err(StorageError::BoardNotFound(id.clone()));
         }
         let rows: Vec<VersionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -579,12 +586,7 @@ impl Storage for SqliteStore {
     async fn list_runs(&self, id: &BoardId, limit: u32) -> Result<Vec<RunRecord>, StorageError> {
         let op = "list runs";
         let mut tx = self.reader.begin().await.map_err(StorageError::db(op))?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM boards WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StorageError::db(op))?;
-        if exists.is_none() {
+        if !board_exists(&mut *tx, id, op).await? {
             return Err(StorageError::BoardNotFound(id.clone()));
         }
         let rows: Vec<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
