@@ -17,12 +17,12 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info};
 
 use crate::auth::{AuthError, Denied, Grant, Role, TokenError};
+use crate::board::link::Side;
 use crate::board::peer::{CloseReason, ConnId, PeerLink, close};
 use crate::board::presence::Identity;
 use crate::board::{BoardCmd, BoardError, Read};
@@ -210,12 +210,7 @@ async fn run(
             }
         }
     }
-    let (outbox, mut queue) = mpsc::channel(state.limits.outbound_queue.max(1));
-    let link = PeerLink {
-        outbox,
-        kill: CancellationToken::new(),
-        reason: Default::default(),
-    };
+    let link = PeerLink::new(state.limits.outbound_queue);
     let identity = if state.auth.is_open() {
         Identity::Open
     } else {
@@ -261,12 +256,12 @@ async fn run(
     };
     debug!(wants_acks, role = %admitted.grant.role, "joined");
     let reader = read_loop(&handle, &session, &mut stream);
-    let writer = write_loop(&state.shutdown, &link, &mut queue, &mut sink);
+    let writer = write_loop(&state.shutdown, &link, &mut sink);
     tokio::join!(reader, writer);
     drain(&mut stream).await;
     let _ = handle.send(BoardCmd::Leave { conn }).await;
     metrics.connections.dec();
-    debug!(reason = ?link.reason.get(), "closed");
+    debug!(reason = ?link.reason(), "closed");
 }
 
 async fn expiry(at: Option<Instant>) {
@@ -285,7 +280,7 @@ async fn read_loop(
     loop {
         let next = tokio::select! {
             biased;
-            () = link.kill.cancelled() => break,
+            () = link.closed(Side::Reader) => break,
             () = expiry(session.expires_at) => {
                 info!("closing: the token expired");
                 link.close(CloseReason { code: close::UNAUTHORIZED, reason: "token expired" });
@@ -348,9 +343,7 @@ async fn read_loop(
                 if !update.is_empty() {
                     debug!("refused an update from a read-only connection");
                     session.metrics.error(kind::READ_ONLY);
-                    let _ = link
-                        .outbox
-                        .try_send(protocol::permission_denied(READ_ONLY_REASON));
+                    let _ = link.offer(protocol::permission_denied(READ_ONLY_REASON));
                 }
                 continue;
             }
@@ -374,7 +367,7 @@ async fn read_loop(
             break;
         }
     }
-    link.kill.cancel();
+    link.end();
 }
 
 fn command(conn: ConnId, incoming: Incoming, frame: Bytes) -> Option<BoardCmd> {
@@ -407,7 +400,6 @@ fn refusal(e: &ProtocolError) -> CloseReason {
 async fn write_loop(
     shutdown: &CancellationToken,
     link: &PeerLink,
-    queue: &mut mpsc::Receiver<Bytes>,
     sink: &mut SplitSink<WebSocket, Message>,
 ) {
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -415,24 +407,22 @@ async fn write_loop(
     loop {
         let batch = tokio::select! {
             biased;
-            () = link.kill.cancelled() => break,
+            frames = link.next_batch() => match frames {
+                Some(frames) => Some(frames),
+                None => break,
+            },
             () = shutdown.cancelled() => {
                 link.close(CloseReason { code: close::SERVER_RESTART, reason: "server restarting" });
                 break;
             }
-            frame = queue.recv() => match frame {
-                Some(frame) => Some(frame),
-                None => break,
-            },
             _ = ping.tick() => None,
         };
-        // Writing may block on a client that stopped reading: stay responsive to `kill` (the
-        // actor closing a slow connection) while it does.
+        // Writing may block on a client that stopped reading: stay responsive to the link
+        // closing (the actor closing a slow connection) while it does.
         let write = async {
             match batch {
-                Some(frame) => {
-                    sink.feed(Message::Binary(frame)).await?;
-                    while let Ok(frame) = queue.try_recv() {
+                Some(frames) => {
+                    for frame in frames {
                         sink.feed(Message::Binary(frame)).await?;
                     }
                     sink.flush().await
@@ -442,17 +432,17 @@ async fn write_loop(
         };
         tokio::select! {
             biased;
-            () = link.kill.cancelled() => break,
+            () = link.closed(Side::Writer) => break,
             written = write => if written.is_err() {
-                link.kill.cancel();
+                link.end();
                 return;
             },
         }
     }
-    link.kill.cancel();
+    link.end();
     // The close frame waits behind anything still buffered; a client that never reads again
     // gets the TCP connection dropped instead.
-    let reason = link.reason.get().copied().unwrap_or(CloseReason {
+    let reason = link.reason().unwrap_or(CloseReason {
         code: 1000,
         reason: "",
     });

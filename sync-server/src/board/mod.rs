@@ -20,6 +20,7 @@
 
 mod actor;
 mod batch;
+pub(crate) mod link;
 pub mod peer;
 pub(crate) mod presence;
 pub mod registry;

@@ -1,10 +1,8 @@
 //! A connection as its board actor sees it: an outbound queue and a way to close it.
 
-use std::sync::{Arc, OnceLock};
-
 use bytes::Bytes;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+
+pub(crate) use super::link::{Delivery, PeerLink};
 
 /// WebSocket close codes the server uses (documented in `PROTOCOL.md`).
 pub mod close {
@@ -46,22 +44,6 @@ pub struct CloseReason {
 /// Identifies one connection for the life of the process.
 pub type ConnId = u64;
 
-/// The shared half of a connection: the actor pushes frames, either side can close it.
-#[derive(Debug, Clone)]
-pub(crate) struct PeerLink {
-    pub(crate) outbox: mpsc::Sender<Bytes>,
-    pub(crate) kill: CancellationToken,
-    pub(crate) reason: Arc<OnceLock<CloseReason>>,
-}
-
-impl PeerLink {
-    /// Asks the connection to close with `reason` (the first reason given wins).
-    pub(crate) fn close(&self, reason: CloseReason) {
-        let _ = self.reason.set(reason);
-        self.kill.cancel();
-    }
-}
-
 /// A connection joined to a board.
 #[derive(Debug)]
 pub(crate) struct Peer {
@@ -74,27 +56,13 @@ pub(crate) struct Peer {
     pub(crate) identity: super::presence::Identity,
 }
 
-/// What happened when a frame was offered to a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Delivery {
-    Queued,
-    /// Its queue is full: it is too slow and must be closed.
-    Full,
-    /// It is gone.
-    Closed,
-}
-
 impl Peer {
     /// Frames waiting in its outbound queue.
     pub(crate) fn queued(&self) -> usize {
-        self.link.outbox.max_capacity() - self.link.outbox.capacity()
+        self.link.queued()
     }
 
     pub(crate) fn offer(&self, frame: Bytes) -> Delivery {
-        match self.link.outbox.try_send(frame) {
-            Ok(()) => Delivery::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
-        }
+        self.link.offer(frame)
     }
 }
