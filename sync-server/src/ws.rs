@@ -1,8 +1,8 @@
-//! WebSocket connections at `/v1/sync/{board}`: one task per socket, reading and writing.
+//! WebSocket connections at `/v1/sync/{board}`: a reader and a writer task per socket.
 //!
 //! The reader decodes each frame (outside any lock, never panicking) and hands it to the
-//! board's actor; the writer drains the connection's bounded outbound queue, batching frames
-//! into one flush, and sends pings. Either side ending ends the other. Close codes are listed
+//! board's actor; the writer takes everything in the connection's bounded outbound queue
+//! ([`crate::board::link`]) at once, writes it in one flush, and sends pings. Either side ending ends the other. Close codes are listed
 //! in [`crate::board::peer::close`] and `PROTOCOL.md`.
 
 use std::collections::HashMap;
@@ -255,9 +255,16 @@ async fn run(
         metrics: metrics.clone(),
     };
     debug!(wants_acks, role = %admitted.grant.role, "joined");
-    let reader = read_loop(&handle, &session, &mut stream);
-    let writer = write_loop(&state.shutdown, &link, &mut sink);
-    tokio::join!(reader, writer);
+    // The writer is a task of its own: a fan-out wakes it alone, without polling the reader's
+    // socket, timers and lock too (as one task joining both halves would, on every frame).
+    let writer = {
+        let (shutdown, link) = (state.shutdown.clone(), link.clone());
+        state
+            .tracker
+            .spawn(async move { write_loop(&shutdown, &link, &mut sink).await }.in_current_span())
+    };
+    read_loop(&handle, &session, &mut stream).await;
+    let _ = writer.await;
     drain(&mut stream).await;
     let _ = handle.send(BoardCmd::Leave { conn }).await;
     metrics.connections.dec();

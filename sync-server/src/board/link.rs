@@ -280,7 +280,10 @@ mod tests {
         assert_eq!(link.offer(Bytes::from_static(b"b")), Delivery::Closed);
         let mut cx = Context::from_waker(&reader);
         assert!(Pin::new(&mut closed).poll(&mut cx).is_ready());
-        assert_eq!(Pin::new(&mut link.next_batch()).poll(&mut cx), Poll::Ready(None));
+        assert_eq!(
+            Pin::new(&mut link.next_batch()).poll(&mut cx),
+            Poll::Ready(None)
+        );
     }
 
     #[test]
