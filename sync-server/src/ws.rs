@@ -2,8 +2,9 @@
 //!
 //! The reader decodes each frame (outside any lock, never panicking) and hands it to the
 //! board's actor; the writer takes everything in the connection's bounded outbound queue
-//! ([`crate::board::link`]) at once, writes it in one flush, and sends pings. Either side ending ends the other. Close codes are listed
-//! in [`crate::board::peer::close`] and `PROTOCOL.md`.
+//! ([`crate::board::link`]) at once, writes it in one flush, and sends pings. Either side
+//! ending ends the other. Close codes are listed in [`crate::board::peer::close`] and
+//! `PROTOCOL.md`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
