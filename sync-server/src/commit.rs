@@ -6,11 +6,13 @@
 //! so the cost of a commit is shared by every update that arrived during the previous one.
 //!
 //! On a busy server that alone makes many small transactions: the cheaper a commit, the sooner
-//! the next one starts, with whatever little arrived meanwhile. So groups are also paced: a group
-//! starts at least `interval` after the previous one started. An update that finds the committer
-//! idle for longer than that is committed at once (no added latency at light load); under load,
-//! commits happen at most once per interval, each taking everything that arrived, which also
-//! lets every connection receive the group's updates in one write.
+//! the next one starts, with whatever little arrived meanwhile. So under load groups are also
+//! paced: a group starts at least `interval` after the previous one started, and takes
+//! everything that arrived meanwhile, which also lets every connection receive the group's
+//! updates in one write. "Under load" means updates arrived faster than `min_rate` per second
+//! over the last window of 100 ms; below that rate, or when the committer has been idle for
+//! longer than the interval, an update is committed at once: pacing costs latency (about an
+//! interval and a timer tick), so it is spent only where the commits' CPU is worth saving.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +39,10 @@ pub(crate) struct CommitRequest {
 pub struct Pacing {
     /// Most updates in one transaction.
     pub max_updates: usize,
-    /// Least time between the starts of two transactions (zero: none).
+    /// Least time between the starts of two transactions under load (zero: none).
     pub interval: Duration,
+    /// Updates per second above which the committer is under load and paces its groups.
+    pub min_rate: u32,
 }
 
 impl Default for Pacing {
@@ -46,6 +50,7 @@ impl Default for Pacing {
         Self {
             max_updates: 4096,
             interval: Duration::from_millis(1),
+            min_rate: 2000,
         }
     }
 }
@@ -85,8 +90,10 @@ async fn run(
 ) {
     let max_updates = pacing.max_updates.max(1);
     let mut last_start: Option<tokio::time::Instant> = None;
+    let mut rate = RateWindow::new(tokio::time::Instant::now());
     while let Some(first) = rx.recv().await {
         if let Some(due) = last_start.map(|at| at + pacing.interval)
+            && rate.per_second(tokio::time::Instant::now()) >= f64::from(pacing.min_rate)
             && due > tokio::time::Instant::now()
         {
             tokio::time::sleep_until(due).await;
@@ -103,9 +110,47 @@ async fn run(
                 Err(_) => break,
             }
         }
+        rate.count(n);
         commit_group(store.as_ref(), group, &metrics).await;
     }
     debug!("committer stopped");
+}
+
+/// How fast updates reach the committer: counted over windows of [`RateWindow::LENGTH`], the
+/// rate being that of the last whole window (or of the current one, once it is longer).
+#[derive(Debug)]
+struct RateWindow {
+    start: tokio::time::Instant,
+    count: usize,
+    last: f64,
+}
+
+impl RateWindow {
+    const LENGTH: Duration = Duration::from_millis(100);
+
+    fn new(now: tokio::time::Instant) -> Self {
+        Self {
+            start: now,
+            count: 0,
+            last: 0.0,
+        }
+    }
+
+    fn count(&mut self, updates: usize) {
+        self.count += updates;
+    }
+
+    /// Updates per second lately.
+    fn per_second(&mut self, now: tokio::time::Instant) -> f64 {
+        let elapsed = now.duration_since(self.start);
+        if elapsed >= Self::LENGTH {
+            // After a quiet spell the window is long and the rate it gives is low: right.
+            self.last = self.count as f64 / elapsed.as_secs_f64();
+            self.start = now;
+            self.count = 0;
+        }
+        self.last
+    }
 }
 
 /// Commits a group. A board deleted meanwhile fails only its own requests: the rest of the
@@ -218,6 +263,7 @@ mod tests {
             Pacing {
                 max_updates: 100,
                 interval,
+                min_rate: 0,
             },
             metrics.clone(),
         );
@@ -257,5 +303,54 @@ mod tests {
         drop(committer);
         tracker.close();
         tracker.wait().await;
+    }
+
+    /// Below the rate that counts as load, a commit right after another does not wait.
+    #[tokio::test]
+    async fn light_load_is_not_paced() {
+        let store = Arc::new(MemoryStore::new());
+        let a = "a".parse::<BoardId>().unwrap();
+        store.create_board(&a).await.unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let tracker = TaskTracker::new();
+        let interval = Duration::from_secs(1);
+        let committer = Committer::spawn(
+            store,
+            &tracker,
+            Pacing {
+                max_updates: 100,
+                interval,
+                min_rate: 1_000_000,
+            },
+            metrics,
+        );
+        let started = Instant::now();
+        for seq in 1..=3 {
+            let (next, rx) = request(&a);
+            committer.submit(next).unwrap();
+            assert_eq!(rx.await.unwrap().unwrap(), seq);
+        }
+        assert!(
+            started.elapsed() < interval / 2,
+            "three commits in a row, none paced"
+        );
+        drop(committer);
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    #[test]
+    fn the_rate_is_that_of_the_last_whole_window() {
+        let t0 = tokio::time::Instant::now();
+        let mut rate = RateWindow::new(t0);
+        rate.count(300);
+        assert_eq!(rate.per_second(t0 + Duration::from_millis(50)), 0.0);
+        let at = t0 + RateWindow::LENGTH;
+        assert!((rate.per_second(at) - 3000.0).abs() < 1e-6);
+        // Within the next window the last whole window's rate holds.
+        rate.count(10);
+        assert!((rate.per_second(at + Duration::from_millis(10)) - 3000.0).abs() < 1e-6);
+        // After a quiet second, the long window's rate is low.
+        assert!(rate.per_second(at + Duration::from_secs(1)) < 11.0);
     }
 }

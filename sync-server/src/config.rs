@@ -208,6 +208,11 @@ pub struct ServeArgs {
     /// An update arriving at an idle server is committed at once.
     #[arg(long, env = "COMMIT_INTERVAL_US", default_value_t = 1000)]
     pub commit_interval_us: u64,
+    /// Updates per second (over the last 100 ms, all boards together) from which the server
+    /// counts as under load and paces its commits; below it every update is committed at once
+    /// (0: pace whenever a commit follows another within the interval).
+    #[arg(long, env = "COMMIT_PACING_MIN_RATE", default_value_t = 2000)]
+    pub commit_pacing_min_rate: u32,
     /// Most database connections per pool.
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 8)]
     pub db_max_connections: u32,
@@ -426,6 +431,7 @@ impl ServeArgs {
             commit: Pacing {
                 max_updates: self.commit_max_updates,
                 interval: Duration::from_micros(self.commit_interval_us),
+                min_rate: self.commit_pacing_min_rate,
             },
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
             assistant: self.assistant.config(),
