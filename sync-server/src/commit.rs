@@ -41,7 +41,7 @@ pub struct Pacing {
     pub max_updates: usize,
     /// Least time between the starts of two transactions under load (zero: none).
     pub interval: Duration,
-    /// Updates per second above which the committer is under load and paces its groups.
+    /// Updates per second from which on the committer is under load and paces its groups.
     pub min_rate: u32,
 }
 
