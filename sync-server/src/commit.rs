@@ -246,27 +246,34 @@ mod tests {
         (request, rx)
     }
 
+    /// A committer over an in-memory store holding `boards`.
+    async fn committer(
+        boards: &[&BoardId],
+        interval: Duration,
+        min_rate: u32,
+    ) -> (Committer, TaskTracker, Arc<Metrics>) {
+        let store = Arc::new(MemoryStore::new());
+        for board in boards {
+            store.create_board(board).await.unwrap();
+        }
+        let metrics = Arc::new(Metrics::new());
+        let tracker = TaskTracker::new();
+        let pacing = Pacing {
+            max_updates: 100,
+            interval,
+            min_rate,
+        };
+        let committer = Committer::spawn(store, &tracker, pacing, metrics.clone());
+        (committer, tracker, metrics)
+    }
+
     /// A commit arriving at an idle committer starts at once; under load, what arrives within
     /// the interval after a group started waits and shares the next transaction.
     #[tokio::test]
     async fn groups_are_paced_only_under_load() {
-        let store = Arc::new(MemoryStore::new());
         let (a, b) = ("a".parse::<BoardId>().unwrap(), "b".parse().unwrap());
-        store.create_board(&a).await.unwrap();
-        store.create_board(&b).await.unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let tracker = TaskTracker::new();
         let interval = Duration::from_secs(1);
-        let committer = Committer::spawn(
-            store,
-            &tracker,
-            Pacing {
-                max_updates: 100,
-                interval,
-                min_rate: 0,
-            },
-            metrics.clone(),
-        );
+        let (committer, tracker, metrics) = committer(&[&a, &b], interval, 0).await;
 
         let started = Instant::now();
         let (first, first_rx) = request(&a);
@@ -308,22 +315,9 @@ mod tests {
     /// Below the rate that counts as load, a commit right after another does not wait.
     #[tokio::test]
     async fn light_load_is_not_paced() {
-        let store = Arc::new(MemoryStore::new());
         let a = "a".parse::<BoardId>().unwrap();
-        store.create_board(&a).await.unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let tracker = TaskTracker::new();
         let interval = Duration::from_secs(1);
-        let committer = Committer::spawn(
-            store,
-            &tracker,
-            Pacing {
-                max_updates: 100,
-                interval,
-                min_rate: 1_000_000,
-            },
-            metrics,
-        );
+        let (committer, tracker, _) = committer(&[&a], interval, 1_000_000).await;
         let started = Instant::now();
         for seq in 1..=3 {
             let (next, rx) = request(&a);
