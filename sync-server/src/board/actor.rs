@@ -729,9 +729,9 @@ impl BoardActor {
                 continue;
             }
             match peer.offer(frame.clone()) {
-                Delivery::Queued => {
+                Delivery::Queued(depth) => {
                     sent += 1;
-                    deepest = deepest.max(peer.queued());
+                    deepest = deepest.max(depth);
                 }
                 other => failed.push((*conn, other)),
             }
@@ -748,7 +748,7 @@ impl BoardActor {
 
     fn after_delivery(&mut self, conn: ConnId, delivery: Delivery) {
         match delivery {
-            Delivery::Queued => {}
+            Delivery::Queued(_) => {}
             Delivery::Full => {
                 info!(board = %self.id, conn, "closing a connection too slow to keep up");
                 self.shared.metrics.error(kind::TOO_SLOW);

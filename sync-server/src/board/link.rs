@@ -23,7 +23,8 @@ use super::peer::CloseReason;
 /// What happened when a frame was offered to a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Delivery {
-    Queued,
+    /// Queued; the number is how many frames now wait in its queue.
+    Queued(usize),
     /// Its queue is full: it is too slow and must be closed.
     Full,
     /// It is closed.
@@ -89,7 +90,7 @@ impl PeerLink {
 
     /// Queues `frame` unless the queue is full or the link closed.
     pub(crate) fn offer(&self, frame: Bytes) -> Delivery {
-        let wake = {
+        let (depth, wake) = {
             let mut state = self.lock();
             if state.closed {
                 return Delivery::Closed;
@@ -98,16 +99,17 @@ impl PeerLink {
                 return Delivery::Full;
             }
             state.frames.push_back(frame);
-            state.writer.take()
+            (state.frames.len(), state.writer.take())
         };
         if let Some(writer) = wake {
             writer.wake();
         }
-        Delivery::Queued
+        Delivery::Queued(depth)
     }
 
     /// Frames waiting to be written.
-    pub(crate) fn queued(&self) -> usize {
+    #[cfg(test)]
+    fn queued(&self) -> usize {
         self.lock().frames.len()
     }
 
@@ -236,9 +238,9 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let mut next = link.next_batch();
         assert!(Pin::new(&mut next).poll(&mut cx).is_pending());
-        assert_eq!(link.offer(Bytes::from_static(b"a")), Delivery::Queued);
-        assert_eq!(link.offer(Bytes::from_static(b"b")), Delivery::Queued);
-        assert_eq!(link.offer(Bytes::from_static(b"c")), Delivery::Queued);
+        assert_eq!(link.offer(Bytes::from_static(b"a")), Delivery::Queued(1));
+        assert_eq!(link.offer(Bytes::from_static(b"b")), Delivery::Queued(2));
+        assert_eq!(link.offer(Bytes::from_static(b"c")), Delivery::Queued(3));
         assert_eq!(wakes(&count), 1, "one wake per batch, not per frame");
         assert_eq!(link.offer(Bytes::from_static(b"d")), Delivery::Full);
         assert_eq!(link.queued(), 3);
@@ -247,7 +249,7 @@ mod tests {
         };
         assert_eq!(batch, [&b"a"[..], b"b", b"c"]);
         assert_eq!(link.queued(), 0);
-        assert_eq!(link.offer(Bytes::from_static(b"e")), Delivery::Queued);
+        assert_eq!(link.offer(Bytes::from_static(b"e")), Delivery::Queued(1));
     }
 
     #[test]
@@ -255,7 +257,7 @@ mod tests {
         let link = PeerLink::new(8);
         let (readers, reader) = counter();
         let (writers, writer) = counter();
-        assert_eq!(link.offer(Bytes::from_static(b"a")), Delivery::Queued);
+        assert_eq!(link.offer(Bytes::from_static(b"a")), Delivery::Queued(1));
         let mut closed = link.closed(Side::Reader);
         assert!(
             Pin::new(&mut closed)

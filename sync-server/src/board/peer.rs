@@ -57,11 +57,6 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    /// Frames waiting in its outbound queue.
-    pub(crate) fn queued(&self) -> usize {
-        self.link.queued()
-    }
-
     pub(crate) fn offer(&self, frame: Bytes) -> Delivery {
         self.link.offer(frame)
     }
