@@ -62,11 +62,35 @@ pub enum StorageError {
         /// The driver's error.
         source: sqlx::Error,
     },
+    /// SQLite failed (on the append connection, which does not go through sqlx).
+    #[error("database error during {op}: {source}")]
+    Sqlite {
+        /// The operation that failed, e.g. `append`.
+        op: &'static str,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The store is closed (or its writer thread is gone): nothing was written.
+    #[error("the store is closed")]
+    Closed,
+    /// A thread the store needs could not be started.
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        /// The thread's name.
+        name: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 impl StorageError {
     /// Wraps a driver error with the operation it interrupted.
     pub(crate) fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
         move |source| Self::Database { op, source }
+    }
+
+    /// Wraps a SQLite error from the append connection with the operation it interrupted.
+    pub(crate) fn sqlite(op: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
+        move |source| Self::Sqlite { op, source }
     }
 }

@@ -5,15 +5,21 @@
 //! process on the same file (the CLI while a server runs) waits out the busy timeout. Reads use
 //! a separate pool of read-only connections, which WAL lets run beside the writer.
 
-use std::collections::HashMap;
+mod appender;
+
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Sqlite, SqliteConnection, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use self::appender::Appender;
 
 use super::rows::{
     BoardRow, RUN_COLUMNS, RunRow, VersionRow, blob_format, board_info, count_to_db,
@@ -30,13 +36,46 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 
 /// WAL pages after which SQLite checkpoints the WAL into the main file (SQLite's default,
 /// set explicitly so the behaviour is documented here rather than assumed).
-const WAL_AUTOCHECKPOINT_PAGES: &str = "1000";
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 1000;
 
 /// The SQLite backend.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Appends: a thread of their own with their own connection.
+    appender: Appender,
+    /// Held by every write (through `writer` or `appender`) for its whole transaction, so the
+    /// two connections never wait for each other in SQLite's busy handler.
+    gate: Arc<Mutex<()>>,
+}
+
+/// A write transaction on `writer`, holding the write gate until it ends. Dereferences to the
+/// connection, like sqlx's [`Transaction`].
+#[derive(Debug)]
+struct WriteTx {
+    tx: Transaction<'static, Sqlite>,
+    _gate: OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
 }
 
 impl SqliteStore {
@@ -64,7 +103,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true)
-            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
             // Statement journals (a multi-row INSERT inside a transaction keeps one) in memory
             // rather than in temporary files.
             .pragma("temp_store", "memory");
@@ -83,69 +122,28 @@ impl SqliteStore {
             .connect_with(base.read_only(true))
             .await
             .map_err(StorageError::db("open"))?;
-        Ok(Self { writer, reader })
+        let appender = Appender::start(&appender::Settings {
+            path: &path,
+            busy_timeout: options.busy_timeout,
+            wal_autocheckpoint: WAL_AUTOCHECKPOINT_PAGES,
+        })?;
+        Ok(Self {
+            writer,
+            reader,
+            appender,
+            gate: Arc::new(Mutex::new(())),
+        })
     }
 
-    /// After a failed append: the first of its boards that does not exist, if any.
-    async fn missing_board(
-        &self,
-        counts: &[(&BoardId, i64)],
-    ) -> Result<Option<BoardId>, StorageError> {
-        for (board, _) in counts {
-            if !board_exists(&self.writer, board, "append").await? {
-                return Ok(Some((*board).clone()));
-            }
-        }
-        Ok(None)
-    }
-
-    async fn write_tx(
-        &self,
-        op: &'static str,
-    ) -> Result<Transaction<'static, Sqlite>, StorageError> {
-        self.writer
+    async fn write_tx(&self, op: &'static str) -> Result<WriteTx, StorageError> {
+        let gate = self.gate.clone().lock_owned().await;
+        let tx = self
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(StorageError::db(op))
+            .map_err(StorageError::db(op))?;
+        Ok(WriteTx { tx, _gate: gate })
     }
-}
-
-/// An append as one query of fixed shape (prepared once, whatever the batch): `BEGIN
-/// IMMEDIATE`; one `UPDATE ... RETURNING` reserving each board's range of sequence numbers
-/// (`?2`: a JSON array of `[board, count]`); one `INSERT` of every row (`?3`: a JSON array of
-/// `[board, rows of that board after this one, hex data]`), each row's `seq` being its board's
-/// new `last_seq` minus the rows after it; `COMMIT`. A board that does not exist leaves a NULL
-/// `seq`, which fails the transaction.
-const APPEND: &str = "BEGIN IMMEDIATE; \
-    UPDATE boards SET last_seq = last_seq + (c.value ->> 1), updated_at = ?1 \
-      FROM json_each(?2) AS c WHERE boards.id = (c.value ->> 0) RETURNING id, last_seq; \
-    INSERT INTO board_updates (board_id, seq, data) \
-      SELECT (r.value ->> 0), \
-             (SELECT last_seq FROM boards WHERE id = (r.value ->> 0)) - (r.value ->> 1), \
-             unhex(r.value ->> 2) \
-      FROM json_each(?3) AS r; \
-    COMMIT;";
-
-/// The JSON arguments of [`APPEND`] for `updates`.
-fn append_args(updates: &[NewUpdate<'_>], counts: &[(&BoardId, i64)]) -> (String, String) {
-    let mut after: HashMap<&BoardId, i64> = counts.iter().copied().collect();
-    let rows: Vec<(&str, i64, String)> = updates
-        .iter()
-        .map(|u| {
-            let left = after.get_mut(u.board).map_or(0, |n| {
-                *n -= 1;
-                *n
-            });
-            (u.board.as_str(), left, hex::encode(u.data))
-        })
-        .collect();
-    let counts: Vec<(&str, i64)> = counts.iter().map(|(b, n)| (b.as_str(), *n)).collect();
-    // Strings and integers always serialize; were it to fail, the empty text would fail the
-    // query, not write anything wrong.
-    (
-        serde_json::to_string(&counts).unwrap_or_default(),
-        serde_json::to_string(&rows).unwrap_or_default(),
-    )
 }
 
 /// Whether board `id` exists, read through `executor`.
@@ -177,6 +175,7 @@ impl Storage for SqliteStore {
 
     async fn create_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
         let now = now_millis();
+        let _gate = self.gate.lock().await;
         sqlx::query(
             "INSERT INTO boards (id, created_at, updated_at, last_seq) VALUES (?, ?, ?, 0)",
         )
@@ -261,48 +260,12 @@ impl Storage for SqliteStore {
     }
 
     async fn append(&self, updates: &[NewUpdate<'_>]) -> Result<Vec<Seq>, StorageError> {
-        let op = "append";
         if updates.is_empty() {
             return Ok(Vec::new());
         }
         let counts = super::count_per_board(updates);
-        let mut conn = self.writer.acquire().await.map_err(StorageError::db(op))?;
-        // The whole transaction is one query ([`APPEND`]), so one trip to the connection's
-        // worker thread: on a busy server the trips cost more than SQLite's own work.
-        let (counts_json, rows_json) = append_args(updates, &counts);
-        let rows: Result<Vec<(String, i64)>, sqlx::Error> = sqlx::query_as(APPEND)
-            .bind(now_millis())
-            .bind(counts_json)
-            .bind(rows_json)
-            .fetch_all(&mut *conn)
-            .await;
-        let rows = match rows {
-            Ok(rows) => rows,
-            Err(e) => {
-                // The statement that failed left the transaction open: end it here.
-                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await
-                    && !rollback.to_string().contains("no transaction is active")
-                {
-                    tracing::warn!(error = %rollback, "rollback after a failed append failed; closing the connection");
-                    let _ = conn.close().await;
-                    return Err(StorageError::db(op)(e));
-                }
-                drop(conn);
-                return Err(self
-                    .missing_board(&counts)
-                    .await?
-                    .map_or_else(|| StorageError::db(op)(e), StorageError::BoardNotFound));
-            }
-        };
-        let last: HashMap<&str, i64> = rows.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
-        let mut next: HashMap<&BoardId, Seq> = HashMap::with_capacity(counts.len());
-        for (board, n) in &counts {
-            let last = last
-                .get(board.as_str())
-                .ok_or_else(|| StorageError::BoardNotFound((*board).clone()))?;
-            next.insert(board, last - n);
-        }
-        Ok(super::assign_seqs(updates, &mut next))
+        let _gate = self.gate.lock().await;
+        self.appender.append(updates, &counts, now_millis()).await
     }
 
     async fn load(&self, id: &BoardId) -> Result<StoredBoard, StorageError> {
@@ -693,6 +656,7 @@ impl Storage for SqliteStore {
     }
 
     async fn close(&self) {
+        self.appender.close().await;
         self.writer.close().await;
         self.reader.close().await;
     }
@@ -702,7 +666,7 @@ impl Storage for SqliteStore {
 /// until committed or dropped, so callers commit it promptly.
 #[derive(Debug)]
 struct SqlitePendingCompaction {
-    tx: Transaction<'static, Sqlite>,
+    tx: WriteTx,
     stats: CompactionStats,
 }
 
@@ -714,5 +678,65 @@ impl PendingCompaction for SqlitePendingCompaction {
             .await
             .map_err(StorageError::db("compact"))?;
         Ok(self.stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn board(id: &str) -> BoardId {
+        BoardId::parse(id).unwrap()
+    }
+
+    /// The append thread survives a failed batch, and a closed store refuses appends instead
+    /// of hanging or writing.
+    #[tokio::test]
+    async fn append_thread_recovers_and_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("boards.db").display());
+        let store = SqliteStore::open(&url, &StorageOptions::default())
+            .await
+            .unwrap();
+        let (live, missing) = (board("live"), board("missing"));
+        store.create_board(&live).await.unwrap();
+        let mixed = [
+            NewUpdate {
+                board: &live,
+                data: b"a",
+            },
+            NewUpdate {
+                board: &missing,
+                data: b"b",
+            },
+        ];
+        assert!(matches!(
+            store.append(&mixed).await,
+            Err(StorageError::BoardNotFound(b)) if b == missing
+        ));
+        let one = [NewUpdate {
+            board: &live,
+            data: b"c",
+        }];
+        assert_eq!(store.append(&one).await.unwrap(), vec![1]);
+        assert_eq!(store.append(&one).await.unwrap(), vec![2]);
+        let stored = store.load(&live).await.unwrap();
+        assert_eq!(stored.info.last_seq, 2);
+        assert_eq!(
+            stored
+                .updates
+                .iter()
+                .map(|u| u.data.as_slice())
+                .collect::<Vec<_>>(),
+            [b"c", b"c"]
+        );
+
+        store.close().await;
+        assert!(matches!(
+            store.append(&one).await,
+            Err(StorageError::Closed)
+        ));
     }
 }
