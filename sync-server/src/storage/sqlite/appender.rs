@@ -21,7 +21,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::ids::{BoardId, Seq};
-use crate::storage::{NewUpdate, StorageError};
+use crate::storage::{NewUpdate, StorageError, count_per_board};
 
 /// Reserves `?2` sequence numbers on board `?1`, stamps it `?3`, and returns its new `last_seq`.
 /// No row comes back if the board does not exist.
@@ -82,13 +82,12 @@ impl Appender {
     }
 
     /// Appends `updates` in one transaction and returns each one's sequence number, in order.
-    /// `counts` is [`super::super::count_per_board`] of `updates`.
     pub(super) async fn append(
         &self,
         updates: &[NewUpdate<'_>],
-        counts: &[(&BoardId, i64)],
         now: i64,
     ) -> Result<Vec<Seq>, StorageError> {
+        let counts = count_per_board(updates);
         let boards: Vec<(BoardId, i64)> = counts.iter().map(|(b, n)| ((*b).clone(), *n)).collect();
         let index: HashMap<&BoardId, usize> = counts
             .iter()

@@ -263,9 +263,8 @@ impl Storage for SqliteStore {
         if updates.is_empty() {
             return Ok(Vec::new());
         }
-        let counts = super::count_per_board(updates);
         let _gate = self.gate.lock().await;
-        self.appender.append(updates, &counts, now_millis()).await
+        self.appender.append(updates, now_millis()).await
     }
 
     async fn load(&self, id: &BoardId) -> Result<StoredBoard, StorageError> {
