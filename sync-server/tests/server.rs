@@ -381,6 +381,21 @@ async fn http_board_api() {
         .collect();
     assert!(ids.contains(&"x".to_string()), "{ids:?}");
 
+    // A query string that does not parse is refused in the same JSON error format.
+    for bad in ["/v1/boards?limit=abc", "/v1/boards?limit=-1"] {
+        let refused = http(addr, "GET", bad, None, &[]).await;
+        assert_eq!(refused.status, 400, "{bad}");
+        let error = refused.json();
+        assert_eq!(error["error"]["code"], "invalid_query", "{bad}: {error}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("limit"),
+            "{bad}: {error}"
+        );
+    }
+
     let client = TestClient::connect(addr, "x", false).await;
     client.wait_synced().await;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ai_agent::{RunEvent, Viewport};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::auth::Caller;
 use super::boards::existing;
 use super::error::ApiError;
+use super::query::ApiQuery;
 use crate::assistant::{self, AssistantError, StartRequest};
 use crate::auth::Role;
 use crate::server::AppState;
@@ -118,7 +119,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
-    Query(query): Query<RunsQuery>,
+    ApiQuery(query): ApiQuery<RunsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id = existing(&state, &caller, &raw, Role::Read).await?;
     sweep_stale(&state).await?;

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::auth::Caller;
 use super::error::ApiError;
+use super::query::ApiQuery;
 use crate::auth::Role;
 use crate::board::peer::{CloseReason, close};
 use crate::board::{BoardCmd, Read};
@@ -37,7 +38,7 @@ pub(crate) struct CreateBody {
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<CreateQuery>,
+    ApiQuery(query): ApiQuery<CreateQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -83,7 +84,7 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_all_boards(Role::Read)?;
     let after = query.after.as_deref().map(BoardId::parse).transpose()?;
@@ -140,7 +141,7 @@ pub(crate) async fn state(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
-    Query(query): Query<StateQuery>,
+    ApiQuery(query): ApiQuery<StateQuery>,
 ) -> Result<Response, ApiError> {
     match query.format.as_deref() {
         None | Some("yjs" | "binary") => {}

@@ -6,6 +6,7 @@ mod boards;
 mod error;
 mod health;
 mod observe;
+mod query;
 mod restore;
 mod tokens;
 mod versions;

@@ -1,7 +1,7 @@
 //! `/v1/boards/{id}/versions`: named and automatic versions of a board.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -11,6 +11,7 @@ use yrs::{Doc, Transact};
 use super::auth::Caller;
 use super::boards::existing;
 use super::error::ApiError;
+use super::query::ApiQuery;
 use crate::auth::Role;
 use crate::board::{BoardCmd, Read};
 use crate::ids::VersionId;
@@ -100,7 +101,7 @@ pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path((raw, v)): Path<(String, String)>,
-    Query(query): Query<VersionQuery>,
+    ApiQuery(query): ApiQuery<VersionQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = existing(&state, &caller, &raw, Role::Read).await?;
