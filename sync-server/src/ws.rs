@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -27,7 +28,7 @@ use crate::board::link::Side;
 use crate::board::peer::{CloseReason, ConnId, PeerLink, close};
 use crate::board::presence::Identity;
 use crate::board::{BoardCmd, BoardError, Read};
-use crate::http::{ApiError, bearer_token, request_id};
+use crate::http::{ApiError, ApiPath, ApiQuery, bearer_token, request_id};
 use crate::ids::BoardId;
 use crate::limits::{AddressSlot, MessageLimiter};
 use crate::metrics::{Metrics, kind};
@@ -58,12 +59,24 @@ const READ_ONLY_REASON: &str = "read-only: this connection's token does not allo
 /// documented code and reason, which WebSocket clients can read, unlike an HTTP status.
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
-    Path(board): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    ApiPath(board): ApiPath<String>,
+    ApiQuery(params): ApiQuery<HashMap<String, String>>,
     ConnectInfo(peer_addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        // A plain GET, or a handshake missing a header: say so in the usual JSON.
+        Err(rejection) => {
+            return ApiError::new(
+                rejection.status(),
+                "websocket_required",
+                rejection.body_text(),
+            )
+            .into_response();
+        }
+    };
     if !origin_allowed(&state.limits.allowed_origins, &headers) {
         state.metrics.error(kind::ORIGIN);
         info!("refused a WebSocket from an origin that is not allowed");

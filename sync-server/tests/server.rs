@@ -396,6 +396,14 @@ async fn http_board_api() {
         );
     }
 
+    // So is a path segment that is not UTF-8, and a plain GET of the sync endpoint.
+    let refused = http(addr, "GET", "/v1/boards/%FF", None, &[]).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.json()["error"]["code"], "invalid_path");
+    let refused = http(addr, "GET", "/v1/sync/x", None, &[]).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.json()["error"]["code"], "websocket_required");
+
     let client = TestClient::connect(addr, "x", false).await;
     client.wait_synced().await;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ai_agent::{RunEvent, Viewport};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::auth::Caller;
 use super::boards::existing;
 use super::error::ApiError;
-use super::query::ApiQuery;
+use super::extract::{ApiPath, ApiQuery};
 use crate::assistant::{self, AssistantError, StartRequest};
 use crate::auth::Role;
 use crate::server::AppState;
@@ -38,7 +38,7 @@ pub(crate) struct PromptBody {
 pub(crate) async fn start(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -118,7 +118,7 @@ pub(crate) struct RunsQuery {
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
     ApiQuery(query): ApiQuery<RunsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id = existing(&state, &caller, &raw, Role::Read).await?;
@@ -136,7 +136,7 @@ pub(crate) async fn list(
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path((raw, run)): Path<(String, String)>,
+    ApiPath((raw, run)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let id = existing(&state, &caller, &raw, Role::Read).await?;
     sweep_stale(&state).await?;
@@ -154,7 +154,7 @@ pub(crate) async fn get(
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path((raw, run)): Path<(String, String)>,
+    ApiPath((raw, run)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let id = existing(&state, &caller, &raw, Role::Write).await?;
     let cancelled = state
@@ -176,7 +176,7 @@ pub(crate) async fn cancel(
 pub(crate) async fn undo(
     State(state): State<AppState>,
     caller: Caller,
-    Path((raw, run)): Path<(String, String)>,
+    ApiPath((raw, run)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let id = existing(&state, &caller, &raw, Role::Write).await?;
     let report = assistant::undo_run(&state, &id, &run, caller.author(None))

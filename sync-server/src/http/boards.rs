@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::query::ApiQuery;
+use super::extract::{ApiPath, ApiQuery};
 use crate::auth::Role;
 use crate::board::peer::{CloseReason, close};
 use crate::board::{BoardCmd, Read};
@@ -120,7 +120,7 @@ pub(super) async fn existing(
 pub(crate) async fn get_json(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
 ) -> Result<Json<crdt_schema::Board>, ApiError> {
     let id = existing(&state, &caller, &raw, Role::Read).await?;
     let board = state
@@ -140,13 +140,13 @@ pub(crate) struct StateQuery {
 pub(crate) async fn state(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
     ApiQuery(query): ApiQuery<StateQuery>,
 ) -> Result<Response, ApiError> {
     match query.format.as_deref() {
         None | Some("yjs" | "binary") => {}
         Some("json") => {
-            return get_json(State(state), caller, Path(raw))
+            return get_json(State(state), caller, ApiPath(raw))
                 .await
                 .map(IntoResponse::into_response);
         }
@@ -170,7 +170,7 @@ pub(crate) async fn state(
 pub(crate) async fn apply_update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let id = existing(&state, &caller, &raw, Role::Write).await?;
@@ -193,7 +193,7 @@ pub(crate) async fn apply_update(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = existing(&state, &caller, &raw, Role::Admin).await?;
     let reason = CloseReason {

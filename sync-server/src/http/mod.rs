@@ -4,9 +4,9 @@ mod assistant;
 mod auth;
 mod boards;
 mod error;
+mod extract;
 mod health;
 mod observe;
-mod query;
 mod restore;
 mod tokens;
 mod versions;
@@ -18,6 +18,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 pub(crate) use self::auth::bearer_token;
 pub(crate) use self::error::ApiError;
+pub(crate) use self::extract::{ApiPath, ApiQuery};
 pub(crate) use self::observe::request_id;
 use crate::server::AppState;
 

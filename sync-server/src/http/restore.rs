@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -12,6 +12,7 @@ use yrs::{Doc, ReadTxn, Transact};
 use super::auth::Caller;
 use super::boards::existing;
 use super::error::ApiError;
+use super::extract::ApiPath;
 use crate::auth::Role;
 use crate::board::{BoardCmd, Read};
 use crate::ids::VersionId;
@@ -32,7 +33,7 @@ struct RestoreBody {
 pub(crate) async fn restore(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {

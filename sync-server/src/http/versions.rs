@@ -1,7 +1,7 @@
 //! `/v1/boards/{id}/versions`: named and automatic versions of a board.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -11,7 +11,7 @@ use yrs::{Doc, Transact};
 use super::auth::Caller;
 use super::boards::existing;
 use super::error::ApiError;
-use super::query::ApiQuery;
+use super::extract::{ApiPath, ApiQuery};
 use crate::auth::Role;
 use crate::board::{BoardCmd, Read};
 use crate::ids::VersionId;
@@ -33,7 +33,7 @@ pub(crate) struct NewNamedVersion {
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
     body: Option<Json<NewNamedVersion>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Some(Json(body)) = body else {
@@ -77,7 +77,7 @@ pub(crate) async fn create(
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = existing(&state, &caller, &raw, Role::Read).await?;
     let versions = state.boards.store().list_versions(&id).await?;
@@ -100,7 +100,7 @@ fn version_id(raw: &str) -> Result<VersionId, ApiError> {
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path((raw, v)): Path<(String, String)>,
+    ApiPath((raw, v)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<VersionQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -156,7 +156,7 @@ fn version_not_found() -> ApiError {
 pub(crate) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path((raw, v)): Path<(String, String)>,
+    ApiPath((raw, v)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let id = existing(&state, &caller, &raw, Role::Admin).await?;
     let vid = version_id(&v)?;
