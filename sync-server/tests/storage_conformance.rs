@@ -929,6 +929,51 @@ async fn run_changes_saved_while_running(fx: Fixture) {
     assert!(fx.store.claim_undo(&id, "run", None).await.unwrap());
 }
 
+/// A deleted board's id is remembered: `ensure_board` (what connecting does) refuses it, so a
+/// client that missed the deletion cannot bring the board back; an explicit create can, once,
+/// and then the id behaves like any other again.
+async fn deleted_ids_stay_deleted(fx: Fixture) {
+    let (gone, never) = (board("gone"), board("never-existed"));
+    fx.store.create_board(&gone).await.unwrap();
+    fx.store
+        .append(&[NewUpdate {
+            board: &gone,
+            data: b"old",
+        }])
+        .await
+        .unwrap();
+    assert!(fx.store.delete_board(&gone).await.unwrap());
+
+    for _ in 0..2 {
+        assert!(matches!(
+            fx.store.ensure_board(&gone).await,
+            Err(StorageError::BoardDeleted(b)) if b == gone
+        ));
+    }
+    assert!(fx.store.get_board(&gone).await.unwrap().is_none());
+    assert!(matches!(
+        fx.store.load(&gone).await,
+        Err(StorageError::BoardNotFound(_))
+    ));
+    // Deleting a board that does not exist remembers nothing.
+    assert!(!fx.store.delete_board(&never).await.unwrap());
+    assert_eq!(fx.store.ensure_board(&never).await.unwrap().last_seq, 0);
+
+    // An explicit create takes the id back, empty.
+    assert_eq!(fx.store.create_board(&gone).await.unwrap().last_seq, 0);
+    let again = fx.store.ensure_board(&gone).await.unwrap();
+    assert_eq!(again.last_seq, 0);
+    assert!(fx.store.load(&gone).await.unwrap().updates.is_empty());
+
+    // Deleted again, refused again.
+    assert!(fx.store.delete_board(&gone).await.unwrap());
+    assert!(matches!(
+        fx.store.ensure_board(&gone).await,
+        Err(StorageError::BoardDeleted(_))
+    ));
+    fx.finish().await;
+}
+
 async fn claim_undo_once(fx: Fixture) {
     let (id, other) = (board("undo"), board("undo-other"));
     fx.store.create_board(&id).await.unwrap();
@@ -1166,6 +1211,7 @@ conformance!(
     stale_compaction_is_refused,
     compaction_races_appends,
     boards_and_delete,
+    deleted_ids_stay_deleted,
     versions,
     version_retention,
     corrupt_rows_are_named,

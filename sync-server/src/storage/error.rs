@@ -9,6 +9,9 @@ pub enum StorageError {
     /// The board does not exist.
     #[error("board `{0}` does not exist")]
     BoardNotFound(BoardId),
+    /// The board was deleted: only an explicit create brings the id back, not a connection.
+    #[error("board `{0}` was deleted; create it again to reuse the id")]
+    BoardDeleted(BoardId),
     /// A board with this id already exists.
     #[error("board `{0}` already exists")]
     BoardExists(BoardId),

@@ -1,7 +1,7 @@
 //! The in-memory backend: the same semantics as the SQL backends, kept in process memory.
 //! For tests and throwaway servers (`--database-url memory:`); nothing survives a restart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
@@ -26,6 +26,8 @@ struct Board {
 #[derive(Debug, Default)]
 struct State {
     boards: BTreeMap<BoardId, Board>,
+    /// Ids of deleted boards, until created again.
+    deleted: BTreeSet<BoardId>,
     next_version: i64,
 }
 
@@ -86,6 +88,7 @@ impl Storage for MemoryStore {
         if state.boards.contains_key(id) {
             return Err(StorageError::BoardExists(id.clone()));
         }
+        state.deleted.remove(id);
         let board = state
             .boards
             .entry(id.clone())
@@ -95,6 +98,9 @@ impl Storage for MemoryStore {
 
     async fn ensure_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
         let mut state = self.lock();
+        if !state.boards.contains_key(id) && state.deleted.contains(id) {
+            return Err(StorageError::BoardDeleted(id.clone()));
+        }
         let board = state
             .boards
             .entry(id.clone())
@@ -121,7 +127,12 @@ impl Storage for MemoryStore {
     }
 
     async fn delete_board(&self, id: &BoardId) -> Result<bool, StorageError> {
-        Ok(self.lock().boards.remove(id).is_some())
+        let mut state = self.lock();
+        let existed = state.boards.remove(id).is_some();
+        if existed {
+            state.deleted.insert(id.clone());
+        }
+        Ok(existed)
     }
 
     async fn append(&self, updates: &[NewUpdate<'_>]) -> Result<Vec<Seq>, StorageError> {

@@ -267,10 +267,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Which backend this is.
     fn backend(&self) -> Backend;
 
-    /// Creates an empty board. Fails with [`StorageError::BoardExists`] if the id is taken.
+    /// Creates an empty board. Fails with [`StorageError::BoardExists`] if the id is taken. An
+    /// id whose board was deleted can be created again this way.
     async fn create_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError>;
 
-    /// Returns the board, creating it empty first if it does not exist.
+    /// Returns the board, creating it empty first if it does not exist, unless a board of that
+    /// id was deleted: then [`StorageError::BoardDeleted`] (a client that missed the deletion
+    /// must not bring the board back by connecting).
     async fn ensure_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError>;
 
     /// The board's row, or `None`.
@@ -283,7 +286,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
         limit: u32,
     ) -> Result<Vec<BoardInfo>, StorageError>;
 
-    /// Deletes a board with its log, snapshot and versions. Returns whether it existed.
+    /// Deletes a board with its log, snapshot and versions, and remembers its id as deleted
+    /// (see [`Storage::ensure_board`]). Returns whether it existed.
     async fn delete_board(&self, id: &BoardId) -> Result<bool, StorageError>;
 
     /// Appends updates for one or many boards in **one transaction** and returns the sequence

@@ -81,21 +81,29 @@ impl Storage for PostgresStore {
     }
 
     async fn create_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
+        let op = "create board";
         let now = now_millis();
+        let mut tx = self.tx(op).await?;
         sqlx::query(
             "INSERT INTO boards (id, created_at, updated_at, last_seq) VALUES ($1, $2, $2, 0)",
         )
         .bind(id.as_str())
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
                 StorageError::BoardExists(id.clone())
             } else {
-                StorageError::db("create board")(e)
+                StorageError::db(op)(e)
             }
         })?;
+        sqlx::query("DELETE FROM deleted_boards WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))?;
         Ok(BoardInfo {
             id: id.clone(),
             created_at: now,
@@ -109,7 +117,8 @@ impl Storage for PostgresStore {
         let now = now_millis();
         let mut tx = self.tx(op).await?;
         sqlx::query(
-            "INSERT INTO boards (id, created_at, updated_at, last_seq) VALUES ($1, $2, $2, 0) \
+            "INSERT INTO boards (id, created_at, updated_at, last_seq) SELECT $1, $2, $2, 0 \
+             WHERE NOT EXISTS (SELECT 1 FROM deleted_boards WHERE id = $1) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(id.as_str())
@@ -117,13 +126,13 @@ impl Storage for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(StorageError::db(op))?;
-        let row: BoardRow = sqlx::query_as(SELECT_BOARD)
+        let row: Option<BoardRow> = sqlx::query_as(SELECT_BOARD)
             .bind(id.as_str())
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(StorageError::db(op))?;
         tx.commit().await.map_err(StorageError::db(op))?;
-        board_info(row)
+        row.map_or_else(|| Err(StorageError::BoardDeleted(id.clone())), board_info)
     }
 
     async fn get_board(&self, id: &BoardId) -> Result<Option<BoardInfo>, StorageError> {
@@ -153,12 +162,27 @@ impl Storage for PostgresStore {
     }
 
     async fn delete_board(&self, id: &BoardId) -> Result<bool, StorageError> {
+        let op = "delete board";
+        let mut tx = self.tx(op).await?;
         let done = sqlx::query("DELETE FROM boards WHERE id = $1")
             .bind(id.as_str())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
-            .map_err(StorageError::db("delete board"))?;
-        Ok(done.rows_affected() > 0)
+            .map_err(StorageError::db(op))?;
+        let existed = done.rows_affected() > 0;
+        if existed {
+            sqlx::query(
+                "INSERT INTO deleted_boards (id, deleted_at) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET deleted_at = excluded.deleted_at",
+            )
+            .bind(id.as_str())
+            .bind(now_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        }
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(existed)
     }
 
     async fn append(&self, updates: &[NewUpdate<'_>]) -> Result<Vec<Seq>, StorageError> {

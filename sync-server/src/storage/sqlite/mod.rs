@@ -174,23 +174,30 @@ impl Storage for SqliteStore {
     }
 
     async fn create_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
+        let op = "create board";
         let now = now_millis();
-        let _gate = self.gate.lock().await;
+        let mut tx = self.write_tx(op).await?;
         sqlx::query(
             "INSERT INTO boards (id, created_at, updated_at, last_seq) VALUES (?, ?, ?, 0)",
         )
         .bind(id.as_str())
         .bind(now)
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
                 StorageError::BoardExists(id.clone())
             } else {
-                StorageError::db("create board")(e)
+                StorageError::db(op)(e)
             }
         })?;
+        sqlx::query("DELETE FROM deleted_boards WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))?;
         Ok(BoardInfo {
             id: id.clone(),
             created_at: now,
@@ -204,22 +211,22 @@ impl Storage for SqliteStore {
         let now = now_millis();
         let mut tx = self.write_tx(op).await?;
         sqlx::query(
-            "INSERT INTO boards (id, created_at, updated_at, last_seq) VALUES (?, ?, ?, 0) \
+            "INSERT INTO boards (id, created_at, updated_at, last_seq) SELECT ?1, ?2, ?2, 0 \
+             WHERE NOT EXISTS (SELECT 1 FROM deleted_boards WHERE id = ?1) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(id.as_str())
         .bind(now)
-        .bind(now)
         .execute(&mut *tx)
         .await
         .map_err(StorageError::db(op))?;
-        let row: BoardRow = sqlx::query_as(SELECT_BOARD)
+        let row: Option<BoardRow> = sqlx::query_as(SELECT_BOARD)
             .bind(id.as_str())
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(StorageError::db(op))?;
         tx.commit().await.map_err(StorageError::db(op))?;
-        board_info(row)
+        row.map_or_else(|| Err(StorageError::BoardDeleted(id.clone())), board_info)
     }
 
     async fn get_board(&self, id: &BoardId) -> Result<Option<BoardInfo>, StorageError> {
@@ -255,8 +262,20 @@ impl Storage for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(StorageError::db(op))?;
+        let existed = done.rows_affected() > 0;
+        if existed {
+            sqlx::query(
+                "INSERT INTO deleted_boards (id, deleted_at) VALUES (?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET deleted_at = excluded.deleted_at",
+            )
+            .bind(id.as_str())
+            .bind(now_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        }
         tx.commit().await.map_err(StorageError::db(op))?;
-        Ok(done.rows_affected() > 0)
+        Ok(existed)
     }
 
     async fn append(&self, updates: &[NewUpdate<'_>]) -> Result<Vec<Seq>, StorageError> {
