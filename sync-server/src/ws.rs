@@ -249,6 +249,8 @@ async fn run(
                 (close::SERVER_RESTART, "server restarting")
             } else if matches!(e, BoardError::Full) {
                 (close::BUSY, "the board has too many connections")
+            } else if matches!(e, BoardError::Deleted) {
+                (close::BOARD_DELETED, "board was deleted")
             } else {
                 (close::INTERNAL, "board unavailable; reconnect")
             };

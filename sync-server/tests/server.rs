@@ -458,6 +458,23 @@ async fn http_board_api() {
     let gone = http(addr, "GET", "/v1/boards/x", None, &[]).await;
     assert_eq!(gone.status, 404);
 
+    // A client that missed the deletion and reconnects with the old content does not bring the
+    // board back: it is closed with 4404 too, and the board stays deleted.
+    let stale = new_doc();
+    put_note(&stale, "note-1", "from http");
+    let late = TestClient::connect_with_doc(addr, "x", false, stale).await;
+    assert_eq!(late.wait_closed().await, 4404);
+    let still_gone = http(addr, "GET", "/v1/boards/x", None, &[]).await;
+    assert_eq!(still_gone.status, 404);
+
+    // Creating it explicitly takes the id back, empty.
+    let recreated = http(addr, "POST", "/v1/boards", json, br#"{"id":"x"}"#).await;
+    assert_eq!(recreated.status, 201);
+    let fresh = TestClient::connect(addr, "x", false).await;
+    fresh.wait_synced().await;
+    assert!(fresh.notes().is_empty(), "{:?}", fresh.notes());
+    fresh.close().await;
+
     server.shutdown().await.unwrap();
 }
 

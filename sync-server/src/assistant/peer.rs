@@ -136,7 +136,9 @@ fn awareness_state(run_id: &str, p: &Presence) -> Value {
 
 fn peer_error(e: BoardError) -> PeerError {
     match e {
-        BoardError::Gone | BoardError::NotFound | BoardError::LoadFailed => PeerError::BoardClosed,
+        BoardError::Gone | BoardError::NotFound | BoardError::Deleted | BoardError::LoadFailed => {
+            PeerError::BoardClosed
+        }
         BoardError::CommitFailed => {
             PeerError::CommitFailed("the board could not store the edit".into())
         }

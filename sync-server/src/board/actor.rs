@@ -85,7 +85,9 @@ pub(super) async fn run(
     let (doc, stats, size) = match loaded {
         Ok(loaded) => loaded,
         Err(e) => {
-            shared.metrics.error(kind::LOAD_FAILED);
+            if !matches!(e, BoardError::Deleted) {
+                shared.metrics.error(kind::LOAD_FAILED);
+            }
             shared.remove_if(&id, actor_id);
             refuse_all(&mut rx, &e);
             return;
@@ -153,11 +155,11 @@ async fn load(
     let stored = match shared.store.load(id).await {
         Ok(stored) => stored,
         Err(StorageError::BoardNotFound(_)) => {
-            shared
-                .store
-                .ensure_board(id)
-                .await
-                .map_err(|e| failed(&e))?;
+            match shared.store.ensure_board(id).await {
+                Ok(_) => {}
+                Err(StorageError::BoardDeleted(_)) => return Err(BoardError::Deleted),
+                Err(e) => return Err(failed(&e)),
+            }
             shared.store.load(id).await.map_err(|e| failed(&e))?
         }
         Err(e) => return Err(failed(&e)),

@@ -82,6 +82,9 @@ pub enum BoardError {
     /// The board does not exist (and the request does not create boards).
     #[error("board not found")]
     NotFound,
+    /// The board was deleted, and connecting does not bring it back.
+    #[error("board was deleted")]
+    Deleted,
     /// The board could not be loaded; the reason is logged.
     #[error("board could not be loaded")]
     LoadFailed,

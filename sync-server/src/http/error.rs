@@ -71,7 +71,9 @@ impl From<InvalidBoardId> for ApiError {
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::BoardNotFound(_) => Self::board_not_found(),
+            StorageError::BoardNotFound(_) | StorageError::BoardDeleted(_) => {
+                Self::board_not_found()
+            }
             StorageError::BoardExists(id) => Self::new(
                 StatusCode::CONFLICT,
                 "board_exists",
@@ -97,7 +99,7 @@ impl From<TransferError> for ApiError {
 impl From<BoardError> for ApiError {
     fn from(e: BoardError) -> Self {
         match e {
-            BoardError::NotFound => Self::board_not_found(),
+            BoardError::NotFound | BoardError::Deleted => Self::board_not_found(),
             BoardError::Rejected(why) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "update_rejected", why)
             }
