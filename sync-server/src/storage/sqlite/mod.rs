@@ -1,9 +1,11 @@
 //! The embedded SQLite backend: one file, WAL mode, full sync.
 //!
-//! Writes go through a pool of exactly one connection, and every write transaction starts with
-//! `BEGIN IMMEDIATE`: writers queue in process instead of spinning on `SQLITE_BUSY`, and another
-//! process on the same file (the CLI while a server runs) waits out the busy timeout. Reads use
-//! a separate pool of read-only connections, which WAL lets run beside the writer.
+//! Appends, the hot path, go through a thread of their own with one rusqlite connection
+//! (`appender.rs`); every other write goes through a sqlx pool of exactly one connection. Every
+//! write transaction starts with `BEGIN IMMEDIATE` and holds the store's write gate, so writers
+//! queue in process instead of spinning on `SQLITE_BUSY`, and another process on the same file
+//! (the CLI while a server runs) waits out the busy timeout. Reads use a separate pool of
+//! read-only connections, which WAL lets run beside the writers.
 
 mod appender;
 
