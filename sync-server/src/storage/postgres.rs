@@ -126,13 +126,28 @@ impl Storage for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(StorageError::db(op))?;
+        // Checked again in a statement of its own: if a delete of this id was in flight, the
+        // insert above waited for it on the key and went ahead once it committed, without
+        // seeing its tombstone (READ COMMITTED: a statement sees what was committed when it
+        // began). This statement began after that commit, so it does see it.
+        let deleted: Option<i32> = sqlx::query_scalar("SELECT 1 FROM deleted_boards WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
         let row: Option<BoardRow> = sqlx::query_as(SELECT_BOARD)
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
             .await
             .map_err(StorageError::db(op))?;
-        tx.commit().await.map_err(StorageError::db(op))?;
-        row.map_or_else(|| Err(StorageError::BoardDeleted(id.clone())), board_info)
+        match row {
+            Some(row) if deleted.is_none() => {
+                tx.commit().await.map_err(StorageError::db(op))?;
+                board_info(row)
+            }
+            // Dropping `tx` rolls back whatever the insert did.
+            _ => Err(StorageError::BoardDeleted(id.clone())),
+        }
     }
 
     async fn get_board(&self, id: &BoardId) -> Result<Option<BoardInfo>, StorageError> {
