@@ -48,6 +48,12 @@ enum Failure {
     Sqlite(rusqlite::Error),
 }
 
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(e)
+    }
+}
+
 /// Connection settings for the append connection; the same as sqlx's writer's.
 pub(super) struct Settings<'a> {
     pub(super) path: &'a Path,
@@ -182,7 +188,7 @@ fn run(conn: Connection, inbox: &mpsc::Receiver<Job>) {
 fn write(conn: &Connection, job: &Job) -> Result<Vec<Seq>, Failure> {
     if !conn.is_autocommit() {
         // A transaction a failed rollback left open would make every later `BEGIN` fail.
-        conn.execute_batch("ROLLBACK").map_err(Failure::Sqlite)?;
+        conn.execute_batch("ROLLBACK")?;
     }
     run_cached(conn, "BEGIN IMMEDIATE")?;
     let written = write_rows(conn, job).and_then(|seqs| {
@@ -200,34 +206,31 @@ fn run_cached(conn: &Connection, sql: &str) -> Result<(), Failure> {
     conn.prepare_cached(sql)
         .and_then(|mut statement| statement.execute([]))
         .map(drop)
-        .map_err(Failure::Sqlite)
+        .map_err(Failure::from)
 }
 
 /// Reserves each board's sequence numbers and inserts the rows, inside the open transaction.
 fn write_rows(conn: &Connection, job: &Job) -> Result<Vec<Seq>, Failure> {
-    let mut reserve = conn.prepare_cached(RESERVE).map_err(Failure::Sqlite)?;
+    let mut reserve = conn.prepare_cached(RESERVE)?;
     // Per board, the seq of its next row.
     let mut next = Vec::with_capacity(job.boards.len());
     for (i, (board, n)) in job.boards.iter().enumerate() {
         let last: Option<i64> = reserve
             .query_row(params![board.as_str(), n, job.now], |row| row.get(0))
-            .optional()
-            .map_err(Failure::Sqlite)?;
+            .optional()?;
         next.push(last.ok_or(Failure::MissingBoard(i))? - n + 1);
     }
-    let mut insert = conn.prepare_cached(INSERT).map_err(Failure::Sqlite)?;
+    let mut insert = conn.prepare_cached(INSERT)?;
     let mut seqs = Vec::with_capacity(job.rows.len());
     let mut start = 0;
     for &(board, end) in &job.rows {
         let seq = next[board];
         next[board] += 1;
-        insert
-            .execute(params![
-                job.boards[board].0.as_str(),
-                seq,
-                &job.data[start..end]
-            ])
-            .map_err(Failure::Sqlite)?;
+        insert.execute(params![
+            job.boards[board].0.as_str(),
+            seq,
+            &job.data[start..end]
+        ])?;
         seqs.push(seq);
         start = end;
     }
