@@ -98,7 +98,8 @@ impl Storage for MemoryStore {
 
     async fn ensure_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
         let mut state = self.lock();
-        if !state.boards.contains_key(id) && state.deleted.contains(id) {
+        // A live board is never in `deleted`: creating it took the id off.
+        if state.deleted.contains(id) {
             return Err(StorageError::BoardDeleted(id.clone()));
         }
         let board = state
