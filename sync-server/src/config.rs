@@ -228,6 +228,11 @@ pub struct ServeArgs {
     /// WebSocket connections open at once from one client address (0: no limit).
     #[arg(long, env = "MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 1000)]
     pub max_connections_per_address: usize,
+    /// Seconds a WebSocket connection may send nothing (not even a pong to the server's
+    /// pings, sent every 30 s) before it is closed; y-websocket clients renew their awareness
+    /// every 15 s.
+    #[arg(long, env = "READ_TIMEOUT_SECS", default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..))]
+    pub read_timeout_secs: u64,
     /// Messages per second one WebSocket connection may send, sustained (0: no limit).
     #[arg(long, env = "MESSAGE_RATE", default_value_t = 500)]
     pub message_rate: u32,
@@ -417,6 +422,7 @@ impl ServeArgs {
                 max_message_bytes: self.max_message_bytes,
                 outbound_queue: self.outbound_queue,
                 max_connections_per_address: self.max_connections_per_address,
+                read_timeout: Duration::from_secs(self.read_timeout_secs),
                 message_rate: self.message_rate,
                 message_burst: self.message_burst,
                 http_rate: self.http_rate,

@@ -51,6 +51,8 @@ pub struct Limits {
     pub outbound_queue: usize,
     /// WebSocket connections open at once from one client address.
     pub max_connections_per_address: usize,
+    /// A WebSocket connection that sends nothing (not even a pong) for this long is closed.
+    pub read_timeout: Duration,
     /// Messages one WebSocket connection may send per second, sustained.
     pub message_rate: u32,
     /// Messages one WebSocket connection may send in a burst above the rate.
@@ -69,6 +71,7 @@ impl Default for Limits {
             max_message_bytes: 16 << 20,
             outbound_queue: 1024,
             max_connections_per_address: 1000,
+            read_timeout: Duration::from_secs(90),
             message_rate: 500,
             message_burst: 1000,
             http_rate: 100,

@@ -35,11 +35,9 @@ use crate::metrics::{Metrics, kind};
 use crate::protocol::{self, Incoming, ProtocolError};
 use crate::server::AppState;
 
-/// Interval between server pings.
+/// Interval between server pings, at most: a third of the read timeout if that is shorter, so
+/// that a live client that says nothing else still answers in time.
 const PING_EVERY: Duration = Duration::from_secs(30);
-/// A connection that sends nothing (not even a pong) for this long is considered dead and
-/// closed. y-websocket clients renew awareness every 15 s and answer pings.
-const READ_TIMEOUT: Duration = Duration::from_secs(90);
 /// tungstenite's read buffer, zero-filled and so resident on every connection: its 128 KiB
 /// default would dominate an idle connection's memory. Most messages (drags, awareness) are
 /// 30-300 bytes; larger ones take one read per 512 bytes (BENCHMARKS.md, idle memory).
@@ -186,6 +184,7 @@ struct Session {
     link: PeerLink,
     can_write: bool,
     expires_at: Option<Instant>,
+    read_timeout: Duration,
     limiter: MessageLimiter,
     metrics: Arc<Metrics>,
 }
@@ -267,6 +266,7 @@ async fn run(
         link: link.clone(),
         can_write: admitted.grant.role >= Role::Write,
         expires_at: admitted.grant.remaining().map(|left| Instant::now() + left),
+        read_timeout: state.limits.read_timeout,
         limiter: MessageLimiter::new(state.limits.message_rate, state.limits.message_burst),
         metrics: metrics.clone(),
     };
@@ -277,9 +277,10 @@ async fn run(
     // every wake costs about 1.5% of the CPU of a large fan-out.
     let writer = {
         let (shutdown, link) = (state.shutdown.clone(), link.clone());
+        let ping_every = PING_EVERY.min(state.limits.read_timeout / 3);
         state
             .tracker
-            .spawn(async move { write_loop(&shutdown, &link, &mut sink).await })
+            .spawn(async move { write_loop(&shutdown, &link, &mut sink, ping_every).await })
     };
     read_loop(&handle, &session, &mut stream).await;
     let _ = writer.await;
@@ -302,24 +303,36 @@ async fn read_loop(
     stream: &mut SplitStream<WebSocket>,
 ) {
     let link = &session.link;
+    // Both timers are made once, not per message: the silence timer is pushed back only when
+    // it fires early, so a busy connection costs no timer work per message.
+    let expired = expiry(session.expires_at);
+    tokio::pin!(expired);
+    let read_timeout = session.read_timeout;
+    let silence = tokio::time::sleep(read_timeout);
+    tokio::pin!(silence);
+    let mut last_read = Instant::now();
     loop {
         let next = tokio::select! {
             biased;
             () = link.closed(Side::Reader) => break,
-            () = expiry(session.expires_at) => {
+            () = &mut expired => {
                 info!("closing: the token expired");
                 link.close(CloseReason { code: close::UNAUTHORIZED, reason: "token expired" });
                 break;
             }
-            next = tokio::time::timeout(READ_TIMEOUT, stream.next()) => match next {
-                Ok(next) => next,
-                Err(_) => {
-                    info!("closing a connection silent for {}s", READ_TIMEOUT.as_secs());
-                    link.close(CloseReason { code: close::INTERNAL, reason: "no traffic; reconnect" });
-                    break;
+            () = &mut silence => {
+                let deadline = last_read + read_timeout;
+                if Instant::now() < deadline {
+                    silence.as_mut().reset(deadline);
+                    continue;
                 }
-            },
+                info!("closing a connection silent for {}s", read_timeout.as_secs());
+                link.close(CloseReason { code: close::INTERNAL, reason: "no traffic; reconnect" });
+                break;
+            }
+            next = stream.next() => next,
         };
+        last_read = Instant::now();
         let message = match next {
             None => break,
             Some(Err(e)) => {
@@ -426,9 +439,14 @@ async fn write_loop(
     shutdown: &CancellationToken,
     link: &PeerLink,
     sink: &mut SplitSink<WebSocket, Message>,
+    ping_every: Duration,
 ) {
-    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut ping = tokio::time::interval(ping_every);
     ping.reset();
+    // Made once and kept: a fresh `cancelled()` per batch would join and leave the shutdown
+    // token's waiter list (a lock every connection's writer shares) on every wake.
+    let shutting_down = shutdown.cancelled();
+    tokio::pin!(shutting_down);
     loop {
         let batch = tokio::select! {
             biased;
@@ -436,7 +454,7 @@ async fn write_loop(
                 Some(frames) => Some(frames),
                 None => break,
             },
-            () = shutdown.cancelled() => {
+            () = &mut shutting_down => {
                 link.close(CloseReason { code: close::SERVER_RESTART, reason: "server restarting" });
                 break;
             }

@@ -250,6 +250,31 @@ async fn slow_consumer_is_closed_with_1013() {
     server.shutdown().await.unwrap();
 }
 
+/// A connection that sends nothing for the read timeout is closed with 1011; one that answers
+/// the server's pings (three per timeout) stays open however long it says nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_live_ones_kept() {
+    let mut cfg = config();
+    cfg.limits = Limits {
+        read_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let server = TestServer::start(cfg, memory_store().await).await;
+    let live = TestClient::connect(server.addr, "quiet", true).await;
+    live.wait_synced().await;
+    // Not read for a while, so it answers no ping (reading would answer them).
+    let mut silent = ws_connect(server.addr, "/v1/sync/quiet").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (code, reason) = expect_close_frame(&mut silent, WAIT).await;
+    assert_eq!((code, reason.as_str()), (1011, "no traffic; reconnect"));
+    // Three timeouts after it connected, the live client is still connected and still works.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(live.with(|s| s.seen.close.is_none() && !s.seen.ended));
+    live.put_note("still", "here");
+    live.wait_all_acked().await;
+    server.shutdown().await.unwrap();
+}
+
 /// A y-protocols update message found by `protocol_fuzz`: a map entry whose block declares two
 /// items of content but carries none.
 const UNREENCODABLE_UPDATE: &[u8] = &[
