@@ -23,10 +23,15 @@ use tokio::sync::oneshot;
 use crate::ids::{BoardId, Seq};
 use crate::storage::{NewUpdate, StorageError, count_per_board};
 
-/// Reserves `?2` sequence numbers on board `?1`, stamps it `?3`, and returns its new `last_seq`.
-/// No row comes back if the board does not exist.
-const RESERVE: &str =
-    "UPDATE boards SET last_seq = last_seq + ?2, updated_at = ?3 WHERE id = ?1 RETURNING last_seq";
+/// Board `?1`'s `last_seq`; no row if the board does not exist.
+///
+/// A reservation is this read and then [`ADVANCE`], not one `UPDATE ... RETURNING`: inside the
+/// batch's `BEGIN IMMEDIATE` nothing can come between the two, and SQLite's `RETURNING` costs
+/// more than the rest of the reservation (callgrind, one update per commit: 11% fewer
+/// instructions in the whole server without it).
+const LAST_SEQ: &str = "SELECT last_seq FROM boards WHERE id = ?1";
+/// Sets board `?1`'s `last_seq` to `?2` and stamps it `?3`.
+const ADVANCE: &str = "UPDATE boards SET last_seq = ?2, updated_at = ?3 WHERE id = ?1";
 const INSERT: &str = "INSERT INTO board_updates (board_id, seq, data) VALUES (?1, ?2, ?3)";
 
 /// A batch to append, owned so it can cross to the thread: the boards with their row counts,
@@ -161,7 +166,7 @@ fn open(settings: &Settings<'_>) -> Result<Connection, rusqlite::Error> {
     // and the rest are per connection.
     conn.pragma_update(None, "journal_mode", "wal")?;
     conn.pragma_update(None, "synchronous", "full")?;
-    // Foreign keys off on this connection only: a batch's reservation `UPDATE` finds each of
+    // Foreign keys off on this connection only: a batch's reservation finds each of
     // its boards inside the same transaction (or fails it), so checking the parent row again
     // for every inserted row would only repeat that lookup.
     conn.pragma_update(None, "foreign_keys", false)?;
@@ -211,14 +216,17 @@ fn run_cached(conn: &Connection, sql: &str) -> Result<(), Failure> {
 
 /// Reserves each board's sequence numbers and inserts the rows, inside the open transaction.
 fn write_rows(conn: &Connection, job: &Job) -> Result<Vec<Seq>, Failure> {
-    let mut reserve = conn.prepare_cached(RESERVE)?;
+    let mut last_seq = conn.prepare_cached(LAST_SEQ)?;
+    let mut advance = conn.prepare_cached(ADVANCE)?;
     // Per board, the seq of its next row.
     let mut next = Vec::with_capacity(job.boards.len());
     for (i, (board, n)) in job.boards.iter().enumerate() {
-        let last: Option<i64> = reserve
-            .query_row(params![board.as_str(), n, job.now], |row| row.get(0))
-            .optional()?;
-        next.push(last.ok_or(Failure::MissingBoard(i))? - n + 1);
+        let last: i64 = last_seq
+            .query_row(params![board.as_str()], |row| row.get(0))
+            .optional()?
+            .ok_or(Failure::MissingBoard(i))?;
+        advance.execute(params![board.as_str(), last + n, job.now])?;
+        next.push(last + 1);
     }
     let mut insert = conn.prepare_cached(INSERT)?;
     let mut seqs = Vec::with_capacity(job.rows.len());
