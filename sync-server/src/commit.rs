@@ -1,6 +1,7 @@
 //! Group commit: one task turns the updates of every board into as few transactions as it can.
 //!
-//! Board actors each keep at most one request in flight. The committer takes the first request
+//! Board actors send each update as soon as it is applied (a few dozen requests in flight per
+//! board at most), and get their answers in order. The committer takes the first request
 //! waiting, then everything else already queued (up to a cap), and appends it all in one
 //! transaction. While that transaction commits, new requests queue up and form the next group,
 //! so the cost of a commit is shared by every update that arrived during the previous one.
@@ -70,7 +71,8 @@ impl Committer {
         pacing: Pacing,
         metrics: Arc<Metrics>,
     ) -> Self {
-        // Unbounded is bounded in practice: each board has at most one request in flight.
+        // Unbounded is bounded in practice: each board has a few dozen requests in flight at
+        // most (the actor's `MAX_IN_FLIGHT`).
         let (tx, rx) = mpsc::unbounded_channel();
         tracker.spawn(run(store, rx, pacing, metrics));
         Self { tx }

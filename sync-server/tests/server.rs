@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use server_support::*;
 use sync_server::ids::BoardId;
-use sync_server::server::Limits;
+use sync_server::server::{Limits, Pacing};
 use sync_server::storage::replay::replay_into;
 use sync_server::storage::{Storage, VersionKind};
 use tokio::net::TcpSocket;
@@ -247,6 +247,38 @@ async fn slow_consumer_is_closed_with_1013() {
     writer.wait_all_acked().await;
     assert!(reader.with(|s| s.seen.close.is_none() && !s.seen.ended));
 
+    server.shutdown().await.unwrap();
+}
+
+/// A board's updates go to the committer while an earlier one of its commits is still waiting
+/// (here for pacing), so they join that next group instead of waiting for a group of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_join_the_next_group_while_one_is_in_flight() {
+    let mut cfg = config();
+    cfg.commit = Pacing {
+        interval: Duration::from_millis(400),
+        min_rate: 0,
+        ..Pacing::default()
+    };
+    let store = TestStore::new(memory_store().await);
+    let server = TestServer::start(cfg, store.clone()).await;
+    let client = TestClient::connect(server.addr, "piped", true).await;
+    client.wait_synced().await;
+    // The committer was idle: committed at once.
+    client.put_note("a", "1");
+    client.wait_all_acked().await;
+    let before = store.appends.load(Ordering::SeqCst);
+    // Waits for pacing, 400 ms after the previous group started...
+    client.put_note("b", "2");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ... and this one, sent meanwhile, goes with it.
+    client.put_note("c", "3");
+    client.wait_all_acked().await;
+    assert_eq!(
+        store.appends.load(Ordering::SeqCst) - before,
+        1,
+        "b and c were committed in one group"
+    );
     server.shutdown().await.unwrap();
 }
 

@@ -91,6 +91,17 @@ impl Batch {
             .collect()
     }
 
+    /// Adds `later`, a batch that follows this one, to it.
+    pub(super) fn absorb(&mut self, later: Batch) {
+        self.updates.extend(later.updates);
+        self.bytes += later.bytes;
+        self.broadcasts.extend(later.broadcasts);
+        // A later batch's count for a connection is the higher one.
+        self.acks.extend(later.acks);
+        self.http.extend(later.http);
+        self.first_at = self.first_at.or(later.first_at);
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.updates.is_empty()
             && self.broadcasts.is_empty()
