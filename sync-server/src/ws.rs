@@ -277,7 +277,10 @@ async fn run(
     // every wake costs about 1.5% of the CPU of a large fan-out.
     let writer = {
         let (shutdown, link) = (state.shutdown.clone(), link.clone());
-        let ping_every = PING_EVERY.min(state.limits.read_timeout / 3);
+        // Never zero: `interval` panics on a zero period.
+        let ping_every = PING_EVERY
+            .min(state.limits.read_timeout / 3)
+            .max(Duration::from_millis(10));
         state
             .tracker
             .spawn(async move { write_loop(&shutdown, &link, &mut sink, ping_every).await })
