@@ -543,14 +543,9 @@ impl BoardActor {
         let Some(InFlight { mut batch, .. }) = self.in_flight.pop_front() else {
             return;
         };
-        let mut failed = None;
-        let result = result.map(|seq| {
-            let (seq, later_failed) = self.absorb_answered(&mut batch, seq);
-            failed = later_failed;
-            seq
-        });
         match result {
             Ok(seq) => {
+                let (seq, failed) = self.absorb_answered(&mut batch, seq);
                 self.last_seq = seq;
                 self.log_bytes += batch.bytes;
                 self.release(batch);
