@@ -162,6 +162,35 @@ mod tests {
     }
 
     #[test]
+    fn absorbing_a_later_batch_keeps_order_and_the_later_ack_counts() {
+        let earlier_at = std::time::Instant::now();
+        let mut batch = Batch {
+            bytes: 3,
+            broadcasts: vec![(Some(1), vec![1])],
+            acks: HashMap::from([(1, 4), (2, 7)]),
+            first_at: Some(earlier_at),
+            ..Batch::default()
+        };
+        let later = Batch {
+            bytes: 5,
+            broadcasts: vec![(Some(2), vec![2]), (None, vec![3])],
+            acks: HashMap::from([(1, 6)]),
+            http: vec![Waiter(Box::new(|_| {}))],
+            first_at: Some(std::time::Instant::now()),
+            ..Batch::default()
+        };
+        batch.absorb(later);
+        assert_eq!(batch.bytes, 8);
+        assert_eq!(
+            batch.broadcasts,
+            [(Some(1), vec![1]), (Some(2), vec![2]), (None, vec![3])]
+        );
+        assert_eq!(batch.acks, HashMap::from([(1, 6), (2, 7)]));
+        assert_eq!(batch.http.len(), 1);
+        assert_eq!(batch.first_at, Some(earlier_at));
+    }
+
+    #[test]
     fn few_broadcasts_go_out_one_by_one_skipping_their_sender() {
         let out = Batch::outgoing(vec![(Some(1), vec![0, 0]), (None, vec![0, 0])]);
         assert!(matches!(
