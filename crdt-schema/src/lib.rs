@@ -41,6 +41,7 @@
 //! - [`value`]: [`Value`], a serializable copy of unknown fields.
 
 pub mod color;
+pub mod guard;
 pub mod ids;
 pub mod limits;
 pub mod model;

@@ -55,6 +55,8 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 use thiserror::Error;
+
+use crate::guard::MAX_WALK_DEPTH;
 use yrs::types::{AsPrelim, ToJson};
 use yrs::updates::decoder::Decode;
 use yrs::{
@@ -117,6 +119,9 @@ pub enum RestoreError {
     /// The update could not be applied to an empty document.
     #[error("the version could not be applied: {0}")]
     Apply(#[from] yrs::error::UpdateError),
+    /// The update is malformed or nests deeper than [`crate::guard::MAX_NESTING`].
+    #[error("the version is refused: {0}")]
+    Guard(#[from] crate::guard::GuardError),
     /// The update depends on changes it does not contain (an incremental update rather than a
     /// full state): restoring to it would delete everything it lacks.
     #[error("the version is incomplete: it depends on updates it does not contain")]
@@ -143,6 +148,7 @@ pub fn restore_from_update_v1(
     txn: &mut TransactionMut,
     update: &[u8],
 ) -> Result<RestoreReport, RestoreError> {
+    crate::guard::check_update_v1(update)?;
     let update = Update::decode_v1(update)?;
     // Only read, never written: the client id is irrelevant (and fixed, so no randomness).
     let doc = Doc::with_options(Options::with_client_id(ClientID::new(1)));
@@ -207,7 +213,7 @@ fn restore_objects<T: ReadTxn>(w: &mut Writer<'_, '_>, target: &T) {
                     w.report.objects_removed += 1;
                 }
             }
-            (None, Some(want)) => match copy(target, &want) {
+            (None, Some(want)) => match copy(target, &want, 1) {
                 Some(value) => {
                     let objects = w.txn.get_or_insert_map(roots::OBJECTS);
                     objects.insert(w.txn, id.as_str(), value);
@@ -217,7 +223,7 @@ fn restore_objects<T: ReadTxn>(w: &mut Writer<'_, '_>, target: &T) {
             },
             (Some(_), Some(want)) => {
                 if let Some(objects) = &current
-                    && sync_key(w, objects, &id, Some(&want), target, &path)
+                    && sync_key(w, objects, &id, Some(&want), target, &path, 1)
                 {
                     w.report.objects_updated += 1;
                 }
@@ -242,7 +248,7 @@ fn restore_meta<T: ReadTxn>(w: &mut Writer<'_, '_>, target: &T) {
     for JsKey(key) in keys {
         let want = wanted.as_ref().and_then(|m| m.get(target, &key));
         let path = format!("{}/{key}", roots::META);
-        if sync_key(w, &meta, &key, want.as_ref(), target, &path) {
+        if sync_key(w, &meta, &key, want.as_ref(), target, &path, 1) {
             w.report.meta_keys_changed += 1;
         }
     }
@@ -256,6 +262,7 @@ fn sync_key<T: ReadTxn>(
     want: Option<&Out>,
     target: &T,
     path: &str,
+    depth: u16,
 ) -> bool {
     let have = map.get(&*w.txn, key);
     let Some(want) = want else {
@@ -267,15 +274,17 @@ fn sync_key<T: ReadTxn>(
         return false;
     };
     if let Some(have) = &have {
-        if deep_eq(&*w.txn, have, target, want) {
+        if deep_eq(&*w.txn, have, target, want, depth) {
             return false;
         }
-        // Same shared type on both sides: edit in place.
+        // Same shared type on both sides: edit in place (as deep as walks may go).
         let edited = match (have, want) {
             (Out::YText(have), Out::YText(want)) => edit_text(w, have, &want.get_string(target)),
-            (Out::YMap(have), Out::YMap(want)) => return sync_map(w, have, want, target, path),
-            (Out::YArray(have), Out::YArray(want)) => {
-                return sync_array(w, have, want, target, path);
+            (Out::YMap(have), Out::YMap(want)) if depth < MAX_WALK_DEPTH => {
+                return sync_map(w, have, want, target, path, depth + 1);
+            }
+            (Out::YArray(have), Out::YArray(want)) if depth < MAX_WALK_DEPTH => {
+                return sync_array(w, have, want, target, path, depth + 1);
             }
             _ => false,
         };
@@ -283,7 +292,7 @@ fn sync_key<T: ReadTxn>(
             return true;
         }
     }
-    match copy(target, want) {
+    match copy(target, want, depth) {
         Some(value) => {
             map.insert(w.txn, key, value);
             w.report.fields_set += 1;
@@ -304,6 +313,7 @@ fn sync_map<T: ReadTxn>(
     want: &MapRef,
     target: &T,
     path: &str,
+    depth: u16,
 ) -> bool {
     let mut keys = BTreeSet::new();
     sorted_keys(&*w.txn, Some(have), &mut keys);
@@ -312,7 +322,7 @@ fn sync_map<T: ReadTxn>(
     for JsKey(key) in keys {
         let value = want.get(target, &key);
         let path = format!("{path}/{key}");
-        wrote |= sync_key(w, have, &key, value.as_ref(), target, &path);
+        wrote |= sync_key(w, have, &key, value.as_ref(), target, &path, depth);
     }
     wrote
 }
@@ -325,10 +335,11 @@ fn sync_array<T: ReadTxn>(
     want: &ArrayRef,
     target: &T,
     path: &str,
+    depth: u16,
 ) -> bool {
     let current: Vec<Out> = have.iter(&*w.txn).collect();
     let wanted: Vec<Out> = want.iter(target).collect();
-    let same = |a: &Out, b: &Out| deep_eq(&*w.txn, a, target, b);
+    let same = |a: &Out, b: &Out| deep_eq(&*w.txn, a, target, b, depth);
     let prefix = current
         .iter()
         .zip(&wanted)
@@ -356,7 +367,7 @@ fn sync_array<T: ReadTxn>(
         wrote = true;
     }
     for (offset, value) in insert.iter().enumerate() {
-        match copy(target, value) {
+        match copy(target, value, depth) {
             Some(value) => {
                 have.insert(w.txn, index, value);
                 index += 1;
@@ -421,21 +432,24 @@ fn middle(a: &str, b: &str) -> (usize, usize, usize) {
 }
 
 /// A copy of a target value, ready to insert into the current document; `None` if it is or
-/// contains a sub-document.
-fn copy<T: ReadTxn>(txn: &T, value: &Out) -> Option<In> {
+/// contains a sub-document, or nests past [`MAX_WALK_DEPTH`] (below `depth` levels already).
+fn copy<T: ReadTxn>(txn: &T, value: &Out, depth: u16) -> Option<In> {
+    if depth > MAX_WALK_DEPTH {
+        return None;
+    }
     Some(match value {
         Out::Any(any) => In::Any(any.clone()),
         Out::YMap(map) => {
             let mut prelim = MapPrelim::default();
             for (key, value) in map.iter(txn) {
-                prelim.insert(key.into(), copy(txn, &value)?);
+                prelim.insert(key.into(), copy(txn, &value, depth + 1)?);
             }
             In::Map(prelim)
         }
         Out::YArray(array) => {
             let mut prelim = ArrayPrelim::default();
             for value in array.iter(txn) {
-                prelim.push(copy(txn, &value)?);
+                prelim.push(copy(txn, &value, depth + 1)?);
             }
             In::Array(prelim)
         }
@@ -446,36 +460,46 @@ fn copy<T: ReadTxn>(txn: &T, value: &Out) -> Option<In> {
 }
 
 /// Deep equality of a value in the current document and one in the target (module docs).
-fn deep_eq<A: ReadTxn, B: ReadTxn>(a_txn: &A, a: &Out, b_txn: &B, b: &Out) -> bool {
+/// Values nested past [`MAX_WALK_DEPTH`] (below `depth` levels already) count as different.
+fn deep_eq<A: ReadTxn, B: ReadTxn>(a_txn: &A, a: &Out, b_txn: &B, b: &Out, depth: u16) -> bool {
+    if depth > MAX_WALK_DEPTH {
+        return false;
+    }
+    let depth = depth + 1;
     match (a, b) {
-        (Out::Any(x), Out::Any(y)) => any_eq(x, y),
+        (Out::Any(x), Out::Any(y)) => any_eq(x, y, depth),
         (Out::YText(x), Out::YText(y)) => x.get_string(a_txn) == y.get_string(b_txn),
         (Out::YMap(x), Out::YMap(y)) => {
             x.len(a_txn) == y.len(b_txn)
                 && x.iter(a_txn).all(|(key, xv)| {
                     y.get(b_txn, key)
-                        .is_some_and(|yv| deep_eq(a_txn, &xv, b_txn, &yv))
+                        .is_some_and(|yv| deep_eq(a_txn, &xv, b_txn, &yv, depth))
                 })
         }
         (Out::YArray(x), Out::YArray(y)) => {
             x.len(a_txn) == y.len(b_txn)
                 && x.iter(a_txn)
                     .zip(y.iter(b_txn))
-                    .all(|(xv, yv)| deep_eq(a_txn, &xv, b_txn, &yv))
+                    .all(|(xv, yv)| deep_eq(a_txn, &xv, b_txn, &yv, depth))
         }
         (Out::YXmlElement(x), Out::YXmlElement(y)) => x.get_string(a_txn) == y.get_string(b_txn),
         (Out::YXmlFragment(x), Out::YXmlFragment(y)) => x.get_string(a_txn) == y.get_string(b_txn),
         (Out::YXmlText(x), Out::YXmlText(y)) => x.get_string(a_txn) == y.get_string(b_txn),
         (Out::YDoc(x), Out::YDoc(y)) => x.guid() == y.guid(),
         (Out::UndefinedRef(_), Out::UndefinedRef(_)) => {
-            any_eq(&a.to_json(a_txn), &b.to_json(b_txn))
+            any_eq(&a.to_json(a_txn), &b.to_json(b_txn), depth)
         }
         _ => false,
     }
 }
 
-/// Structural equality of plain values; numbers by exact value (module docs).
-fn any_eq(a: &Any, b: &Any) -> bool {
+/// Structural equality of plain values; numbers by exact value (module docs). Values nested
+/// past [`MAX_WALK_DEPTH`] (below `depth` levels already) count as different.
+fn any_eq(a: &Any, b: &Any, depth: u16) -> bool {
+    if depth > MAX_WALK_DEPTH {
+        return false;
+    }
+    let depth = depth + 1;
     match (a, b) {
         (Any::Null, Any::Null) | (Any::Undefined, Any::Undefined) => true,
         (Any::Bool(x), Any::Bool(y)) => x == y,
@@ -483,12 +507,12 @@ fn any_eq(a: &Any, b: &Any) -> bool {
         (Any::String(x), Any::String(y)) => x == y,
         (Any::Buffer(x), Any::Buffer(y)) => x == y,
         (Any::Array(x), Any::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y.iter()).all(|(x, y)| any_eq(x, y))
+            x.len() == y.len() && x.iter().zip(y.iter()).all(|(x, y)| any_eq(x, y, depth))
         }
         (Any::Map(x), Any::Map(y)) => {
             x.len() == y.len()
                 && x.iter()
-                    .all(|(key, xv)| y.get(key).is_some_and(|yv| any_eq(xv, yv)))
+                    .all(|(key, xv)| y.get(key).is_some_and(|yv| any_eq(xv, yv, depth)))
         }
         _ => false,
     }

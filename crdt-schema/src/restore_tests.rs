@@ -595,9 +595,59 @@ fn restore_from_bytes_refuses_bad_or_incomplete_versions() {
     ));
     assert!(matches!(
         restore_from_update_v1(&mut txn, &[0xff, 0xff, 0xff]),
-        Err(RestoreError::Decode(_))
+        Err(RestoreError::Guard(_))
     ));
     assert_eq!(txn.encode_update_v1(), Update::EMPTY_V1, "nothing written");
+}
+
+/// An object holding maps nested `depth` deep, the innermost with `leaf` under key `v`.
+fn deep_object(doc: &Doc, depth: usize, leaf: &str) {
+    let objects = doc.get_or_insert_map(roots::OBJECTS);
+    let mut txn = doc.transact_mut();
+    let mut map = objects.insert(&mut txn, "deep", MapPrelim::default());
+    for _ in 0..depth {
+        map = map.insert(&mut txn, "c", MapPrelim::default());
+    }
+    map.insert(&mut txn, "v", leaf);
+}
+
+#[test]
+fn a_version_nested_past_the_limit_is_refused_before_it_is_decoded() {
+    let target = doc(1, OffsetKind::Utf16);
+    deep_object(&target, usize::from(crate::guard::MAX_NESTING) + 10, "x");
+    let bytes = target
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let board = doc(2, OffsetKind::Utf16);
+    let mut txn = board.transact_mut();
+    assert!(matches!(
+        restore_from_update_v1(&mut txn, &bytes),
+        Err(RestoreError::Guard(
+            crate::guard::GuardError::TypesTooDeep { .. }
+        ))
+    ));
+    assert_eq!(txn.encode_update_v1(), Update::EMPTY_V1, "nothing written");
+}
+
+#[test]
+fn comparing_and_copying_stop_at_the_walk_limit() {
+    // Documents built locally are not checked by the guard: a restore between two of them,
+    // 5,000 levels deep, must not recurse 5,000 levels (it would overflow this thread's
+    // stack). It stops at the walk limit and reports what it could not copy.
+    let restored = std::thread::Builder::new()
+        .stack_size(4 << 20)
+        .spawn(|| {
+            let current = doc(1, OffsetKind::Utf16);
+            deep_object(&current, 5_000, "old");
+            let target = doc(2, OffsetKind::Utf16);
+            deep_object(&target, 5_000, "new");
+            let target_txn = target.transact();
+            restore_to(&mut current.transact_mut(), &target_txn)
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(!restored.skipped.is_empty(), "{restored:?}");
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use yrs::types::ToJson;
-use yrs::{Any, Out, ReadTxn};
+use yrs::{Any, Array, Map, Out, ReadTxn};
 
 /// A JSON-like value. Maps are ordered by key so output is deterministic; shared types are
 /// copied as JSON (`Y.Text` becomes a string, `Y.Map` a map, `Y.Array` an array).
@@ -29,29 +29,59 @@ pub enum Value {
 }
 
 impl Value {
-    /// Copies a yrs [`Any`].
+    /// Copies a yrs [`Any`]. Arrays and maps nested past [`crate::guard::MAX_WALK_DEPTH`]
+    /// are copied as `null` (a document that passed [`crate::guard`] has none).
     pub fn from_any(any: &Any) -> Self {
+        Self::from_any_at(any, 0)
+    }
+
+    fn from_any_at(any: &Any, depth: u16) -> Self {
+        let deeper = depth + 1;
         match any {
             Any::Null | Any::Undefined => Value::Null,
             Any::Bool(b) => Value::Bool(*b),
             Any::Number(n) => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
             Any::String(s) => Value::String(s.to_string()),
             Any::Buffer(b) => Value::Bytes(b.to_vec()),
-            Any::Array(items) => Value::Array(items.iter().map(Value::from_any).collect()),
+            Any::Array(_) | Any::Map(_) if depth >= crate::guard::MAX_WALK_DEPTH => Value::Null,
+            Any::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| Value::from_any_at(v, deeper))
+                    .collect(),
+            ),
             Any::Map(entries) => Value::Map(
                 entries
                     .iter()
-                    .map(|(k, v)| (k.clone(), Value::from_any(v)))
+                    .map(|(k, v)| (k.clone(), Value::from_any_at(v, deeper)))
                     .collect(),
             ),
         }
     }
 
-    /// Copies any value read from a document (shared types as JSON).
+    /// Copies any value read from a document (shared types as JSON). Nesting past
+    /// [`crate::guard::MAX_WALK_DEPTH`] is copied as `null`, as in [`Value::from_any`].
     pub fn from_out<T: ReadTxn>(txn: &T, out: &Out) -> Self {
+        Self::from_out_at(txn, out, 0)
+    }
+
+    fn from_out_at<T: ReadTxn>(txn: &T, out: &Out, depth: u16) -> Self {
+        let deeper = depth + 1;
         match out {
-            Out::Any(any) => Value::from_any(any),
-            other => Value::from_any(&other.to_json(txn)),
+            Out::Any(any) => Value::from_any_at(any, depth),
+            Out::YMap(_) | Out::YArray(_) if depth >= crate::guard::MAX_WALK_DEPTH => Value::Null,
+            Out::YMap(map) => Value::Map(
+                map.iter(txn)
+                    .map(|(k, v)| (k.to_owned(), Value::from_out_at(txn, &v, deeper)))
+                    .collect(),
+            ),
+            Out::YArray(array) => Value::Array(
+                array
+                    .iter(txn)
+                    .map(|v| Value::from_out_at(txn, &v, deeper))
+                    .collect(),
+            ),
+            other => Value::from_any_at(&other.to_json(txn), depth),
         }
     }
 }

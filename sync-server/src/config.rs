@@ -182,6 +182,14 @@ pub struct ServeArgs {
     /// Frames queued for one slow connection before it is closed with 1013.
     #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
+    /// Bytes queued for one slow connection before it is closed with 1013 (a single larger
+    /// frame, such as a big board's first sync, still goes out alone).
+    #[arg(long, env = "OUTBOUND_QUEUE_BYTES", default_value_t = 32 << 20)]
+    pub outbound_queue_bytes: usize,
+    /// Bytes of updates one connection may have sent that are not yet committed; past it the
+    /// server stops reading that socket until commits catch up (at least --max-message-bytes).
+    #[arg(long, env = "MAX_UNCOMMITTED_BYTES", default_value_t = 32 << 20)]
+    pub max_uncommitted_bytes: usize,
     /// Seconds a board with no connections stays in memory.
     #[arg(long, env = "BOARD_IDLE_SECS", default_value_t = 30)]
     pub board_idle_secs: u64,
@@ -233,7 +241,9 @@ pub struct ServeArgs {
     /// every 15 s.
     #[arg(long, env = "READ_TIMEOUT_SECS", default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..))]
     pub read_timeout_secs: u64,
-    /// Messages per second one WebSocket connection may send, sustained (0: no limit).
+    /// Messages per second one WebSocket connection may send, sustained (0: no limit). A
+    /// faster connection is slowed down (the server stops reading it until its budget refills),
+    /// not closed; only one over its rate for most of a minute is closed (1008).
     #[arg(long, env = "MESSAGE_RATE", default_value_t = 500)]
     pub message_rate: u32,
     /// Messages one WebSocket connection may send at once above the rate.
@@ -421,10 +431,13 @@ impl ServeArgs {
             limits: Limits {
                 max_message_bytes: self.max_message_bytes,
                 outbound_queue: self.outbound_queue,
+                outbound_queue_bytes: self.outbound_queue_bytes,
+                max_uncommitted_bytes: self.max_uncommitted_bytes,
                 max_connections_per_address: self.max_connections_per_address,
                 read_timeout: Duration::from_secs(self.read_timeout_secs),
                 message_rate: self.message_rate,
                 message_burst: self.message_burst,
+                abuse_window: Limits::default().abuse_window,
                 http_rate: self.http_rate,
                 http_burst: self.http_burst,
                 allowed_origins: self

@@ -28,9 +28,45 @@ impl MessageLimiter {
         Self(quota(rate, burst).map(RateLimiter::direct))
     }
 
-    /// Whether one more message is within the limit.
-    pub(crate) fn allow(&self) -> bool {
-        self.0.as_ref().is_none_or(|l| l.check().is_ok())
+    /// `Ok` if one more message is within the limit now (and counts it); otherwise how long
+    /// until it will be.
+    pub(crate) fn check(&self) -> Result<(), Duration> {
+        match &self.0 {
+            None => Ok(()),
+            Some(limiter) => limiter
+                .check()
+                .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now())),
+        }
+    }
+}
+
+/// How long a connection has waited for its message budget, per window: a connection slowed
+/// down for more than three quarters of a window is abusing the server, not bursting.
+#[derive(Debug)]
+pub(crate) struct Throttled {
+    window: Duration,
+    window_start: std::time::Instant,
+    waited: Duration,
+}
+
+impl Throttled {
+    pub(crate) fn new(window: Duration, now: std::time::Instant) -> Self {
+        Self {
+            window,
+            window_start: now,
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// Counts `waited` (ending `now`); returns whether the connection has now been throttled
+    /// for more than three quarters of its current window: sustained abuse.
+    pub(crate) fn add(&mut self, now: std::time::Instant, waited: Duration) -> bool {
+        if now.saturating_duration_since(self.window_start) >= self.window {
+            self.window_start = now;
+            self.waited = Duration::ZERO;
+        }
+        self.waited += waited;
+        self.waited > self.window / 4 * 3
     }
 }
 
@@ -132,12 +168,24 @@ mod tests {
     }
 
     #[test]
-    fn message_limits_allow_the_burst_then_refuse() {
+    fn message_limits_allow_the_burst_then_say_how_long_to_wait() {
         let limiter = MessageLimiter::new(10, 20);
-        let allowed = (0..100).filter(|_| limiter.allow()).count();
+        let allowed = (0..100).filter(|_| limiter.check().is_ok()).count();
         assert!((20..=22).contains(&allowed), "allowed {allowed}");
+        let wait = limiter.check().expect_err("over the burst");
+        assert!(wait <= Duration::from_millis(100), "{wait:?}");
         let unlimited = MessageLimiter::new(0, 0);
-        assert!((0..10_000).all(|_| unlimited.allow()));
+        assert!((0..10_000).all(|_| unlimited.check().is_ok()));
+    }
+
+    #[test]
+    fn only_throttling_for_most_of_a_window_counts_as_abuse() {
+        let start = std::time::Instant::now();
+        let mut throttled = Throttled::new(Duration::from_secs(60), start);
+        assert!(!throttled.add(start + Duration::from_secs(10), Duration::from_secs(40)));
+        // A new window starts over.
+        assert!(!throttled.add(start + Duration::from_secs(61), Duration::from_secs(40)));
+        assert!(throttled.add(start + Duration::from_secs(100), Duration::from_secs(6)));
     }
 
     #[test]

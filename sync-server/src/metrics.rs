@@ -37,8 +37,16 @@ pub mod kind {
     pub const READ_ONLY: &str = "read_only_update";
     /// Awareness entries of another user's client, dropped.
     pub const AWARENESS_SPOOF: &str = "awareness_spoof";
-    /// A connection closed for sending too many messages.
+    /// A connection closed for sending over its message rate for most of a minute (1008).
     pub const MESSAGE_RATE: &str = "message_rate";
+    /// A connection slowed down: it sent over its message rate, so reading it paused.
+    pub const THROTTLED: &str = "throttled";
+    /// An update or value nested deeper than the limit (closed 4422, or HTTP 400).
+    pub const TOO_DEEP: &str = "too_deep";
+    /// A connection over the awareness limits (client ids or state size; closed 4413).
+    pub const AWARENESS_LIMIT: &str = "awareness_limit";
+    /// A request refused because its board had too much waiting (HTTP 503, or 1013).
+    pub const BOARD_BUSY: &str = "board_busy";
     /// An HTTP request refused by the per-address rate limit.
     pub const HTTP_RATE: &str = "http_rate";
     /// A connection refused by a connection limit.
@@ -61,6 +69,10 @@ pub mod kind {
         READ_ONLY,
         AWARENESS_SPOOF,
         MESSAGE_RATE,
+        THROTTLED,
+        TOO_DEEP,
+        AWARENESS_LIMIT,
+        BOARD_BUSY,
         HTTP_RATE,
         CONNECTION_LIMIT,
         ORIGIN,

@@ -8,6 +8,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bytes::Bytes;
+use crdt_schema::guard::GuardError;
 use yrs::encoding::write::Write;
 use yrs::sync::{Awareness, AwarenessUpdate, Message, SyncMessage};
 use yrs::updates::decoder::Decode;
@@ -52,6 +53,19 @@ pub enum ProtocolError {
     /// The message is well-formed but its Yjs update does not decode.
     #[error("update does not decode: {0}")]
     BadUpdate(String),
+    /// The update nests values or shared types deeper than
+    /// [`crdt_schema::guard::MAX_NESTING`] levels.
+    #[error("{0}")]
+    TooDeep(GuardError),
+}
+
+impl From<GuardError> for ProtocolError {
+    fn from(e: GuardError) -> Self {
+        match e {
+            GuardError::Malformed(why) => ProtocolError::BadUpdate(why.to_owned()),
+            deep => ProtocolError::TooDeep(deep),
+        }
+    }
 }
 
 /// Decodes one client frame. Never panics: yrs decoders are run under `catch_unwind`, since
@@ -81,14 +95,20 @@ pub fn decode(frame: &[u8]) -> Result<Incoming, ProtocolError> {
     }
 }
 
-/// Decodes a Yjs update v1 without ever panicking, and only if yrs can read back its own
-/// encoding of it.
+/// Decodes a Yjs update v1 without ever panicking or overflowing the stack, and only if yrs can
+/// read back its own encoding of it.
+///
+/// The bytes are checked first, without recursion, for nesting deeper than
+/// [`crdt_schema::guard::MAX_NESTING`] (yrs decodes values recursively, and a deeply nested one
+/// would overflow the stack and abort the process). The check sees this update alone; the
+/// board actor checks it again against the board's own nesting before applying it.
 ///
 /// yrs accepts some malformed updates (a block whose declared length disagrees with its
 /// content) and then re-encodes them into bytes it cannot decode. Kept as pending data, such an
 /// update makes every later `encode_state_as_update_v1` of the board panic. Checking the round
 /// trip costs about 0.6 µs for a typical 30-byte drag update.
 pub fn decode_update(raw: &[u8]) -> Result<Update, ProtocolError> {
+    crdt_schema::guard::check_update_v1(raw)?;
     let update = decode_v1_unwinding(raw)?;
     let encoded = update.encode_v1();
     decode_v1_unwinding(&encoded).map_err(|_| {

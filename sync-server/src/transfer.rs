@@ -3,10 +3,10 @@
 
 use yrs::{Doc, ReadTxn, StateVector, Transact};
 
-use crate::ids::BoardId;
+use crate::ids::{BoardId, Seq};
 use crate::protocol::{ProtocolError, decode_update};
 use crate::storage::replay::{ReplayError, replay_into};
-use crate::storage::{BoardInfo, NewUpdate, Storage, StorageError};
+use crate::storage::{BoardInfo, Storage, StorageError};
 
 /// Why an export or import failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,46 +28,39 @@ pub enum TransferError {
 /// The board's whole durable state, read from the store (not from a running server's memory,
 /// so it is safe while a server runs on the same database).
 pub async fn export_board(store: &dyn Storage, id: &BoardId) -> Result<Vec<u8>, TransferError> {
+    stored_state(store, id).await.map(|(state, _)| state)
+}
+
+/// [`export_board`], with the log sequence the state covers.
+pub(crate) async fn stored_state(
+    store: &dyn Storage,
+    id: &BoardId,
+) -> Result<(Vec<u8>, Seq), TransferError> {
     let stored = store.load(id).await?;
-    let state = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let doc = Doc::new();
-        replay_into(&doc, &stored)?;
+        let stats = replay_into(&doc, &stored)?;
         let state = doc
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
-        Ok::<_, ReplayError>(state)
+        Ok::<_, ReplayError>((state, stats.last_seq))
     })
     .await
-    .map_err(|_| TransferError::Task(id.clone()))??;
-    Ok(state)
+    .map_err(|_| TransferError::Task(id.clone()))?
+    .map_err(TransferError::from)
 }
 
-/// Creates board `id` holding `snapshot` (checked to be a Yjs update first). Fails with
-/// [`StorageError::BoardExists`] if the id is taken; a failed import leaves no board behind.
+/// Creates board `id` holding `snapshot` (checked to be a Yjs update first), in one
+/// transaction: no connection can ever see the board without its content, and a failed import
+/// leaves no board behind. Fails with [`StorageError::BoardExists`] if the id is taken.
 pub async fn import_board(
     store: &dyn Storage,
     id: &BoardId,
     snapshot: &[u8],
 ) -> Result<BoardInfo, TransferError> {
     decode_update(snapshot).map_err(TransferError::InvalidSnapshot)?;
-    let mut info = store.create_board(id).await?;
     if snapshot == yrs::Update::EMPTY_V1 {
-        return Ok(info);
+        return Ok(store.create_board(id).await?);
     }
-    match store
-        .append(&[NewUpdate {
-            board: id,
-            data: snapshot,
-        }])
-        .await
-    {
-        Ok(seqs) => {
-            info.last_seq = seqs.last().copied().unwrap_or(0);
-            Ok(info)
-        }
-        Err(e) => {
-            let _ = store.delete_board(id).await;
-            Err(e.into())
-        }
-    }
+    Ok(store.create_board_with(id, snapshot).await?)
 }

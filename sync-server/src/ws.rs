@@ -19,18 +19,19 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info};
 
 use crate::auth::{AuthError, Denied, Grant, Role, TokenError};
-use crate::board::link::Side;
+use crate::board::link::{Delivery, Side};
 use crate::board::peer::{CloseReason, ConnId, PeerLink, close};
 use crate::board::presence::Identity;
 use crate::board::{BoardCmd, BoardError, Read};
 use crate::http::{ApiError, ApiPath, ApiQuery, bearer_token, request_id};
 use crate::ids::BoardId;
-use crate::limits::{AddressSlot, MessageLimiter};
+use crate::limits::{AddressSlot, MessageLimiter, Throttled};
 use crate::metrics::{Metrics, kind};
 use crate::protocol::{self, Incoming, ProtocolError};
 use crate::server::AppState;
@@ -186,6 +187,13 @@ struct Session {
     expires_at: Option<Instant>,
     read_timeout: Duration,
     limiter: MessageLimiter,
+    /// See [`crate::server::Limits::abuse_window`].
+    abuse_window: Duration,
+    /// Bytes of updates this connection may have sent and not yet seen committed: each update
+    /// holds its size in permits until its commit is answered.
+    uncommitted: Arc<Semaphore>,
+    /// The most permits one update takes (all of them, for an update as large as the budget).
+    max_uncommitted: u32,
     metrics: Arc<Metrics>,
 }
 
@@ -223,7 +231,10 @@ async fn run(
             }
         }
     }
-    let link = PeerLink::new(state.limits.outbound_queue);
+    let link = PeerLink::new(
+        state.limits.outbound_queue,
+        state.limits.outbound_queue_bytes,
+    );
     let identity = if state.auth.is_open() {
         Identity::Open
     } else {
@@ -268,6 +279,9 @@ async fn run(
         expires_at: admitted.grant.remaining().map(|left| Instant::now() + left),
         read_timeout: state.limits.read_timeout,
         limiter: MessageLimiter::new(state.limits.message_rate, state.limits.message_burst),
+        abuse_window: state.limits.abuse_window,
+        uncommitted: Arc::new(Semaphore::new(uncommitted_budget(&state.limits) as usize)),
+        max_uncommitted: uncommitted_budget(&state.limits),
         metrics: metrics.clone(),
     };
     debug!(wants_acks, role = %admitted.grant.role, "joined");
@@ -300,6 +314,15 @@ async fn expiry(at: Option<Instant>) {
     }
 }
 
+/// The per-connection budget of uncommitted update bytes: at least one largest message.
+fn uncommitted_budget(limits: &crate::server::Limits) -> u32 {
+    let bytes = limits.max_uncommitted_bytes.max(limits.max_message_bytes);
+    u32::try_from(bytes).unwrap_or(u32::MAX).min(MAX_PERMITS)
+}
+
+/// The most permits a tokio semaphore holds, rounded down to a `u32`.
+const MAX_PERMITS: u32 = 1 << 30;
+
 async fn read_loop(
     handle: &crate::board::registry::BoardHandle,
     session: &Session,
@@ -314,6 +337,7 @@ async fn read_loop(
     let silence = tokio::time::sleep(read_timeout);
     tokio::pin!(silence);
     let mut last_read = Instant::now();
+    let mut throttled = Throttled::new(session.abuse_window, std::time::Instant::now());
     loop {
         let next = tokio::select! {
             biased;
@@ -355,13 +379,7 @@ async fn read_loop(
             }
             Some(Ok(message)) => message,
         };
-        if !session.limiter.allow() {
-            info!("closing: messages faster than the connection's rate limit");
-            session.metrics.error(kind::MESSAGE_RATE);
-            link.close(CloseReason {
-                code: close::RATE_LIMITED,
-                reason: "too many messages",
-            });
+        if !throttle(session, &mut throttled).await {
             break;
         }
         let frame = match message {
@@ -384,22 +402,54 @@ async fn read_loop(
                 if !update.is_empty() {
                     debug!("refused an update from a read-only connection");
                     session.metrics.error(kind::READ_ONLY);
-                    let _ = link.offer(protocol::permission_denied(READ_ONLY_REASON));
+                    // Never silently skipped: a client too slow to take the notice is closed.
+                    if link.offer(protocol::permission_denied(READ_ONLY_REASON)) == Delivery::Full {
+                        session.metrics.error(kind::TOO_SLOW);
+                        link.close(CloseReason {
+                            code: close::TOO_SLOW,
+                            reason: "too slow; reconnect",
+                        });
+                        break;
+                    }
                 }
                 continue;
             }
-            Ok(incoming) => command(session.conn, incoming, frame),
+            Ok(Incoming::Update { update, raw }) => {
+                // Wait (reading nothing more) until this connection's earlier updates are
+                // committed enough to make room for this one.
+                let permits = u32::try_from(raw.len())
+                    .unwrap_or(u32::MAX)
+                    .clamp(1, session.max_uncommitted);
+                let held = tokio::select! {
+                    biased;
+                    () = link.closed(Side::Reader) => break,
+                    held = session.uncommitted.clone().acquire_many_owned(permits) => match held {
+                        Ok(held) => held,
+                        Err(_) => break,
+                    },
+                };
+                BoardCmd::Update {
+                    conn: session.conn,
+                    update,
+                    raw,
+                    held,
+                }
+            }
+            Ok(incoming) => match command(session.conn, incoming, frame) {
+                Some(cmd) => cmd,
+                None => continue,
+            },
             Err(e) => {
                 info!(error = %e, "refused: bad message");
                 session.metrics.error(match e {
                     ProtocolError::BadUpdate(_) => kind::BAD_UPDATE,
+                    ProtocolError::TooDeep(_) => kind::TOO_DEEP,
                     _ => kind::BAD_MESSAGE,
                 });
                 link.close(refusal(&e));
                 break;
             }
         };
-        let Some(cmd) = cmd else { continue };
         if handle.send(cmd).await.is_err() {
             link.close(CloseReason {
                 code: close::INTERNAL,
@@ -411,10 +461,48 @@ async fn read_loop(
     link.end();
 }
 
+/// Flood control: a connection over its message rate waits, reading nothing, until its budget
+/// refills; TCP backpressure slows the sender and nothing is lost. Only a connection over its
+/// rate for most of a minute is closed (1008, which clients reconnect from). Returns whether
+/// the connection goes on.
+async fn throttle(session: &Session, throttled: &mut Throttled) -> bool {
+    let Err(mut wait) = session.limiter.check() else {
+        return true;
+    };
+    session.metrics.error(kind::THROTTLED);
+    debug!(
+        wait_ms = wait.as_millis() as u64,
+        "slowing down a connection over its message rate"
+    );
+    loop {
+        let started = std::time::Instant::now();
+        tokio::select! {
+            biased;
+            () = session.link.closed(Side::Reader) => return false,
+            () = tokio::time::sleep(wait) => {}
+        }
+        let now = std::time::Instant::now();
+        if throttled.add(now, now - started) {
+            info!("closing: over the message rate for most of its abuse window");
+            session.metrics.error(kind::MESSAGE_RATE);
+            session.link.close(CloseReason {
+                code: close::POLICY,
+                reason: "message rate exceeded for too long; slow down",
+            });
+            return false;
+        }
+        match session.limiter.check() {
+            Ok(()) => return true,
+            Err(more) => wait = more,
+        }
+    }
+}
+
+/// The command for a message other than a document update (see [`read_loop`]).
 fn command(conn: ConnId, incoming: Incoming, frame: Bytes) -> Option<BoardCmd> {
     Some(match incoming {
         Incoming::SyncStep1(sv) => BoardCmd::Read(Read::SyncStep1 { conn, sv }),
-        Incoming::Update { update, raw } => BoardCmd::Update { conn, update, raw },
+        Incoming::Update { .. } => return None,
         Incoming::Awareness { update } => BoardCmd::Awareness {
             conn,
             update,
@@ -430,6 +518,10 @@ fn refusal(e: &ProtocolError) -> CloseReason {
         ProtocolError::BadUpdate(_) => CloseReason {
             code: close::BAD_UPDATE,
             reason: "update does not decode",
+        },
+        ProtocolError::TooDeep(_) => CloseReason {
+            code: close::BAD_UPDATE,
+            reason: "update nests too deeply",
         },
         ProtocolError::Undecodable(_) | ProtocolError::UnsupportedType(_) => CloseReason {
             code: close::BAD_MESSAGE,

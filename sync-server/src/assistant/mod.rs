@@ -39,17 +39,19 @@ use ai_agent::{
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use self::peer::ActorPeer;
 pub(crate) use self::revert::undo_run;
-use crate::board::{BoardCmd, BoardError, Read};
+use crate::board::{BoardCmd, BoardError, Read, VersionMeta};
 use crate::ids::BoardId;
 use crate::server::AppState;
 use crate::storage::{
-    NewRun, NewVersion, RunResult, RunState, Storage, StorageError, VersionInfo, VersionKind,
-    now_millis,
+    NewRun, RunResult, RunState, Storage, StorageError, VersionInfo, VersionKind, now_millis,
 };
+
+/// How long a finished run waits for its caller to take the `done` event.
+const DONE_GRACE: Duration = Duration::from_secs(30);
 
 /// How the assistant is set up.
 #[derive(Debug, Clone)]
@@ -182,27 +184,23 @@ impl Assistant {
         let claim = self.claim(&request.board, &run_id, &state.shutdown)?;
 
         let store = state.boards.store().clone();
-        let (before, covers_seq) = state
+        // Saved by the board's actor, holding every change back until it is: the version is
+        // exactly the board as the run finds it.
+        let before = VersionMeta {
+            kind: VersionKind::Auto,
+            label: None,
+            author: Some(format!("ai:{run_id}")),
+            reason: Some("before assistant run".into()),
+        };
+        let version = state
             .boards
             .call(&request.board, |reply| {
-                BoardCmd::Read(Read::Snapshot { reply })
+                BoardCmd::Read(Read::SaveVersion {
+                    meta: before.clone(),
+                    reply,
+                })
             })
-            .await?;
-        let author = format!("ai:{run_id}");
-        let version = store
-            .save_version(
-                &request.board,
-                NewVersion {
-                    kind: VersionKind::Auto,
-                    label: None,
-                    author: Some(&author),
-                    reason: Some("before assistant run"),
-                    covers_seq,
-                    data: &before,
-                },
-            )
-            .await?;
-        state.metrics.versions_saved.inc();
+            .await??;
         store
             .start_run(
                 &request.board,
@@ -227,18 +225,22 @@ impl Assistant {
             viewport: request.viewport,
         };
         let board = request.board;
+        let run_id_for_log = run_id.clone();
         state.tracker.spawn(async move {
+            let run_id_for_log = run_id_for_log.as_str();
             let peer = ActorPeer::new(state2.boards.clone(), board.clone(), run.run_id.clone());
             // The caller's `done` waits until the run is recorded and the board released, so
             // a prompt sent on `done` is never refused as busy.
             let (agent_events, mut agent_rx) = mpsc::channel(64);
+            // Progress goes to the caller without ever waiting for it: a caller that stops
+            // reading its stream loses progress events, never stalls the run.
             let forward = async {
                 let mut done = None;
                 while let Some(event) = agent_rx.recv().await {
                     if matches!(event, RunEvent::Done(_)) {
                         done = Some(event);
-                    } else {
-                        let _ = events.send(event).await;
+                    } else if let Err(mpsc::error::TrySendError::Full(_)) = events.try_send(event) {
+                        debug!(run_id = run_id_for_log, "a progress event dropped: its reader is not reading");
                     }
                 }
                 done
@@ -291,7 +293,8 @@ impl Assistant {
             info!(board = %board, run_id = outcome.run_id, status, tool_calls = outcome.tool_calls.len(), "assistant run ended");
             drop(claim);
             if let Some(done) = done {
-                let _ = events.send(done).await;
+                // Waits a while for a slow reader, never for ever: shutdown waits for this task.
+                let _ = tokio::time::timeout(DONE_GRACE, events.send(done)).await;
             }
         });
         Ok(Started {

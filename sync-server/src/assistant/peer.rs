@@ -142,8 +142,8 @@ fn peer_error(e: BoardError) -> PeerError {
         BoardError::CommitFailed => {
             PeerError::CommitFailed("the board could not store the edit".into())
         }
-        BoardError::Full => PeerError::Busy,
-        other @ (BoardError::Rejected(_) | BoardError::TooLarge(_)) => {
+        BoardError::Full | BoardError::Busy => PeerError::Busy,
+        other @ (BoardError::Rejected(_) | BoardError::TooLarge(_) | BoardError::TooDeep(_)) => {
             PeerError::Other(other.to_string())
         }
     }

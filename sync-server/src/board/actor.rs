@@ -1,27 +1,31 @@
-//! The board actor loop. See the module docs of [`super`] for the durability rules.
+//! The board actor loop. See the module docs of [`super`] for the durability rules and limits.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use crdt_schema::guard::Nesting;
 use crdt_schema::restore::RestoreReport;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use yrs::sync::AwarenessUpdate;
+use yrs::updates::decoder::Decode;
 use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
 use super::batch::{Batch, Outgoing, Waiter};
-use super::peer::{CloseReason, ConnId, Delivery, Peer, close};
+use super::fanout::{Peers, Undelivered};
+use super::maintenance::{self, Job, Source};
+use super::peer::{CloseReason, ConnId, Peer, close};
 use super::presence::Presence;
 use super::registry::Shared;
-use super::{BoardCmd, BoardError, Read};
+use super::{BoardCmd, BoardError, MAX_DEFERRED_BYTES, MAX_WAITING_READS, Read, VersionMeta};
 use crate::commit::CommitRequest;
 use crate::ids::{BoardId, Seq};
 use crate::metrics::kind;
 use crate::protocol;
-use crate::storage::replay::replay_into;
-use crate::storage::{CompactionStats, NewSnapshot, NewVersion, StorageError, VersionKind};
+use crate::storage::replay::{ReplayError, ReplayStats, replay_with_nesting};
+use crate::storage::{CompactionStats, StorageError, VersionInfo, VersionKind};
 
 type CommitReply = oneshot::Receiver<Result<Seq, Arc<StorageError>>>;
 
@@ -33,17 +37,32 @@ type CommitReply = oneshot::Receiver<Result<Seq, Arc<StorageError>>>;
 /// in order. The bound only matters when commits stall: past it, updates gather in `next`.
 const MAX_IN_FLIGHT: usize = 64;
 
+/// Why a commit failed.
+#[derive(Debug, Clone, thiserror::Error)]
+enum CommitError {
+    #[error(transparent)]
+    Storage(Arc<StorageError>),
+    #[error("the committer stopped")]
+    Stopped,
+}
+
 #[derive(Debug)]
 struct InFlight {
     batch: Batch,
     reply: CommitReply,
 }
 
+/// What to do once a version the actor is saving is saved.
 #[derive(Debug)]
-struct Compaction {
-    upto: Seq,
-    bytes_at_start: u64,
-    reply: oneshot::Receiver<Result<CompactionStats, StorageError>>,
+enum AfterSave {
+    /// Answer the caller that asked for it.
+    Reply(oneshot::Sender<Result<VersionInfo, BoardError>>),
+    /// Apply the restore it precedes.
+    Restore {
+        target: Vec<u8>,
+        origin: String,
+        reply: oneshot::Sender<Result<(RestoreReport, VersionInfo), BoardError>>,
+    },
 }
 
 #[derive(Debug)]
@@ -52,8 +71,11 @@ struct BoardActor {
     actor_id: u64,
     shared: Arc<Shared>,
     doc: Doc,
+    /// How deeply the doc's items nest: every update is checked against it before it is
+    /// applied.
+    nesting: Nesting,
     presence: Presence,
-    peers: HashMap<ConnId, Peer>,
+    peers: Peers,
     /// Sent to the committer and not yet durable, oldest first; at most [`MAX_IN_FLIGHT`].
     in_flight: VecDeque<InFlight>,
     /// Applied and not yet sent to the committer: goes out as soon as fewer than
@@ -61,8 +83,10 @@ struct BoardActor {
     next: Batch,
     /// Reads waiting for the doc to hold only durable data.
     waiting: Vec<Read>,
-    /// Updates held back while reads wait.
+    /// Updates held back while reads wait or a version is being saved.
     deferred: VecDeque<BoardCmd>,
+    /// Bytes of the updates in `deferred`.
+    deferred_bytes: usize,
     last_seq: Seq,
     snapshot_seq: Seq,
     /// Log bytes appended since the snapshot (approximate across restarts: counted on load).
@@ -70,13 +94,21 @@ struct BoardActor {
     /// The board's size for its limit: the encoded state at load (or at the last compaction)
     /// plus every update stored since.
     size: u64,
-    compaction: Option<Compaction>,
+    compaction: Option<Job<Option<CompactionStats>>>,
+    /// `log_bytes` when the running compaction started.
+    compaction_bytes: u64,
     /// Don't try compacting again before the log reaches this sequence (after a failure).
     compaction_retry_at: Seq,
-    /// The sequence the newest automatic version covers.
+    /// An automatic version being saved.
+    checkpoint: Option<Job<VersionInfo>>,
+    /// The sequence the newest saved automatic version covers.
     checkpoint_seq: Seq,
-    /// When the newest automatic version was taken (or the board loaded).
+    /// When the newest automatic version was saved (or the board loaded, or a save failed).
     checkpoint_at: Instant,
+    /// A version being saved while every change waits, and what follows it.
+    saving: Option<(Job<VersionInfo>, AfterSave)>,
+    /// Rows other writers committed between this actor's own, being read to catch up.
+    healing: Option<Job<Vec<Vec<u8>>>>,
     idle_since: Option<Instant>,
     /// Set when the actor must stop at the end of this iteration.
     stopped: bool,
@@ -90,8 +122,7 @@ pub(super) async fn run(
     actor_id: u64,
     mut rx: mpsc::Receiver<BoardCmd>,
 ) {
-    let loaded = load(&shared, &id).await;
-    let (doc, stats, size) = match loaded {
+    let (doc, nesting, stats, size) = match load(&shared, &id).await {
         Ok(loaded) => loaded,
         Err(e) => {
             if !matches!(e, BoardError::Deleted) {
@@ -118,20 +149,26 @@ pub(super) async fn run(
         actor_id,
         shared,
         doc,
+        nesting,
         presence,
-        peers: HashMap::new(),
+        peers: Peers::default(),
         in_flight: VecDeque::new(),
         next: Batch::default(),
         waiting: Vec::new(),
         deferred: VecDeque::new(),
+        deferred_bytes: 0,
         last_seq: stats.last_seq,
         snapshot_seq: stats.snapshot_seq,
         log_bytes: stats.log_bytes as u64,
         size,
         compaction: None,
+        compaction_bytes: 0,
         compaction_retry_at: 0,
+        checkpoint: None,
         checkpoint_seq,
         checkpoint_at: Instant::now(),
+        saving: None,
+        healing: None,
         idle_since: Some(Instant::now()),
         stopped: false,
     };
@@ -156,7 +193,7 @@ fn new_doc() -> Doc {
 async fn load(
     shared: &Shared,
     id: &BoardId,
-) -> Result<(Doc, crate::storage::replay::ReplayStats, u64), BoardError> {
+) -> Result<(Doc, Nesting, ReplayStats, u64), BoardError> {
     let failed = |e: &dyn std::fmt::Display| {
         warn!(board = %id, error = %e, "board load failed");
         BoardError::LoadFailed
@@ -176,12 +213,12 @@ async fn load(
     let rows = stored.updates.len();
     let replayed = tokio::task::spawn_blocking(move || {
         let doc = new_doc();
-        let stats = replay_into(&doc, &stored)?;
+        let (stats, nesting) = replay_with_nesting(&doc, &stored)?;
         let size = doc
             .transact()
             .encode_state_as_update_v1(&StateVector::default())
             .len() as u64;
-        Ok::<_, crate::storage::replay::ReplayError>((doc, stats, size))
+        Ok::<_, ReplayError>((doc, nesting, stats, size))
     })
     .await
     .map_err(|e| failed(&e))?
@@ -190,39 +227,63 @@ async fn load(
     Ok(replayed)
 }
 
-/// Answers every queued command with `error` (or by dropping its reply).
+/// Answers every queued command with `error`. [`BoardError::Gone`] is not sent but shown by
+/// dropping the reply: callers then ask the registry again and reach a new actor.
 fn refuse_all(rx: &mut mpsc::Receiver<BoardCmd>, error: &BoardError) {
     rx.close();
+    if matches!(error, BoardError::Gone) {
+        while rx.try_recv().is_ok() {}
+        return;
+    }
     while let Ok(cmd) = rx.try_recv() {
         match cmd {
             BoardCmd::Join { reply, .. } | BoardCmd::HttpUpdate { reply, .. } => {
                 let _ = reply.send(Err(error.clone()));
             }
-            BoardCmd::Restore { reply, .. } => {
-                let _ = reply.send(Err(error.clone()));
-            }
+            BoardCmd::Read(read) => refuse(read, error),
             _ => {}
         }
     }
 }
 
-async fn commit_done(in_flight: &mut VecDeque<InFlight>) -> Result<Seq, String> {
+/// Answers a read with `error` (a sync step 1 has no one to answer).
+fn refuse(read: Read, error: &BoardError) {
+    match read {
+        Read::SyncStep1 { .. } => {}
+        Read::State { reply } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        Read::Json { reply } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        Read::SaveVersion { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        Read::Restore { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        Read::Edit { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+}
+
+async fn commit_done(in_flight: &mut VecDeque<InFlight>) -> Result<Seq, CommitError> {
     match in_flight.front_mut() {
         Some(f) => match (&mut f.reply).await {
             Ok(Ok(seq)) => Ok(seq),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("the committer stopped".into()),
+            Ok(Err(e)) => Err(CommitError::Storage(e)),
+            Err(_) => Err(CommitError::Stopped),
         },
         None => std::future::pending().await,
     }
 }
 
-async fn compaction_done(compaction: &mut Option<Compaction>) -> Result<CompactionStats, String> {
-    match compaction {
-        Some(c) => match (&mut c.reply).await {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err("the compaction task stopped".into()),
-        },
+async fn saved(
+    saving: &mut Option<(Job<VersionInfo>, AfterSave)>,
+) -> Result<VersionInfo, maintenance::JobError> {
+    match saving {
+        Some((job, _)) => job.await.unwrap_or(Err(maintenance::JobError::Stopped)),
         None => std::future::pending().await,
     }
 }
@@ -231,6 +292,14 @@ async fn idle_expired(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The bytes an update command holds.
+fn update_bytes(cmd: &BoardCmd) -> usize {
+    match cmd {
+        BoardCmd::Update { raw, .. } | BoardCmd::HttpUpdate { raw, .. } => raw.len(),
+        _ => 0,
     }
 }
 
@@ -243,7 +312,19 @@ impl BoardActor {
             tokio::select! {
                 biased;
                 result = commit_done(&mut self.in_flight) => self.on_committed(result),
-                result = compaction_done(&mut self.compaction) => self.on_compacted(result),
+                result = saved(&mut self.saving) => self.on_saved(result),
+                result = maintenance::finished(&mut self.healing) => {
+                    self.healing = None;
+                    self.on_healed(result);
+                }
+                result = maintenance::finished(&mut self.compaction) => {
+                    self.compaction = None;
+                    self.on_compacted(result);
+                }
+                result = maintenance::finished(&mut self.checkpoint) => {
+                    self.checkpoint = None;
+                    self.on_checkpointed(result);
+                }
                 () = shutdown.cancelled(), if !draining => {
                     draining = true;
                     self.drain(rx);
@@ -265,7 +346,11 @@ impl BoardActor {
             if self.stopped {
                 break;
             }
-            if draining && self.in_flight.is_empty() && self.compaction.is_none() {
+            if draining
+                && self.in_flight.is_empty()
+                && self.saving.is_none()
+                && self.compaction.is_none()
+            {
                 break;
             }
         }
@@ -276,21 +361,29 @@ impl BoardActor {
     fn drain(&mut self, rx: &mut mpsc::Receiver<BoardCmd>) {
         self.shared.remove_if(&self.id, self.actor_id);
         rx.close();
-        self.waiting.clear();
+        for read in std::mem::take(&mut self.waiting) {
+            refuse(read, &BoardError::Gone);
+        }
         let mut pending: VecDeque<BoardCmd> = std::mem::take(&mut self.deferred);
+        self.deferred_bytes = 0;
         while let Ok(cmd) = rx.try_recv() {
             pending.push_back(cmd);
         }
         for cmd in pending {
             match cmd {
-                BoardCmd::Update { .. }
-                | BoardCmd::HttpUpdate { .. }
-                | BoardCmd::Restore { .. } => {
-                    self.handle(cmd);
+                BoardCmd::Update { .. } | BoardCmd::HttpUpdate { .. } => {
+                    if self.saving.is_some() {
+                        // Applied after the version being saved, as soon as it is.
+                        self.deferred_bytes += update_bytes(&cmd);
+                        self.deferred.push_back(cmd);
+                    } else {
+                        self.handle(cmd);
+                    }
                 }
                 BoardCmd::Join { reply, .. } => {
                     let _ = reply.send(Err(BoardError::Gone));
                 }
+                BoardCmd::Read(read) => refuse(read, &BoardError::Gone),
                 _ => {}
             }
         }
@@ -298,9 +391,10 @@ impl BoardActor {
 
     fn idle_deadline(&self) -> Option<Instant> {
         let idle = self.peers.is_empty()
-            && self.is_quiescent()
+            && self.can_answer()
             && self.waiting.is_empty()
-            && self.compaction.is_none();
+            && self.compaction.is_none()
+            && self.healing.is_none();
         idle.then_some(self.idle_since?)
             .map(|since| since + self.shared.config.board.idle_timeout)
     }
@@ -308,6 +402,12 @@ impl BoardActor {
     /// The doc holds nothing that is not durable.
     fn is_quiescent(&self) -> bool {
         self.in_flight.is_empty() && self.next.updates.is_empty()
+    }
+
+    /// Reads may be answered now: the doc holds only durable data, and no version is being
+    /// saved (which holds every change back).
+    fn can_answer(&self) -> bool {
+        self.is_quiescent() && self.saving.is_none()
     }
 
     fn handle(&mut self, cmd: BoardCmd) {
@@ -341,25 +441,23 @@ impl BoardActor {
                 let _ = reply.send(Ok(()));
             }
             BoardCmd::Leave { conn } => self.remove_peer(conn),
-            cmd @ (BoardCmd::Update { .. }
-            | BoardCmd::HttpUpdate { .. }
-            | BoardCmd::Restore { .. })
-                if !self.waiting.is_empty() =>
+            cmd @ (BoardCmd::Update { .. } | BoardCmd::HttpUpdate { .. })
+                if !self.waiting.is_empty() || self.saving.is_some() =>
             {
-                self.deferred.push_back(cmd);
+                self.defer(cmd);
             }
-            BoardCmd::Update { conn, update, raw } => self.apply(Some(conn), update, raw, None),
+            BoardCmd::Update {
+                conn,
+                update,
+                raw,
+                held,
+            } => self.apply(Some(conn), update, raw, None, Some(held)),
             BoardCmd::HttpUpdate { raw, reply } => match protocol::decode_update(&raw) {
-                Ok(update) => self.apply(None, update, raw, Some(Waiter::reply(reply))),
+                Ok(update) => self.apply(None, update, raw, Some(Waiter::reply(reply)), None),
                 Err(e) => {
                     let _ = reply.send(Err(BoardError::Rejected(e.to_string())));
                 }
             },
-            BoardCmd::Restore {
-                target,
-                origin,
-                reply,
-            } => self.restore(&target, &origin, reply),
             BoardCmd::Awareness {
                 conn,
                 update,
@@ -376,23 +474,70 @@ impl BoardActor {
                     self.send(conn, frame);
                 }
             }
-            BoardCmd::Read(read) => {
-                if self.is_quiescent() {
-                    self.answer(read);
-                } else {
-                    self.waiting.push(read);
-                }
-            }
+            BoardCmd::Read(read) => self.read(read),
             BoardCmd::Shutdown { reason, reply } => {
-                for peer in self.peers.values() {
+                for peer in self.peers.take_all() {
                     peer.link.close(reason);
                 }
-                self.peers.clear();
                 self.shared.remove_if(&self.id, self.actor_id);
                 self.stopped = true;
                 let _ = reply.send(());
             }
         }
+    }
+
+    /// Holds an update back until the reads before it are answered. What may wait is bounded
+    /// in bytes ([`MAX_DEFERRED_BYTES`]); past it, an update is refused (a WebSocket client is
+    /// closed with 1013 and resends on reconnect; an HTTP writer gets 503).
+    fn defer(&mut self, cmd: BoardCmd) {
+        let bytes = update_bytes(&cmd);
+        if !self.deferred.is_empty() && self.deferred_bytes + bytes > MAX_DEFERRED_BYTES {
+            self.shared.metrics.error(kind::BOARD_BUSY);
+            match cmd {
+                BoardCmd::Update { conn, .. } => {
+                    info!(board = %self.id, conn, "closing a connection: too many updates wait for this board");
+                    self.close_peer(conn, close::TOO_SLOW, "board busy; reconnect");
+                }
+                BoardCmd::HttpUpdate { reply, .. } => {
+                    let _ = reply.send(Err(BoardError::Busy));
+                }
+                _ => {}
+            }
+            return;
+        }
+        self.deferred_bytes += bytes;
+        self.deferred.push_back(cmd);
+    }
+
+    /// Answers a read now if the doc holds only durable data, or makes it wait. A connection's
+    /// repeated sync step 1 waits once; other reads wait up to [`MAX_WAITING_READS`].
+    fn read(&mut self, read: Read) {
+        if let Read::SyncStep1 { conn, sv } = &read {
+            let waiting = self.waiting.iter_mut().find_map(|r| match r {
+                Read::SyncStep1 { conn: c, sv } if c == conn => Some(sv),
+                _ => None,
+            });
+            if let Some(earlier) = waiting {
+                *earlier = sv.clone();
+                return;
+            }
+        }
+        if self.can_answer() {
+            self.answer(read);
+            return;
+        }
+        let is_step1 = matches!(read, Read::SyncStep1 { .. });
+        let others = self
+            .waiting
+            .iter()
+            .filter(|r| !matches!(r, Read::SyncStep1 { .. }))
+            .count();
+        if !is_step1 && others >= MAX_WAITING_READS {
+            self.shared.metrics.error(kind::BOARD_BUSY);
+            refuse(read, &BoardError::Busy);
+            return;
+        }
+        self.waiting.push(read);
     }
 
     /// Applies an update to the doc and queues what must follow once it is durable.
@@ -402,6 +547,7 @@ impl BoardActor {
         update: Update,
         raw: Vec<u8>,
         http: Option<Waiter>,
+        held: Option<tokio::sync::OwnedSemaphorePermit>,
     ) {
         let limit = self.shared.config.board.max_board_bytes;
         if limit != 0 && self.size + raw.len() as u64 > limit {
@@ -415,10 +561,26 @@ impl BoardActor {
             }
             return;
         }
+        // Checked against the board's own nesting: the update may put items into types an
+        // earlier update created.
+        let checked = match self.nesting.check(&raw) {
+            Ok(checked) => checked,
+            Err(e) => {
+                self.shared.metrics.error(kind::TOO_DEEP);
+                warn!(board = %self.id, conn = ?origin, error = %e, "update refused");
+                if let Some(conn) = origin {
+                    self.close_peer(conn, close::BAD_UPDATE, "update nests too deeply");
+                }
+                if let Some(waiter) = http {
+                    waiter.answer(Err(BoardError::TooDeep(e)));
+                }
+                return;
+            }
+        };
         let metrics = &self.shared.metrics;
         metrics.updates_received.inc();
         metrics.update_bytes_received.inc_by(raw.len() as u64);
-        let message_no = origin.and_then(|c| self.peers.get_mut(&c)).map(|p| {
+        let message_no = origin.and_then(|c| self.peers.get_mut(c)).map(|p| {
             p.doc_messages += 1;
             p.doc_messages
         });
@@ -430,6 +592,8 @@ impl BoardActor {
             let pending = txn.has_missing_updates();
             (result, delta, had_pending, pending)
         };
+        // Whatever yrs integrated is part of what was checked.
+        self.nesting.record(checked);
         let changed = delta.as_slice() != Update::EMPTY_V1;
         if let Err(e) = &result {
             warn!(board = %self.id, conn = ?origin, error = %e, "update does not apply");
@@ -452,6 +616,7 @@ impl BoardActor {
             self.hold(bytes);
         }
         let batch = &mut self.next;
+        batch.held.extend(held);
         if changed {
             // The sender has this content, unless it completed updates that were pending.
             let skip = if had_pending { None } else { origin };
@@ -473,12 +638,14 @@ impl BoardActor {
     }
 
     /// Turns the board into `target`'s content as one forward change (crdt-schema's restore
-    /// rules), committed and broadcast like any update.
+    /// rules), committed and broadcast like any update. Runs right after the version `before`
+    /// was saved, with nothing applied in between.
     fn restore(
         &mut self,
         target: &[u8],
         origin: &str,
-        reply: oneshot::Sender<Result<RestoreReport, BoardError>>,
+        before: VersionInfo,
+        reply: oneshot::Sender<Result<(RestoreReport, VersionInfo), BoardError>>,
     ) {
         let (result, delta) = {
             let mut txn = self.doc.transact_mut_with(origin);
@@ -495,11 +662,19 @@ impl BoardActor {
         };
         info!(board = %self.id, origin, ?report, "restore applied");
         if delta.as_slice() != Update::EMPTY_V1 {
+            self.admit_own(&delta);
             self.hold(delta.clone());
             self.next.broadcasts.push((None, delta));
         }
-        self.next.http.push(Waiter::with(reply, report));
+        self.next.http.push(Waiter::with(reply, (report, before)));
         self.dispatch();
+    }
+
+    /// Records the nesting of an edit the server made itself (a restore, the assistant).
+    fn admit_own(&mut self, delta: &[u8]) {
+        if let Err(e) = self.nesting.admit(delta) {
+            warn!(board = %self.id, error = %e, "the server's own edit nests past the limit");
+        }
     }
 
     /// Adds `update` to what the next commit stores.
@@ -528,23 +703,26 @@ impl BoardActor {
         }
         let mut batch = std::mem::take(&mut self.next);
         let (reply, rx) = oneshot::channel();
+        let updates = std::mem::take(&mut batch.updates);
+        batch.stored = updates.len();
         let request = CommitRequest {
             board: self.id.clone(),
-            updates: std::mem::take(&mut batch.updates),
+            updates,
             reply,
         };
         match self.shared.committer.submit(request) {
             Ok(()) => self.in_flight.push_back(InFlight { batch, reply: rx }),
-            Err(_) => self.fail("the committer stopped", batch),
+            Err(_) => self.fail(&CommitError::Stopped, batch),
         }
     }
 
-    fn on_committed(&mut self, result: Result<Seq, String>) {
+    fn on_committed(&mut self, result: Result<Seq, CommitError>) {
         let Some(InFlight { mut batch, .. }) = self.in_flight.pop_front() else {
             return;
         };
         match result {
             Ok(seq) => {
+                self.note_rows(seq, batch.stored);
                 let (seq, failed) = self.absorb_answered(&mut batch, seq);
                 self.last_seq = seq;
                 self.log_bytes += batch.bytes;
@@ -554,7 +732,7 @@ impl BoardActor {
                     return;
                 }
                 self.dispatch();
-                if self.is_quiescent() && !self.waiting.is_empty() {
+                if self.can_answer() && !self.waiting.is_empty() {
                     self.answer_waiting();
                 }
                 self.maybe_compact();
@@ -569,6 +747,57 @@ impl BoardActor {
         }
     }
 
+    /// Notes that this actor's rows `last - count + 1 ..= last` were committed. Rows before
+    /// them that this actor did not write (another writer's: an actor of this board that was
+    /// stopping, another program on the database) are read and applied, so that the doc holds
+    /// every stored row up to `last_seq`.
+    fn note_rows(&mut self, last: Seq, count: usize) {
+        let first = last - count as Seq + 1;
+        let expected = self.last_seq + 1;
+        if first > expected && self.healing.is_none() {
+            info!(board = %self.id, from = expected, to = first - 1, "rows another writer committed; reading them");
+            self.healing = Some(maintenance::read_rows(
+                &self.shared,
+                &self.id,
+                expected - 1,
+                first,
+            ));
+        }
+        self.last_seq = self.last_seq.max(last);
+    }
+
+    /// Applies rows another writer committed (durable already: they go to every peer at once).
+    fn on_healed(&mut self, result: Result<Vec<Vec<u8>>, maintenance::JobError>) {
+        let rows = match result {
+            Ok(rows) => rows,
+            Err(e) => {
+                warn!(board = %self.id, error = %e, "cannot read rows another writer committed");
+                return;
+            }
+        };
+        for row in rows {
+            if let Err(e) = self.nesting.admit(&row) {
+                warn!(board = %self.id, error = %e, "a stored row nests past the limit; not applied");
+                continue;
+            }
+            let Ok(Ok(update)) = std::panic::catch_unwind(|| Update::decode_v1(&row)) else {
+                warn!(board = %self.id, "a stored row does not decode; not applied");
+                continue;
+            };
+            let delta = {
+                let mut txn = self.doc.transact_mut();
+                if txn.apply_update(update).is_err() {
+                    continue;
+                }
+                txn.encode_update_v1()
+            };
+            if delta.as_slice() != Update::EMPTY_V1 {
+                self.size += delta.len() as u64;
+                self.broadcast(&protocol::update(&delta), None);
+            }
+        }
+    }
+
     /// Moves the batches after `batch` whose commits are answered already (they were in the
     /// same group, mostly) into it, so that they are released together: each peer then gets
     /// one merged update per group, not one per batch, however many batches a burst made.
@@ -577,19 +806,20 @@ impl BoardActor {
         &mut self,
         batch: &mut Batch,
         mut seq: Seq,
-    ) -> (Seq, Option<(String, Batch)>) {
+    ) -> (Seq, Option<(CommitError, Batch)>) {
         while let Some(front) = self.in_flight.front_mut() {
             let answer = match front.reply.try_recv() {
                 Err(oneshot::error::TryRecvError::Empty) => break,
                 Ok(Ok(seq)) => Ok(seq),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(oneshot::error::TryRecvError::Closed) => Err("the committer stopped".into()),
+                Ok(Err(e)) => Err(CommitError::Storage(e)),
+                Err(oneshot::error::TryRecvError::Closed) => Err(CommitError::Stopped),
             };
             let Some(InFlight { batch: later, .. }) = self.in_flight.pop_front() else {
                 break;
             };
             match answer {
                 Ok(later_seq) => {
+                    self.note_rows(later_seq, later.stored);
                     seq = later_seq;
                     batch.absorb(later);
                 }
@@ -613,7 +843,7 @@ impl BoardActor {
             }
         }
         for (conn, count) in batch.acks {
-            if self.peers.get(&conn).is_some_and(|p| p.wants_acks) {
+            if self.peers.get(conn).is_some_and(|p| p.wants_acks) {
                 self.send(conn, protocol::durable_ack(count));
             }
         }
@@ -624,11 +854,12 @@ impl BoardActor {
 
     /// A commit failed: nothing it held was shown to anyone. Close every connection so that
     /// clients resend on reconnect, and stop so the board reloads from the database.
-    fn fail(&mut self, error: &str, batch: Batch) {
-        warn!(board = %self.id, error, peers = self.peers.len(), "commit failed; closing the board's connections");
+    fn fail(&mut self, error: &CommitError, batch: Batch) {
+        warn!(board = %self.id, error = %error, peers = self.peers.len(), "commit failed; closing the board's connections");
         // Later batches are failed with it, even one that may yet commit: none was shown to
         // anyone, and its senders resend on reconnect (a Yjs update applies once however
-        // often it arrives).
+        // often it arrives). The next actor of the board reads any such row it finds between
+        // its own (`note_rows`).
         let later = std::mem::take(&mut self.in_flight)
             .into_iter()
             .map(|f| f.batch)
@@ -638,40 +869,38 @@ impl BoardActor {
             batch.fail(&BoardError::CommitFailed);
         }
         for cmd in std::mem::take(&mut self.deferred) {
-            match cmd {
-                BoardCmd::HttpUpdate { reply, .. } => {
-                    let _ = reply.send(Err(BoardError::CommitFailed));
-                }
-                BoardCmd::Restore { reply, .. } => {
-                    let _ = reply.send(Err(BoardError::CommitFailed));
-                }
-                _ => {}
+            if let BoardCmd::HttpUpdate { reply, .. } = cmd {
+                let _ = reply.send(Err(BoardError::CommitFailed));
             }
         }
-        for peer in self.peers.values() {
+        self.deferred_bytes = 0;
+        // Reads waiting are dropped: their callers ask again and reach the reloaded board.
+        self.waiting.clear();
+        if let Some((_, after)) = self.saving.take() {
+            after.refuse(&BoardError::CommitFailed);
+        }
+        for peer in self.peers.take_all() {
             peer.link.close(CloseReason {
                 code: close::INTERNAL,
                 reason: "commit failed; reconnect",
             });
         }
-        self.peers.clear();
-        self.waiting.clear();
         self.stopped = true;
     }
 
     /// Serves reads that waited for durable state, then the updates held back meanwhile. An
-    /// edit among the reads makes the doc hold undurable data again: the reads after it wait
-    /// for the next commit.
+    /// edit or a version save among the reads makes the reads after it wait again.
     fn answer_waiting(&mut self) {
         let mut reads = std::mem::take(&mut self.waiting).into_iter();
         while let Some(read) = reads.next() {
-            if !self.is_quiescent() {
+            if !self.can_answer() {
                 self.waiting.push(read);
                 self.waiting.extend(reads);
                 return;
             }
             self.answer(read);
         }
+        self.deferred_bytes = 0;
         for cmd in std::mem::take(&mut self.deferred) {
             self.handle(cmd);
         }
@@ -700,6 +929,7 @@ impl BoardActor {
         };
         match edited.update {
             Some(update) if update.as_slice() != Update::EMPTY_V1 => {
+                self.admit_own(&update);
                 self.hold(update.clone());
                 self.next.broadcasts.push((None, update));
                 self.next.http.push(Waiter::with(reply, edited.result));
@@ -714,28 +944,90 @@ impl BoardActor {
     fn answer(&mut self, read: Read) {
         match read {
             Read::SyncStep1 { conn, sv } => {
+                // A step 2 this connection has not taken yet answers this request too: the
+                // updates queued after it bring the rest.
+                if self
+                    .peers
+                    .get(conn)
+                    .is_some_and(|p| p.link.sync_reply_waiting())
+                {
+                    return;
+                }
                 let update = self.doc.transact().encode_state_as_update_v1(&sv);
-                self.send(conn, protocol::sync_step2(update));
+                let undelivered = self.peers.send_sync_reply(
+                    conn,
+                    protocol::sync_step2(update),
+                    &self.shared.metrics,
+                );
+                self.settle(undelivered);
             }
             Read::State { reply } => {
                 let state = self
                     .doc
                     .transact()
                     .encode_state_as_update_v1(&StateVector::default());
-                let _ = reply.send(state);
-            }
-            Read::Snapshot { reply } => {
-                let state = self
-                    .doc
-                    .transact()
-                    .encode_state_as_update_v1(&StateVector::default());
-                let _ = reply.send((state, self.last_seq));
+                let _ = reply.send(Ok(state));
             }
             Read::Json { reply } => {
                 let board = crdt_schema::read_board(&self.doc.transact());
-                let _ = reply.send(board);
+                let _ = reply.send(Ok(board));
             }
             Read::Edit { edit, reply } => self.run_edit(edit, reply),
+            Read::SaveVersion { meta, reply } => self.save_version(meta, AfterSave::Reply(reply)),
+            Read::Restore {
+                target,
+                origin,
+                before,
+                reply,
+            } => self.save_version(
+                before,
+                AfterSave::Restore {
+                    target,
+                    origin,
+                    reply,
+                },
+            ),
+        }
+    }
+
+    /// Saves the doc's state (durable: reads are answered only then) as a version, holding
+    /// every change back until it is saved; then does `after`.
+    fn save_version(&mut self, meta: VersionMeta, after: AfterSave) {
+        let state = self
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let source = Source::Doc {
+            state,
+            seq: self.last_seq,
+        };
+        let job = maintenance::save_version(&self.shared, &self.id, source, meta);
+        self.saving = Some((job, after));
+    }
+
+    fn on_saved(&mut self, result: Result<VersionInfo, maintenance::JobError>) {
+        let Some((_, after)) = self.saving.take() else {
+            return;
+        };
+        match (result, after) {
+            (Ok(info), AfterSave::Reply(reply)) => {
+                let _ = reply.send(Ok(info));
+            }
+            (
+                Ok(info),
+                AfterSave::Restore {
+                    target,
+                    origin,
+                    reply,
+                },
+            ) => self.restore(&target, &origin, info, reply),
+            (Err(e), after) => {
+                warn!(board = %self.id, error = %e, "a version could not be saved");
+                after.refuse(&BoardError::CommitFailed);
+            }
+        }
+        if self.can_answer() {
+            self.answer_waiting();
         }
     }
 
@@ -743,7 +1035,7 @@ impl BoardActor {
         let peers = &self.peers;
         let applied = self
             .presence
-            .apply(conn, update, frame, |c| peers.get(&c).map(|p| &p.identity));
+            .apply(conn, update, frame, |c| peers.identity(c));
         match applied {
             Ok(applied) => {
                 if applied.dropped > 0 {
@@ -756,6 +1048,11 @@ impl BoardActor {
                     self.broadcast(&frame, None);
                 }
             }
+            Err(e) if e.is_limit() => {
+                info!(board = %self.id, conn, error = %e, "closing: awareness over its limits");
+                self.shared.metrics.error(kind::AWARENESS_LIMIT);
+                self.close_peer(conn, close::TOO_LARGE, "awareness over its limits");
+            }
             Err(e) => {
                 debug!(board = %self.id, conn, error = %e, "bad awareness update");
                 self.close_peer(conn, close::BAD_MESSAGE, "bad awareness update");
@@ -764,55 +1061,33 @@ impl BoardActor {
     }
 
     fn send(&mut self, conn: ConnId, frame: Bytes) {
-        let delivery = match self.peers.get(&conn) {
-            Some(peer) => peer.offer(frame),
-            None => return,
-        };
-        self.shared.metrics.frames_sent.inc();
-        self.after_delivery(conn, delivery);
+        let undelivered = self.peers.send(conn, frame, &self.shared.metrics);
+        self.settle(undelivered);
     }
 
     /// Sends `frame` to every peer except `skip`. A peer whose queue is full is closed, never
     /// silently skipped: it resyncs when it reconnects.
     fn broadcast(&mut self, frame: &Bytes, skip: Option<ConnId>) {
-        let mut failed = Vec::new();
-        let (mut sent, mut deepest) = (0u64, 0usize);
-        for (conn, peer) in &self.peers {
-            if Some(*conn) == skip {
-                continue;
-            }
-            match peer.offer(frame.clone()) {
-                Delivery::Queued(depth) => {
-                    sent += 1;
-                    deepest = deepest.max(depth);
-                }
-                other => failed.push((*conn, other)),
-            }
-        }
-        let metrics = &self.shared.metrics;
-        metrics.frames_sent.inc_by(sent);
-        if sent > 0 {
-            metrics.queue_depth.observe(deepest as f64);
-        }
-        for (conn, delivery) in failed {
-            self.after_delivery(conn, delivery);
-        }
+        let undelivered = self.peers.broadcast(frame, skip, &self.shared.metrics);
+        self.settle(undelivered);
     }
 
-    fn after_delivery(&mut self, conn: ConnId, delivery: Delivery) {
-        match delivery {
-            Delivery::Queued(_) => {}
-            Delivery::Full => {
-                info!(board = %self.id, conn, "closing a connection too slow to keep up");
-                self.shared.metrics.error(kind::TOO_SLOW);
-                self.close_peer(conn, close::TOO_SLOW, "too slow; reconnect");
+    /// Closes the connections a frame could not be queued for.
+    fn settle(&mut self, undelivered: impl IntoIterator<Item = Undelivered>) {
+        for failed in undelivered {
+            match failed {
+                Undelivered::TooSlow(conn) => {
+                    info!(board = %self.id, conn, "closing a connection too slow to keep up");
+                    self.shared.metrics.error(kind::TOO_SLOW);
+                    self.close_peer(conn, close::TOO_SLOW, "too slow; reconnect");
+                }
+                Undelivered::Closed(conn) => self.remove_peer(conn),
             }
-            Delivery::Closed => self.remove_peer(conn),
         }
     }
 
     fn close_peer(&mut self, conn: ConnId, code: u16, reason: &'static str) {
-        if let Some(peer) = self.peers.get(&conn) {
+        if let Some(peer) = self.peers.get(conn) {
             peer.link.close(CloseReason { code, reason });
         }
         self.remove_peer(conn);
@@ -820,7 +1095,7 @@ impl BoardActor {
 
     /// Forgets a connection and clears the awareness states it controlled, for everyone else.
     fn remove_peer(&mut self, conn: ConnId) {
-        if self.peers.remove(&conn).is_none() {
+        if self.peers.remove(conn).is_none() {
             return;
         }
         if self.peers.is_empty() {
@@ -831,48 +1106,49 @@ impl BoardActor {
         }
     }
 
-    /// Saves an automatic version of the board now (in the background) if anything changed
-    /// since the last one, then applies retention.
+    /// Saves an automatic version now (in the background) if anything changed since the last
+    /// one, from durable state only: the doc if it holds nothing undurable, otherwise the
+    /// stored rows. It counts as taken once it is saved.
     fn checkpoint(&mut self, reason: &'static str) {
-        if self.last_seq <= self.checkpoint_seq {
+        if self.last_seq <= self.checkpoint_seq || self.checkpoint.is_some() {
             return;
         }
-        let data = self
-            .doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
-        let (store, id, covers_seq) = (self.shared.store.clone(), self.id.clone(), self.last_seq);
-        let keep = self.shared.config.board.keep_auto_versions;
-        self.checkpoint_seq = covers_seq;
-        self.checkpoint_at = Instant::now();
-        let metrics = self.shared.metrics.clone();
-        self.shared.tracker.spawn(async move {
-            let version = NewVersion {
-                kind: VersionKind::Auto,
-                label: None,
-                author: Some("server"),
-                reason: Some(reason),
-                covers_seq,
-                data: &data,
-            };
-            let saved = store.save_version(&id, version).await;
-            match saved {
-                Ok(_) => {
-                    metrics.versions_saved.inc();
-                    if let Err(e) = store.prune_versions(&id, keep).await {
-                        warn!(board = %id, error = %e, "version retention failed");
-                    }
-                }
-                Err(e) => warn!(board = %id, error = %e, "automatic version failed"),
+        let source = if self.is_quiescent() {
+            Source::Doc {
+                state: self
+                    .doc
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default()),
+                seq: self.last_seq,
             }
-        });
+        } else {
+            Source::Stored
+        };
+        let meta = maintenance::automatic(reason);
+        self.checkpoint = Some(maintenance::save_version(
+            &self.shared,
+            &self.id,
+            source,
+            meta,
+        ));
     }
 
-    /// Starts a background compaction once the log after the snapshot passes a threshold.
-    ///
-    /// The snapshot is the doc's state now, which holds every committed row up to `last_seq`
-    /// (and possibly updates still in flight: harmless, since applying an update twice
-    /// changes nothing, and if their commit fails the board reloads from this snapshot).
+    fn on_checkpointed(&mut self, result: Result<VersionInfo, maintenance::JobError>) {
+        match result {
+            Ok(info) => {
+                self.checkpoint_seq = self.checkpoint_seq.max(info.covers_seq);
+                self.checkpoint_at = Instant::now();
+            }
+            Err(e) => {
+                // Tried again after another interval (or as many rows) at the latest.
+                warn!(board = %self.id, error = %e, "automatic version failed");
+                self.checkpoint_at = Instant::now();
+            }
+        }
+    }
+
+    /// Starts a background compaction once the log after the snapshot passes a threshold. It
+    /// folds the stored rows (see [`maintenance`]), never the live doc.
     fn maybe_compact(&mut self) {
         let config = &self.shared.config.board;
         let rows = self.last_seq - self.snapshot_seq;
@@ -881,45 +1157,38 @@ impl BoardActor {
         if self.compaction.is_some() || !due || self.last_seq < self.compaction_retry_at {
             return;
         }
-        let data = self
-            .doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
-        let (tx, reply) = oneshot::channel();
-        let (store, id, upto) = (self.shared.store.clone(), self.id.clone(), self.last_seq);
-        self.shared.tracker.spawn(async move {
-            let result = match store
-                .begin_compaction(&id, NewSnapshot { upto, data: &data })
-                .await
-            {
-                Ok(pending) => pending.commit().await,
-                Err(e) => Err(e),
-            };
-            let _ = tx.send(result);
-        });
-        self.compaction = Some(Compaction {
-            upto,
-            bytes_at_start: self.log_bytes,
-            reply,
-        });
+        self.compaction_bytes = self.log_bytes;
+        self.compaction = Some(maintenance::compact(&self.shared, &self.id));
     }
 
-    fn on_compacted(&mut self, result: Result<CompactionStats, String>) {
-        let Some(c) = self.compaction.take() else {
-            return;
-        };
+    fn on_compacted(&mut self, result: Result<Option<CompactionStats>, maintenance::JobError>) {
         match result {
-            Ok(stats) => {
-                debug!(board = %self.id, upto = c.upto, rows = stats.rows_deleted, bytes = stats.snapshot_bytes, "compacted");
-                self.snapshot_seq = c.upto;
-                self.log_bytes = self.log_bytes.saturating_sub(c.bytes_at_start);
+            Ok(Some(stats)) => {
+                debug!(board = %self.id, upto = stats.snapshot_seq, rows = stats.rows_deleted, bytes = stats.snapshot_bytes, "compacted");
+                self.snapshot_seq = self.snapshot_seq.max(stats.snapshot_seq);
+                self.log_bytes = self.log_bytes.saturating_sub(self.compaction_bytes);
                 self.size = stats.snapshot_bytes + self.log_bytes;
                 self.shared.metrics.compactions.inc();
             }
+            Ok(None) => {}
             Err(e) => {
                 warn!(board = %self.id, error = %e, "compaction failed; retrying later");
                 self.shared.metrics.error(kind::COMPACTION_FAILED);
                 self.compaction_retry_at = self.last_seq + self.shared.config.board.compact_rows;
+            }
+        }
+    }
+}
+
+impl AfterSave {
+    /// Answers the caller that waited for the save with `error`.
+    fn refuse(self, error: &BoardError) {
+        match self {
+            AfterSave::Reply(reply) => {
+                let _ = reply.send(Err(error.clone()));
+            }
+            AfterSave::Restore { reply, .. } => {
+                let _ = reply.send(Err(error.clone()));
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::BoardError;
 use super::peer::ConnId;
@@ -24,6 +24,11 @@ pub(super) struct Batch {
     pub(super) http: Vec<Waiter>,
     /// When the first update of the batch arrived (for the fan-out delay metric).
     pub(super) first_at: Option<std::time::Instant>,
+    /// How many updates the batch sent to the committer (`updates` is empty once it did).
+    pub(super) stored: usize,
+    /// The senders' budgets of uncommitted bytes this batch takes; given back when it is
+    /// released or fails (dropped with the batch).
+    pub(super) held: Vec<OwnedSemaphorePermit>,
 }
 
 /// Someone waiting for a batch to be durable (or to fail).
@@ -100,6 +105,8 @@ impl Batch {
         self.acks.extend(later.acks);
         self.http.extend(later.http);
         self.first_at = self.first_at.or(later.first_at);
+        self.stored += later.stored;
+        self.held.extend(later.held);
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -107,6 +114,7 @@ impl Batch {
             && self.broadcasts.is_empty()
             && self.acks.is_empty()
             && self.http.is_empty()
+            && self.held.is_empty()
     }
 
     /// Fails every HTTP writer waiting on this batch.

@@ -1,6 +1,13 @@
 //! The link between a board actor and one connection's task: a bounded outbound queue and a
 //! switch that closes the connection.
 //!
+//! The queue is bounded in frames and in bytes: a connection that stops reading is closed as
+//! too slow once either bound is reached, so what it can make the server hold is bounded
+//! whatever the board's size. A frame larger than the byte bound still goes out alone (a big
+//! board's sync step 2), so the bound is never below one frame. The queue also remembers
+//! whether a sync step 2 answer waits in it, so that a client asking again and again is
+//! answered once, not once per request.
+//!
 //! The actor offers frames and may close the link; the connection's writer takes everything
 //! queued at once and writes it in one flush; its reader waits for the link to close. Either side
 //! may close it, and the first close reason given is the one the client sees.
@@ -45,12 +52,17 @@ pub(crate) struct PeerLink(Arc<Shared>);
 #[derive(Debug)]
 struct Shared {
     capacity: usize,
+    max_bytes: usize,
     state: Mutex<State>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<Bytes>,
+    /// Bytes in `frames`.
+    bytes: usize,
+    /// Whether `frames` holds a sync step 2 answer the writer has not taken yet.
+    sync_reply: bool,
     closed: bool,
     reason: Option<CloseReason>,
     reader: Option<Waker>,
@@ -75,10 +87,12 @@ impl State {
 }
 
 impl PeerLink {
-    /// A link whose queue holds at most `capacity` frames (at least one).
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A link whose queue holds at most `capacity` frames (at least one) and `max_bytes` bytes
+    /// (or one frame of any size).
+    pub(crate) fn new(capacity: usize, max_bytes: usize) -> Self {
         Self(Arc::new(Shared {
             capacity: capacity.max(1),
+            max_bytes,
             state: Mutex::default(),
         }))
     }
@@ -90,14 +104,34 @@ impl PeerLink {
 
     /// Queues `frame` unless the queue is full or the link closed.
     pub(crate) fn offer(&self, frame: Bytes) -> Delivery {
+        self.push(frame, false)
+    }
+
+    /// Queues a sync step 2 answer, like [`PeerLink::offer`]; see
+    /// [`PeerLink::sync_reply_waiting`].
+    pub(crate) fn offer_sync_reply(&self, frame: Bytes) -> Delivery {
+        self.push(frame, true)
+    }
+
+    /// Whether a sync step 2 answer waits in the queue, not yet taken by the writer: a client
+    /// that asks again meanwhile gets everything newer through the updates queued after it.
+    pub(crate) fn sync_reply_waiting(&self) -> bool {
+        self.lock().sync_reply
+    }
+
+    fn push(&self, frame: Bytes, sync_reply: bool) -> Delivery {
         let (depth, wake) = {
             let mut state = self.lock();
             if state.closed {
                 return Delivery::Closed;
             }
-            if state.frames.len() >= self.0.capacity {
+            let over_bytes = !state.frames.is_empty()
+                && state.bytes.saturating_add(frame.len()) > self.0.max_bytes;
+            if state.frames.len() >= self.0.capacity || over_bytes {
                 return Delivery::Full;
             }
+            state.bytes += frame.len();
+            state.sync_reply |= sync_reply;
             state.frames.push_back(frame);
             (state.frames.len(), state.writer.take())
         };
@@ -131,6 +165,8 @@ impl PeerLink {
                 state.reason = reason;
             }
             state.closed = true;
+            state.bytes = 0;
+            state.sync_reply = false;
             (
                 state.reader.take(),
                 state.writer.take(),
@@ -196,6 +232,8 @@ impl Future for NextBatch<'_> {
         }
         if !state.frames.is_empty() {
             // Taking the whole queue leaves an idle connection with no queue allocation.
+            state.bytes = 0;
+            state.sync_reply = false;
             return Poll::Ready(Some(std::mem::take(&mut state.frames)));
         }
         state.register(Side::Writer, cx);
@@ -233,7 +271,7 @@ mod tests {
 
     #[test]
     fn a_batch_takes_every_queued_frame_and_wakes_the_writer_once() {
-        let link = PeerLink::new(3);
+        let link = PeerLink::new(3, usize::MAX);
         let (count, waker) = counter();
         let mut cx = Context::from_waker(&waker);
         let mut next = link.next_batch();
@@ -254,7 +292,7 @@ mod tests {
 
     #[test]
     fn the_first_reason_wins_and_closing_wakes_both_sides_and_drops_the_queue() {
-        let link = PeerLink::new(8);
+        let link = PeerLink::new(8, usize::MAX);
         let (readers, reader) = counter();
         let (writers, writer) = counter();
         assert_eq!(link.offer(Bytes::from_static(b"a")), Delivery::Queued(1));
@@ -289,8 +327,44 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_is_bounded_in_bytes_but_takes_any_one_frame() {
+        let link = PeerLink::new(100, 10);
+        assert_eq!(link.offer(Bytes::from(vec![0; 25])), Delivery::Queued(1));
+        assert_eq!(link.offer(Bytes::from_static(b"x")), Delivery::Full);
+        let (_, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(
+            Pin::new(&mut link.next_batch()).poll(&mut cx),
+            Poll::Ready(Some(_))
+        ));
+        assert_eq!(link.offer(Bytes::from(vec![0; 6])), Delivery::Queued(1));
+        assert_eq!(link.offer(Bytes::from(vec![0; 4])), Delivery::Queued(2));
+        assert_eq!(link.offer(Bytes::from_static(b"x")), Delivery::Full);
+    }
+
+    #[test]
+    fn a_waiting_sync_reply_is_remembered_until_the_writer_takes_it() {
+        let link = PeerLink::new(8, usize::MAX);
+        assert!(!link.sync_reply_waiting());
+        assert_eq!(link.offer(Bytes::from_static(b"u")), Delivery::Queued(1));
+        assert!(!link.sync_reply_waiting());
+        assert_eq!(
+            link.offer_sync_reply(Bytes::from_static(b"s")),
+            Delivery::Queued(2)
+        );
+        assert!(link.sync_reply_waiting());
+        let (_, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(
+            Pin::new(&mut link.next_batch()).poll(&mut cx),
+            Poll::Ready(Some(_))
+        ));
+        assert!(!link.sync_reply_waiting());
+    }
+
+    #[test]
     fn ending_without_a_reason_leaves_none() {
-        let link = PeerLink::new(1);
+        let link = PeerLink::new(1, usize::MAX);
         link.end();
         assert_eq!(link.reason(), None);
         assert_eq!(link.offer(Bytes::new()), Delivery::Closed);

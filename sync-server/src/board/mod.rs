@@ -20,7 +20,9 @@
 
 mod actor;
 mod batch;
+mod fanout;
 pub(crate) mod link;
+mod maintenance;
 pub mod peer;
 pub(crate) mod presence;
 pub mod registry;
@@ -28,11 +30,32 @@ pub mod registry;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use crdt_schema::restore::RestoreReport;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use yrs::sync::AwarenessUpdate;
 use yrs::{StateVector, Update};
 
 use self::peer::{ConnId, PeerLink};
+use crate::storage::{VersionInfo, VersionKind};
+
+/// Who and why, for a version the board actor saves.
+#[derive(Debug, Clone)]
+pub(crate) struct VersionMeta {
+    pub(crate) kind: VersionKind,
+    pub(crate) label: Option<String>,
+    pub(crate) author: Option<String>,
+    pub(crate) reason: Option<String>,
+}
+
+/// Reads (HTTP reads, versions, restores, the assistant's edits) that may wait for a board's
+/// durable state at once; past it a read is answered [`BoardError::Busy`]. A connection's
+/// repeated sync step 1 waits only once, so those are bounded by the connections.
+pub const MAX_WAITING_READS: usize = 1024;
+
+/// Bytes of updates a board holds back while reads wait for durable state; past it an update
+/// is refused (a WebSocket client is closed with 1013 and resends when it reconnects; an HTTP
+/// writer gets 503). One update of any size may always wait.
+pub const MAX_DEFERRED_BYTES: usize = 64 << 20;
 
 /// Limits and thresholds of board actors.
 #[derive(Debug, Clone)]
@@ -103,6 +126,12 @@ pub enum BoardError {
     /// The actor stopped (evicted, shutting down or failed); try again.
     #[error("board actor stopped")]
     Gone,
+    /// The update nests values or shared types deeper than the limit.
+    #[error("{0}")]
+    TooDeep(crdt_schema::guard::GuardError),
+    /// The board has as many requests waiting as it holds; try again shortly.
+    #[error("the board is busy; try again")]
+    Busy,
 }
 
 /// A read served from durable state.
@@ -110,14 +139,27 @@ pub(crate) enum Read {
     /// A client's sync step 1: answer with step 2 on its connection.
     SyncStep1 { conn: ConnId, sv: StateVector },
     /// The whole board as a Yjs update v1.
-    State { reply: oneshot::Sender<Vec<u8>> },
+    State {
+        reply: oneshot::Sender<Result<Vec<u8>, BoardError>>,
+    },
     /// The board as typed JSON (crdt-schema view).
     Json {
-        reply: oneshot::Sender<crdt_schema::Board>,
+        reply: oneshot::Sender<Result<crdt_schema::Board, BoardError>>,
     },
-    /// The whole board as a Yjs update v1 with the log sequence it covers (for versions).
-    Snapshot {
-        reply: oneshot::Sender<(Vec<u8>, crate::ids::Seq)>,
+    /// Saves the board's state now as a version, holding every change back until it is
+    /// saved, so that the version is exactly the state at this point of the board's history.
+    SaveVersion {
+        meta: VersionMeta,
+        reply: oneshot::Sender<Result<VersionInfo, BoardError>>,
+    },
+    /// Restores the board to `target` (a full state, Yjs update v1) as one forward change with
+    /// origin `origin`, after saving the state before it as the version `before` (atomically:
+    /// no change lands between the two). `reply` resolves once the restore is durable.
+    Restore {
+        target: Vec<u8>,
+        origin: String,
+        before: VersionMeta,
+        reply: oneshot::Sender<Result<(RestoreReport, VersionInfo), BoardError>>,
     },
     /// A server-side peer (the assistant) runs `edit` against the live doc, which then holds
     /// only durable data. An update it returns is stored and broadcast to every connection
@@ -135,7 +177,8 @@ impl std::fmt::Debug for Read {
             Read::SyncStep1 { .. } => "SyncStep1",
             Read::State { .. } => "State",
             Read::Json { .. } => "Json",
-            Read::Snapshot { .. } => "Snapshot",
+            Read::SaveVersion { .. } => "SaveVersion",
+            Read::Restore { .. } => "Restore",
             Read::Edit { .. } => "Edit",
         })
     }
@@ -154,24 +197,19 @@ pub(crate) enum BoardCmd {
     },
     /// A connection left (or was closed).
     Leave { conn: ConnId },
-    /// Document content from a connection.
+    /// Document content from a connection. `held` is the connection's budget of uncommitted
+    /// bytes that this update takes until its commit is answered.
     Update {
         conn: ConnId,
         update: Update,
         raw: Vec<u8>,
+        held: OwnedSemaphorePermit,
     },
     /// Document content from the HTTP API (Yjs update v1, decoded by the actor); `reply`
     /// resolves once durable.
     HttpUpdate {
         raw: Vec<u8>,
         reply: oneshot::Sender<Result<(), BoardError>>,
-    },
-    /// Restore the board to `target` (a full state, Yjs update v1) as one forward change with
-    /// origin `origin`; `reply` resolves once it is durable.
-    Restore {
-        target: Vec<u8>,
-        origin: String,
-        reply: oneshot::Sender<Result<crdt_schema::restore::RestoreReport, BoardError>>,
     },
     /// An awareness update from a connection, with the frame it came in.
     Awareness {

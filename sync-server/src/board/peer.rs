@@ -1,7 +1,5 @@
 //! A connection as its board actor sees it: an outbound queue and a way to close it.
 
-use bytes::Bytes;
-
 pub(crate) use super::link::{Delivery, PeerLink};
 
 /// WebSocket close codes the server uses (documented in `PROTOCOL.md`).
@@ -16,17 +14,19 @@ pub mod close {
     pub const BAD_MESSAGE: u16 = 4400;
     /// The board was deleted, or a read-only token names a board that does not exist.
     pub const BOARD_DELETED: u16 = 4404;
-    /// A message over the size limit.
+    /// A message over the size limit, an update that would pass the board's size limit, or
+    /// awareness over its limits (client ids or state size per connection).
     pub const TOO_LARGE: u16 = 4413;
-    /// An update that does not decode or apply.
+    /// An update that does not decode or apply, or nests deeper than the limit.
     pub const BAD_UPDATE: u16 = 4422;
     /// No valid token (missing, malformed, forged or expired, also when it expires while
     /// connected). Fetch a fresh token and reconnect.
     pub const UNAUTHORIZED: u16 = 4401;
     /// The token does not cover this board.
     pub const FORBIDDEN: u16 = 4403;
-    /// The connection sent messages faster than its limit.
-    pub const RATE_LIMITED: u16 = 4429;
+    /// The connection sent messages faster than its rate for most of a minute, after being
+    /// slowed down all along (a faster client is throttled, not closed). Clients reconnect.
+    pub const POLICY: u16 = 1008;
     /// Too many connections to this board or from this address; try again later (y-websocket
     /// clients reconnect with backoff on codes outside 4400-4499).
     pub const BUSY: u16 = 4503;
@@ -54,10 +54,4 @@ pub(crate) struct Peer {
     pub(crate) doc_messages: u64,
     /// Who it is, for ownership of awareness states.
     pub(crate) identity: super::presence::Identity,
-}
-
-impl Peer {
-    pub(crate) fn offer(&self, frame: Bytes) -> Delivery {
-        self.link.offer(frame)
-    }
 }

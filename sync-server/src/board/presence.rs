@@ -1,5 +1,9 @@
 //! A board's awareness (presence) states and which connection owns each client's state.
 //!
+//! What one connection may hold is bounded: at most [`MAX_CLIENTS_PER_CONNECTION`] client
+//! ids, each state at most [`MAX_STATE_BYTES`] of JSON. An update past either is refused whole
+//! (the actor closes the connection with 4413).
+//!
 //! A connection owns the awareness client ids it announces. Its states are cleared for the
 //! others when it leaves. When tokens are in use, a connection may not write the state of a
 //! client owned by another connection unless both belong to the same user (a client
@@ -35,6 +39,35 @@ impl Identity {
             (Identity::User(Some(a)), Identity::User(Some(b))) => a == b,
             _ => false,
         }
+    }
+}
+
+/// Awareness client ids one connection may own at once. A y-websocket client announces one
+/// (its doc's client id; two if Yjs changed it after a conflict).
+pub(crate) const MAX_CLIENTS_PER_CONNECTION: usize = 16;
+
+/// Largest awareness state accepted, in bytes of JSON. Names, colours, cursors and selections
+/// take a few hundred.
+pub(crate) const MAX_STATE_BYTES: usize = 64 << 10;
+
+/// Why an awareness update was refused. Nothing of it was applied.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AwarenessError {
+    /// It does not apply.
+    #[error(transparent)]
+    Invalid(#[from] yrs::sync::awareness::Error),
+    /// The connection would own more client ids than it may.
+    #[error("a connection may own at most {MAX_CLIENTS_PER_CONNECTION} awareness client ids")]
+    TooManyClients,
+    /// A state is larger than the limit.
+    #[error("an awareness state is larger than {MAX_STATE_BYTES} bytes")]
+    StateTooLarge,
+}
+
+impl AwarenessError {
+    /// Whether the update broke a limit (rather than being malformed).
+    pub(crate) fn is_limit(&self) -> bool {
+        !matches!(self, Self::Invalid(_))
     }
 }
 
@@ -76,7 +109,23 @@ impl Presence {
         mut update: AwarenessUpdate,
         frame: &Bytes,
         identity_of: impl Fn(ConnId) -> Option<&'a Identity>,
-    ) -> Result<Applied, yrs::sync::awareness::Error> {
+    ) -> Result<Applied, AwarenessError> {
+        if update
+            .clients
+            .values()
+            .any(|e| e.json.len() > MAX_STATE_BYTES)
+        {
+            return Err(AwarenessError::StateTooLarge);
+        }
+        let owned = self.owned.get(&conn);
+        let new_ids = update
+            .clients
+            .keys()
+            .filter(|id| owned.is_none_or(|set| !set.contains(id)))
+            .count();
+        if owned.map_or(0, HashSet::len) + new_ids > MAX_CLIENTS_PER_CONNECTION {
+            return Err(AwarenessError::TooManyClients);
+        }
         let sender = identity_of(conn);
         let before = update.clients.len();
         let own = self.awareness.client_id();

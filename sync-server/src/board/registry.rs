@@ -6,6 +6,11 @@
 //! its own entry when it stops (`remove_if`, checked by actor id so a newer actor for the same
 //! board is never removed by an older one). A handle whose actor stopped fails to send, and the
 //! caller asks again.
+//!
+//! Deleting a board ([`Boards::delete`]) marks its id first, under the same lock: until the
+//! deletion is done in storage no actor can be spawned for it, so nothing can load the board
+//! between its actor stopping and its rows going, and nobody can join a stale actor once the
+//! id is created again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +26,7 @@ use super::{BoardCmd, BoardConfig, BoardError, actor};
 use crate::commit::Committer;
 use crate::ids::BoardId;
 use crate::metrics::Metrics;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 
 /// Everything board actors share.
 #[derive(Debug)]
@@ -32,8 +37,15 @@ pub(crate) struct Shared {
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     pub(crate) metrics: Arc<Metrics>,
-    boards: Mutex<HashMap<BoardId, Entry>>,
+    boards: Mutex<Loaded>,
     next_actor: AtomicU64,
+}
+
+/// The registry's map, and the boards being deleted (with how many deletions of each run).
+#[derive(Debug, Default)]
+struct Loaded {
+    actors: HashMap<BoardId, Entry>,
+    deleting: HashMap<BoardId, usize>,
 }
 
 /// Settings the registry hands to its actors.
@@ -70,14 +82,18 @@ impl BoardHandle {
 impl Shared {
     /// Removes the board's entry if it still belongs to actor `actor_id`.
     pub(crate) fn remove_if(&self, id: &BoardId, actor_id: u64) -> bool {
-        let mut boards = self.boards.lock().unwrap_or_else(PoisonError::into_inner);
-        match boards.get(id) {
+        let mut boards = self.lock();
+        match boards.actors.get(id) {
             Some(entry) if entry.actor_id == actor_id => {
-                boards.remove(id);
+                boards.actors.remove(id);
                 true
             }
             _ => false,
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        self.boards.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -98,27 +114,27 @@ impl Boards {
                 tracker,
                 shutdown,
                 metrics,
-                boards: Mutex::new(HashMap::new()),
+                boards: Mutex::default(),
                 next_actor: AtomicU64::new(1),
             }),
         }
     }
 
-    /// The board's actor, spawned (and loading) if the board is not loaded.
-    pub(crate) fn handle(&self, id: &BoardId) -> BoardHandle {
-        let mut boards = self
-            .shared
-            .boards
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = boards.get(id).filter(|e| !e.tx.is_closed()) {
-            return BoardHandle {
+    /// The board's actor, spawned (and loading) if the board is not loaded; refused while the
+    /// board is being deleted.
+    pub(crate) fn handle(&self, id: &BoardId) -> Result<BoardHandle, BoardError> {
+        let mut boards = self.shared.lock();
+        if boards.deleting.contains_key(id) {
+            return Err(BoardError::Deleted);
+        }
+        if let Some(entry) = boards.actors.get(id).filter(|e| !e.tx.is_closed()) {
+            return Ok(BoardHandle {
                 tx: entry.tx.clone(),
-            };
+            });
         }
         let actor_id = self.shared.next_actor.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.shared.config.board.inbox.max(1));
-        boards.insert(
+        boards.actors.insert(
             id.clone(),
             Entry {
                 actor_id,
@@ -130,7 +146,7 @@ impl Boards {
         self.shared
             .tracker
             .spawn(actor::run(self.shared.clone(), id.clone(), actor_id, rx).instrument(span));
-        BoardHandle { tx }
+        Ok(BoardHandle { tx })
     }
 
     /// Sends a command built by `make` to the board's actor, asking again if the actor it
@@ -154,7 +170,7 @@ impl Boards {
     ) -> Result<(T, BoardHandle), BoardError> {
         for _ in 0..3 {
             let (reply, rx) = oneshot::channel();
-            let handle = self.handle(id);
+            let handle = self.handle(id)?;
             if handle.send(make(reply)).await.is_err() {
                 continue;
             }
@@ -165,26 +181,53 @@ impl Boards {
         Err(BoardError::Gone)
     }
 
-    /// Closes every connection of a loaded board with `reason` and stops its actor.
-    pub(crate) async fn close_board(&self, id: &BoardId, reason: CloseReason) {
-        let entry = {
-            let boards = self
-                .shared
-                .boards
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            boards.get(id).map(|e| e.tx.clone())
+    /// Deletes a board: closes its connections with `reason`, stops its actor and deletes it
+    /// with its history in storage. While this runs no actor can be spawned for the board (see
+    /// the module docs). Returns whether the board existed.
+    pub(crate) async fn delete(
+        &self,
+        id: &BoardId,
+        reason: CloseReason,
+    ) -> Result<bool, StorageError> {
+        let actor = {
+            let mut boards = self.shared.lock();
+            *boards.deleting.entry(id.clone()).or_insert(0) += 1;
+            boards.actors.get(id).map(|e| e.tx.clone())
         };
-        if let Some(tx) = entry {
+        // Unmarked however this future ends (even if its caller goes away).
+        let _unmark = Unmark {
+            shared: &self.shared,
+            id,
+        };
+        if let Some(tx) = actor {
             let (reply, rx) = oneshot::channel();
             if tx.send(BoardCmd::Shutdown { reason, reply }).await.is_ok() {
                 let _ = rx.await;
             }
         }
+        self.shared.store.delete_board(id).await
     }
 
     /// The store behind the boards.
     pub(crate) fn store(&self) -> &Arc<dyn Storage> {
         &self.shared.store
+    }
+}
+
+/// Takes a board's deletion mark off when dropped.
+struct Unmark<'a> {
+    shared: &'a Shared,
+    id: &'a BoardId,
+}
+
+impl Drop for Unmark<'_> {
+    fn drop(&mut self) {
+        let mut boards = self.shared.lock();
+        if let Some(count) = boards.deleting.get_mut(self.id) {
+            *count -= 1;
+            if *count == 0 {
+                boards.deleting.remove(self.id);
+            }
+        }
     }
 }

@@ -179,8 +179,19 @@ pub(crate) async fn undo(
     ApiPath((raw, run)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let id = existing(&state, &caller, &raw, Role::Write).await?;
-    let report = assistant::undo_run(&state, &id, &run, caller.author(None))
+    // A task of its own, tracked: the undo claims the run in storage first and gives the claim
+    // back if it fails, so it must finish even if the caller goes away meanwhile.
+    let by = caller.author(None).map(str::to_owned);
+    let task = {
+        let state = state.clone();
+        state
+            .tracker
+            .clone()
+            .spawn(async move { assistant::undo_run(&state, &id, &run, by.as_deref()).await })
+    };
+    let report = task
         .await
+        .map_err(|e| ApiError::internal(&e))?
         .map_err(api_error)?;
     Ok(Json(json!(report)))
 }

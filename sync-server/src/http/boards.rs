@@ -126,7 +126,7 @@ pub(crate) async fn get_json(
     let board = state
         .boards
         .call(&id, |reply| BoardCmd::Read(Read::Json { reply }))
-        .await?;
+        .await??;
     Ok(Json(board))
 }
 
@@ -161,7 +161,7 @@ pub(crate) async fn state(
     let bytes = state
         .boards
         .call(&id, |reply| BoardCmd::Read(Read::State { reply }))
-        .await?;
+        .await??;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
@@ -200,8 +200,7 @@ pub(crate) async fn delete(
         code: close::BOARD_DELETED,
         reason: "board deleted",
     };
-    state.boards.close_board(&id, reason).await;
-    if state.boards.store().delete_board(&id).await? {
+    if state.boards.delete(&id, reason).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::board_not_found())

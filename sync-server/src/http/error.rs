@@ -111,6 +111,10 @@ impl From<BoardError> for ApiError {
             BoardError::Full => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "board_full", e.to_string())
             }
+            BoardError::Busy => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "board_busy", e.to_string())
+            }
+            BoardError::TooDeep(_) => Self::new(StatusCode::BAD_REQUEST, "too_deep", e.to_string()),
             BoardError::Gone | BoardError::CommitFailed | BoardError::LoadFailed => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -14,11 +14,11 @@ use super::boards::existing;
 use super::error::ApiError;
 use super::extract::ApiPath;
 use crate::auth::Role;
-use crate::board::{BoardCmd, Read};
+use crate::board::{BoardCmd, Read, VersionMeta};
 use crate::ids::VersionId;
 use crate::protocol::decode_update;
 use crate::server::AppState;
-use crate::storage::{NewVersion, VersionKind};
+use crate::storage::VersionKind;
 
 #[derive(Debug, Deserialize)]
 struct RestoreBody {
@@ -70,30 +70,24 @@ pub(crate) async fn restore(
     check_full_state(&target)?;
 
     let restore_id = uuid::Uuid::now_v7().simple().to_string();
-    let (before, covers_seq) = state
-        .boards
-        .call(&id, |reply| BoardCmd::Read(Read::Snapshot { reply }))
-        .await?;
-    let saved = store
-        .save_version(
-            &id,
-            NewVersion {
-                kind: VersionKind::Auto,
-                label: None,
-                author: caller.author(author.as_deref()),
-                reason: Some("before restore"),
-                covers_seq,
-                data: &before,
-            },
-        )
-        .await?;
     let origin = format!("restore:{restore_id}");
-    let report = state
+    // The actor saves the state before as a version and applies the restore right after,
+    // with no change in between: restoring that version undoes exactly this restore.
+    let before = VersionMeta {
+        kind: VersionKind::Auto,
+        label: None,
+        author: caller.author(author.as_deref()).map(str::to_owned),
+        reason: Some("before restore".into()),
+    };
+    let (report, saved) = state
         .boards
-        .call(&id, |reply| BoardCmd::Restore {
-            target: target.clone(),
-            origin: origin.clone(),
-            reply,
+        .call(&id, |reply| {
+            BoardCmd::Read(Read::Restore {
+                target: target.clone(),
+                origin: origin.clone(),
+                before: before.clone(),
+                reply,
+            })
         })
         .await??;
     Ok((

@@ -13,11 +13,11 @@ use super::boards::existing;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use crate::auth::Role;
-use crate::board::{BoardCmd, Read};
+use crate::board::{BoardCmd, Read, VersionMeta};
 use crate::ids::VersionId;
 use crate::protocol::decode_update;
 use crate::server::AppState;
-use crate::storage::{NewVersion, VersionKind};
+use crate::storage::VersionKind;
 
 /// Longest version label, in characters.
 const MAX_LABEL: usize = 200;
@@ -50,26 +50,22 @@ pub(crate) async fn create(
         ));
     }
     let id = existing(&state, &caller, &raw, Role::Write).await?;
-    let (data, covers_seq) = state
-        .boards
-        .call(&id, |reply| BoardCmd::Read(Read::Snapshot { reply }))
-        .await?;
+    // Saved by the board's actor: exactly the board's state at this point of its history.
+    let meta = VersionMeta {
+        kind: VersionKind::Named,
+        label: Some(label.to_owned()),
+        author: caller.author(body.author.as_deref()).map(str::to_owned),
+        reason: None,
+    };
     let info = state
         .boards
-        .store()
-        .save_version(
-            &id,
-            NewVersion {
-                kind: VersionKind::Named,
-                label: Some(label),
-                author: caller.author(body.author.as_deref()),
-                reason: None,
-                covers_seq,
-                data: &data,
-            },
-        )
-        .await?;
-    state.metrics.versions_saved.inc();
+        .call(&id, |reply| {
+            BoardCmd::Read(Read::SaveVersion {
+                meta: meta.clone(),
+                reply,
+            })
+        })
+        .await??;
     Ok((StatusCode::CREATED, Json(json!(info))))
 }
 

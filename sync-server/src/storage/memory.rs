@@ -61,6 +61,24 @@ fn run_mut<'a>(state: &'a mut State, id: &BoardId, run: &str) -> Option<&'a mut 
     state.boards.get_mut(id).and_then(|b| b.runs.get_mut(run))
 }
 
+impl MemoryStore {
+    fn create(&self, id: &BoardId, content: Option<&[u8]>) -> Result<BoardInfo, StorageError> {
+        let mut state = self.lock();
+        if state.boards.contains_key(id) {
+            return Err(StorageError::BoardExists(id.clone()));
+        }
+        state.deleted.remove(id);
+        let mut board = new_board(id);
+        if let Some(content) = content {
+            board.log.insert(1, content.to_vec());
+            board.info.last_seq = 1;
+        }
+        let info = board.info.clone();
+        state.boards.insert(id.clone(), board);
+        Ok(info)
+    }
+}
+
 fn new_board(id: &BoardId) -> Board {
     let now = now_millis();
     Board {
@@ -84,16 +102,15 @@ impl Storage for MemoryStore {
     }
 
     async fn create_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
-        let mut state = self.lock();
-        if state.boards.contains_key(id) {
-            return Err(StorageError::BoardExists(id.clone()));
-        }
-        state.deleted.remove(id);
-        let board = state
-            .boards
-            .entry(id.clone())
-            .or_insert_with(|| new_board(id));
-        Ok(board.info.clone())
+        self.create(id, None)
+    }
+
+    async fn create_board_with(
+        &self,
+        id: &BoardId,
+        content: &[u8],
+    ) -> Result<BoardInfo, StorageError> {
+        self.create(id, Some(content))
     }
 
     async fn ensure_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {

@@ -271,6 +271,15 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// id whose board was deleted can be created again this way.
     async fn create_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError>;
 
+    /// Creates a board whose log holds `content` (a Yjs update v1) as its first row, seq 1,
+    /// in **one transaction**: nobody ever sees the board without it (an import). Fails like
+    /// [`Storage::create_board`].
+    async fn create_board_with(
+        &self,
+        id: &BoardId,
+        content: &[u8],
+    ) -> Result<BoardInfo, StorageError>;
+
     /// Returns the board, creating it empty first if it does not exist, unless a board of that
     /// id was deleted: then [`StorageError::BoardDeleted`] (a client that missed the deletion
     /// must not bring the board back by connecting).

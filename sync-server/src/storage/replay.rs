@@ -1,13 +1,16 @@
 //! Rebuilding a board's `yrs::Doc` from what the store holds.
 //!
-//! Every row is decoded before anything is applied, so a corrupt row fails the load with an
-//! error naming the board and the row, and leaves no half-built document behind. A panic inside
-//! yrs on hostile bytes (debug builds assert on client ids past 2^53) is caught and reported the
-//! same way, so one bad board can never take the process down.
+//! Every row is checked and decoded before anything is applied, so a corrupt row fails the load
+//! with an error naming the board and the row, and leaves no half-built document behind. Rows are
+//! checked for nesting first ([`crdt_schema::guard`]): one written before that check existed, or
+//! by another program, could otherwise overflow the stack while it decodes, or later, and abort
+//! the process. A panic inside yrs on hostile bytes (debug builds assert on client ids past 2^53)
+//! is caught and reported the same way, so one bad board can never take the process down.
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use crdt_schema::guard::Nesting;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
@@ -83,15 +86,35 @@ fn decode(board: &BoardId, row: RowRef, data: &[u8]) -> Result<Update, ReplayErr
 ///
 /// `doc` should be fresh: on error it may hold part of the board and must be discarded.
 pub fn replay_into(doc: &Doc, stored: &StoredBoard) -> Result<ReplayStats, ReplayError> {
+    replay_with_nesting(doc, stored).map(|(stats, _)| stats)
+}
+
+/// [`replay_into`], also returning the nesting index of the rebuilt document, against which
+/// later updates are checked.
+pub fn replay_with_nesting(
+    doc: &Doc,
+    stored: &StoredBoard,
+) -> Result<(ReplayStats, Nesting), ReplayError> {
     let board = &stored.info.id;
+    let mut nesting = Nesting::default();
     let mut updates = Vec::with_capacity(stored.updates.len() + 1);
-    if let Some(s) = &stored.snapshot {
-        let row = RowRef::Snapshot { seq: s.seq };
-        updates.push((row, decode(board, row, &s.data)?));
-    }
-    for u in &stored.updates {
-        let row = RowRef::Update { seq: u.seq };
-        updates.push((row, decode(board, row, &u.data)?));
+    let rows = stored
+        .snapshot
+        .iter()
+        .map(|s| (RowRef::Snapshot { seq: s.seq }, &s.data))
+        .chain(
+            stored
+                .updates
+                .iter()
+                .map(|u| (RowRef::Update { seq: u.seq }, &u.data)),
+        );
+    for (row, data) in rows {
+        nesting.admit(data).map_err(|e| ReplayError::CorruptRow {
+            board: board.clone(),
+            row,
+            reason: e.to_string(),
+        })?;
+        updates.push((row, decode(board, row, data)?));
     }
     let applied = catch_unwind(AssertUnwindSafe(|| {
         let mut txn = doc.transact_mut();
@@ -121,12 +144,13 @@ pub fn replay_into(doc: &Doc, stored: &StoredBoard) -> Result<ReplayStats, Repla
         });
     }
     let snapshot_seq = stored.snapshot.as_ref().map_or(0, |s| s.seq);
-    Ok(ReplayStats {
+    let stats = ReplayStats {
         last_seq: stored.updates.last().map_or(snapshot_seq, |u| u.seq),
         snapshot_seq,
         log_rows: stored.updates.len(),
         log_bytes: stored.updates.iter().map(|u| u.data.len()).sum(),
-    })
+    };
+    Ok((stats, nesting))
 }
 
 /// The whole board as one Yjs update v1, including updates still waiting for missing

@@ -187,6 +187,14 @@ impl Storage for TestStore {
         self.inner.create_board(id).await
     }
 
+    async fn create_board_with(
+        &self,
+        id: &BoardId,
+        content: &[u8],
+    ) -> Result<BoardInfo, StorageError> {
+        self.inner.create_board_with(id, content).await
+    }
+
     async fn ensure_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
         self.ensures.fetch_add(1, Ordering::SeqCst);
         self.inner.ensure_board(id).await

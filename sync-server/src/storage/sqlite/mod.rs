@@ -146,6 +146,58 @@ impl SqliteStore {
             .map_err(StorageError::db(op))?;
         Ok(WriteTx { tx, _gate: gate })
     }
+
+    /// Creates a board, with `content` as its first log row if given, in one transaction.
+    async fn create(
+        &self,
+        id: &BoardId,
+        content: Option<&[u8]>,
+    ) -> Result<BoardInfo, StorageError> {
+        let op = if content.is_some() {
+            "import board"
+        } else {
+            "create board"
+        };
+        let now = now_millis();
+        let last_seq: Seq = i64::from(content.is_some());
+        let mut tx = self.write_tx(op).await?;
+        sqlx::query(
+            "INSERT INTO boards (id, created_at, updated_at, last_seq) VALUES (?, ?, ?, ?)",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .bind(now)
+        .bind(last_seq)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StorageError::BoardExists(id.clone())
+            } else {
+                StorageError::db(op)(e)
+            }
+        })?;
+        if let Some(content) = content {
+            sqlx::query("INSERT INTO board_updates (board_id, seq, data) VALUES (?, 1, ?)")
+                .bind(id.as_str())
+                .bind(content)
+                .execute(&mut *tx)
+                .await
+                .map_err(StorageError::db(op))?;
+        }
+        sqlx::query("DELETE FROM deleted_boards WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(BoardInfo {
+            id: id.clone(),
+            created_at: now,
+            updated_at: now,
+            last_seq,
+        })
+    }
 }
 
 /// Whether board `id` exists, read through `executor`.
@@ -176,36 +228,15 @@ impl Storage for SqliteStore {
     }
 
     async fn create_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
-        let op = "create board";
-        let now = now_millis();
-        let mut tx = self.write_tx(op).await?;
-        sqlx::query(
-            "INSERT INTO boards (id, created_at, updated_at, last_seq) VALUES (?, ?, ?, 0)",
-        )
-        .bind(id.as_str())
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StorageError::BoardExists(id.clone())
-            } else {
-                StorageError::db(op)(e)
-            }
-        })?;
-        sqlx::query("DELETE FROM deleted_boards WHERE id = ?")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(StorageError::db(op))?;
-        tx.commit().await.map_err(StorageError::db(op))?;
-        Ok(BoardInfo {
-            id: id.clone(),
-            created_at: now,
-            updated_at: now,
-            last_seq: 0,
-        })
+        self.create(id, None).await
+    }
+
+    async fn create_board_with(
+        &self,
+        id: &BoardId,
+        content: &[u8],
+    ) -> Result<BoardInfo, StorageError> {
+        self.create(id, Some(content)).await
     }
 
     async fn ensure_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {

@@ -1,0 +1,155 @@
+//! A board's background work on its stored history: compaction, automatic versions, and
+//! versions saved on request. Each runs as a tracked task and answers the actor through a
+//! oneshot.
+//!
+//! Everything here is written from **durable state only**: a compaction folds the stored rows
+//! themselves (never the live document, which may hold updates whose commit is still in flight
+//! and may yet fail, and may lack rows another writer committed), so it can never delete a row
+//! whose content is not in the snapshot it writes; a version is the live document only at a
+//! moment it holds nothing undurable, and otherwise the stored rows folded.
+
+use std::future::Future;
+
+use tokio::sync::oneshot;
+
+use super::registry::Shared;
+use super::{BoardError, VersionMeta};
+use crate::ids::{BoardId, Seq};
+use crate::storage::compaction::{CompactionError, compact_board};
+use crate::storage::{CompactionStats, NewVersion, StorageError, VersionInfo, VersionKind};
+use crate::transfer::{TransferError, stored_state};
+
+/// Why background work on a board failed. The board is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JobError {
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The stored rows could not be folded.
+    #[error(transparent)]
+    Compaction(#[from] CompactionError),
+    /// The stored state could not be read.
+    #[error(transparent)]
+    State(#[from] TransferError),
+    /// The task ended without answering (the runtime is shutting down).
+    #[error("the task stopped before it answered")]
+    Stopped,
+}
+
+impl From<JobError> for BoardError {
+    fn from(_: JobError) -> Self {
+        BoardError::CommitFailed
+    }
+}
+
+/// A job's answer, once it comes.
+pub(super) type Job<T> = oneshot::Receiver<Result<T, JobError>>;
+
+/// Resolves when `job` answers (never, if there is none). Take the job out once it has.
+pub(super) async fn finished<T>(job: &mut Option<Job<T>>) -> Result<T, JobError> {
+    match job {
+        Some(rx) => rx.await.unwrap_or(Err(JobError::Stopped)),
+        None => std::future::pending().await,
+    }
+}
+
+/// Where a version's content comes from.
+#[derive(Debug)]
+pub(super) enum Source {
+    /// The live document's state, taken when it held only durable data, and the log sequence
+    /// it covers.
+    Doc { state: Vec<u8>, seq: Seq },
+    /// The stored rows, folded (for when the document holds updates still being committed).
+    Stored,
+}
+
+fn spawn<T: Send + 'static>(
+    shared: &Shared,
+    work: impl Future<Output = Result<T, JobError>> + Send + 'static,
+) -> Job<T> {
+    let (tx, rx) = oneshot::channel();
+    shared.tracker.spawn(async move {
+        let _ = tx.send(work.await);
+    });
+    rx
+}
+
+/// Folds the board's stored log into a snapshot; `None` if the log after it is empty.
+pub(super) fn compact(shared: &Shared, id: &BoardId) -> Job<Option<CompactionStats>> {
+    let (store, id) = (shared.store.clone(), id.clone());
+    spawn(shared, async move {
+        Ok(compact_board(store.as_ref(), &id).await?)
+    })
+}
+
+/// Saves a version of the board from `source`, then, for automatic versions, applies
+/// retention (keeping `keep_auto`).
+pub(super) fn save_version(
+    shared: &Shared,
+    id: &BoardId,
+    source: Source,
+    meta: VersionMeta,
+) -> Job<VersionInfo> {
+    let (store, id) = (shared.store.clone(), id.clone());
+    let keep = shared.config.board.keep_auto_versions;
+    let metrics = shared.metrics.clone();
+    spawn(shared, async move {
+        let (state, seq) = match source {
+            Source::Doc { state, seq } => (state, seq),
+            Source::Stored => stored_state(store.as_ref(), &id).await?,
+        };
+        let version = NewVersion {
+            kind: meta.kind,
+            label: meta.label.as_deref(),
+            author: meta.author.as_deref(),
+            reason: meta.reason.as_deref(),
+            covers_seq: seq,
+            data: &state,
+        };
+        let saved = store.save_version(&id, version).await?;
+        metrics.versions_saved.inc();
+        if meta.kind == VersionKind::Auto
+            && let Err(e) = store.prune_versions(&id, keep).await
+        {
+            tracing::warn!(board = %id, error = %e, "version retention failed");
+        }
+        Ok(saved)
+    })
+}
+
+/// Reads the board's stored rows with `after < seq < before`: rows another writer committed
+/// between this actor's own. If a snapshot covers some of them, its whole state comes first
+/// (applying what a doc has already changes nothing).
+pub(super) fn read_rows(
+    shared: &Shared,
+    id: &BoardId,
+    after: Seq,
+    before: Seq,
+) -> Job<Vec<Vec<u8>>> {
+    let (store, id) = (shared.store.clone(), id.clone());
+    spawn(shared, async move {
+        let stored = store.load(&id).await?;
+        let mut rows = Vec::new();
+        if let Some(snapshot) = stored.snapshot.filter(|s| s.seq > after) {
+            rows.push(snapshot.data);
+        }
+        rows.extend(
+            stored
+                .updates
+                .into_iter()
+                .filter(|u| u.seq > after && u.seq < before)
+                .map(|u| u.data),
+        );
+        Ok(rows)
+    })
+}
+
+/// What an automatic version records.
+pub(super) fn automatic(reason: &str) -> VersionMeta {
+    VersionMeta {
+        kind: VersionKind::Auto,
+        label: None,
+        author: Some("server".into()),
+        reason: Some(reason.into()),
+    }
+}
