@@ -19,7 +19,7 @@ use super::maintenance::{self, Job, Source};
 use super::peer::{CloseReason, ConnId, Peer, close};
 use super::presence::Presence;
 use super::registry::Shared;
-use super::{BoardCmd, BoardError, MAX_DEFERRED_BYTES, MAX_WAITING_READS, Read, VersionMeta};
+use super::{BoardCmd, BoardError, Read, VersionMeta};
 use crate::commit::CommitRequest;
 use crate::ids::{BoardId, Seq};
 use crate::metrics::kind;
@@ -487,11 +487,12 @@ impl BoardActor {
     }
 
     /// Holds an update back until the reads before it are answered. What may wait is bounded
-    /// in bytes ([`MAX_DEFERRED_BYTES`]); past it, an update is refused (a WebSocket client is
+    /// in bytes (`max_deferred_bytes`); past it, an update is refused (a WebSocket client is
     /// closed with 1013 and resends on reconnect; an HTTP writer gets 503).
     fn defer(&mut self, cmd: BoardCmd) {
         let bytes = update_bytes(&cmd);
-        if !self.deferred.is_empty() && self.deferred_bytes + bytes > MAX_DEFERRED_BYTES {
+        let max = self.shared.config.board.max_deferred_bytes;
+        if !self.deferred.is_empty() && self.deferred_bytes + bytes > max {
             self.shared.metrics.error(kind::BOARD_BUSY);
             match cmd {
                 BoardCmd::Update { conn, .. } => {
@@ -510,7 +511,7 @@ impl BoardActor {
     }
 
     /// Answers a read now if the doc holds only durable data, or makes it wait. A connection's
-    /// repeated sync step 1 waits once; other reads wait up to [`MAX_WAITING_READS`].
+    /// repeated sync step 1 waits once; other reads wait up to `max_waiting_reads`.
     fn read(&mut self, read: Read) {
         if let Read::SyncStep1 { conn, sv } = &read {
             let waiting = self.waiting.iter_mut().find_map(|r| match r {
@@ -532,7 +533,7 @@ impl BoardActor {
             .iter()
             .filter(|r| !matches!(r, Read::SyncStep1 { .. }))
             .count();
-        if !is_step1 && others >= MAX_WAITING_READS {
+        if !is_step1 && others >= self.shared.config.board.max_waiting_reads {
             self.shared.metrics.error(kind::BOARD_BUSY);
             refuse(read, &BoardError::Busy);
             return;

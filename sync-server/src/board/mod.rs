@@ -47,16 +47,6 @@ pub(crate) struct VersionMeta {
     pub(crate) reason: Option<String>,
 }
 
-/// Reads (HTTP reads, versions, restores, the assistant's edits) that may wait for a board's
-/// durable state at once; past it a read is answered [`BoardError::Busy`]. A connection's
-/// repeated sync step 1 waits only once, so those are bounded by the connections.
-pub const MAX_WAITING_READS: usize = 1024;
-
-/// Bytes of updates a board holds back while reads wait for durable state; past it an update
-/// is refused (a WebSocket client is closed with 1013 and resends when it reconnects; an HTTP
-/// writer gets 503). One update of any size may always wait.
-pub const MAX_DEFERRED_BYTES: usize = 64 << 20;
-
 /// Limits and thresholds of board actors.
 #[derive(Debug, Clone)]
 pub struct BoardConfig {
@@ -81,6 +71,15 @@ pub struct BoardConfig {
     pub max_board_bytes: u64,
     /// Connections one board accepts at once. Zero: no limit.
     pub max_connections: usize,
+    /// Reads (HTTP reads, versions, restores, the assistant's edits) that may wait for the
+    /// board's durable state at once; past it a read is answered [`BoardError::Busy`] (503). A
+    /// connection's repeated sync step 1 waits only once, so those are bounded by the
+    /// connections.
+    pub max_waiting_reads: usize,
+    /// Bytes of updates the board holds back while reads wait for durable state; past it an
+    /// update is refused (a WebSocket client is closed with 1013 and resends when it
+    /// reconnects; an HTTP writer gets 503). One update of any size may always wait.
+    pub max_deferred_bytes: usize,
 }
 
 impl Default for BoardConfig {
@@ -95,6 +94,8 @@ impl Default for BoardConfig {
             keep_auto_versions: 50,
             max_board_bytes: 64 << 20,
             max_connections: 10_000,
+            max_waiting_reads: 1024,
+            max_deferred_bytes: 64 << 20,
         }
     }
 }
