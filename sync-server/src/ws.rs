@@ -402,13 +402,7 @@ async fn read_loop(
                 if !update.is_empty() {
                     debug!("refused an update from a read-only connection");
                     session.metrics.error(kind::READ_ONLY);
-                    // Never silently skipped: a client too slow to take the notice is closed.
-                    if link.offer(protocol::permission_denied(READ_ONLY_REASON)) == Delivery::Full {
-                        session.metrics.error(kind::TOO_SLOW);
-                        link.close(CloseReason {
-                            code: close::TOO_SLOW,
-                            reason: "too slow; reconnect",
-                        });
+                    if !notify_read_only(link, &session.metrics) {
                         break;
                     }
                 }
@@ -459,6 +453,23 @@ async fn read_loop(
         }
     }
     link.end();
+}
+
+/// Tells a read-only connection its update was refused. The notice is never silently
+/// dropped: a connection too slow to take it is closed (1013). Returns whether it goes on.
+fn notify_read_only(link: &PeerLink, metrics: &Metrics) -> bool {
+    match link.offer(protocol::permission_denied(READ_ONLY_REASON)) {
+        Delivery::Queued(_) => true,
+        Delivery::Closed => false,
+        Delivery::Full => {
+            metrics.error(kind::TOO_SLOW);
+            link.close(CloseReason {
+                code: close::TOO_SLOW,
+                reason: "too slow; reconnect",
+            });
+            false
+        }
+    }
 }
 
 /// Flood control: a connection over its message rate waits, reading nothing, until its budget
@@ -609,4 +620,30 @@ async fn send_close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason:
     };
     let _ = sink.send(Message::Close(Some(frame))).await;
     let _ = sink.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_only_notice_that_does_not_fit_closes_the_connection() {
+        let metrics = Metrics::new();
+        let link = PeerLink::new(1, usize::MAX);
+        assert!(notify_read_only(&link, &metrics));
+        // The queue is full now: the next notice closes the connection as too slow.
+        assert!(!notify_read_only(&link, &metrics));
+        assert_eq!(
+            link.reason(),
+            Some(CloseReason {
+                code: close::TOO_SLOW,
+                reason: "too slow; reconnect",
+            })
+        );
+        assert!(
+            metrics
+                .render()
+                .contains(r#"sync_errors_total{kind="too_slow"} 1"#)
+        );
+    }
 }
