@@ -5,7 +5,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
   Y, withHarness, waitFor, boardId, stateVector, svCoveredBy, svToString, sleep,
-  BACKENDS, reportSkippedBackends
+  BACKENDS, reportSkippedBackends, NEEDS_OUR_SERVER
 } from './harness.mjs'
 
 reportSkippedBackends()
@@ -127,3 +127,45 @@ for (const { kind, skip } of BACKENDS) {
     }))
   }
 }
+
+test('a full disk fails commits, shows nothing undurable, keeps what was committed, and the server stays up', { skip: NEEDS_OUR_SERVER, timeout: 60000 }, t => withHarness(t, async h => {
+  const db = await h.database('sqlite')
+  // Files may not grow past 3 MiB: the database and its WAL fill up within a few hundred notes.
+  const full = await h.startServer(db, { fileSizeLimitKiB: 3072 })
+  const board = boardId('full')
+  const writer = await h.syncedClient(full, board)
+  const observer = await h.syncedClient(full, board)
+  let written = 0
+  while (writer.closes.length === 0 && written < 2000) {
+    const note = new Y.Map()
+    writer.doc.getMap('objects').set(`n${written}`, note)
+    note.set('kind', 'sticky')
+    note.set('text', 'x'.repeat(16 << 10))
+    written++
+    await sleep(2)
+  }
+  await waitFor(() => writer.closes.length > 0, {
+    timeout: 20000,
+    message: 'a commit to fail once the disk is full',
+    describe: () => `${written} notes written`
+  })
+  assert.equal(writer.closes[0].code, 1011, `the writer is closed with 1011: ${JSON.stringify(writer.closes)}`)
+  // The observer saw only what was committed; take it before anything else happens.
+  await sleep(200)
+  const seen = Object.keys(observer.doc.getMap('objects').toJSON())
+  for (const c of [writer, observer]) h.destroyClient(c)
+  assert.ok(seen.length > 10 && seen.length < written, `observer saw ${seen.length} of ${written}`)
+  // The process is up and answers.
+  const health = await fetch(`${full.httpUrl}/healthz`)
+  assert.equal(health.status, 200)
+  assert.equal(full.running, true)
+  await full.kill()
+
+  // With room again, everything the observer saw is there.
+  const roomy = await h.startServer(db)
+  const fresh = await h.syncedClient(roomy, board)
+  const recovered = new Set(Object.keys(fresh.doc.getMap('objects').toJSON()))
+  const missing = seen.filter(k => !recovered.has(k))
+  assert.deepEqual(missing, [], 'every note a peer saw before the disk filled up survives')
+  console.log(`# disk full after ${written} notes of 16 KiB: the observer had seen ${seen.length}, all recovered`)
+}))

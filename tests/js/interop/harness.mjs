@@ -188,7 +188,11 @@ export class ServerProcess {
  * `env` adds variables for the server (e.g. `{ AUTH_SECRET }`), after the caller's own shell
  * settings for it were cleared.
  */
-export async function startServer (databaseUrl, { label = 'server', timeout = 20000, args = [], env: extraEnv = {} } = {}) {
+/**
+ * Starts `sync-server` on port 0. `fileSizeLimitKiB` runs it under `ulimit -f` with SIGXFSZ
+ * ignored, so that a write past that size fails with EFBIG, as on a full disk.
+ */
+export async function startServer (databaseUrl, { label = 'server', timeout = 20000, args = [], env: extraEnv = {}, fileSizeLimitKiB } = {}) {
   const env = { ...process.env }
   // The tests need the open development mode on one node, whatever the caller's shell has.
   for (const k of ['AUTH_SECRET', 'AUTH_SECRET_FILE', 'REDIS_URL', 'DATABASE_URL', 'PORT', 'BIND', 'INSECURE', 'LOG_FORMAT',
@@ -197,9 +201,12 @@ export async function startServer (databaseUrl, { label = 'server', timeout = 20
   env.NO_COLOR = '1'
   Object.assign(env, extraEnv)
   const serverArgs = ['serve', '--bind', '127.0.0.1', '--port', '0', '--database-url', databaseUrl, ...args]
+  const limited = fileSizeLimitKiB
+    ? ['/bin/sh', ['-c', `trap '' XFSZ; ulimit -f ${Number(fileSizeLimitKiB)}; exec "$0" "$@"`, SERVER_BIN, ...serverArgs]]
+    : [SERVER_BIN, serverArgs]
   const child = USING_REFERENCE
     ? spawn(process.execPath, [REFERENCE_SERVER, ...serverArgs.slice(1)], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-    : spawn(SERVER_BIN, serverArgs, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(limited[0], limited[1], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   children.add(child)
   const server = new ServerProcess(child, label)
   let stdoutBuf = ''
