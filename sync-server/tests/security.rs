@@ -1988,3 +1988,48 @@ async fn every_response_carries_a_request_id() {
     assert!(limited.header("x-request-id").is_some());
     server.shutdown().await.unwrap();
 }
+
+// =============================================================================================
+// Hostile input and races
+
+/// Made-up HTTP methods and paths do not create metric series: a method is counted as one of
+/// GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS or `other`, a route as its template or
+/// `unmatched`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_methods_and_paths_do_not_grow_the_metrics() {
+    let server = TestServer::start(config(), memory_store().await).await;
+    let addr = server.addr;
+    let series = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("http_requests_total{"))
+            .count()
+    };
+    let before = series(&scrape(addr).await);
+    for i in 1..=50 {
+        let r = http(addr, &format!("FOO{i}"), "/v1/boards", None, &[]).await;
+        assert_eq!(r.status, 405, "FOO{i}: {}", body_text(&r));
+        let r = http(addr, "GET", &format!("/no/such/route/{i}"), None, &[]).await;
+        assert_eq!(r.status, 404);
+    }
+    let text = scrape(addr).await;
+    let after = series(&text);
+    // At most: GET /metrics (the first scrape) and `other` on /v1/boards. (Paths that match no
+    // route are not counted at all.)
+    assert!(
+        after <= before + 2,
+        "50 made-up methods and paths added {} series:\n{text}",
+        after - before
+    );
+    assert!(!text.contains("FOO"), "{text}");
+    assert!(!text.contains("/no/such/route"), "{text}");
+    assert_eq!(
+        value(
+            &text,
+            "http_requests_total{method=\"other\",route=\"/v1/boards\",status=\"405\"}"
+        ),
+        50.0,
+        "{text}"
+    );
+    server.shutdown().await.unwrap();
+}
+
