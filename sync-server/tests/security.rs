@@ -2033,3 +2033,34 @@ async fn made_up_methods_and_paths_do_not_grow_the_metrics() {
     server.shutdown().await.unwrap();
 }
 
+/// Tokens signed with the server's secret whose `exp` is out of any clock's range are refused
+/// with 401 (not a panic); an `exp` in the year 9999 is still a valid token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_with_huge_expiry_are_refused_not_panicking() {
+    let keys = keys();
+    let server = TestServer::start(secured(&keys), memory_store().await).await;
+    let addr = server.addr;
+    for exp in [u64::MAX, i64::MAX as u64 + 1, i64::MAX as u64, 253_402_300_800] {
+        let huge = jwt(SECRET, &json!({"board": "*", "role": "admin", "exp": exp}));
+        assert_unauthorized(&get(addr, "/v1/boards", Some(&huge)).await, "huge exp");
+        let r = get(addr, "/v1/boards", Some(&huge)).await;
+        let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains("exp"), "{exp}: {message}");
+        let mut socket = ws_connect(addr, &sync_path("huge", &huge)).await;
+        assert_eq!(
+            expect_close_frame(&mut socket, WAIT).await,
+            (4401, "invalid token".to_owned()),
+            "exp {exp}"
+        );
+    }
+    let far = jwt(
+        SECRET,
+        &json!({"board": "*", "role": "admin", "exp": 253_402_300_799_u64}),
+    );
+    assert_eq!(get(addr, "/v1/boards", Some(&far)).await.status, 200);
+    let far_client = TestClient::connect_path(addr, "far", &sync_path("far", &far)).await;
+    far_client.wait_synced().await;
+    assert!(far_client.is_open());
+    server.shutdown().await.unwrap();
+}
+
