@@ -2064,3 +2064,57 @@ async fn tokens_with_huge_expiry_are_refused_not_panicking() {
     server.shutdown().await.unwrap();
 }
 
+/// A token minted over `POST /v1/tokens` never outlives the token that minted it: its expiry is
+/// clamped to the caller's (and the answer says so), and role and scope cannot grow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minted_tokens_never_outlive_or_exceed_the_minting_token() {
+    let keys = keys();
+    let server = TestServer::start(secured(&keys), memory_store().await).await;
+    let addr = server.addr;
+    let short_root = token_for(&keys, Some("root"), "*", Role::Admin, Duration::from_secs(60));
+    let root_expiry = keys.verify(&short_root).unwrap().expires_at.unwrap();
+    let root_exp = root_expiry.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    for (board, role) in [("*", "admin"), ("b1", "read")] {
+        let r = post_json(
+            addr,
+            "/v1/tokens",
+            Some(&short_root),
+            &json!({"board": board, "role": role, "ttl": "30d"}),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", body_text(&r));
+        let body = r.json();
+        assert_eq!(body["expires_at"].as_u64(), Some(root_exp), "{body}");
+        assert_eq!(body["clamped"], true, "{body}");
+        let minted = keys.verify(body["token"].as_str().unwrap()).unwrap();
+        assert!(minted.expires_at.unwrap() <= root_expiry);
+    }
+    // Shorter than the caller's: untouched.
+    let r = post_json(
+        addr,
+        "/v1/tokens",
+        Some(&short_root),
+        &json!({"board": "b1", "role": "read", "ttl": 10}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", body_text(&r));
+    assert_eq!(r.json()["clamped"], false);
+    assert!(r.json()["expires_at"].as_u64().unwrap() <= unix_now() + 11);
+
+    // A board admin cannot mint for every board or for another board.
+    let board_admin = token(&keys, None, "b1", Role::Admin);
+    for board in ["*", "b2"] {
+        assert_forbidden(
+            &post_json(
+                addr,
+                "/v1/tokens",
+                Some(&board_admin),
+                &json!({"board": board, "role": "read"}),
+            )
+            .await,
+            board,
+        );
+    }
+    server.shutdown().await.unwrap();
+}
+

@@ -6,7 +6,7 @@
 //! backend can issue tokens for its users without calling the server.
 
 use std::fmt;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -128,6 +128,9 @@ pub struct Minted {
     pub token: String,
     /// Seconds since the epoch at which it expires.
     pub expires_at: u64,
+    /// Whether `expires_at` was brought forward from the lifetime asked for to a limit
+    /// (see [`Keys::mint_until`]).
+    pub clamped: bool,
 }
 
 /// The keys derived from the secret, and the validation rules.
@@ -160,11 +163,34 @@ impl Keys {
 
     /// Mints a token.
     pub fn mint(&self, request: &TokenRequest) -> Result<Minted, TokenError> {
+        self.mint_until(request, None)
+    }
+
+    /// Mints a token that expires no later than `not_after` (the expiry of the token asking
+    /// for it): a lifetime reaching past it is cut short, and [`Minted::clamped`] says so.
+    /// [`TokenError::Expired`] if `not_after` has passed.
+    pub fn mint_until(
+        &self,
+        request: &TokenRequest,
+        not_after: Option<SystemTime>,
+    ) -> Result<Minted, TokenError> {
         if request.ttl.is_zero() || request.ttl > MAX_TTL {
             return Err(TokenError::BadTtl);
         }
         let now = unix_now();
-        let exp = now + request.ttl.as_secs().max(1);
+        let mut exp = now + request.ttl.as_secs().max(1);
+        let mut clamped = false;
+        if let Some(limit) = not_after {
+            // Whole seconds, rounded down: never past the limit.
+            let limit = limit.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            if exp > limit {
+                exp = limit;
+                clamped = true;
+            }
+            if exp <= now {
+                return Err(TokenError::Expired);
+            }
+        }
         let claims = Claims {
             sub: request.user.clone(),
             board: request.scope.to_string(),
@@ -177,6 +203,7 @@ impl Keys {
         Ok(Minted {
             token,
             expires_at: exp,
+            clamped,
         })
     }
 
@@ -248,6 +275,25 @@ mod tests {
         assert_eq!(grant.role, Role::Write);
         assert_eq!(grant.scope, Scope::Board(BoardId::parse("b1").expect("id")));
         assert!(grant.remaining().expect("expires") <= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_token_minted_until_a_limit_expires_by_then() {
+        let keys = keys(SECRET);
+        let limit = UNIX_EPOCH + Duration::from_secs(unix_now() + 30);
+        let minted = keys.mint_until(&request(3600), Some(limit)).expect("mint");
+        assert!(minted.clamped);
+        assert_eq!(UNIX_EPOCH + Duration::from_secs(minted.expires_at), limit);
+        let grant = keys.verify(&minted.token).expect("verify");
+        assert_eq!(grant.expires_at, Some(limit));
+        let short = keys.mint_until(&request(10), Some(limit)).expect("mint");
+        assert!(!short.clamped);
+        assert!(short.expires_at <= unix_now() + 10);
+        let past = UNIX_EPOCH + Duration::from_secs(unix_now() - 1);
+        assert_eq!(
+            keys.mint_until(&request(60), Some(past)).map(|_| ()),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
