@@ -120,6 +120,7 @@ pub struct ExportArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "sqlite://./data/boards.db"
     )]
     pub database_url: String,
@@ -137,6 +138,7 @@ pub struct ImportArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "sqlite://./data/boards.db"
     )]
     pub database_url: String,
@@ -164,6 +166,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "sqlite://./data/boards.db"
     )]
     pub database_url: String,

@@ -33,6 +33,14 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects to the database a `postgres://` URL names and runs the migrations.
     pub async fn connect(url: &str, options: &StorageOptions) -> Result<Self, StorageError> {
+        let (url, ignored) = known_parameters_only(url);
+        if !ignored.is_empty() {
+            tracing::warn!(
+                parameters = ignored.join(", "),
+                "ignoring database URL parameters the PostgreSQL driver does not read"
+            );
+        }
+        let url = url.as_str();
         // The parse error could quote the URL, password and all: say only that it failed.
         let connect = PgConnectOptions::from_str(url).map_err(|_| {
             StorageError::InvalidUrl(format!(
@@ -53,6 +61,65 @@ impl PostgresStore {
     async fn tx(&self, op: &'static str) -> Result<Transaction<'static, Postgres>, StorageError> {
         self.pool.begin().await.map_err(StorageError::db(op))
     }
+}
+
+/// Query parameters sqlx's PostgreSQL driver reads (`PgConnectOptions`'s URL parser, sqlx
+/// 0.9), besides `options[NAME]`.
+const KNOWN_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// The URL without the query parameters the driver does not read, and their names. The driver
+/// would ignore them anyway, but it logs each one with its value, and one of them may be a
+/// secret (libpq's `sslpassword`, say).
+fn known_parameters_only(url: &str) -> (String, Vec<String>) {
+    let Some((base, rest)) = url.split_once('?') else {
+        return (url.to_owned(), Vec::new());
+    };
+    let (query, fragment) = match rest.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (rest, None),
+    };
+    let mut ignored = Vec::new();
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let name = super::url::percent_decode(pair.split_once('=').map_or(*pair, |(n, _)| n));
+            let known = KNOWN_PARAMETERS.contains(&name.as_str())
+                || (name.starts_with("options[") && name.ends_with(']'));
+            if !known && !pair.is_empty() {
+                ignored.push(name);
+            }
+            known
+        })
+        .collect();
+    let mut out = base.to_owned();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    (out, ignored)
 }
 
 /// Whether board `id` exists, read through `executor`.
@@ -669,5 +736,30 @@ impl PendingCompaction for PostgresPendingCompaction {
             .await
             .map_err(StorageError::db("compact"))?;
         Ok(self.stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::known_parameters_only;
+
+    #[test]
+    fn parameters_the_driver_ignores_are_dropped_before_it_logs_them() {
+        let (url, ignored) = known_parameters_only(
+            "postgres://u@h/db?sslmode=disable&sslpassword=s&options=-c%20x%3Dy&connect_timeout=5&options[search_path]=a",
+        );
+        assert_eq!(
+            url,
+            "postgres://u@h/db?sslmode=disable&options=-c%20x%3Dy&options[search_path]=a"
+        );
+        assert_eq!(ignored, ["sslpassword", "connect_timeout"]);
+        assert_eq!(
+            known_parameters_only("postgres://u@h/db?ssl%70assword=s"),
+            ("postgres://u@h/db".to_owned(), vec!["sslpassword".to_owned()])
+        );
+        assert_eq!(
+            known_parameters_only("postgres://u@h/db"),
+            ("postgres://u@h/db".to_owned(), Vec::new())
+        );
     }
 }
