@@ -125,6 +125,8 @@ pub(crate) struct Inner {
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     pub(crate) assistant: Option<Arc<Assistant>>,
+    /// The cached outcome of `/readyz`'s database check.
+    pub(crate) readiness: crate::http::Readiness,
     next_conn: AtomicU64,
 }
 
@@ -211,6 +213,7 @@ pub async fn run_with_store(
         tracker: tracker.clone(),
         shutdown: cancel.clone(),
         assistant,
+        readiness: crate::http::Readiness::default(),
         next_conn: AtomicU64::new(1),
     }));
     let app = crate::http::router(state);

@@ -2118,3 +2118,168 @@ async fn minted_tokens_never_outlive_or_exceed_the_minting_token() {
     server.shutdown().await.unwrap();
 }
 
+/// A store that counts the calls a readiness check could make (each made slow), and passes
+/// everything to the store it wraps.
+mod counting {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use sync_server::ids::{BoardId, VersionId};
+    use sync_server::storage::{
+        Backend, BoardInfo, NewRun, NewSnapshot, NewUpdate, NewVersion, PendingCompaction,
+        RunRecord, RunResult, Storage, StorageError, StoredBoard, Version, VersionInfo,
+    };
+
+    #[derive(Debug)]
+    pub(crate) struct CountingStore {
+        pub(crate) inner: Arc<dyn Storage>,
+        pub(crate) checks: AtomicUsize,
+        pub(crate) check_delay: Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl Storage for CountingStore {
+        fn backend(&self) -> Backend {
+            self.inner.backend()
+        }
+
+        async fn list_boards(
+            &self,
+            after: Option<&BoardId>,
+            limit: u32,
+        ) -> Result<Vec<BoardInfo>, StorageError> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.check_delay).await;
+            self.inner.list_boards(after, limit).await
+        }
+
+        async fn ping(&self) -> Result<(), StorageError> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.check_delay).await;
+            self.inner.ping().await
+        }
+
+        async fn begin_compaction(
+            &self,
+            id: &BoardId,
+            snapshot: NewSnapshot<'_>,
+        ) -> Result<Box<dyn PendingCompaction + '_>, StorageError> {
+            self.inner.begin_compaction(id, snapshot).await
+        }
+
+        async fn close(&self) {
+            self.inner.close().await;
+        }
+
+        async fn create_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
+            self.inner.create_board(id).await
+        }
+
+        async fn ensure_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
+            self.inner.ensure_board(id).await
+        }
+
+        async fn get_board(&self, id: &BoardId) -> Result<Option<BoardInfo>, StorageError> {
+            self.inner.get_board(id).await
+        }
+
+        async fn delete_board(&self, id: &BoardId) -> Result<bool, StorageError> {
+            self.inner.delete_board(id).await
+        }
+
+        async fn append(&self, updates: &[NewUpdate<'_>]) -> Result<Vec<i64>, StorageError> {
+            self.inner.append(updates).await
+        }
+
+        async fn load(&self, id: &BoardId) -> Result<StoredBoard, StorageError> {
+            self.inner.load(id).await
+        }
+
+        async fn save_version(&self, id: &BoardId, version: NewVersion<'_>) -> Result<VersionInfo, StorageError> {
+            self.inner.save_version(id, version).await
+        }
+
+        async fn list_versions(&self, id: &BoardId) -> Result<Vec<VersionInfo>, StorageError> {
+            self.inner.list_versions(id).await
+        }
+
+        async fn get_version(&self, id: &BoardId, version: VersionId) -> Result<Option<Version>, StorageError> {
+            self.inner.get_version(id, version).await
+        }
+
+        async fn delete_version(&self, id: &BoardId, version: VersionId) -> Result<bool, StorageError> {
+            self.inner.delete_version(id, version).await
+        }
+
+        async fn prune_versions(&self, id: &BoardId, keep_auto: u32) -> Result<u64, StorageError> {
+            self.inner.prune_versions(id, keep_auto).await
+        }
+
+        async fn start_run(&self, id: &BoardId, run: NewRun<'_>) -> Result<RunRecord, StorageError> {
+            self.inner.start_run(id, run).await
+        }
+
+        async fn finish_run(&self, id: &BoardId, run: &str, result: RunResult<'_>) -> Result<bool, StorageError> {
+            self.inner.finish_run(id, run, result).await
+        }
+
+        async fn save_run_changes(&self, id: &BoardId, run: &str, changes: &[u8]) -> Result<bool, StorageError> {
+            self.inner.save_run_changes(id, run, changes).await
+        }
+
+        async fn list_runs(&self, id: &BoardId, limit: u32) -> Result<Vec<RunRecord>, StorageError> {
+            self.inner.list_runs(id, limit).await
+        }
+
+        async fn get_run(&self, id: &BoardId, run: &str) -> Result<Option<RunRecord>, StorageError> {
+            self.inner.get_run(id, run).await
+        }
+
+        async fn claim_undo(&self, id: &BoardId, run: &str, by: Option<&str>) -> Result<bool, StorageError> {
+            self.inner.claim_undo(id, run, by).await
+        }
+
+        async fn release_undo(&self, id: &BoardId, run: &str) -> Result<(), StorageError> {
+            self.inner.release_undo(id, run).await
+        }
+
+        async fn interrupt_stale_runs(&self, started_before: i64) -> Result<u64, StorageError> {
+            self.inner.interrupt_stale_runs(started_before).await
+        }
+    }
+}
+
+use counting::CountingStore;
+
+/// A flood of `/readyz` (exempt from the rate limit) makes at most one database check at a
+/// time, and no more than one per second: the answer is cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_checks_are_shared_and_cached() {
+    let store = Arc::new(CountingStore {
+        inner: memory_store().await,
+        checks: AtomicUsize::new(0),
+        check_delay: Duration::from_millis(200),
+    });
+    let server = TestServer::start(config(), store.clone()).await;
+    let addr = server.addr;
+    let started = Instant::now();
+    let requests: Vec<_> = (0..100)
+        .map(|_| tokio::spawn(async move { http(addr, "GET", "/readyz", None, &[]).await }))
+        .collect();
+    for request in requests {
+        let r = request.await.unwrap();
+        assert_eq!(r.status, 200, "{}", body_text(&r));
+        assert_eq!(r.json()["status"], "ready");
+    }
+    let elapsed = started.elapsed();
+    let checks = store.checks.load(Ordering::SeqCst);
+    // One check per second of cache, plus the one in flight when a second ends.
+    let bound = elapsed.as_secs() as usize + 2;
+    assert!(
+        checks <= bound,
+        "100 concurrent /readyz made {checks} database checks in {elapsed:?}"
+    );
+    server.shutdown().await.unwrap();
+}
+

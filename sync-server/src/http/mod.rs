@@ -19,6 +19,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 pub(crate) use self::auth::bearer_token;
 pub(crate) use self::error::ApiError;
 pub(crate) use self::extract::{ApiPath, ApiQuery};
+pub(crate) use self::health::Readiness;
 pub(crate) use self::observe::request_id;
 use crate::server::AppState;
 

@@ -3,6 +3,10 @@
 //! An append is one statement whatever the batch's size: it locks the boards it touches with
 //! `FOR NO KEY UPDATE` in id order (so concurrent batches never deadlock), reserves each
 //! board's range of sequence numbers, and inserts every row from `UNNEST(...)` arrays. Loads read in one `REPEATABLE READ` transaction.
+//!
+//! Appends have a pool of their own ([`APPEND_CONNECTIONS`]): whatever else holds the general
+//! pool's connections (a burst of reads, readiness probes, long compactions), a commit never
+//! waits for one.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -24,10 +28,17 @@ use crate::ids::{BoardId, Seq, VersionId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
+/// Connections reserved for appends, in a pool of their own beside the general pool: the
+/// committer makes one append at a time; the second serves an import meanwhile.
+pub const APPEND_CONNECTIONS: u32 = 2;
+
 /// The PostgreSQL backend.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
+    /// Everything but appends.
     pool: PgPool,
+    /// Appends only.
+    appends: PgPool,
 }
 
 impl PostgresStore {
@@ -51,11 +62,17 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(StorageError::db("connect"))?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let appends = PgPoolOptions::new()
+            .max_connections(APPEND_CONNECTIONS)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(StorageError::db("connect"))?;
+        Ok(Self { pool, appends })
     }
 
     async fn tx(&self, op: &'static str) -> Result<Transaction<'static, Postgres>, StorageError> {
@@ -280,7 +297,7 @@ impl Storage for PostgresStore {
         let ords = super::assign_seqs(updates, &mut ordinals);
         let boards: Vec<&str> = updates.iter().map(|u| u.board.as_str()).collect();
         let data: Vec<&[u8]> = updates.iter().map(|u| u.data).collect();
-        let mut tx = self.tx(op).await?;
+        let mut tx = self.appends.begin().await.map_err(StorageError::db(op))?;
         // One statement: lock the boards in a fixed (byte, "C" collation) order so two batches
         // never wait on each other in a cycle (NO KEY UPDATE still lets the log rows' foreign
         // key checks through), reserve each board's range of sequence numbers, and insert
@@ -716,7 +733,16 @@ impl Storage for PostgresStore {
         Ok(done.rows_affected())
     }
 
+    async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(StorageError::db("ping"))?;
+        Ok(())
+    }
+
     async fn close(&self) {
+        self.appends.close().await;
         self.pool.close().await;
     }
 }

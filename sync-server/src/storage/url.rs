@@ -11,7 +11,9 @@ use super::{Storage, StorageError};
 /// Tuning shared by the SQL backends.
 #[derive(Clone, Debug)]
 pub struct StorageOptions {
-    /// Most connections one pool opens (PostgreSQL pool; SQLite read pool).
+    /// Most connections one pool opens: PostgreSQL's general pool (appends have
+    /// [`APPEND_CONNECTIONS`](super::postgres::APPEND_CONNECTIONS) more of their own), SQLite's
+    /// read pool.
     pub max_connections: u32,
     /// How long SQLite waits for another process's lock before failing with `SQLITE_BUSY`.
     pub busy_timeout: Duration,

@@ -675,6 +675,14 @@ impl Storage for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(StorageError::db("ping"))?;
+        Ok(())
+    }
+
     async fn close(&self) {
         self.appender.close().await;
         self.writer.close().await;
