@@ -1265,3 +1265,44 @@ async fn postgres_appends_do_not_wait_for_the_general_pool() {
     assert_eq!(fx.store.get_board(&boards[4]).await.unwrap().unwrap().last_seq, 2);
     fx.finish().await;
 }
+
+/// SQLite: once appends stop for a while, the WAL is checkpointed and truncated, so a burst
+/// does not leave a large `-wal` file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_wal_is_truncated_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("boards.db");
+    let url = format!("sqlite://{}", path.display());
+    let options = sync_server::storage::StorageOptions {
+        checkpoint_idle: Duration::from_millis(100),
+        ..sync_server::storage::StorageOptions::default()
+    };
+    let store = sync_server::storage::open(&url, &options).await.unwrap();
+    let id = board("wal");
+    store.create_board(&id).await.unwrap();
+    let payload = vec![7u8; 4096];
+    for _ in 0..200 {
+        store
+            .append(&[NewUpdate {
+                board: &id,
+                data: &payload,
+            }])
+            .await
+            .unwrap();
+    }
+    let wal = dir.path().join("boards.db-wal");
+    let size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert!(size() > 0, "the burst is in the WAL");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while size() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(size(), 0, "the WAL is truncated once the store is idle");
+    // Appends go on as before.
+    let more = [NewUpdate {
+        board: &id,
+        data: b"after",
+    }];
+    assert_eq!(store.append(&more).await.unwrap(), vec![201]);
+    store.close().await;
+}

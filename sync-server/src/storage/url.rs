@@ -19,6 +19,9 @@ pub struct StorageOptions {
     pub busy_timeout: Duration,
     /// How long to wait for a connection from the pool.
     pub acquire_timeout: Duration,
+    /// SQLite: how long without appends before the WAL is checkpointed and truncated (only if
+    /// something was written since the last time).
+    pub checkpoint_idle: Duration,
 }
 
 impl Default for StorageOptions {
@@ -27,6 +30,7 @@ impl Default for StorageOptions {
             max_connections: 8,
             busy_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(10),
+            checkpoint_idle: Duration::from_secs(5),
         }
     }
 }
