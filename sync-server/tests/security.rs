@@ -2283,3 +2283,98 @@ async fn readiness_checks_are_shared_and_cached() {
     server.shutdown().await.unwrap();
 }
 
+/// Listing an assistant's runs and reading one are reads: they answer while another write
+/// holds SQLite's write gate. A run left `running` by a server that stopped still shows as
+/// `interrupted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_reads_do_not_wait_for_writes() {
+    let db = SqliteDb::new();
+    let store = db.open().await;
+    let server = TestServer::start(config(), store.clone()).await;
+    let addr = server.addr;
+    let id = sync_server::ids::BoardId::parse("gated").unwrap();
+    store.create_board(&id).await.unwrap();
+    store
+        .start_run(
+            &id,
+            sync_server::storage::NewRun {
+                id: "r-fresh",
+                user: None,
+                prompt: "p",
+                model: "m",
+                before_version: None,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .append(&[sync_server::storage::NewUpdate {
+            board: &id,
+            data: b"row",
+        }])
+        .await
+        .unwrap();
+    // Holds the write gate until dropped.
+    let pending = store
+        .begin_compaction(
+            &id,
+            sync_server::storage::NewSnapshot {
+                upto: 1,
+                data: b"snapshot",
+            },
+        )
+        .await
+        .unwrap();
+    for path in [
+        "/v1/boards/gated/assistant/runs",
+        "/v1/boards/gated/assistant/runs/r-fresh",
+    ] {
+        let r = tokio::time::timeout(Duration::from_secs(2), http(addr, "GET", path, None, &[]))
+            .await
+            .unwrap_or_else(|_| panic!("GET {path} waited for the write gate"));
+        assert_eq!(r.status, 200, "{path}: {}", body_text(&r));
+    }
+    drop(pending);
+
+    // A run whose server stopped two hours ago.
+    store
+        .start_run(
+            &id,
+            sync_server::storage::NewRun {
+                id: "r-dead",
+                user: None,
+                prompt: "p",
+                model: "m",
+                before_version: None,
+            },
+        )
+        .await
+        .unwrap();
+    let conn = rusqlite::Connection::open(db.dir.path().join("boards.db")).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute(
+        "UPDATE assistant_runs SET started_at = started_at - 7200000 WHERE id = 'r-dead'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let runs = http(addr, "GET", "/v1/boards/gated/assistant/runs", None, &[]).await;
+    assert_eq!(runs.status, 200, "{}", body_text(&runs));
+    let states: HashMap<String, String> = runs.json()["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(states["r-dead"], "interrupted", "{states:?}");
+    assert_eq!(states["r-fresh"], "running", "{states:?}");
+    let one = http(addr, "GET", "/v1/boards/gated/assistant/runs/r-dead", None, &[]).await;
+    assert_eq!(one.json()["state"], "interrupted");
+    server.shutdown().await.unwrap();
+}
+

@@ -685,6 +685,20 @@ impl Storage for SqliteStore {
 
     async fn interrupt_stale_runs(&self, started_before: UnixMillis) -> Result<u64, StorageError> {
         let op = "interrupt stale runs";
+        // Listing and reading runs call this every time, and a stale run is rare (its server
+        // stopped while it worked): look on the read pool first, and take the write gate (and
+        // a write transaction's fsync) only if there is one. A run cannot turn stale in between:
+        // every run started since is past the cutoff.
+        let stale: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM assistant_runs WHERE state = 'running' AND started_at < ? LIMIT 1",
+        )
+        .bind(started_before)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(StorageError::db(op))?;
+        if stale.is_none() {
+            return Ok(0);
+        }
         let mut tx = self.write_tx(op).await?;
         let done = sqlx::query(
             "UPDATE assistant_runs SET state = ?, finished_at = ? \
