@@ -43,8 +43,11 @@ pub mod kind {
     pub const HTTP_RATE: &str = "http_rate";
     /// A connection refused by a connection limit.
     pub const CONNECTION_LIMIT: &str = "connection_limit";
-    /// A WebSocket from an origin that is not allowed.
+    /// A WebSocket from an origin that is not allowed, or (open development mode) any
+    /// request from a page of a non-loopback origin.
     pub const ORIGIN: &str = "origin_refused";
+    /// A request refused in open development mode for naming a non-loopback `Host`.
+    pub const HOST: &str = "host_refused";
 
     /// Every kind, so each series exists (at zero) from the start.
     pub const ALL: &[&str] = &[
@@ -64,6 +67,7 @@ pub mod kind {
         HTTP_RATE,
         CONNECTION_LIMIT,
         ORIGIN,
+        HOST,
     ];
 }
 

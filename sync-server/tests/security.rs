@@ -2040,7 +2040,12 @@ async fn tokens_with_huge_expiry_are_refused_not_panicking() {
     let keys = keys();
     let server = TestServer::start(secured(&keys), memory_store().await).await;
     let addr = server.addr;
-    for exp in [u64::MAX, i64::MAX as u64 + 1, i64::MAX as u64, 253_402_300_800] {
+    for exp in [
+        u64::MAX,
+        i64::MAX as u64 + 1,
+        i64::MAX as u64,
+        253_402_300_800,
+    ] {
         let huge = jwt(SECRET, &json!({"board": "*", "role": "admin", "exp": exp}));
         assert_unauthorized(&get(addr, "/v1/boards", Some(&huge)).await, "huge exp");
         let r = get(addr, "/v1/boards", Some(&huge)).await;
@@ -2071,7 +2076,13 @@ async fn minted_tokens_never_outlive_or_exceed_the_minting_token() {
     let keys = keys();
     let server = TestServer::start(secured(&keys), memory_store().await).await;
     let addr = server.addr;
-    let short_root = token_for(&keys, Some("root"), "*", Role::Admin, Duration::from_secs(60));
+    let short_root = token_for(
+        &keys,
+        Some("root"),
+        "*",
+        Role::Admin,
+        Duration::from_secs(60),
+    );
     let root_expiry = keys.verify(&short_root).unwrap().expires_at.unwrap();
     let root_exp = root_expiry.duration_since(UNIX_EPOCH).unwrap().as_secs();
     for (board, role) in [("*", "admin"), ("b1", "read")] {
@@ -2196,7 +2207,11 @@ mod counting {
             self.inner.load(id).await
         }
 
-        async fn save_version(&self, id: &BoardId, version: NewVersion<'_>) -> Result<VersionInfo, StorageError> {
+        async fn save_version(
+            &self,
+            id: &BoardId,
+            version: NewVersion<'_>,
+        ) -> Result<VersionInfo, StorageError> {
             self.inner.save_version(id, version).await
         }
 
@@ -2204,11 +2219,19 @@ mod counting {
             self.inner.list_versions(id).await
         }
 
-        async fn get_version(&self, id: &BoardId, version: VersionId) -> Result<Option<Version>, StorageError> {
+        async fn get_version(
+            &self,
+            id: &BoardId,
+            version: VersionId,
+        ) -> Result<Option<Version>, StorageError> {
             self.inner.get_version(id, version).await
         }
 
-        async fn delete_version(&self, id: &BoardId, version: VersionId) -> Result<bool, StorageError> {
+        async fn delete_version(
+            &self,
+            id: &BoardId,
+            version: VersionId,
+        ) -> Result<bool, StorageError> {
             self.inner.delete_version(id, version).await
         }
 
@@ -2216,27 +2239,54 @@ mod counting {
             self.inner.prune_versions(id, keep_auto).await
         }
 
-        async fn start_run(&self, id: &BoardId, run: NewRun<'_>) -> Result<RunRecord, StorageError> {
+        async fn start_run(
+            &self,
+            id: &BoardId,
+            run: NewRun<'_>,
+        ) -> Result<RunRecord, StorageError> {
             self.inner.start_run(id, run).await
         }
 
-        async fn finish_run(&self, id: &BoardId, run: &str, result: RunResult<'_>) -> Result<bool, StorageError> {
+        async fn finish_run(
+            &self,
+            id: &BoardId,
+            run: &str,
+            result: RunResult<'_>,
+        ) -> Result<bool, StorageError> {
             self.inner.finish_run(id, run, result).await
         }
 
-        async fn save_run_changes(&self, id: &BoardId, run: &str, changes: &[u8]) -> Result<bool, StorageError> {
+        async fn save_run_changes(
+            &self,
+            id: &BoardId,
+            run: &str,
+            changes: &[u8],
+        ) -> Result<bool, StorageError> {
             self.inner.save_run_changes(id, run, changes).await
         }
 
-        async fn list_runs(&self, id: &BoardId, limit: u32) -> Result<Vec<RunRecord>, StorageError> {
+        async fn list_runs(
+            &self,
+            id: &BoardId,
+            limit: u32,
+        ) -> Result<Vec<RunRecord>, StorageError> {
             self.inner.list_runs(id, limit).await
         }
 
-        async fn get_run(&self, id: &BoardId, run: &str) -> Result<Option<RunRecord>, StorageError> {
+        async fn get_run(
+            &self,
+            id: &BoardId,
+            run: &str,
+        ) -> Result<Option<RunRecord>, StorageError> {
             self.inner.get_run(id, run).await
         }
 
-        async fn claim_undo(&self, id: &BoardId, run: &str, by: Option<&str>) -> Result<bool, StorageError> {
+        async fn claim_undo(
+            &self,
+            id: &BoardId,
+            run: &str,
+            by: Option<&str>,
+        ) -> Result<bool, StorageError> {
             self.inner.claim_undo(id, run, by).await
         }
 
@@ -2373,8 +2423,230 @@ async fn run_reads_do_not_wait_for_writes() {
         .collect();
     assert_eq!(states["r-dead"], "interrupted", "{states:?}");
     assert_eq!(states["r-fresh"], "running", "{states:?}");
-    let one = http(addr, "GET", "/v1/boards/gated/assistant/runs/r-dead", None, &[]).await;
+    let one = http(
+        addr,
+        "GET",
+        "/v1/boards/gated/assistant/runs/r-dead",
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(one.json()["state"], "interrupted");
     server.shutdown().await.unwrap();
 }
 
+/// A request with a raw `Host` and optional `Origin`; returns the status and the JSON body
+/// (`Null` if the body is not JSON).
+async fn with_host(
+    addr: std::net::SocketAddr,
+    path: &str,
+    host: &str,
+    origin: Option<&str>,
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{origin}Connection: close\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[track_caller]
+fn assert_refused(got: &(u16, Value), code: &str, what: &str) {
+    assert_eq!(got.0, 403, "{what}: {}", got.1);
+    assert_eq!(got.1["error"]["code"], code, "{what}: {}", got.1);
+    assert!(got.1["error"]["message"].is_string(), "{what}: {}", got.1);
+}
+
+/// The WebSocket upgrade of `/v1/sync/{board}` with extra headers: `Ok` once upgraded and the
+/// server's first frame arrived, or the HTTP refusal's status and error code.
+async fn upgrade_with(
+    addr: std::net::SocketAddr,
+    board: &str,
+    headers: &[(&str, &str)],
+) -> Result<(), (u16, String)> {
+    match ws_connect_with(addr, None, &format!("/v1/sync/{board}"), headers).await {
+        Ok(mut socket) => {
+            let first = tokio::time::timeout(WAIT, socket.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert!(matches!(first, Message::Binary(_)), "{first:?}");
+            Ok(())
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            Err((
+                response.status().as_u16(),
+                json["error"]["code"].as_str().unwrap_or("").to_owned(),
+            ))
+        }
+        Err(e) => panic!("{headers:?}: {e}"),
+    }
+}
+
+/// Open development mode (no secret) answers only requests addressed to a loopback host, and
+/// from browsers only pages of a loopback origin: a page on another site, through a
+/// DNS-rebinding name or a cross-origin request, is refused with 403, WebSocket upgrades
+/// included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_mode_answers_only_loopback_hosts_and_origins() {
+    let server = TestServer::start(config(), memory_store().await).await;
+    let addr = server.addr;
+    let port = addr.port();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "LOCALHOST".to_owned(),
+        "localhost.".to_owned(),
+        format!("app.localhost:{port}"),
+        "127.3.2.1".to_owned(),
+        format!("[::1]:{port}"),
+    ] {
+        for path in ["/v1/boards", "/healthz", "/no/such/route"] {
+            let (status, body) = with_host(addr, path, &host, None).await;
+            assert!(
+                status == 200 || status == 404,
+                "Host {host}, {path}: {status} {body}"
+            );
+        }
+    }
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".to_owned(),
+        format!("127.0.0.1.nip.io:{port}"),
+        format!("localhost.evil.example:{port}"),
+        "10.0.0.1".to_owned(),
+        format!("[::2]:{port}"),
+        "local host".to_owned(),
+    ] {
+        for path in ["/v1/boards", "/healthz", "/no/such/route"] {
+            assert_refused(
+                &with_host(addr, path, &host, None).await,
+                "host_not_allowed",
+                &format!("Host {host}, {path}"),
+            );
+        }
+    }
+    let host = format!("127.0.0.1:{port}");
+    for origin in [
+        format!("http://127.0.0.1:{port}"),
+        "http://localhost:5173".to_owned(),
+        "https://app.localhost".to_owned(),
+        "http://[::1]:3000".to_owned(),
+    ] {
+        let (status, body) = with_host(addr, "/v1/boards", &host, Some(&origin)).await;
+        assert_eq!(status, 200, "Origin {origin}: {body}");
+    }
+    for origin in [
+        "http://evil.example",
+        "https://localhost.evil.example",
+        "http://127.0.0.1.nip.io:8080",
+        "null",
+        "file://",
+    ] {
+        assert_refused(
+            &with_host(addr, "/v1/boards", &host, Some(origin)).await,
+            "origin_not_allowed",
+            &format!("Origin {origin}"),
+        );
+    }
+
+    // The WebSocket upgrade: the same rules, before anything is upgraded.
+    let evil_host = format!("evil.example:{port}");
+    for (headers, refusal) in [
+        (
+            vec![("Origin", "http://evil.example")],
+            "origin_not_allowed",
+        ),
+        (vec![("Host", evil_host.as_str())], "host_not_allowed"),
+    ] {
+        assert_eq!(
+            upgrade_with(addr, "rebind", &headers).await,
+            Err((403, refusal.to_owned())),
+            "{headers:?}"
+        );
+    }
+    upgrade_with(addr, "rebind", &[("Origin", "http://localhost:5173")])
+        .await
+        .unwrap();
+    upgrade_with(addr, "rebind", &[]).await.unwrap();
+    let metrics = scrape(addr).await;
+    assert_eq!(errors(&metrics, "origin_refused"), 6.0, "{metrics}");
+    assert_eq!(errors(&metrics, "host_refused"), 22.0, "{metrics}");
+    server.shutdown().await.unwrap();
+
+    // `--allowed-origins` adds origins; `--insecure` (open mode beyond loopback) accepts any
+    // Host, but still no page of a foreign origin.
+    let mut cfg = config();
+    cfg.limits.allowed_origins = vec!["https://app.example.com".into()];
+    cfg.open_any_host = true;
+    let server = TestServer::start(cfg, memory_store().await).await;
+    let addr = server.addr;
+    let (status, body) = with_host(addr, "/v1/boards", "boards.internal:8080", None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = with_host(
+        addr,
+        "/v1/boards",
+        "boards.internal:8080",
+        Some("https://app.example.com"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_refused(
+        &with_host(
+            addr,
+            "/v1/boards",
+            "boards.internal:8080",
+            Some("http://boards.internal:8080"),
+        )
+        .await,
+        "origin_not_allowed",
+        "an unlisted origin with --insecure",
+    );
+    assert_eq!(
+        upgrade_with(addr, "wide", &[("Origin", "https://evil.example")]).await,
+        Err((403, "origin_not_allowed".to_owned()))
+    );
+    upgrade_with(addr, "wide", &[("Origin", "https://app.example.com")])
+        .await
+        .unwrap();
+    server.shutdown().await.unwrap();
+
+    // With tokens, Host and Origin are not checked here (only the WebSocket allow-list).
+    let keys = keys();
+    let server = TestServer::start(secured(&keys), memory_store().await).await;
+    let root = token(&keys, None, "*", Role::Admin);
+    let r = http_request(
+        server.addr,
+        None,
+        "GET",
+        "/v1/boards",
+        &[
+            ("Authorization", &format!("Bearer {root}")),
+            ("Origin", "https://elsewhere.example"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", body_text(&r));
+    let (status, _) = with_host(server.addr, "/healthz", "boards.example.com", None).await;
+    assert_eq!(status, 200);
+    server.shutdown().await.unwrap();
+}

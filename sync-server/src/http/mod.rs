@@ -7,6 +7,7 @@ mod error;
 mod extract;
 mod health;
 mod observe;
+mod open_mode;
 mod restore;
 mod tokens;
 mod versions;
@@ -26,7 +27,7 @@ use crate::server::AppState;
 /// Every route of the server.
 pub(crate) fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_message_bytes;
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -63,7 +64,18 @@ pub(crate) fn router(state: AppState) -> Router {
             state.clone(),
             observe::observe,
         ))
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(body_limit));
+    // Open development mode: every request, the WebSocket upgrade included, must be addressed
+    // to a loopback host and come from no other web page (`open_mode.rs`).
+    let router = if state.auth.is_open() {
+        router.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            open_mode::guard,
+        ))
+    } else {
+        router
+    };
+    router
         // Outermost: every response, routed or not, carries `x-request-id` (the client's own,
         // or a new UUID).
         .layer(PropagateRequestIdLayer::x_request_id())
