@@ -1262,7 +1262,15 @@ async fn postgres_appends_do_not_wait_for_the_general_pool() {
         .unwrap();
     assert_eq!(appended, vec![2]);
     drop(held);
-    assert_eq!(fx.store.get_board(&boards[4]).await.unwrap().unwrap().last_seq, 2);
+    assert_eq!(
+        fx.store
+            .get_board(&boards[4])
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seq,
+        2
+    );
     fx.finish().await;
 }
 

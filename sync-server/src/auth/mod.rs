@@ -326,7 +326,10 @@ mod tests {
             g.delegable(&Scope::Board(board("b2")), Role::Read),
             Err(Denied::OtherBoard)
         );
-        assert_eq!(g.delegable(&Scope::All, Role::Read), Err(Denied::OtherBoard));
+        assert_eq!(
+            g.delegable(&Scope::All, Role::Read),
+            Err(Denied::OtherBoard)
+        );
         let all = grant(Scope::All, Role::Admin);
         assert!(all.delegable(&Scope::All, Role::Admin).is_ok());
         assert!(all.delegable(&b1, Role::Admin).is_ok());

@@ -370,7 +370,12 @@ mod tests {
     #[test]
     fn expiries_beyond_any_clock_are_refused_without_panicking() {
         let keys = keys(SECRET);
-        for exp in [u64::MAX, i64::MAX as u64 + 1, i64::MAX as u64, LAST_SECOND_OF_9999 + 1] {
+        for exp in [
+            u64::MAX,
+            i64::MAX as u64 + 1,
+            i64::MAX as u64,
+            LAST_SECOND_OF_9999 + 1,
+        ] {
             let token = signed(exp);
             let verified = std::panic::catch_unwind(|| keys.verify(&token));
             assert!(verified.is_ok(), "exp {exp}: verify panicked");
@@ -381,7 +386,9 @@ mod tests {
             );
         }
         assert_eq!(LAST_SECOND_OF_9999, MAX_EXP);
-        let far = keys.verify(&signed(LAST_SECOND_OF_9999)).expect("the year 9999 is fine");
+        let far = keys
+            .verify(&signed(LAST_SECOND_OF_9999))
+            .expect("the year 9999 is fine");
         assert!(far.remaining().expect("expires") > Duration::from_secs(3600 * 24 * 365 * 7000));
     }
 

@@ -781,7 +781,10 @@ mod tests {
         assert_eq!(ignored, ["sslpassword", "connect_timeout"]);
         assert_eq!(
             known_parameters_only("postgres://u@h/db?ssl%70assword=s"),
-            ("postgres://u@h/db".to_owned(), vec!["sslpassword".to_owned()])
+            (
+                "postgres://u@h/db".to_owned(),
+                vec!["sslpassword".to_owned()]
+            )
         );
         assert_eq!(
             known_parameters_only("postgres://u@h/db"),

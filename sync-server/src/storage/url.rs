@@ -67,7 +67,15 @@ pub fn redact(url: &str) -> String {
 }
 
 /// Words that make a parameter's value a secret, matched within its lowercased name.
-const SECRET_WORDS: &[&str] = &["pass", "pwd", "secret", "token", "key", "auth", "credential"];
+const SECRET_WORDS: &[&str] = &[
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "credential",
+];
 
 /// Whether a parameter named `name` (percent-decoded) carries a secret.
 pub(super) fn is_secret_name(name: &str) -> bool {
@@ -158,15 +166,13 @@ pub(super) fn percent_decode(s: &str) -> String {
         let hex = |b: u8| char::from(b).to_digit(16);
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(hi), Some(lo)) => {
-                        out.push((hi * 16 + lo) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push((hi * 16 + lo) as u8);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;

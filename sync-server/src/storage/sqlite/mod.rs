@@ -146,7 +146,9 @@ impl SqliteStore {
             wal_autocheckpoint: WAL_AUTOCHECKPOINT_PAGES,
             journal_size_limit: JOURNAL_SIZE_LIMIT_BYTES,
             idle: IdleCheckpoint {
-                after: options.checkpoint_idle.max(std::time::Duration::from_millis(1)),
+                after: options
+                    .checkpoint_idle
+                    .max(std::time::Duration::from_millis(1)),
                 dirty: dirty.clone(),
                 gate: gate.clone(),
                 busy_timeout: options.busy_timeout,
