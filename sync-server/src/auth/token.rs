@@ -380,7 +380,7 @@ mod tests {
             let verified = std::panic::catch_unwind(|| keys.verify(&token));
             assert!(verified.is_ok(), "exp {exp}: verify panicked");
             assert_eq!(
-                verified.unwrap(),
+                verified.expect("did not panic"),
                 Err(TokenError::ExpiryOutOfRange),
                 "exp {exp}"
             );

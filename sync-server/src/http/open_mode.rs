@@ -209,7 +209,7 @@ mod tests {
     fn origins() {
         let headers = |origin: &str| {
             let mut h = HeaderMap::new();
-            h.insert(header::ORIGIN, origin.parse().unwrap());
+            h.insert(header::ORIGIN, origin.parse().expect("a header value"));
             h
         };
         let allowed = vec!["https://app.example.com".to_owned()];
