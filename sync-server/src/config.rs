@@ -120,6 +120,7 @@ pub struct ExportArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "sqlite://./data/boards.db"
     )]
     pub database_url: String,
@@ -137,6 +138,7 @@ pub struct ImportArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "sqlite://./data/boards.db"
     )]
     pub database_url: String,
@@ -164,6 +166,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
+        hide_env_values = true,
         default_value = "sqlite://./data/boards.db"
     )]
     pub database_url: String,
@@ -454,6 +457,30 @@ impl ServeArgs {
             },
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
             assistant: self.assistant.config(),
+            // `--insecure` is what lets open mode listen beyond loopback; there, requests name
+            // other hosts. On loopback the Host check stays, `--insecure` or not.
+            open_any_host: self.insecure && !self.bind.is_loopback(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    fn open_any_host(args: &[&str]) -> bool {
+        let cli = Cli::try_parse_from([&["sync-server"], args].concat()).expect("valid flags");
+        cli.serve.config().expect("a config").open_any_host
+    }
+
+    /// Only `--insecure` with a non-loopback address lifts open mode's `Host` check.
+    #[test]
+    fn open_mode_accepts_any_host_only_when_exposed_on_purpose() {
+        assert!(!open_any_host(&[]));
+        assert!(!open_any_host(&["--insecure"]));
+        assert!(!open_any_host(&["--bind", "::1", "--insecure"]));
+        assert!(open_any_host(&["--bind", "0.0.0.0", "--insecure"]));
     }
 }

@@ -51,8 +51,11 @@ pub mod kind {
     pub const HTTP_RATE: &str = "http_rate";
     /// A connection refused by a connection limit.
     pub const CONNECTION_LIMIT: &str = "connection_limit";
-    /// A WebSocket from an origin that is not allowed.
+    /// A WebSocket from an origin that is not allowed, or (open development mode) any
+    /// request from a page of a non-loopback origin.
     pub const ORIGIN: &str = "origin_refused";
+    /// A request refused in open development mode for naming a non-loopback `Host`.
+    pub const HOST: &str = "host_refused";
 
     /// Every kind, so each series exists (at zero) from the start.
     pub const ALL: &[&str] = &[
@@ -76,6 +79,7 @@ pub mod kind {
         HTTP_RATE,
         CONNECTION_LIMIT,
         ORIGIN,
+        HOST,
     ];
 }
 
@@ -99,9 +103,25 @@ pub const RUN_STATUSES: &[&str] = &["completed", "cancelled", "failed", "capped"
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    method: String,
+    /// One of [`HTTP_METHODS`] or `other`.
+    method: &'static str,
+    /// A route template (`/v1/boards/{id}`), never a raw path.
     route: String,
     status: u16,
+}
+
+/// The methods `http_requests_total{method}` names; any other is counted as `other`, so that
+/// made-up methods (any token is a valid HTTP method) cannot add series.
+pub const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/// The `method` label of a request method: itself if it is one of [`HTTP_METHODS`] (methods
+/// are case-sensitive), else `other`.
+fn method_label(method: &str) -> &'static str {
+    HTTP_METHODS
+        .iter()
+        .find(|&&m| m == method)
+        .copied()
+        .unwrap_or("other")
 }
 
 /// Every metric the server keeps.
@@ -332,11 +352,12 @@ impl Metrics {
         self.errors.get_or_create(&ErrorLabels { kind }).inc();
     }
 
-    /// Counts an HTTP request.
+    /// Counts an HTTP request. `route` must be a route template (or `unmatched`), never the
+    /// request's path; `method` is counted as one of [`HTTP_METHODS`] or `other`.
     pub fn http_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
         self.http_requests
             .get_or_create(&HttpLabels {
-                method: method.to_owned(),
+                method: method_label(method),
                 route: route.to_owned(),
                 status,
             })
@@ -350,5 +371,43 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_are_labelled_from_a_fixed_set() {
+        for method in HTTP_METHODS {
+            assert_eq!(method_label(method), *method);
+        }
+        for method in ["FOO1", "get", "CONNECT", "TRACE", "PROPFIND", ""] {
+            assert_eq!(method_label(method), "other", "{method}");
+        }
+    }
+
+    #[test]
+    fn made_up_methods_share_one_series() {
+        let metrics = Metrics::new();
+        for i in 0..50 {
+            metrics.http_request(&format!("FOO{i}"), "/v1/boards", 405, 0.001);
+        }
+        metrics.http_request("GET", "/v1/boards", 200, 0.001);
+        let text = metrics.render();
+        // A family renders its series in hash order.
+        let mut series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("http_requests_total{"))
+            .collect();
+        series.sort_unstable();
+        assert_eq!(
+            series,
+            [
+                "http_requests_total{method=\"GET\",route=\"/v1/boards\",status=\"200\"} 1",
+                "http_requests_total{method=\"other\",route=\"/v1/boards\",status=\"405\"} 50",
+            ]
+        );
     }
 }

@@ -39,6 +39,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// The assistant's model service and limits; `None` disables it (its routes answer 503).
     pub assistant: Option<AssistantConfig>,
+    /// Open development mode only: answer requests whatever their `Host` (`--insecure` with a
+    /// non-loopback `--bind`). Otherwise open mode answers only requests addressed to a
+    /// loopback host, against DNS rebinding; `Origin` is checked either way.
+    pub open_any_host: bool,
 }
 
 /// Limits on what clients may send and hold open. Zero means "no limit" for the connection
@@ -105,6 +109,7 @@ impl Default for Config {
             commit: Pacing::default(),
             shutdown_timeout: Duration::from_secs(30),
             assistant: None,
+            open_any_host: false,
         }
     }
 }
@@ -138,6 +143,10 @@ pub(crate) struct Inner {
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     pub(crate) assistant: Option<Arc<Assistant>>,
+    /// See [`Config::open_any_host`].
+    pub(crate) open_any_host: bool,
+    /// The cached outcome of `/readyz`'s database check.
+    pub(crate) readiness: crate::http::Readiness,
     next_conn: AtomicU64,
 }
 
@@ -224,6 +233,8 @@ pub async fn run_with_store(
         tracker: tracker.clone(),
         shutdown: cancel.clone(),
         assistant,
+        readiness: crate::http::Readiness::default(),
+        open_any_host: config.open_any_host,
         next_conn: AtomicU64::new(1),
     }));
     let app = crate::http::router(state);

@@ -333,7 +333,6 @@ async fn the_outbound_queue_is_bounded_in_bytes() {
     for i in 0..300 {
         writer.put_note(&format!("n{i}"), &"y".repeat(64 << 10));
     }
-    writer.wait_all_acked().await;
     // Closed as too slow. Its close frame sits behind everything it did not read, so the
     // connection is dropped instead once the grace period is over.
     let metrics = wait_for_metric(server.addr, |m| errors(m, "too_slow") >= 1.0).await;
@@ -356,7 +355,7 @@ async fn the_outbound_queue_is_bounded_in_bytes() {
 
 /// Scrapes until `pred` holds (or fails after a while); returns the last scrape.
 async fn wait_for_metric(addr: std::net::SocketAddr, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let metrics = scrape(addr).await;
         if pred(&metrics) || std::time::Instant::now() > deadline {

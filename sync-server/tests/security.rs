@@ -2026,3 +2026,673 @@ async fn every_response_carries_a_request_id() {
     assert!(limited.header("x-request-id").is_some());
     server.shutdown().await.unwrap();
 }
+
+// =============================================================================================
+// Hostile input and races
+
+/// Made-up HTTP methods and paths do not create metric series: a method is counted as one of
+/// GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS or `other`, a route as its template or
+/// `unmatched`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_methods_and_paths_do_not_grow_the_metrics() {
+    let server = TestServer::start(config(), memory_store().await).await;
+    let addr = server.addr;
+    let series = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("http_requests_total{"))
+            .count()
+    };
+    let before = series(&scrape(addr).await);
+    for i in 1..=50 {
+        let r = http(addr, &format!("FOO{i}"), "/v1/boards", None, &[]).await;
+        assert_eq!(r.status, 405, "FOO{i}: {}", body_text(&r));
+        let r = http(addr, "GET", &format!("/no/such/route/{i}"), None, &[]).await;
+        assert_eq!(r.status, 404);
+    }
+    let text = scrape(addr).await;
+    let after = series(&text);
+    // At most: GET /metrics (the first scrape) and `other` on /v1/boards. (Paths that match no
+    // route are not counted at all.)
+    assert!(
+        after <= before + 2,
+        "50 made-up methods and paths added {} series:\n{text}",
+        after - before
+    );
+    assert!(!text.contains("FOO"), "{text}");
+    assert!(!text.contains("/no/such/route"), "{text}");
+    assert_eq!(
+        value(
+            &text,
+            "http_requests_total{method=\"other\",route=\"/v1/boards\",status=\"405\"}"
+        ),
+        50.0,
+        "{text}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Tokens signed with the server's secret whose `exp` is out of any clock's range are refused
+/// with 401 (not a panic); an `exp` in the year 9999 is still a valid token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_with_huge_expiry_are_refused_not_panicking() {
+    let keys = keys();
+    let server = TestServer::start(secured(&keys), memory_store().await).await;
+    let addr = server.addr;
+    for exp in [
+        u64::MAX,
+        i64::MAX as u64 + 1,
+        i64::MAX as u64,
+        253_402_300_800,
+    ] {
+        let huge = jwt(SECRET, &json!({"board": "*", "role": "admin", "exp": exp}));
+        assert_unauthorized(&get(addr, "/v1/boards", Some(&huge)).await, "huge exp");
+        let r = get(addr, "/v1/boards", Some(&huge)).await;
+        let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains("exp"), "{exp}: {message}");
+        let mut socket = ws_connect(addr, &sync_path("huge", &huge)).await;
+        assert_eq!(
+            expect_close_frame(&mut socket, WAIT).await,
+            (4401, "invalid token".to_owned()),
+            "exp {exp}"
+        );
+    }
+    let far = jwt(
+        SECRET,
+        &json!({"board": "*", "role": "admin", "exp": 253_402_300_799_u64}),
+    );
+    assert_eq!(get(addr, "/v1/boards", Some(&far)).await.status, 200);
+    let far_client = TestClient::connect_path(addr, "far", &sync_path("far", &far)).await;
+    far_client.wait_synced().await;
+    assert!(far_client.is_open());
+    server.shutdown().await.unwrap();
+}
+
+/// A token minted over `POST /v1/tokens` never outlives the token that minted it: its expiry is
+/// clamped to the caller's (and the answer says so), and role and scope cannot grow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minted_tokens_never_outlive_or_exceed_the_minting_token() {
+    let keys = keys();
+    let server = TestServer::start(secured(&keys), memory_store().await).await;
+    let addr = server.addr;
+    let short_root = token_for(
+        &keys,
+        Some("root"),
+        "*",
+        Role::Admin,
+        Duration::from_secs(60),
+    );
+    let root_expiry = keys.verify(&short_root).unwrap().expires_at.unwrap();
+    let root_exp = root_expiry.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    for (board, role) in [("*", "admin"), ("b1", "read")] {
+        let r = post_json(
+            addr,
+            "/v1/tokens",
+            Some(&short_root),
+            &json!({"board": board, "role": role, "ttl": "30d"}),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", body_text(&r));
+        let body = r.json();
+        assert_eq!(body["expires_at"].as_u64(), Some(root_exp), "{body}");
+        assert_eq!(body["clamped"], true, "{body}");
+        let minted = keys.verify(body["token"].as_str().unwrap()).unwrap();
+        assert!(minted.expires_at.unwrap() <= root_expiry);
+    }
+    // Shorter than the caller's: untouched.
+    let r = post_json(
+        addr,
+        "/v1/tokens",
+        Some(&short_root),
+        &json!({"board": "b1", "role": "read", "ttl": 10}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", body_text(&r));
+    assert_eq!(r.json()["clamped"], false);
+    assert!(r.json()["expires_at"].as_u64().unwrap() <= unix_now() + 11);
+
+    // A board admin cannot mint for every board or for another board.
+    let board_admin = token(&keys, None, "b1", Role::Admin);
+    for board in ["*", "b2"] {
+        assert_forbidden(
+            &post_json(
+                addr,
+                "/v1/tokens",
+                Some(&board_admin),
+                &json!({"board": board, "role": "read"}),
+            )
+            .await,
+            board,
+        );
+    }
+    server.shutdown().await.unwrap();
+}
+
+/// A store that counts the calls a readiness check could make (each made slow), and passes
+/// everything to the store it wraps.
+mod counting {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use sync_server::ids::{BoardId, VersionId};
+    use sync_server::storage::{
+        Backend, BoardInfo, NewRun, NewSnapshot, NewUpdate, NewVersion, PendingCompaction,
+        RunRecord, RunResult, Storage, StorageError, StoredBoard, Version, VersionInfo,
+    };
+
+    #[derive(Debug)]
+    pub(crate) struct CountingStore {
+        pub(crate) inner: Arc<dyn Storage>,
+        pub(crate) checks: AtomicUsize,
+        pub(crate) check_delay: Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl Storage for CountingStore {
+        fn backend(&self) -> Backend {
+            self.inner.backend()
+        }
+
+        async fn list_boards(
+            &self,
+            after: Option<&BoardId>,
+            limit: u32,
+        ) -> Result<Vec<BoardInfo>, StorageError> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.check_delay).await;
+            self.inner.list_boards(after, limit).await
+        }
+
+        async fn ping(&self) -> Result<(), StorageError> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.check_delay).await;
+            self.inner.ping().await
+        }
+
+        async fn begin_compaction(
+            &self,
+            id: &BoardId,
+            snapshot: NewSnapshot<'_>,
+        ) -> Result<Box<dyn PendingCompaction + '_>, StorageError> {
+            self.inner.begin_compaction(id, snapshot).await
+        }
+
+        async fn close(&self) {
+            self.inner.close().await;
+        }
+
+        async fn create_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
+            self.inner.create_board(id).await
+        }
+
+        async fn create_board_with(
+            &self,
+            id: &BoardId,
+            content: &[u8],
+        ) -> Result<BoardInfo, StorageError> {
+            self.inner.create_board_with(id, content).await
+        }
+
+        async fn ensure_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
+            self.inner.ensure_board(id).await
+        }
+
+        async fn get_board(&self, id: &BoardId) -> Result<Option<BoardInfo>, StorageError> {
+            self.inner.get_board(id).await
+        }
+
+        async fn delete_board(&self, id: &BoardId) -> Result<bool, StorageError> {
+            self.inner.delete_board(id).await
+        }
+
+        async fn append(&self, updates: &[NewUpdate<'_>]) -> Result<Vec<i64>, StorageError> {
+            self.inner.append(updates).await
+        }
+
+        async fn load(&self, id: &BoardId) -> Result<StoredBoard, StorageError> {
+            self.inner.load(id).await
+        }
+
+        async fn save_version(
+            &self,
+            id: &BoardId,
+            version: NewVersion<'_>,
+        ) -> Result<VersionInfo, StorageError> {
+            self.inner.save_version(id, version).await
+        }
+
+        async fn list_versions(&self, id: &BoardId) -> Result<Vec<VersionInfo>, StorageError> {
+            self.inner.list_versions(id).await
+        }
+
+        async fn get_version(
+            &self,
+            id: &BoardId,
+            version: VersionId,
+        ) -> Result<Option<Version>, StorageError> {
+            self.inner.get_version(id, version).await
+        }
+
+        async fn delete_version(
+            &self,
+            id: &BoardId,
+            version: VersionId,
+        ) -> Result<bool, StorageError> {
+            self.inner.delete_version(id, version).await
+        }
+
+        async fn prune_versions(&self, id: &BoardId, keep_auto: u32) -> Result<u64, StorageError> {
+            self.inner.prune_versions(id, keep_auto).await
+        }
+
+        async fn start_run(
+            &self,
+            id: &BoardId,
+            run: NewRun<'_>,
+        ) -> Result<RunRecord, StorageError> {
+            self.inner.start_run(id, run).await
+        }
+
+        async fn finish_run(
+            &self,
+            id: &BoardId,
+            run: &str,
+            result: RunResult<'_>,
+        ) -> Result<bool, StorageError> {
+            self.inner.finish_run(id, run, result).await
+        }
+
+        async fn save_run_changes(
+            &self,
+            id: &BoardId,
+            run: &str,
+            changes: &[u8],
+        ) -> Result<bool, StorageError> {
+            self.inner.save_run_changes(id, run, changes).await
+        }
+
+        async fn list_runs(
+            &self,
+            id: &BoardId,
+            limit: u32,
+        ) -> Result<Vec<RunRecord>, StorageError> {
+            self.inner.list_runs(id, limit).await
+        }
+
+        async fn get_run(
+            &self,
+            id: &BoardId,
+            run: &str,
+        ) -> Result<Option<RunRecord>, StorageError> {
+            self.inner.get_run(id, run).await
+        }
+
+        async fn claim_undo(
+            &self,
+            id: &BoardId,
+            run: &str,
+            by: Option<&str>,
+        ) -> Result<bool, StorageError> {
+            self.inner.claim_undo(id, run, by).await
+        }
+
+        async fn release_undo(&self, id: &BoardId, run: &str) -> Result<(), StorageError> {
+            self.inner.release_undo(id, run).await
+        }
+
+        async fn interrupt_stale_runs(&self, started_before: i64) -> Result<u64, StorageError> {
+            self.inner.interrupt_stale_runs(started_before).await
+        }
+    }
+}
+
+use counting::CountingStore;
+
+/// A flood of `/readyz` (exempt from the rate limit) makes at most one database check at a
+/// time, and no more than one per second: the answer is cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_checks_are_shared_and_cached() {
+    let store = Arc::new(CountingStore {
+        inner: memory_store().await,
+        checks: AtomicUsize::new(0),
+        check_delay: Duration::from_millis(200),
+    });
+    let server = TestServer::start(config(), store.clone()).await;
+    let addr = server.addr;
+    let started = Instant::now();
+    let requests: Vec<_> = (0..100)
+        .map(|_| tokio::spawn(async move { http(addr, "GET", "/readyz", None, &[]).await }))
+        .collect();
+    for request in requests {
+        let r = request.await.unwrap();
+        assert_eq!(r.status, 200, "{}", body_text(&r));
+        assert_eq!(r.json()["status"], "ready");
+    }
+    let elapsed = started.elapsed();
+    let checks = store.checks.load(Ordering::SeqCst);
+    // One check per second of cache, plus the one in flight when a second ends.
+    let bound = elapsed.as_secs() as usize + 2;
+    assert!(
+        checks <= bound,
+        "100 concurrent /readyz made {checks} database checks in {elapsed:?}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Listing an assistant's runs and reading one are reads: they answer while another write
+/// holds SQLite's write gate. A run left `running` by a server that stopped still shows as
+/// `interrupted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_reads_do_not_wait_for_writes() {
+    let db = SqliteDb::new();
+    let store = db.open().await;
+    let server = TestServer::start(config(), store.clone()).await;
+    let addr = server.addr;
+    let id = sync_server::ids::BoardId::parse("gated").unwrap();
+    store.create_board(&id).await.unwrap();
+    store
+        .start_run(
+            &id,
+            sync_server::storage::NewRun {
+                id: "r-fresh",
+                user: None,
+                prompt: "p",
+                model: "m",
+                before_version: None,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .append(&[sync_server::storage::NewUpdate {
+            board: &id,
+            data: b"row",
+        }])
+        .await
+        .unwrap();
+    // Holds the write gate until dropped.
+    let pending = store
+        .begin_compaction(
+            &id,
+            sync_server::storage::NewSnapshot {
+                upto: 1,
+                data: b"snapshot",
+            },
+        )
+        .await
+        .unwrap();
+    for path in [
+        "/v1/boards/gated/assistant/runs",
+        "/v1/boards/gated/assistant/runs/r-fresh",
+    ] {
+        let r = tokio::time::timeout(Duration::from_secs(2), http(addr, "GET", path, None, &[]))
+            .await
+            .unwrap_or_else(|_| panic!("GET {path} waited for the write gate"));
+        assert_eq!(r.status, 200, "{path}: {}", body_text(&r));
+    }
+    drop(pending);
+
+    // A run whose server stopped two hours ago.
+    store
+        .start_run(
+            &id,
+            sync_server::storage::NewRun {
+                id: "r-dead",
+                user: None,
+                prompt: "p",
+                model: "m",
+                before_version: None,
+            },
+        )
+        .await
+        .unwrap();
+    let conn = rusqlite::Connection::open(db.dir.path().join("boards.db")).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute(
+        "UPDATE assistant_runs SET started_at = started_at - 7200000 WHERE id = 'r-dead'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let runs = http(addr, "GET", "/v1/boards/gated/assistant/runs", None, &[]).await;
+    assert_eq!(runs.status, 200, "{}", body_text(&runs));
+    let states: HashMap<String, String> = runs.json()["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(states["r-dead"], "interrupted", "{states:?}");
+    assert_eq!(states["r-fresh"], "running", "{states:?}");
+    let one = http(
+        addr,
+        "GET",
+        "/v1/boards/gated/assistant/runs/r-dead",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(one.json()["state"], "interrupted");
+    server.shutdown().await.unwrap();
+}
+
+/// A request with a raw `Host` and optional `Origin`; returns the status and the JSON body
+/// (`Null` if the body is not JSON).
+async fn with_host(
+    addr: std::net::SocketAddr,
+    path: &str,
+    host: &str,
+    origin: Option<&str>,
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{origin}Connection: close\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[track_caller]
+fn assert_refused(got: &(u16, Value), code: &str, what: &str) {
+    assert_eq!(got.0, 403, "{what}: {}", got.1);
+    assert_eq!(got.1["error"]["code"], code, "{what}: {}", got.1);
+    assert!(got.1["error"]["message"].is_string(), "{what}: {}", got.1);
+}
+
+/// The WebSocket upgrade of `/v1/sync/{board}` with extra headers: `Ok` once upgraded and the
+/// server's first frame arrived, or the HTTP refusal's status and error code.
+async fn upgrade_with(
+    addr: std::net::SocketAddr,
+    board: &str,
+    headers: &[(&str, &str)],
+) -> Result<(), (u16, String)> {
+    match ws_connect_with(addr, None, &format!("/v1/sync/{board}"), headers).await {
+        Ok(mut socket) => {
+            let first = tokio::time::timeout(WAIT, socket.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert!(matches!(first, Message::Binary(_)), "{first:?}");
+            Ok(())
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            Err((
+                response.status().as_u16(),
+                json["error"]["code"].as_str().unwrap_or("").to_owned(),
+            ))
+        }
+        Err(e) => panic!("{headers:?}: {e}"),
+    }
+}
+
+/// Open development mode (no secret) answers only requests addressed to a loopback host, and
+/// from browsers only pages of a loopback origin: a page on another site, through a
+/// DNS-rebinding name or a cross-origin request, is refused with 403, WebSocket upgrades
+/// included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_mode_answers_only_loopback_hosts_and_origins() {
+    let server = TestServer::start(config(), memory_store().await).await;
+    let addr = server.addr;
+    let port = addr.port();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "LOCALHOST".to_owned(),
+        "localhost.".to_owned(),
+        format!("app.localhost:{port}"),
+        "127.3.2.1".to_owned(),
+        format!("[::1]:{port}"),
+    ] {
+        for path in ["/v1/boards", "/healthz", "/no/such/route"] {
+            let (status, body) = with_host(addr, path, &host, None).await;
+            assert!(
+                status == 200 || status == 404,
+                "Host {host}, {path}: {status} {body}"
+            );
+        }
+    }
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".to_owned(),
+        format!("127.0.0.1.nip.io:{port}"),
+        format!("localhost.evil.example:{port}"),
+        "10.0.0.1".to_owned(),
+        format!("[::2]:{port}"),
+        "local host".to_owned(),
+    ] {
+        for path in ["/v1/boards", "/healthz", "/no/such/route"] {
+            assert_refused(
+                &with_host(addr, path, &host, None).await,
+                "host_not_allowed",
+                &format!("Host {host}, {path}"),
+            );
+        }
+    }
+    let host = format!("127.0.0.1:{port}");
+    for origin in [
+        format!("http://127.0.0.1:{port}"),
+        "http://localhost:5173".to_owned(),
+        "https://app.localhost".to_owned(),
+        "http://[::1]:3000".to_owned(),
+    ] {
+        let (status, body) = with_host(addr, "/v1/boards", &host, Some(&origin)).await;
+        assert_eq!(status, 200, "Origin {origin}: {body}");
+    }
+    for origin in [
+        "http://evil.example",
+        "https://localhost.evil.example",
+        "http://127.0.0.1.nip.io:8080",
+        "null",
+        "file://",
+    ] {
+        assert_refused(
+            &with_host(addr, "/v1/boards", &host, Some(origin)).await,
+            "origin_not_allowed",
+            &format!("Origin {origin}"),
+        );
+    }
+
+    // The WebSocket upgrade: the same rules, before anything is upgraded.
+    let evil_host = format!("evil.example:{port}");
+    for (headers, refusal) in [
+        (
+            vec![("Origin", "http://evil.example")],
+            "origin_not_allowed",
+        ),
+        (vec![("Host", evil_host.as_str())], "host_not_allowed"),
+    ] {
+        assert_eq!(
+            upgrade_with(addr, "rebind", &headers).await,
+            Err((403, refusal.to_owned())),
+            "{headers:?}"
+        );
+    }
+    upgrade_with(addr, "rebind", &[("Origin", "http://localhost:5173")])
+        .await
+        .unwrap();
+    upgrade_with(addr, "rebind", &[]).await.unwrap();
+    let metrics = scrape(addr).await;
+    assert_eq!(errors(&metrics, "origin_refused"), 6.0, "{metrics}");
+    assert_eq!(errors(&metrics, "host_refused"), 22.0, "{metrics}");
+    server.shutdown().await.unwrap();
+
+    // `--allowed-origins` adds origins; `--insecure` (open mode beyond loopback) accepts any
+    // Host, but still no page of a foreign origin.
+    let mut cfg = config();
+    cfg.limits.allowed_origins = vec!["https://app.example.com".into()];
+    cfg.open_any_host = true;
+    let server = TestServer::start(cfg, memory_store().await).await;
+    let addr = server.addr;
+    let (status, body) = with_host(addr, "/v1/boards", "boards.internal:8080", None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = with_host(
+        addr,
+        "/v1/boards",
+        "boards.internal:8080",
+        Some("https://app.example.com"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_refused(
+        &with_host(
+            addr,
+            "/v1/boards",
+            "boards.internal:8080",
+            Some("http://boards.internal:8080"),
+        )
+        .await,
+        "origin_not_allowed",
+        "an unlisted origin with --insecure",
+    );
+    assert_eq!(
+        upgrade_with(addr, "wide", &[("Origin", "https://evil.example")]).await,
+        Err((403, "origin_not_allowed".to_owned()))
+    );
+    upgrade_with(addr, "wide", &[("Origin", "https://app.example.com")])
+        .await
+        .unwrap();
+    server.shutdown().await.unwrap();
+
+    // With tokens, Host and Origin are not checked here (only the WebSocket allow-list).
+    let keys = keys();
+    let server = TestServer::start(secured(&keys), memory_store().await).await;
+    let root = token(&keys, None, "*", Role::Admin);
+    let r = http_request(
+        server.addr,
+        None,
+        "GET",
+        "/v1/boards",
+        &[
+            ("Authorization", &format!("Bearer {root}")),
+            ("Origin", "https://elsewhere.example"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", body_text(&r));
+    let (status, _) = with_host(server.addr, "/healthz", "boards.example.com", None).await;
+    assert_eq!(status, 200);
+    server.shutdown().await.unwrap();
+}

@@ -298,11 +298,14 @@ async fn silent_connections_are_closed_and_live_ones_kept() {
     live.wait_synced().await;
     // Not read for a while, so it answers no ping (reading would answer them).
     let mut silent = ws_connect(server.addr, "/v1/sync/quiet").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Read after the timeout (2 s) but before the server stops waiting for a close reply (1 s
+    // later): reading answers the pings it queued, and a pong written to a socket the server
+    // has dropped would fail the read before the close frame is seen.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let (code, reason) = expect_close_frame(&mut silent, WAIT).await;
     assert_eq!((code, reason.as_str()), (1011, "no traffic; reconnect"));
     // Three timeouts after it connected, the live client is still connected and still works.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(live.with(|s| s.seen.close.is_none() && !s.seen.ended));
     live.put_note("still", "here");
     live.wait_all_acked().await;

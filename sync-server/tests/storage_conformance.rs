@@ -6,6 +6,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use support::{Fixture, board_updates, doc_json, doc_state, doc_state_vector};
 use sync_server::ids::{BoardId, VersionId};
@@ -1223,3 +1224,93 @@ conformance!(
     stale_runs_are_interrupted,
     runs_go_with_their_board,
 );
+
+/// PostgreSQL: appends (commits) have connections of their own, so they complete while every
+/// connection of the general pool is taken (by open compactions here; by a flood of reads or
+/// readiness checks in production).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_appends_do_not_wait_for_the_general_pool() {
+    let Some(fx) = Fixture::postgres().await else {
+        return;
+    };
+    // The fixture's pools have 4 connections.
+    let boards: Vec<BoardId> = (0..5).map(|i| board(&format!("pool-{i}"))).collect();
+    for b in &boards {
+        fx.store.create_board(b).await.unwrap();
+        append_each(&fx, b, &[b"first".to_vec()]).await;
+    }
+    let mut held = Vec::new();
+    for b in &boards[..4] {
+        let snapshot = NewSnapshot {
+            upto: 1,
+            data: b"snapshot",
+        };
+        held.push(fx.store.begin_compaction(b, snapshot).await.unwrap());
+    }
+    let read = tokio::time::timeout(Duration::from_millis(500), fx.store.get_board(&boards[4]));
+    assert!(
+        read.await.is_err(),
+        "every connection of the general pool is taken"
+    );
+    let more = [NewUpdate {
+        board: &boards[4],
+        data: b"second",
+    }];
+    let appended = tokio::time::timeout(Duration::from_secs(3), fx.store.append(&more))
+        .await
+        .expect("the append waited for a connection of the general pool")
+        .unwrap();
+    assert_eq!(appended, vec![2]);
+    drop(held);
+    assert_eq!(
+        fx.store
+            .get_board(&boards[4])
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seq,
+        2
+    );
+    fx.finish().await;
+}
+
+/// SQLite: once appends stop for a while, the WAL is checkpointed and truncated, so a burst
+/// does not leave a large `-wal` file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_wal_is_truncated_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("boards.db");
+    let url = format!("sqlite://{}", path.display());
+    let options = sync_server::storage::StorageOptions {
+        checkpoint_idle: Duration::from_millis(100),
+        ..sync_server::storage::StorageOptions::default()
+    };
+    let store = sync_server::storage::open(&url, &options).await.unwrap();
+    let id = board("wal");
+    store.create_board(&id).await.unwrap();
+    let payload = vec![7u8; 4096];
+    for _ in 0..200 {
+        store
+            .append(&[NewUpdate {
+                board: &id,
+                data: &payload,
+            }])
+            .await
+            .unwrap();
+    }
+    let wal = dir.path().join("boards.db-wal");
+    let size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert!(size() > 0, "the burst is in the WAL");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while size() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(size(), 0, "the WAL is truncated once the store is idle");
+    // Appends go on as before.
+    let more = [NewUpdate {
+        board: &id,
+        data: b"after",
+    }];
+    assert_eq!(store.append(&more).await.unwrap(), vec![201]);
+    store.close().await;
+}

@@ -56,3 +56,33 @@ fn the_unchanged_token_verifies() {
     assert_eq!(grant.role, Role::Write);
     assert_eq!(grant.user.as_deref(), Some("alice"));
 }
+
+fn with_exp(exp: u64) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"board": "*", "role": "admin", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(b"property-test secret, 32 bytes or more"),
+    )
+    .unwrap()
+}
+
+proptest! {
+    /// Whatever `exp` a correctly signed token carries, verifying it never panics, and it
+    /// grants something only if `exp` is in the future and no later than the year 9999.
+    #[test]
+    fn any_expiry_is_verified_without_panicking(
+        exp in prop_oneof![
+            any::<u64>(),
+            (i64::MAX as u64 - 10)..=(i64::MAX as u64 + 10),
+            (u64::MAX - 10)..=u64::MAX,
+            253_402_300_700_u64..253_402_300_900,
+        ],
+    ) {
+        let verified = std::panic::catch_unwind(|| keys().verify(&with_exp(exp)));
+        prop_assert!(verified.is_ok(), "exp {} panicked", exp);
+        if let Ok(grant) = verified.unwrap() {
+            prop_assert!(exp <= 253_402_300_799, "exp {} was accepted", exp);
+            prop_assert!(grant.remaining().is_some_and(|left| !left.is_zero()));
+        }
+    }
+}

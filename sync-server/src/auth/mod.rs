@@ -88,6 +88,14 @@ impl Scope {
             Self::Board(b) => b == board,
         }
     }
+
+    /// Whether every board `other` covers is covered by this scope too.
+    fn includes(&self, other: &Scope) -> bool {
+        match other {
+            Self::All => *self == Self::All,
+            Self::Board(b) => self.covers(b),
+        }
+    }
 }
 
 impl fmt::Display for Scope {
@@ -169,6 +177,25 @@ impl Grant {
             });
         }
         Ok(())
+    }
+
+    /// Checks that this grant may hand on a grant for `scope` and `role` (a token it mints):
+    /// never more boards, a higher role, or a longer life than its own. Returns the latest
+    /// expiry the new grant may have (`None`: no limit, open mode only).
+    pub fn delegable(&self, scope: &Scope, role: Role) -> Result<Option<SystemTime>, Denied> {
+        if !self.scope.includes(scope) {
+            return Err(Denied::OtherBoard);
+        }
+        if self.remaining() == Some(Duration::ZERO) {
+            return Err(Denied::Expired);
+        }
+        if role > self.role {
+            return Err(Denied::Role {
+                needed: role,
+                has: self.role,
+            });
+        }
+        Ok(self.expires_at)
     }
 
     /// How long until the grant expires (`None`: never; zero: already expired).
@@ -276,6 +303,46 @@ mod tests {
         let mut g = grant(Scope::All, Role::Admin);
         g.expires_at = Some(SystemTime::now() - Duration::from_secs(1));
         assert_eq!(g.allows(&board("b"), Role::Read), Err(Denied::Expired));
+    }
+
+    #[test]
+    fn a_grant_hands_on_no_more_than_it_has() {
+        let expiry = SystemTime::now() + Duration::from_secs(60);
+        let g = Grant {
+            expires_at: Some(expiry),
+            ..grant(Scope::Board(board("b1")), Role::Write)
+        };
+        let b1 = Scope::Board(board("b1"));
+        assert_eq!(g.delegable(&b1, Role::Write), Ok(Some(expiry)));
+        assert_eq!(g.delegable(&b1, Role::Read), Ok(Some(expiry)));
+        assert_eq!(
+            g.delegable(&b1, Role::Admin),
+            Err(Denied::Role {
+                needed: Role::Admin,
+                has: Role::Write
+            })
+        );
+        assert_eq!(
+            g.delegable(&Scope::Board(board("b2")), Role::Read),
+            Err(Denied::OtherBoard)
+        );
+        assert_eq!(
+            g.delegable(&Scope::All, Role::Read),
+            Err(Denied::OtherBoard)
+        );
+        let all = grant(Scope::All, Role::Admin);
+        assert!(all.delegable(&Scope::All, Role::Admin).is_ok());
+        assert!(all.delegable(&b1, Role::Admin).is_ok());
+        let expired = Grant {
+            expires_at: Some(SystemTime::now() - Duration::from_secs(1)),
+            ..all.clone()
+        };
+        assert_eq!(expired.delegable(&b1, Role::Read), Err(Denied::Expired));
+        assert_eq!(
+            Grant::open().delegable(&Scope::All, Role::Admin),
+            Ok(None),
+            "open mode has no expiry to pass on"
+        );
     }
 
     #[test]

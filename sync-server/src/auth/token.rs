@@ -6,7 +6,7 @@
 //! backend can issue tokens for its users without calling the server.
 
 use std::fmt;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -19,6 +19,15 @@ pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Longest lifetime a token may be minted with.
 pub const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// The latest `exp` a token may carry: 9999-12-31T23:59:59Z, in seconds since the epoch.
+///
+/// `exp` is a `u64` on the wire, but the server computes with it: `SystemTime` overflows (and
+/// panics on `+`) past `i64::MAX` seconds, and a WebSocket's expiry timer adds the time left to
+/// `Instant::now()`. A token claiming a later expiry is refused
+/// ([`TokenError::ExpiryOutOfRange`]), whoever signed it; the bound is far beyond any real
+/// token's lifetime and keeps every such sum small.
+pub const MAX_EXP: u64 = 253_402_300_799;
 
 /// The signing secret. Its `Debug` never shows it.
 #[derive(Clone)]
@@ -80,6 +89,9 @@ pub enum TokenError {
     /// It is not a token of this server's shape.
     #[error("the token is malformed: {0}")]
     Malformed(&'static str),
+    /// Its `exp` is past [`MAX_EXP`] (the year 9999): no clock of the server can hold it.
+    #[error("the token's `exp` is past the year 9999")]
+    ExpiryOutOfRange,
     /// A lifetime outside what the server mints.
     #[error("a token's lifetime must be between 1 second and {} days", MAX_TTL.as_secs() / 86400)]
     BadTtl,
@@ -116,6 +128,9 @@ pub struct Minted {
     pub token: String,
     /// Seconds since the epoch at which it expires.
     pub expires_at: u64,
+    /// Whether `expires_at` was brought forward from the lifetime asked for to a limit
+    /// (see [`Keys::mint_until`]).
+    pub clamped: bool,
 }
 
 /// The keys derived from the secret, and the validation rules.
@@ -148,11 +163,34 @@ impl Keys {
 
     /// Mints a token.
     pub fn mint(&self, request: &TokenRequest) -> Result<Minted, TokenError> {
+        self.mint_until(request, None)
+    }
+
+    /// Mints a token that expires no later than `not_after` (the expiry of the token asking
+    /// for it): a lifetime reaching past it is cut short, and [`Minted::clamped`] says so.
+    /// [`TokenError::Expired`] if `not_after` has passed.
+    pub fn mint_until(
+        &self,
+        request: &TokenRequest,
+        not_after: Option<SystemTime>,
+    ) -> Result<Minted, TokenError> {
         if request.ttl.is_zero() || request.ttl > MAX_TTL {
             return Err(TokenError::BadTtl);
         }
         let now = unix_now();
-        let exp = now + request.ttl.as_secs().max(1);
+        let mut exp = now + request.ttl.as_secs().max(1);
+        let mut clamped = false;
+        if let Some(limit) = not_after {
+            // Whole seconds, rounded down: never past the limit.
+            let limit = limit.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            if exp > limit {
+                exp = limit;
+                clamped = true;
+            }
+            if exp <= now {
+                return Err(TokenError::Expired);
+            }
+        }
         let claims = Claims {
             sub: request.user.clone(),
             board: request.scope.to_string(),
@@ -165,6 +203,7 @@ impl Keys {
         Ok(Minted {
             token,
             expires_at: exp,
+            clamped,
         })
     }
 
@@ -184,18 +223,25 @@ impl Keys {
                 _ => TokenError::Malformed("not a JWT"),
             })?;
         let claims = data.claims;
+        if claims.exp > MAX_EXP {
+            return Err(TokenError::ExpiryOutOfRange);
+        }
         // `decode` checks `exp` with the leeway above; check again so that a token valid for
         // less than a second is not accepted at its expiry second.
         if claims.exp <= unix_now() {
             return Err(TokenError::Expired);
         }
+        // Cannot fail below `MAX_EXP`; checked all the same rather than risking a panic.
+        let expires_at = UNIX_EPOCH
+            .checked_add(Duration::from_secs(claims.exp))
+            .ok_or(TokenError::ExpiryOutOfRange)?;
         let scope = Scope::parse(&claims.board)
             .map_err(|_| TokenError::Malformed("its `board` is not a board id or `*`"))?;
         Ok(Grant {
             user: claims.sub,
             scope,
             role: claims.role,
-            expires_at: Some(UNIX_EPOCH + Duration::from_secs(claims.exp)),
+            expires_at: Some(expires_at),
         })
     }
 }
@@ -229,6 +275,25 @@ mod tests {
         assert_eq!(grant.role, Role::Write);
         assert_eq!(grant.scope, Scope::Board(BoardId::parse("b1").expect("id")));
         assert!(grant.remaining().expect("expires") <= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_token_minted_until_a_limit_expires_by_then() {
+        let keys = keys(SECRET);
+        let limit = UNIX_EPOCH + Duration::from_secs(unix_now() + 30);
+        let minted = keys.mint_until(&request(3600), Some(limit)).expect("mint");
+        assert!(minted.clamped);
+        assert_eq!(UNIX_EPOCH + Duration::from_secs(minted.expires_at), limit);
+        let grant = keys.verify(&minted.token).expect("verify");
+        assert_eq!(grant.expires_at, Some(limit));
+        let short = keys.mint_until(&request(10), Some(limit)).expect("mint");
+        assert!(!short.clamped);
+        assert!(short.expires_at <= unix_now() + 10);
+        let past = UNIX_EPOCH + Duration::from_secs(unix_now() - 1);
+        assert_eq!(
+            keys.mint_until(&request(60), Some(past)).map(|_| ()),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
@@ -282,6 +347,49 @@ mod tests {
         )
         .expect("encode");
         assert_eq!(keys.verify(&expired), Err(TokenError::Expired));
+    }
+
+    /// 9999-12-31T23:59:59Z.
+    const LAST_SECOND_OF_9999: u64 = 253_402_300_799;
+
+    fn signed(exp: u64) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &Claims {
+                sub: None,
+                board: "*".into(),
+                role: Role::Admin,
+                exp,
+                iat: 0,
+            },
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("encode")
+    }
+
+    #[test]
+    fn expiries_beyond_any_clock_are_refused_without_panicking() {
+        let keys = keys(SECRET);
+        for exp in [
+            u64::MAX,
+            i64::MAX as u64 + 1,
+            i64::MAX as u64,
+            LAST_SECOND_OF_9999 + 1,
+        ] {
+            let token = signed(exp);
+            let verified = std::panic::catch_unwind(|| keys.verify(&token));
+            assert!(verified.is_ok(), "exp {exp}: verify panicked");
+            assert_eq!(
+                verified.expect("did not panic"),
+                Err(TokenError::ExpiryOutOfRange),
+                "exp {exp}"
+            );
+        }
+        assert_eq!(LAST_SECOND_OF_9999, MAX_EXP);
+        let far = keys
+            .verify(&signed(LAST_SECOND_OF_9999))
+            .expect("the year 9999 is fine");
+        assert!(far.remaining().expect("expires") > Duration::from_secs(3600 * 24 * 365 * 7000));
     }
 
     #[test]

@@ -1,18 +1,70 @@
 //! Liveness and readiness.
+//!
+//! `/readyz` is exempt from the HTTP rate limit (probes), so anyone can send many: each answer
+//! comes from a cached database check at most [`READY_TTL`] old, and at most one check runs at
+//! a time, however many probes arrive. Checks use the store's general pool, never the
+//! connections commits use.
+
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
+use tokio::sync::Mutex;
 
 use crate::server::AppState;
+use crate::storage::Storage;
+
+/// How long a database check's outcome answers readiness probes.
+pub(crate) const READY_TTL: Duration = Duration::from_secs(1);
+
+/// How long a database check may take before the database counts as unavailable.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The last database check: when it ended and whether the database answered. Its lock is
+/// held while a check runs, so probes arriving meanwhile wait for that check's outcome
+/// instead of starting their own.
+#[derive(Debug, Default)]
+pub(crate) struct Readiness {
+    last: Mutex<Option<(Instant, bool)>>,
+}
+
+impl Readiness {
+    /// Whether the database answers, checked at most once per [`READY_TTL`].
+    async fn database_answers(&self, store: &dyn Storage) -> bool {
+        let mut last = self.last.lock().await;
+        if let Some((at, answered)) = *last
+            && at.elapsed() < READY_TTL
+        {
+            return answered;
+        }
+        let answered = match tokio::time::timeout(CHECK_TIMEOUT, store.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness check: database unavailable");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = CHECK_TIMEOUT.as_millis() as u64,
+                    "readiness check: the database did not answer in time"
+                );
+                false
+            }
+        };
+        *last = Some((Instant::now(), answered));
+        answered
+    }
+}
 
 /// `GET /healthz`: the process is up and serving HTTP.
 pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: the database answers and the server is not shutting down.
+/// `GET /readyz`: the database answers (as of at most a second ago) and the server is not
+/// shutting down.
 pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if state.shutdown.is_cancelled() {
         return (
@@ -20,15 +72,14 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<V
             Json(json!({ "status": "shutting down" })),
         );
     }
-    match state.boards.store().list_boards(None, 1).await {
-        Ok(_) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check: database unavailable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "database unavailable" })),
-            )
-        }
+    let store = state.boards.store();
+    if state.readiness.database_answers(store.as_ref()).await {
+        (StatusCode::OK, Json(json!({ "status": "ready" })))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "database unavailable" })),
+        )
     }
 }
 

@@ -7,6 +7,7 @@ mod error;
 mod extract;
 mod health;
 mod observe;
+mod open_mode;
 mod restore;
 mod tokens;
 mod versions;
@@ -19,13 +20,14 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 pub(crate) use self::auth::bearer_token;
 pub(crate) use self::error::ApiError;
 pub(crate) use self::extract::{ApiPath, ApiQuery};
+pub(crate) use self::health::Readiness;
 pub(crate) use self::observe::request_id;
 use crate::server::AppState;
 
 /// Every route of the server.
 pub(crate) fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_message_bytes;
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -62,7 +64,18 @@ pub(crate) fn router(state: AppState) -> Router {
             state.clone(),
             observe::observe,
         ))
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(body_limit));
+    // Open development mode: every request, the WebSocket upgrade included, must be addressed
+    // to a loopback host and come from no other web page (`open_mode.rs`).
+    let router = if state.auth.is_open() {
+        router.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            open_mode::guard,
+        ))
+    } else {
+        router
+    };
+    router
         // Outermost: every response, routed or not, carries `x-request-id` (the client's own,
         // or a new UUID).
         .layer(PropagateRequestIdLayer::x_request_id())

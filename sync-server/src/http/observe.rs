@@ -36,11 +36,13 @@ pub(crate) async fn observe(
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    // The route's template, never the path: one metric series per route, whatever the path.
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
+    // Logged as sent; counted in metrics as one of a fixed set (see `Metrics::http_request`).
     let method = request.method().clone();
     let id = request_id(request.headers());
     // The path only: query strings can carry tokens.

@@ -1,17 +1,21 @@
 //! `POST /v1/tokens` (admin): mint a token for a board (or every board) and a role.
+//!
+//! A minted token never gives more than the token that asked for it: not more boards, not a
+//! higher role, and not a longer life (a lifetime reaching past the caller's own expiry is cut
+//! to it, and the answer's `expires_at` and `clamped` say so).
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::Caller;
 use super::error::ApiError;
 use crate::auth::token::TokenRequest;
-use crate::auth::{Auth, Role, Scope};
+use crate::auth::{Auth, Denied, Role, Scope, TokenError};
 use crate::server::AppState;
 
 /// Lifetime of a token when the request names none.
@@ -38,9 +42,11 @@ enum Ttl {
 
 /// `POST /v1/tokens` `{"board": "b1" | "*", "role": "read" | "write" | "admin", "ttl"?: 3600 |
 /// "1h", "user"?: "alice"}`: needs `admin` on the board asked for (or on every board for `*`).
+/// The token expires at the latest when the caller's does.
 pub(crate) async fn mint(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     body: Option<Json<MintRequest>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Auth::Tokens(keys) = &state.auth else {
@@ -75,15 +81,39 @@ pub(crate) async fn mint(
             "`user` is longer than 200 characters",
         ));
     }
+    // What the caller's own token allows (`Caller` checked it already; it keeps its grant to
+    // itself), so the new token can be kept within it.
+    let grant = state
+        .auth
+        .authenticate(super::bearer_token(&headers))
+        .map_err(|e| unauthorized(&e))?;
+    let not_after = grant
+        .delegable(&scope, request.role)
+        .map_err(|denied| match denied {
+            Denied::Expired => unauthorized(&TokenError::Expired),
+            other => ApiError::new(StatusCode::FORBIDDEN, "forbidden", other.to_string()),
+        })?;
     let minted = keys
-        .mint(&TokenRequest {
-            user: user.clone(),
-            scope: scope.clone(),
-            role: request.role,
-            ttl,
-        })
-        .map_err(|e| ApiError::bad_request("invalid_ttl", e.to_string()))?;
-    tracing::info!(board = %scope, role = %request.role, ttl_secs = ttl.as_secs(), "token minted");
+        .mint_until(
+            &TokenRequest {
+                user: user.clone(),
+                scope: scope.clone(),
+                role: request.role,
+                ttl,
+            },
+            not_after,
+        )
+        .map_err(|e| match e {
+            TokenError::Expired => unauthorized(&e),
+            other => ApiError::bad_request("invalid_ttl", other.to_string()),
+        })?;
+    tracing::info!(
+        board = %scope,
+        role = %request.role,
+        ttl_secs = ttl.as_secs(),
+        clamped = minted.clamped,
+        "token minted"
+    );
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -92,6 +122,11 @@ pub(crate) async fn mint(
             "role": request.role,
             "user": user,
             "expires_at": minted.expires_at,
+            "clamped": minted.clamped,
         })),
     ))
+}
+
+fn unauthorized(e: &dyn std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
 }

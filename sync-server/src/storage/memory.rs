@@ -416,6 +416,10 @@ impl Storage for MemoryStore {
         Ok(interrupted)
     }
 
+    async fn ping(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     async fn close(&self) {}
 }
 

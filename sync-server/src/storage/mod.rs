@@ -394,6 +394,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// listing, with a cutoff past the longest a run may last.
     async fn interrupt_stale_runs(&self, started_before: UnixMillis) -> Result<u64, StorageError>;
 
+    /// A cheap check that the database answers, for readiness probes. Backends answer it
+    /// with one trivial query on their general pool (never the connections appends use); the
+    /// default lists one board.
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.list_boards(None, 1).await.map(drop)
+    }
+
     /// Closes connections after in-flight work; later calls fail.
     async fn close(&self);
 }

@@ -3,6 +3,10 @@
 //! An append is one statement whatever the batch's size: it locks the boards it touches with
 //! `FOR NO KEY UPDATE` in id order (so concurrent batches never deadlock), reserves each
 //! board's range of sequence numbers, and inserts every row from `UNNEST(...)` arrays. Loads read in one `REPEATABLE READ` transaction.
+//!
+//! Appends have a pool of their own ([`APPEND_CONNECTIONS`]): whatever else holds the general
+//! pool's connections (a burst of reads, readiness probes, long compactions), a commit never
+//! waits for one.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -24,15 +28,30 @@ use crate::ids::{BoardId, Seq, VersionId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
+/// Connections reserved for appends, in a pool of their own beside the general pool: the
+/// committer makes one append at a time; the second serves an import meanwhile.
+pub const APPEND_CONNECTIONS: u32 = 2;
+
 /// The PostgreSQL backend.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
+    /// Everything but appends.
     pool: PgPool,
+    /// Appends only.
+    appends: PgPool,
 }
 
 impl PostgresStore {
     /// Connects to the database a `postgres://` URL names and runs the migrations.
     pub async fn connect(url: &str, options: &StorageOptions) -> Result<Self, StorageError> {
+        let (url, ignored) = known_parameters_only(url);
+        if !ignored.is_empty() {
+            tracing::warn!(
+                parameters = ignored.join(", "),
+                "ignoring database URL parameters the PostgreSQL driver does not read"
+            );
+        }
+        let url = url.as_str();
         // The parse error could quote the URL, password and all: say only that it failed.
         let connect = PgConnectOptions::from_str(url).map_err(|_| {
             StorageError::InvalidUrl(format!(
@@ -43,11 +62,17 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(StorageError::db("connect"))?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let appends = PgPoolOptions::new()
+            .max_connections(APPEND_CONNECTIONS)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(StorageError::db("connect"))?;
+        Ok(Self { pool, appends })
     }
 
     async fn tx(&self, op: &'static str) -> Result<Transaction<'static, Postgres>, StorageError> {
@@ -104,6 +129,65 @@ impl PostgresStore {
             last_seq,
         })
     }
+}
+
+/// Query parameters sqlx's PostgreSQL driver reads (`PgConnectOptions`'s URL parser, sqlx
+/// 0.9), besides `options[NAME]`.
+const KNOWN_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// The URL without the query parameters the driver does not read, and their names. The driver
+/// would ignore them anyway, but it logs each one with its value, and one of them may be a
+/// secret (libpq's `sslpassword`, say).
+fn known_parameters_only(url: &str) -> (String, Vec<String>) {
+    let Some((base, rest)) = url.split_once('?') else {
+        return (url.to_owned(), Vec::new());
+    };
+    let (query, fragment) = match rest.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (rest, None),
+    };
+    let mut ignored = Vec::new();
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let name = super::url::percent_decode(pair.split_once('=').map_or(*pair, |(n, _)| n));
+            let known = KNOWN_PARAMETERS.contains(&name.as_str())
+                || (name.starts_with("options[") && name.ends_with(']'));
+            if !known && !pair.is_empty() {
+                ignored.push(name);
+            }
+            known
+        })
+        .collect();
+    let mut out = base.to_owned();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    (out, ignored)
 }
 
 /// Whether board `id` exists, read through `executor`.
@@ -244,7 +328,7 @@ impl Storage for PostgresStore {
         let ords = super::assign_seqs(updates, &mut ordinals);
         let boards: Vec<&str> = updates.iter().map(|u| u.board.as_str()).collect();
         let data: Vec<&[u8]> = updates.iter().map(|u| u.data).collect();
-        let mut tx = self.tx(op).await?;
+        let mut tx = self.appends.begin().await.map_err(StorageError::db(op))?;
         // One statement: lock the boards in a fixed (byte, "C" collation) order so two batches
         // never wait on each other in a cycle (NO KEY UPDATE still lets the log rows' foreign
         // key checks through), reserve each board's range of sequence numbers, and insert
@@ -680,7 +764,16 @@ impl Storage for PostgresStore {
         Ok(done.rows_affected())
     }
 
+    async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(StorageError::db("ping"))?;
+        Ok(())
+    }
+
     async fn close(&self) {
+        self.appends.close().await;
         self.pool.close().await;
     }
 }
@@ -700,5 +793,33 @@ impl PendingCompaction for PostgresPendingCompaction {
             .await
             .map_err(StorageError::db("compact"))?;
         Ok(self.stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::known_parameters_only;
+
+    #[test]
+    fn parameters_the_driver_ignores_are_dropped_before_it_logs_them() {
+        let (url, ignored) = known_parameters_only(
+            "postgres://u@h/db?sslmode=disable&sslpassword=s&options=-c%20x%3Dy&connect_timeout=5&options[search_path]=a",
+        );
+        assert_eq!(
+            url,
+            "postgres://u@h/db?sslmode=disable&options=-c%20x%3Dy&options[search_path]=a"
+        );
+        assert_eq!(ignored, ["sslpassword", "connect_timeout"]);
+        assert_eq!(
+            known_parameters_only("postgres://u@h/db?ssl%70assword=s"),
+            (
+                "postgres://u@h/db".to_owned(),
+                vec!["sslpassword".to_owned()]
+            )
+        );
+        assert_eq!(
+            known_parameters_only("postgres://u@h/db"),
+            ("postgres://u@h/db".to_owned(), Vec::new())
+        );
     }
 }

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use super::checkpoint::IdleCheckpoint;
 use crate::ids::{BoardId, Seq};
 use crate::storage::{NewUpdate, StorageError, count_per_board};
 
@@ -59,11 +61,14 @@ impl From<rusqlite::Error> for Failure {
     }
 }
 
-/// Connection settings for the append connection; the same as sqlx's writer's.
+/// Connection settings for the append connection (the same as sqlx's writer's), and the
+/// idle checkpoint the thread runs.
 pub(super) struct Settings<'a> {
     pub(super) path: &'a Path,
     pub(super) busy_timeout: Duration,
     pub(super) wal_autocheckpoint: u32,
+    pub(super) journal_size_limit: i64,
+    pub(super) idle: IdleCheckpoint,
 }
 
 /// The handle to the append thread.
@@ -79,9 +84,10 @@ impl Appender {
     pub(super) fn start(settings: &Settings<'_>) -> Result<Self, StorageError> {
         let conn = open(settings).map_err(StorageError::sqlite("open"))?;
         let (jobs, inbox) = mpsc::channel();
+        let idle = settings.idle.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-append".into())
-            .spawn(move || run(conn, &inbox))
+            .spawn(move || run(conn, &inbox, &idle))
             .map_err(|source| StorageError::Thread {
                 name: "sqlite-append",
                 source,
@@ -172,15 +178,25 @@ fn open(settings: &Settings<'_>) -> Result<Connection, rusqlite::Error> {
     conn.pragma_update(None, "foreign_keys", false)?;
     conn.pragma_update(None, "temp_store", "memory")?;
     conn.pragma_update(None, "wal_autocheckpoint", settings.wal_autocheckpoint)?;
+    conn.pragma_update(None, "journal_size_limit", settings.journal_size_limit)?;
     Ok(conn)
 }
 
-/// The thread: one job at a time until every sender is gone, then close the connection.
-fn run(conn: Connection, inbox: &mpsc::Receiver<Job>) {
-    while let Ok(job) = inbox.recv() {
-        let result = write(&conn, &job);
-        // The committer may have stopped waiting (shutdown); the rows are durable either way.
-        let _ = job.reply.send(result);
+/// The thread: one job at a time until every sender is gone, then close the connection. When
+/// no job came for `idle.after`, the idle checkpoint.
+fn run(conn: Connection, inbox: &mpsc::Receiver<Job>, idle: &IdleCheckpoint) {
+    loop {
+        match inbox.recv_timeout(idle.after) {
+            Ok(job) => {
+                let result = write(&conn, &job);
+                idle.dirty.store(true, Ordering::Release);
+                // The committer may have stopped waiting (shutdown); the rows are durable
+                // either way.
+                let _ = job.reply.send(result);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => idle.run(&conn),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
     }
     if let Err((_, e)) = conn.close() {
         tracing::warn!(error = %e, "closing the SQLite append connection failed");

@@ -5,14 +5,17 @@
 //! write transaction starts with `BEGIN IMMEDIATE` and holds the store's write gate, so writers
 //! queue in process instead of spinning on `SQLITE_BUSY`, and another process on the same file
 //! (the CLI while a server runs) waits out the busy timeout. Reads use a separate pool of
-//! read-only connections, which WAL lets run beside the writers.
+//! read-only connections, which WAL lets run beside the writers. Once the store is idle, the
+//! append thread truncates the WAL (`checkpoint.rs`).
 
 mod appender;
+mod checkpoint;
 
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -22,6 +25,7 @@ use sqlx::{Sqlite, SqliteConnection, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use self::appender::Appender;
+use self::checkpoint::IdleCheckpoint;
 
 use super::rows::{
     BoardRow, RUN_COLUMNS, RunRow, VersionRow, blob_format, board_info, count_to_db,
@@ -40,6 +44,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 /// set explicitly so the behaviour is documented here rather than assumed).
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 1000;
 
+/// `journal_size_limit`: when a writer restarts the WAL after a checkpoint, the file is cut
+/// back to this size. 16 MiB: four times what `WAL_AUTOCHECKPOINT_PAGES` lets the WAL reach
+/// between checkpoints (1000 pages of 4 KiB), so ordinary operation never trims and regrows
+/// it, while a long read that held checkpoints back leaves no larger file behind.
+const JOURNAL_SIZE_LIMIT_BYTES: i64 = 16 << 20;
+
 /// The SQLite backend.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -50,6 +60,8 @@ pub struct SqliteStore {
     /// Held by every write (through `writer` or `appender`) for its whole transaction, so the
     /// two connections never wait for each other in SQLite's busy handler.
     gate: Arc<Mutex<()>>,
+    /// Something was written since the last idle checkpoint (`checkpoint.rs`).
+    dirty: Arc<AtomicBool>,
 }
 
 /// A write transaction on `writer`, holding the write gate until it ends. Dereferences to the
@@ -106,6 +118,7 @@ impl SqliteStore {
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true)
             .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
+            .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT_BYTES.to_string())
             // Statement journals (a multi-row INSERT inside a transaction keeps one) in memory
             // rather than in temporary files.
             .pragma("temp_store", "memory");
@@ -124,21 +137,35 @@ impl SqliteStore {
             .connect_with(base.read_only(true))
             .await
             .map_err(StorageError::db("open"))?;
+        let gate = Arc::new(Mutex::new(()));
+        // Dirty from the start: whatever WAL an earlier run left is truncated once idle.
+        let dirty = Arc::new(AtomicBool::new(true));
         let appender = Appender::start(&appender::Settings {
             path: &path,
             busy_timeout: options.busy_timeout,
             wal_autocheckpoint: WAL_AUTOCHECKPOINT_PAGES,
+            journal_size_limit: JOURNAL_SIZE_LIMIT_BYTES,
+            idle: IdleCheckpoint {
+                after: options
+                    .checkpoint_idle
+                    .max(std::time::Duration::from_millis(1)),
+                dirty: dirty.clone(),
+                gate: gate.clone(),
+                busy_timeout: options.busy_timeout,
+            },
         })?;
         Ok(Self {
             writer,
             reader,
             appender,
-            gate: Arc::new(Mutex::new(())),
+            gate,
+            dirty,
         })
     }
 
     async fn write_tx(&self, op: &'static str) -> Result<WriteTx, StorageError> {
         let gate = self.gate.clone().lock_owned().await;
+        self.dirty.store(true, Ordering::Release);
         let tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
@@ -691,6 +718,20 @@ impl Storage for SqliteStore {
 
     async fn interrupt_stale_runs(&self, started_before: UnixMillis) -> Result<u64, StorageError> {
         let op = "interrupt stale runs";
+        // Listing and reading runs call this every time, and a stale run is rare (its server
+        // stopped while it worked): look on the read pool first, and take the write gate (and
+        // a write transaction's fsync) only if there is one. A run cannot turn stale in between:
+        // every run started since is past the cutoff.
+        let stale: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM assistant_runs WHERE state = 'running' AND started_at < ? LIMIT 1",
+        )
+        .bind(started_before)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(StorageError::db(op))?;
+        if stale.is_none() {
+            return Ok(0);
+        }
         let mut tx = self.write_tx(op).await?;
         let done = sqlx::query(
             "UPDATE assistant_runs SET state = ?, finished_at = ? \
@@ -704,6 +745,14 @@ impl Storage for SqliteStore {
         .map_err(StorageError::db(op))?;
         tx.commit().await.map_err(StorageError::db(op))?;
         Ok(done.rows_affected())
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(StorageError::db("ping"))?;
+        Ok(())
     }
 
     async fn close(&self) {
@@ -740,6 +789,22 @@ mod tests {
 
     fn board(id: &str) -> BoardId {
         BoardId::parse(id).unwrap()
+    }
+
+    /// Every connection that writes trims the WAL back to the documented size.
+    #[tokio::test]
+    async fn journal_size_limit_is_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("boards.db").display());
+        let store = SqliteStore::open(&url, &StorageOptions::default())
+            .await
+            .unwrap();
+        let limit: i64 = sqlx::query_scalar("PRAGMA journal_size_limit")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(limit, 16 << 20);
+        store.close().await;
     }
 
     /// The append thread survives a failed batch, and a closed store refuses appends instead
