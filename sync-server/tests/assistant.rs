@@ -570,3 +570,84 @@ async fn concurrent_prompts_never_exceed_the_budget() {
     assert_eq!(fake.hits(), 10);
     assert_eq!((completed, refused), (10, 40));
 }
+
+/// A caller that stops reading its event stream loses progress events, never the run: the run
+/// goes on, is recorded and releases the board. (The run used to wait for the reader once its
+/// event channels filled.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_reader_that_stops_reading_does_not_stall_the_run() {
+    // Three turns, each with a 3.9 MB text (under the 4 MiB a turn may have) and 150 calls:
+    // the texts fill the sockets' buffers (up to 4 MiB), and each turn's 150 progress events
+    // after its text are more than the run's event channels hold.
+    let text = "w".repeat(3_900_000);
+    let turn = |t: usize| {
+        let calls: Vec<fake::Call<'static>> = (0..150)
+            .map(|i| sticky(&format!("t{t}c{i}"), "note", i))
+            .collect();
+        let mut chunks = vec![
+            fake::chunk(json!({"role": "assistant", "content": ""}), None),
+            fake::chunk(json!({"content": text}), None),
+        ];
+        for (i, c) in calls.iter().enumerate() {
+            chunks.extend(fake::call_fragments(i, c));
+        }
+        chunks.push(fake::chunk(json!({}), Some("tool_calls")));
+        chunks.push(fake::usage(100, 20));
+        Reply::Sse(chunks)
+    };
+    let mut script: Vec<Reply> = (0..3).map(turn).collect();
+    script.push(text_turn("Added many notes."));
+    let fake = FakeLlm::start(script).await;
+    let mut config = assistant(&fake);
+    config.caps.max_tool_calls = 500;
+    config.caps.max_creates = 500;
+    let server = TestServer::start(
+        Config {
+            assistant: Some(config),
+            ..server_support::config()
+        },
+        memory_store().await,
+    )
+    .await;
+    create_board(&server, "stalled").await;
+
+    // Start the run with an event stream, read its head, then stop reading (keep the socket,
+    // with a small receive buffer, so that the server's writes soon block).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(server.addr).await.unwrap();
+    let body = json!({ "prompt": "lay out a lot" }).to_string();
+    let head = format!(
+        "POST /v1/boards/stalled/assistant HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        server.addr,
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, head.as_bytes())
+        .await
+        .unwrap();
+    let mut first_bytes = [0u8; 512];
+    let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut first_bytes)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first_bytes[..n]).starts_with("HTTP/1.1 200"));
+
+    // The run finishes and is recorded although nobody reads its stream.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (state, calls) = loop {
+        let runs = get_json(&server, "/v1/boards/stalled/assistant/runs").await;
+        let run = &runs["runs"][0];
+        if run["state"] != "running" && runs["active"].is_null() {
+            let calls = run["tool_calls"].as_array().map_or(0, Vec::len);
+            break (run["state"].clone(), calls);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run is still working with its reader stalled (step {})",
+            run["steps"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!((state, calls), (json!("completed"), 450));
+    drop(tcp);
+    server.shutdown().await.unwrap();
+}

@@ -50,8 +50,10 @@ impl FakeLlm {
             script: script.into(),
             requests: Vec::new(),
         }));
+        // Requests carry the whole conversation; some tests make it large on purpose.
         let app = Router::new()
             .route("/v1/chat/completions", post(handle))
+            .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
