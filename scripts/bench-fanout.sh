@@ -17,6 +17,8 @@
 #   OUT=target/bench-fanout          output directory (results.jsonl is replaced)
 #   SERVER_CORE=0 LOADGEN_CORE=1     CPU pinning
 #   OURS_ARGS=""                     extra flags for ours, e.g. "--commit-interval-us 0"
+#   OURS_BASE=/path/to/sync-server   another build of ours, run as server "base" (add "base" to
+#                                    SERVERS) with the same flags: before and after, in one run
 #
 # Exit status: non-zero if any scenario lost deliveries, saw disconnects or failed to run.
 set -uo pipefail
@@ -95,15 +97,21 @@ start_server() {
     wait_for "$log" 'running at' >/dev/null || return 1
     URL_BASE=ws://127.0.0.1:$port
     ;;
-  ours)
-    [[ $OURS_OK == 1 && -x $OURS ]] || return 1
+  ours | base)
+    local bin=$OURS
+    if [[ $name == base ]]; then
+      bin=${OURS_BASE:-}
+      [[ -n $bin && -x $bin ]] || return 1
+    else
+      [[ $OURS_OK == 1 && -x $OURS ]] || return 1
+    fi
     TMPDIR_OURS=$(mktemp -d)
     # Every load generator connection comes from 127.0.0.1 and drags faster than a person:
     # lift the per-address and per-connection limits the benchmark would otherwise trip.
-    taskset -c "$SERVER_CORE" "$OURS" serve --bind 127.0.0.1 --port 0 \
+    taskset -c "$SERVER_CORE" "$bin" serve --bind 127.0.0.1 --port 0 \
       --database-url "sqlite://$TMPDIR_OURS/boards.db" \
       --max-connections-per-address 0 --message-rate 0 --http-rate 0 ${OURS_ARGS:-} \
-      >"$log" 2>"$OUT/ours-server.stderr" &
+      >"$log" 2>"$OUT/$name-server.stderr" &
     SERVER_PID=$!
     line=$(wait_for "$log" '^listening on http://') || return 1
     port=${line##*:}
