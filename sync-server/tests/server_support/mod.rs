@@ -154,6 +154,8 @@ pub(crate) struct TestStore {
     /// Passed by `create_board` and `create_board_with` after the store created the board,
     /// before they answer.
     pub(crate) created_gate: Gate,
+    /// Passed by `begin_compaction` before it reaches the store.
+    pub(crate) compaction_gate: Gate,
     /// `save_version` calls still to fail (each failure counts one down).
     pub(crate) fail_save_versions: AtomicUsize,
     /// `save_version` calls that failed because of `fail_save_versions`.
@@ -175,6 +177,7 @@ impl TestStore {
             save_version_gate: Gate::default(),
             get_version_gate: Gate::default(),
             created_gate: Gate::default(),
+            compaction_gate: Gate::default(),
             fail_save_versions: AtomicUsize::new(0),
             save_version_failures: AtomicUsize::new(0),
         })
@@ -356,6 +359,7 @@ impl Storage for TestStore {
         id: &BoardId,
         snapshot: NewSnapshot<'_>,
     ) -> Result<Box<dyn PendingCompaction + '_>, StorageError> {
+        self.compaction_gate.pass().await;
         self.inner.begin_compaction(id, snapshot).await
     }
 
