@@ -973,3 +973,56 @@ async fn a_checkpoint_holds_the_rows_another_writer_committed_before_it() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// Every row another writer commits reaches the live board and its clients, also one found
+/// while the actor is still reading an earlier one.
+///
+/// FAILS on the current code: `note_rows` starts reading a gap only if no read is running
+/// (`self.healing.is_none()`) and moves `last_seq` past the gap either way, so a second gap
+/// found meanwhile is never read: connected clients never receive that row (until the board
+/// is reloaded), and versions taken from the doc lack it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: a second gap found while the actor reads a first one is never read"]
+async fn a_second_row_of_another_writer_found_while_reading_the_first_reaches_clients() {
+    let store = TestStore::new(memory_store().await);
+    let server = TestServer::start(config(), store.clone()).await;
+    let addr = server.addr;
+    let client = TestClient::connect(addr, "gaps", true).await;
+    client.wait_synced().await;
+    client.put_note("mine-0", "x");
+    client.wait_all_acked().await;
+    let id = board("gaps");
+
+    // A first row of another writer; the actor's read of it is held.
+    store.load_gate.close();
+    let a = foreign_note("foreign-a", "a");
+    store
+        .append(&[NewUpdate {
+            board: &id,
+            data: &a,
+        }])
+        .await
+        .unwrap();
+    client.put_note("mine-1", "x");
+    client.wait_all_acked().await;
+    store
+        .load_gate
+        .wait_for_waiting(1, "the read of the first row")
+        .await;
+    // A second one, found by the next commit while the first is still being read.
+    let b = foreign_note("foreign-b", "b");
+    store
+        .append(&[NewUpdate {
+            board: &id,
+            data: &b,
+        }])
+        .await
+        .unwrap();
+    client.put_note("mine-2", "x");
+    client.wait_all_acked().await;
+    store.load_gate.open();
+
+    client.wait_note("foreign-a").await;
+    client.wait_note("foreign-b").await;
+    server.shutdown().await.unwrap();
+}

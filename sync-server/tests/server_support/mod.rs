@@ -156,6 +156,8 @@ pub(crate) struct TestStore {
     pub(crate) created_gate: Gate,
     /// Passed by `begin_compaction` before it reaches the store.
     pub(crate) compaction_gate: Gate,
+    /// Passed by `load` after its delay, before it reaches the store.
+    pub(crate) load_gate: Gate,
     /// `save_version` calls still to fail (each failure counts one down).
     pub(crate) fail_save_versions: AtomicUsize,
     /// `save_version` calls that failed because of `fail_save_versions`.
@@ -178,6 +180,7 @@ impl TestStore {
             get_version_gate: Gate::default(),
             created_gate: Gate::default(),
             compaction_gate: Gate::default(),
+            load_gate: Gate::default(),
             fail_save_versions: AtomicUsize::new(0),
             save_version_failures: AtomicUsize::new(0),
         })
@@ -351,6 +354,7 @@ impl Storage for TestStore {
     async fn load(&self, id: &BoardId) -> Result<StoredBoard, StorageError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
         delay(&self.load_delay_ms).await;
+        self.load_gate.pass().await;
         self.inner.load(id).await
     }
 
