@@ -132,7 +132,8 @@ impl SqliteDb {
 // A store that can be told to fail appends, or to be slow
 
 /// Wraps a store: appends can be made to fail or to take longer, loads to take longer, and
-/// calls are counted.
+/// calls are counted. Some calls also pass a [`Gate`] (open unless a test closes it), so a test
+/// can hold one exactly where it wants and act meanwhile.
 #[derive(Debug)]
 pub(crate) struct TestStore {
     inner: Arc<dyn Storage>,
@@ -142,6 +143,25 @@ pub(crate) struct TestStore {
     pub(crate) loads: AtomicUsize,
     pub(crate) ensures: AtomicUsize,
     pub(crate) appends: AtomicUsize,
+    /// Passed by `append` after its delay, before it fails or reaches the store.
+    pub(crate) append_gate: Gate,
+    /// Passed by `delete_board` before it reaches the store.
+    pub(crate) delete_gate: Gate,
+    /// Passed by `save_version` before it reaches the store.
+    pub(crate) save_version_gate: Gate,
+    /// Passed by `get_version` before it reaches the store.
+    pub(crate) get_version_gate: Gate,
+    /// Passed by `create_board` and `create_board_with` after the store created the board,
+    /// before they answer.
+    pub(crate) created_gate: Gate,
+    /// Passed by `begin_compaction` before it reaches the store.
+    pub(crate) compaction_gate: Gate,
+    /// Passed by `load` after its delay, before it reaches the store.
+    pub(crate) load_gate: Gate,
+    /// `save_version` calls still to fail (each failure counts one down).
+    pub(crate) fail_save_versions: AtomicUsize,
+    /// `save_version` calls that failed because of `fail_save_versions`.
+    pub(crate) save_version_failures: AtomicUsize,
 }
 
 impl TestStore {
@@ -154,6 +174,15 @@ impl TestStore {
             loads: AtomicUsize::new(0),
             ensures: AtomicUsize::new(0),
             appends: AtomicUsize::new(0),
+            append_gate: Gate::default(),
+            delete_gate: Gate::default(),
+            save_version_gate: Gate::default(),
+            get_version_gate: Gate::default(),
+            created_gate: Gate::default(),
+            compaction_gate: Gate::default(),
+            load_gate: Gate::default(),
+            fail_save_versions: AtomicUsize::new(0),
+            save_version_failures: AtomicUsize::new(0),
         })
     }
 
@@ -167,6 +196,91 @@ impl TestStore {
 
     pub(crate) fn ensures(&self) -> usize {
         self.ensures.load(Ordering::SeqCst)
+    }
+}
+
+/// Where calls of one kind wait while a test holds them. Open by default; while closed, a call
+/// waits until the gate opens or a pass is granted ([`Gate::let_through`]). Counts the calls
+/// waiting (a call whose future is dropped while it waits stops counting).
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    /// (closed, passes granted while closed)
+    state: Mutex<(bool, usize)>,
+    waiting: AtomicUsize,
+    arrived: AtomicUsize,
+    notify: tokio::sync::Notify,
+}
+
+impl Gate {
+    /// Holds every call that comes from now on.
+    pub(crate) fn close(&self) {
+        *self.state.lock().unwrap() = (true, 0);
+    }
+
+    /// Lets every call through, those waiting included.
+    pub(crate) fn open(&self) {
+        *self.state.lock().unwrap() = (false, 0);
+        self.notify.notify_waiters();
+    }
+
+    /// Lets `n` more calls through while the gate stays closed.
+    pub(crate) fn let_through(&self, n: usize) {
+        self.state.lock().unwrap().1 += n;
+        self.notify.notify_waiters();
+    }
+
+    /// Calls waiting at the gate now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Calls that reached the gate so far (open or closed).
+    pub(crate) fn arrived(&self) -> usize {
+        self.arrived.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` calls wait at the gate, failing after [`WAIT`].
+    pub(crate) async fn wait_for_waiting(&self, n: usize, what: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.waiting() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: {} of {n} calls reached the gate within {WAIT:?}",
+                self.waiting()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn pass(&self) {
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let mut counted = None;
+        loop {
+            // Created before the state is checked: `notify_waiters` wakes it from then on.
+            let notified = self.notify.notified();
+            {
+                let mut state = self.state.lock().unwrap();
+                match &mut *state {
+                    (false, _) => return,
+                    (true, passes) if *passes > 0 => {
+                        *passes -= 1;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            if counted.is_none() {
+                self.waiting.fetch_add(1, Ordering::SeqCst);
+                counted = Some(Waiting(&self.waiting));
+            }
+            notified.await;
+        }
     }
 }
 
@@ -184,7 +298,9 @@ impl Storage for TestStore {
     }
 
     async fn create_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
-        self.inner.create_board(id).await
+        let created = self.inner.create_board(id).await;
+        self.created_gate.pass().await;
+        created
     }
 
     async fn create_board_with(
@@ -192,7 +308,9 @@ impl Storage for TestStore {
         id: &BoardId,
         content: &[u8],
     ) -> Result<BoardInfo, StorageError> {
-        self.inner.create_board_with(id, content).await
+        let created = self.inner.create_board_with(id, content).await;
+        self.created_gate.pass().await;
+        created
     }
 
     async fn ensure_board(&self, id: &BoardId) -> Result<BoardInfo, StorageError> {
@@ -213,6 +331,7 @@ impl Storage for TestStore {
     }
 
     async fn delete_board(&self, id: &BoardId) -> Result<bool, StorageError> {
+        self.delete_gate.pass().await;
         self.inner.delete_board(id).await
     }
 
@@ -222,6 +341,7 @@ impl Storage for TestStore {
     ) -> Result<Vec<sync_server::ids::Seq>, StorageError> {
         self.appends.fetch_add(1, Ordering::SeqCst);
         delay(&self.append_delay_ms).await;
+        self.append_gate.pass().await;
         if self.fail_appends.load(Ordering::SeqCst) {
             return Err(StorageError::Database {
                 op: "append",
@@ -234,6 +354,7 @@ impl Storage for TestStore {
     async fn load(&self, id: &BoardId) -> Result<StoredBoard, StorageError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
         delay(&self.load_delay_ms).await;
+        self.load_gate.pass().await;
         self.inner.load(id).await
     }
 
@@ -242,6 +363,7 @@ impl Storage for TestStore {
         id: &BoardId,
         snapshot: NewSnapshot<'_>,
     ) -> Result<Box<dyn PendingCompaction + '_>, StorageError> {
+        self.compaction_gate.pass().await;
         self.inner.begin_compaction(id, snapshot).await
     }
 
@@ -250,6 +372,18 @@ impl Storage for TestStore {
         id: &BoardId,
         version: NewVersion<'_>,
     ) -> Result<VersionInfo, StorageError> {
+        self.save_version_gate.pass().await;
+        let fail = self
+            .fail_save_versions
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            self.save_version_failures.fetch_add(1, Ordering::SeqCst);
+            return Err(StorageError::Database {
+                op: "save_version",
+                source: sqlx::Error::Protocol("injected save_version failure".into()),
+            });
+        }
         self.inner.save_version(id, version).await
     }
 
@@ -262,6 +396,7 @@ impl Storage for TestStore {
         id: &BoardId,
         version: VersionId,
     ) -> Result<Option<Version>, StorageError> {
+        self.get_version_gate.pass().await;
         self.inner.get_version(id, version).await
     }
 
