@@ -563,7 +563,7 @@ async fn an_edit_during_a_restore_is_not_lost_between_the_version_and_the_restor
 /// committed and acknowledged once the restore is, and no acknowledgement ever covers it
 /// before it is stored.
 ///
-/// FAILS on the current code (found writing these tests): after the version is saved the
+/// Failed before its fix (found writing these tests): after the version is saved the
 /// actor applies the restore, whose commit is then in flight, so `on_saved` does not release
 /// the held-back updates; `on_committed` releases them only when a read waits
 /// (`answer_waiting` is called only if `waiting` is not empty). The update stays in
@@ -571,7 +571,6 @@ async fn an_edit_during_a_restore_is_not_lost_between_the_version_and_the_restor
 /// next one's durable ack carries the count that covers the stuck update, which is not
 /// stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: updates deferred during a restore's version save are never released (see the doc comment)"]
 async fn an_edit_held_back_during_a_restore_is_committed_after_it() {
     let store = TestStore::new(memory_store().await);
     let server = TestServer::start(config(), store.clone()).await;
@@ -801,7 +800,7 @@ async fn updates_and_joins_racing_evictions_all_succeed() {
 }
 
 // =============================================================================================
-// Still wrong (ignored until fixed)
+// Found while writing these tests, and fixed
 
 /// Deletes `id` while one of its actor's background jobs is held at `gate`, and re-creates
 /// the id; the caller then opens the gate. Works whether a fix makes the deletion wait for the
@@ -829,12 +828,11 @@ async fn delete_and_recreate_around(addr: std::net::SocketAddr, gate: &Gate, id:
 /// A deleted board's content never comes back as a version of a board created later under the
 /// same id.
 ///
-/// FAILS on the current code: `Boards::delete` waits for the actor to stop, not for the jobs
+/// Failed before its fix: `Boards::delete` waits for the actor to stop, not for the jobs
 /// it started. An automatic version being saved when the board is deleted is saved once the
 /// id exists again, as a version of the new board (holding the deleted content; restoring it
 /// brings that content back).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a deleted board's checkpoint in flight is saved into the re-created board"]
 async fn a_deleted_boards_checkpoint_never_lands_on_the_recreated_board() {
     let store = TestStore::new(memory_store().await);
     let mut cfg = config();
@@ -869,11 +867,10 @@ async fn a_deleted_boards_checkpoint_never_lands_on_the_recreated_board() {
 
 /// A compaction of a deleted board never commits on a board created later under the same id.
 ///
-/// FAILS on the current code: a compaction that read the deleted board's rows commits once
+/// Failed before its fix: a compaction that read the deleted board's rows commits once
 /// the new board has as many rows (sequence numbers start again at 1 for a new board): its
 /// snapshot of the deleted content replaces the new board's rows, which are deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a deleted board's compaction in flight commits on the re-created board"]
 async fn a_deleted_boards_compaction_never_lands_on_the_recreated_board() {
     let store = TestStore::new(memory_store().await);
     let mut cfg = config();
@@ -924,13 +921,12 @@ async fn a_deleted_boards_compaction_never_lands_on_the_recreated_board() {
 /// A version holds every row up to the sequence it covers, rows another writer committed
 /// included.
 ///
-/// FAILS on the current code: the commit that reveals a gap (`note_rows`) starts reading the
+/// Failed before its fix: the commit that reveals a gap (`note_rows`) starts reading the
 /// missing rows, and the checkpoint taken right after it uses the doc (`is_quiescent` does not
 /// look at `healing`), which lacks them, while `covers_seq` counts them. Restoring that
 /// version deletes them. (The same holds for named versions and "before restore" versions
 /// saved while `healing` runs, and reads answered meanwhile miss them.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a checkpoint taken while the actor reads another writer's rows lacks them"]
 async fn a_checkpoint_holds_the_rows_another_writer_committed_before_it() {
     let store = TestStore::new(memory_store().await);
     let mut cfg = config();
@@ -977,12 +973,11 @@ async fn a_checkpoint_holds_the_rows_another_writer_committed_before_it() {
 /// Every row another writer commits reaches the live board and its clients, also one found
 /// while the actor is still reading an earlier one.
 ///
-/// FAILS on the current code: `note_rows` starts reading a gap only if no read is running
+/// Failed before its fix: `note_rows` starts reading a gap only if no read is running
 /// (`self.healing.is_none()`) and moves `last_seq` past the gap either way, so a second gap
 /// found meanwhile is never read: connected clients never receive that row (until the board
 /// is reloaded), and versions taken from the doc lack it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a second gap found while the actor reads a first one is never read"]
 async fn a_second_row_of_another_writer_found_while_reading_the_first_reaches_clients() {
     let store = TestStore::new(memory_store().await);
     let server = TestServer::start(config(), store.clone()).await;

@@ -109,7 +109,12 @@ struct BoardActor {
     saving: Option<(Job<VersionInfo>, AfterSave)>,
     /// Rows other writers committed between this actor's own, being read to catch up.
     healing: Option<Job<Vec<Vec<u8>>>>,
+    /// Rows other writers committed that no read covers yet (`after < seq < before`): read as
+    /// soon as the running read ends.
+    gaps: Option<(Seq, Seq)>,
     idle_since: Option<Instant>,
+    /// The board is being deleted: answered, and the actor stops, once nothing is in flight.
+    deleting: Option<oneshot::Sender<()>>,
     /// Set when the actor must stop at the end of this iteration.
     stopped: bool,
 }
@@ -169,7 +174,9 @@ pub(super) async fn run(
         checkpoint_at: Instant::now(),
         saving: None,
         healing: None,
+        gaps: None,
         idle_since: Some(Instant::now()),
+        deleting: None,
         stopped: false,
     };
     actor.shared.metrics.boards_loaded.inc();
@@ -329,7 +336,7 @@ impl BoardActor {
                     draining = true;
                     self.drain(rx);
                 }
-                cmd = rx.recv(), if !draining => match cmd {
+                cmd = rx.recv(), if !draining && self.deleting.is_none() => match cmd {
                     Some(cmd) => self.handle(cmd),
                     None => break,
                 },
@@ -342,6 +349,12 @@ impl BoardActor {
                     }
                     self.idle_since = None;
                 }
+            }
+            if self.deleting.is_some() && self.in_flight.is_empty() && self.saving.is_none() {
+                if let Some(reply) = self.deleting.take() {
+                    let _ = reply.send(());
+                }
+                break;
             }
             if self.stopped {
                 break;
@@ -404,10 +417,16 @@ impl BoardActor {
         self.in_flight.is_empty() && self.next.updates.is_empty()
     }
 
-    /// Reads may be answered now: the doc holds only durable data, and no version is being
-    /// saved (which holds every change back).
+    /// The doc holds every stored row up to `last_seq`: no rows of another writer wait to be
+    /// read.
+    fn is_complete(&self) -> bool {
+        self.healing.is_none() && self.gaps.is_none()
+    }
+
+    /// Reads may be answered now: the doc holds exactly the durable state (nothing undurable,
+    /// nothing stored missing), and no version is being saved (which holds every change back).
     fn can_answer(&self) -> bool {
-        self.is_quiescent() && self.saving.is_none()
+        self.is_quiescent() && self.is_complete() && self.saving.is_none()
     }
 
     fn handle(&mut self, cmd: BoardCmd) {
@@ -441,8 +460,12 @@ impl BoardActor {
                 let _ = reply.send(Ok(()));
             }
             BoardCmd::Leave { conn } => self.remove_peer(conn),
+            // Held back while reads wait or a version is saved, and behind any held back
+            // already: a connection's updates apply in the order it sent them.
             cmd @ (BoardCmd::Update { .. } | BoardCmd::HttpUpdate { .. })
-                if !self.waiting.is_empty() || self.saving.is_some() =>
+                if !self.waiting.is_empty()
+                    || self.saving.is_some()
+                    || !self.deferred.is_empty() =>
             {
                 self.defer(cmd);
             }
@@ -476,12 +499,23 @@ impl BoardActor {
             }
             BoardCmd::Read(read) => self.read(read),
             BoardCmd::Shutdown { reason, reply } => {
+                // The board is being deleted: no one may see it again, but what is being
+                // committed must be answered first (the deletion then removes it), so that no
+                // row of this board can land on one created later under the same id.
                 for peer in self.peers.take_all() {
                     peer.link.close(reason);
                 }
+                for read in std::mem::take(&mut self.waiting) {
+                    refuse(read, &BoardError::Deleted);
+                }
+                for cmd in std::mem::take(&mut self.deferred) {
+                    if let BoardCmd::HttpUpdate { reply, .. } = cmd {
+                        let _ = reply.send(Err(BoardError::Deleted));
+                    }
+                }
+                self.deferred_bytes = 0;
                 self.shared.remove_if(&self.id, self.actor_id);
-                self.stopped = true;
-                let _ = reply.send(());
+                self.deleting = Some(reply);
             }
         }
     }
@@ -733,9 +767,7 @@ impl BoardActor {
                     return;
                 }
                 self.dispatch();
-                if self.can_answer() && !self.waiting.is_empty() {
-                    self.answer_waiting();
-                }
+                self.answer_waiting_if_ready();
                 self.maybe_compact();
                 let config = &self.shared.config.board;
                 if self.last_seq - self.checkpoint_seq >= config.checkpoint_rows
@@ -755,24 +787,47 @@ impl BoardActor {
     fn note_rows(&mut self, last: Seq, count: usize) {
         let first = last - count as Seq + 1;
         let expected = self.last_seq + 1;
-        if first > expected && self.healing.is_none() {
+        if first > expected {
             info!(board = %self.id, from = expected, to = first - 1, "rows another writer committed; reading them");
-            self.healing = Some(maintenance::read_rows(
-                &self.shared,
-                &self.id,
-                expected - 1,
-                first,
-            ));
+            let (after, before) = (expected - 1, first);
+            self.gaps = Some(match self.gaps {
+                Some((a, b)) => (a.min(after), b.max(before)),
+                None => (after, before),
+            });
+            self.read_gaps();
         }
         self.last_seq = self.last_seq.max(last);
     }
 
+    /// Starts reading the rows of the gaps found so far, unless a read runs (the next starts
+    /// when it ends). Rows of this actor's own in between are read too: applying them again
+    /// changes nothing.
+    fn read_gaps(&mut self) {
+        if self.healing.is_some() {
+            return;
+        }
+        if let Some((after, before)) = self.gaps.take() {
+            self.healing = Some(maintenance::read_rows(
+                &self.shared,
+                &self.id,
+                after,
+                before,
+            ));
+        }
+    }
+
     /// Applies rows another writer committed (durable already: they go to every peer at once).
+    /// If they cannot be read, the actor stops (its connections are closed with 1011 and the
+    /// board reloads from the database), rather than serve a doc that lacks stored rows.
     fn on_healed(&mut self, result: Result<Vec<Vec<u8>>, maintenance::JobError>) {
         let rows = match result {
             Ok(rows) => rows,
             Err(e) => {
-                warn!(board = %self.id, error = %e, "cannot read rows another writer committed");
+                warn!(board = %self.id, error = %e, "cannot read rows another writer committed; reloading the board");
+                self.close_all(CloseReason {
+                    code: close::INTERNAL,
+                    reason: "board unavailable; reconnect",
+                });
                 return;
             }
         };
@@ -797,6 +852,35 @@ impl BoardActor {
                 self.broadcast(&protocol::update(&delta), None);
             }
         }
+        self.read_gaps();
+        self.answer_waiting_if_ready();
+    }
+
+    /// Stops the actor without a failed commit: closes every connection with `reason`, drops
+    /// waiting reads (their callers ask again and reach a new actor), fails held-back writers.
+    fn close_all(&mut self, reason: CloseReason) {
+        let held = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .map(|f| f.batch)
+            .chain([std::mem::take(&mut self.next)]);
+        for batch in held {
+            self.shared.metrics.pending_bytes.dec_by(batch.bytes as i64);
+            batch.fail(&BoardError::Gone);
+        }
+        for cmd in std::mem::take(&mut self.deferred) {
+            if let BoardCmd::HttpUpdate { reply, .. } = cmd {
+                let _ = reply.send(Err(BoardError::Gone));
+            }
+        }
+        self.deferred_bytes = 0;
+        self.waiting.clear();
+        if let Some((_, after)) = self.saving.take() {
+            after.refuse(&BoardError::Gone);
+        }
+        for peer in self.peers.take_all() {
+            peer.link.close(reason);
+        }
+        self.stopped = true;
     }
 
     /// Moves the batches after `batch` whose commits are answered already (they were in the
@@ -887,6 +971,13 @@ impl BoardActor {
             });
         }
         self.stopped = true;
+    }
+
+    /// [`Self::answer_waiting`], if anything waits and the doc can answer now.
+    fn answer_waiting_if_ready(&mut self) {
+        if self.can_answer() && !(self.waiting.is_empty() && self.deferred.is_empty()) {
+            self.answer_waiting();
+        }
     }
 
     /// Serves reads that waited for durable state, then the updates held back meanwhile. An
@@ -1027,9 +1118,7 @@ impl BoardActor {
                 after.refuse(&BoardError::CommitFailed);
             }
         }
-        if self.can_answer() {
-            self.answer_waiting();
-        }
+        self.answer_waiting_if_ready();
     }
 
     fn on_awareness(&mut self, conn: ConnId, update: AwarenessUpdate, frame: &Bytes) {
@@ -1114,7 +1203,7 @@ impl BoardActor {
         if self.last_seq <= self.checkpoint_seq || self.checkpoint.is_some() {
             return;
         }
-        let source = if self.is_quiescent() {
+        let source = if self.is_quiescent() && self.is_complete() {
             Source::Doc {
                 state: self
                     .doc

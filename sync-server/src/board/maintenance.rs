@@ -9,6 +9,7 @@
 //! moment it holds nothing undurable, and otherwise the stored rows folded.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
@@ -63,37 +64,43 @@ pub(super) enum Source {
     Stored,
 }
 
+/// Runs `work` as a tracked task counted as a job of board `id` (see
+/// [`super::registry::JobGuard`]).
 fn spawn<T: Send + 'static>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
+    id: &BoardId,
     work: impl Future<Output = Result<T, JobError>> + Send + 'static,
 ) -> Job<T> {
     let (tx, rx) = oneshot::channel();
+    let job = shared.job(id);
     shared.tracker.spawn(async move {
         let _ = tx.send(work.await);
+        drop(job);
     });
     rx
 }
 
 /// Folds the board's stored log into a snapshot; `None` if the log after it is empty.
-pub(super) fn compact(shared: &Shared, id: &BoardId) -> Job<Option<CompactionStats>> {
-    let (store, id) = (shared.store.clone(), id.clone());
-    spawn(shared, async move {
-        Ok(compact_board(store.as_ref(), &id).await?)
+pub(super) fn compact(shared: &Arc<Shared>, id: &BoardId) -> Job<Option<CompactionStats>> {
+    let store = shared.store.clone();
+    let board = id.clone();
+    spawn(shared, id, async move {
+        Ok(compact_board(store.as_ref(), &board).await?)
     })
 }
 
 /// Saves a version of the board from `source`, then, for automatic versions, applies
 /// retention (keeping `keep_auto`).
 pub(super) fn save_version(
-    shared: &Shared,
-    id: &BoardId,
+    shared: &Arc<Shared>,
+    board: &BoardId,
     source: Source,
     meta: VersionMeta,
 ) -> Job<VersionInfo> {
-    let (store, id) = (shared.store.clone(), id.clone());
+    let (store, id) = (shared.store.clone(), board.clone());
     let keep = shared.config.board.keep_auto_versions;
     let metrics = shared.metrics.clone();
-    spawn(shared, async move {
+    spawn(shared, board, async move {
         let (state, seq) = match source {
             Source::Doc { state, seq } => (state, seq),
             Source::Stored => stored_state(store.as_ref(), &id).await?,
@@ -121,13 +128,13 @@ pub(super) fn save_version(
 /// between this actor's own. If a snapshot covers some of them, its whole state comes first
 /// (applying what a doc has already changes nothing).
 pub(super) fn read_rows(
-    shared: &Shared,
-    id: &BoardId,
+    shared: &Arc<Shared>,
+    board: &BoardId,
     after: Seq,
     before: Seq,
 ) -> Job<Vec<Vec<u8>>> {
-    let (store, id) = (shared.store.clone(), id.clone());
-    spawn(shared, async move {
+    let (store, id) = (shared.store.clone(), board.clone());
+    spawn(shared, board, async move {
         let stored = store.load(&id).await?;
         let mut rows = Vec::new();
         if let Some(snapshot) = stored.snapshot.filter(|s| s.seq > after) {

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -38,14 +38,40 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     pub(crate) metrics: Arc<Metrics>,
     boards: Mutex<Loaded>,
+    /// Woken whenever a board's last background job ends.
+    jobs_done: Notify,
     next_actor: AtomicU64,
 }
 
-/// The registry's map, and the boards being deleted (with how many deletions of each run).
+/// A background job of one board (a compaction, a version being saved, a read of stored rows)
+/// counted while it runs: deleting the board waits for it, so that it can never land on a board
+/// created later under the same id.
+#[derive(Debug)]
+pub(crate) struct JobGuard {
+    shared: Arc<Shared>,
+    id: BoardId,
+}
+
+impl Drop for JobGuard {
+    fn drop(&mut self) {
+        let mut boards = self.shared.lock();
+        if let Some(count) = boards.jobs.get_mut(&self.id) {
+            *count -= 1;
+            if *count == 0 {
+                boards.jobs.remove(&self.id);
+                self.shared.jobs_done.notify_waiters();
+            }
+        }
+    }
+}
+
+/// The registry's map, the boards being deleted (with how many deletions of each run), and
+/// the background jobs of each board still running.
 #[derive(Debug, Default)]
 struct Loaded {
     actors: HashMap<BoardId, Entry>,
     deleting: HashMap<BoardId, usize>,
+    jobs: HashMap<BoardId, usize>,
 }
 
 /// Settings the registry hands to its actors.
@@ -95,6 +121,28 @@ impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
         self.boards.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Counts a background job of board `id` until the guard is dropped.
+    pub(crate) fn job(self: &Arc<Self>, id: &BoardId) -> JobGuard {
+        *self.lock().jobs.entry(id.clone()).or_insert(0) += 1;
+        JobGuard {
+            shared: self.clone(),
+            id: id.clone(),
+        }
+    }
+
+    /// Resolves once board `id` has no background job running.
+    async fn jobs_finished(&self, id: &BoardId) {
+        loop {
+            let notified = self.jobs_done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.lock().jobs.contains_key(id) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl Boards {
@@ -115,6 +163,7 @@ impl Boards {
                 shutdown,
                 metrics,
                 boards: Mutex::default(),
+                jobs_done: Notify::new(),
                 next_actor: AtomicU64::new(1),
             }),
         }
@@ -181,9 +230,11 @@ impl Boards {
         Err(BoardError::Gone)
     }
 
-    /// Deletes a board: closes its connections with `reason`, stops its actor and deletes it
-    /// with its history in storage. While this runs no actor can be spawned for the board (see
-    /// the module docs). Returns whether the board existed.
+    /// Deletes a board: closes its connections with `reason`, stops its actor (which first
+    /// sees its commits in flight answered), waits for the board's background jobs, and
+    /// deletes it with its history in storage. While this runs no actor can be spawned for the
+    /// board (see the module docs), so nothing of the deleted board can land on one created
+    /// later under the same id. Returns whether the board existed.
     pub(crate) async fn delete(
         &self,
         id: &BoardId,
@@ -205,6 +256,7 @@ impl Boards {
                 let _ = rx.await;
             }
         }
+        self.shared.jobs_finished(id).await;
         self.shared.store.delete_board(id).await
     }
 
