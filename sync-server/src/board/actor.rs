@@ -1203,17 +1203,7 @@ impl BoardActor {
         if self.last_seq <= self.checkpoint_seq || self.checkpoint.is_some() {
             return;
         }
-        let source = if self.is_quiescent() && self.is_complete() {
-            Source::Doc {
-                state: self
-                    .doc
-                    .transact()
-                    .encode_state_as_update_v1(&StateVector::default()),
-                seq: self.last_seq,
-            }
-        } else {
-            Source::Stored
-        };
+        let source = self.durable_source();
         let meta = maintenance::automatic(reason);
         self.checkpoint = Some(maintenance::save_version(
             &self.shared,
@@ -1237,8 +1227,8 @@ impl BoardActor {
         }
     }
 
-    /// Starts a background compaction once the log after the snapshot passes a threshold. It
-    /// folds the stored rows (see [`maintenance`]), never the live doc.
+    /// Starts a background compaction once the log after the snapshot passes a threshold, from
+    /// durable state only (see [`maintenance`]).
     fn maybe_compact(&mut self) {
         let config = &self.shared.config.board;
         let rows = self.last_seq - self.snapshot_seq;
@@ -1248,7 +1238,24 @@ impl BoardActor {
             return;
         }
         self.compaction_bytes = self.log_bytes;
-        self.compaction = Some(maintenance::compact(&self.shared, &self.id));
+        let source = self.durable_source();
+        self.compaction = Some(maintenance::compact(&self.shared, &self.id, source));
+    }
+
+    /// Where durable state comes from now: the doc, if it holds exactly the stored rows up to
+    /// `last_seq` (nothing in flight, no rows of another writer unread), else the stored rows.
+    fn durable_source(&self) -> Source {
+        if self.is_quiescent() && self.is_complete() {
+            Source::Doc {
+                state: self
+                    .doc
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default()),
+                seq: self.last_seq,
+            }
+        } else {
+            Source::Stored
+        }
     }
 
     fn on_compacted(&mut self, result: Result<Option<CompactionStats>, maintenance::JobError>) {

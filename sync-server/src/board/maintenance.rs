@@ -2,11 +2,11 @@
 //! versions saved on request. Each runs as a tracked task and answers the actor through a
 //! oneshot.
 //!
-//! Everything here is written from **durable state only**: a compaction folds the stored rows
-//! themselves (never the live document, which may hold updates whose commit is still in flight
-//! and may yet fail, and may lack rows another writer committed), so it can never delete a row
-//! whose content is not in the snapshot it writes; a version is the live document only at a
-//! moment it holds nothing undurable, and otherwise the stored rows folded.
+//! Everything here is written from **durable state only**, so a compaction can never delete a
+//! row whose content is not in the snapshot it writes, and a version never holds what was not
+//! committed. The live document is used only at a moment it holds exactly the stored rows up
+//! to the actor's sequence: nothing whose commit is still in flight (and may yet fail), no
+//! rows of another writer still unread. Otherwise the stored rows themselves are folded.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,7 +17,9 @@ use super::registry::Shared;
 use super::{BoardError, VersionMeta};
 use crate::ids::{BoardId, Seq};
 use crate::storage::compaction::{CompactionError, compact_board};
-use crate::storage::{CompactionStats, NewVersion, StorageError, VersionInfo, VersionKind};
+use crate::storage::{
+    CompactionStats, NewSnapshot, NewVersion, StorageError, VersionInfo, VersionKind,
+};
 use crate::transfer::{TransferError, stored_state};
 
 /// Why background work on a board failed. The board is unchanged.
@@ -80,12 +82,28 @@ fn spawn<T: Send + 'static>(
     rx
 }
 
-/// Folds the board's stored log into a snapshot; `None` if the log after it is empty.
-pub(super) fn compact(shared: &Arc<Shared>, id: &BoardId) -> Job<Option<CompactionStats>> {
+/// Folds the board's log into a snapshot; `None` if there was nothing to fold. From the doc's
+/// state if the actor could vouch for it ([`Source::Doc`]: the doc held exactly the stored
+/// rows up to `seq`), otherwise from the stored rows themselves.
+pub(super) fn compact(
+    shared: &Arc<Shared>,
+    id: &BoardId,
+    source: Source,
+) -> Job<Option<CompactionStats>> {
     let store = shared.store.clone();
     let board = id.clone();
     spawn(shared, id, async move {
-        Ok(compact_board(store.as_ref(), &board).await?)
+        match source {
+            Source::Stored => Ok(compact_board(store.as_ref(), &board).await?),
+            Source::Doc { state, seq } => {
+                let snapshot = NewSnapshot {
+                    upto: seq,
+                    data: &state,
+                };
+                let pending = store.begin_compaction(&board, snapshot).await?;
+                Ok(Some(pending.commit().await?))
+            }
+        }
     })
 }
 
