@@ -30,12 +30,19 @@
 //! - `SEED=n cargo test -p sync-server --test randomized` replays seed `n`: the same
 //!   operations in the same order (timing, and so what each one meets, may differ);
 //! - `SOAK=N` (or `SEEDS=N`) runs `N` random seeds, printing each;
-//! - `OPS=n` changes the number of operations per seed (default 90);
+//! - `OPS=n` changes the number of operations per seed (default 120);
 //! - `RANDOMIZED_LOG=1` prints every operation as it runs (add `-- --nocapture`);
 //! - `RANDOMIZED_TRACE=1` also prints the server's own logs (`RUST_LOG` filters them; the
 //!   default is `sync_server=debug`).
 //!
-//! A failure panics with `SEED=n` and prints the seed's operation log.
+//! A failure panics with `SEED=n` and prints the seed's operation log. `SEED=n` replays the
+//! operations, not the timing: a failure that depends on a race may need a few runs (a loop of
+//! `SEED=n` runs) to show again.
+//!
+//! The tests after the randomized one reduce what it found to a few deterministic steps each
+//! (an update after a gap in its client's clocks acknowledged and shown before it is stored; a
+//! version that cannot be restored; an update answered 503 that is stored behind the live
+//! board). They fail until the server is fixed, as does the randomized test on some seeds.
 
 #![allow(clippy::unwrap_used)]
 
@@ -70,10 +77,10 @@ use yrs::{
     Any, Array, Doc, GetString, Map, MapPrelim, Number, Out, ReadTxn, Text, TextPrelim, Transact,
 };
 
-/// The seeds a default run covers.
-const DEFAULT_SEEDS: &[u64] = &[1, 2, 3, 4, 5, 6, 7, 8];
+/// The seeds a default run covers (about a second or two each).
+const DEFAULT_SEEDS: &[u64] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
 /// Operations per seed.
-const DEFAULT_OPS: usize = 90;
+const DEFAULT_OPS: usize = 120;
 /// How long a quiet point may take to settle (generous: a loaded 2-core machine).
 const QUIET: Duration = Duration::from_secs(60);
 /// How long an HTTP request may take before it counts as hung.
@@ -2395,5 +2402,79 @@ async fn a_version_saved_while_an_update_waits_for_its_dependencies_can_be_resto
         "a version the server saved cannot be restored: {}",
         restored.text()
     );
+    server.shutdown().await.unwrap();
+}
+
+/// Found as `SEED=572422586881`: when a commit fails, the actor fails every later batch of
+/// the board still in flight and stops at once, without waiting for their answers; the next
+/// connection loads the board again. A later batch can still commit after that load (its
+/// group started after the failed one, when the store worked again): the database then holds
+/// an update the live board never applied. A client's update is resent by its client, but
+/// nobody resends the server's own (an HTTP update, a restore, an assistant edit): the live
+/// board and storage differ until the next load, and the HTTP caller was told 503 for an
+/// update that is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_reported_failed_is_not_stored_behind_the_live_board() {
+    let db = SqliteDb::new();
+    let store = TestStore::new(db.open().await);
+    let server = server_support::TestServer::start(config(), store.clone()).await;
+    let client = TestClient::connect(server.addr, "behind", true).await;
+    client.wait_synced().await;
+    client.put_note("kept", "durable");
+    client.wait_all_acked().await;
+
+    // Every append takes 300 ms. The client's update commits first; the HTTP update's group
+    // starts when that one ends.
+    store.append_delay_ms.store(300, Ordering::SeqCst);
+    client.put_note("lost", "its commit fails");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let addr = server.addr;
+    let http_update = tokio::spawn(async move {
+        let doc = seeded_doc(4242);
+        let update = create_note(&doc, "from-http", "server-side writer", (1, 1), "a0");
+        http(
+            addr,
+            "POST",
+            "/v1/boards/behind/updates",
+            "application/octet-stream",
+            &update,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The first group fails; the store works again before the second group's append ends.
+    store.set_fail_appends(true);
+    assert_eq!(client.wait_closed().await, 1011);
+    store.set_fail_appends(false);
+    let answer = http_update.await.unwrap().unwrap();
+    // The board is loaded again (by a client reconnecting with its doc, as y-websocket does)
+    // while the second group is still in its append.
+    let again = TestClient::connect_with_doc(server.addr, "behind", true, client.doc()).await;
+    again.wait_synced().await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    again.wait_all_acked().await;
+    store.append_delay_ms.store(0, Ordering::SeqCst);
+
+    let live = http(server.addr, "GET", "/v1/boards/behind/state", "", b"")
+        .await
+        .unwrap();
+    let live = server_support::notes(&doc_from(&live.body));
+    let durable = server_support::notes(&stored(store.as_ref(), "behind").await);
+    let mut problems = Vec::new();
+    if answer.status != 204 && durable.contains_key("from-http") {
+        problems.push(format!(
+            "the HTTP update was answered {} {}, but it is stored",
+            answer.status,
+            answer.text()
+        ));
+    }
+    if live != durable {
+        problems.push(format!(
+            "the live board {:?} and storage {:?} differ",
+            live.keys().collect::<Vec<_>>(),
+            durable.keys().collect::<Vec<_>>()
+        ));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("; "));
     server.shutdown().await.unwrap();
 }

@@ -18,6 +18,11 @@
 //! Depth counts containers: `[]` is 1, `[[1]]` is 2, `{"a": [1]}` is 2. The item's content is
 //! not a level.
 //!
+//! Without a depth check before yrs decodes, these tests fail: yrs' `Any` decoder recurses once
+//! per level, so a few thousand levels overflow a 2 MiB stack and abort the whole test process
+//! (`SIGABRT`, "thread ... has overflowed its stack"), exactly as a peer's frame would abort the
+//! server; shallower nesting past the limit is accepted instead of refused.
+//!
 //! Cases: `PROPTEST_CASES` (256 by default; the test command sets 2000).
 
 #![allow(clippy::unwrap_used)]
