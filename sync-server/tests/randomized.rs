@@ -42,7 +42,8 @@
 //! The tests after the randomized one reduce what it found to a few deterministic steps each
 //! (an update after a gap in its client's clocks acknowledged and shown before it is stored; a
 //! version that cannot be restored; an update answered 503 that is stored behind the live
-//! board). They fail until the server is fixed, as does the randomized test on some seeds.
+//! board; a GC run across such a gap that panics yrs inside the board actor). They fail until
+//! the server is fixed, as does the randomized test on some seeds.
 
 #![allow(clippy::unwrap_used)]
 
@@ -2476,5 +2477,78 @@ async fn an_update_reported_failed_is_not_stored_behind_the_live_board() {
         ));
     }
     assert!(problems.is_empty(), "{}", problems.join("; "));
+    server.shutdown().await.unwrap();
+}
+
+/// Found as `SEED=2204` (and `SEED=2101`, `SEED=2170` in the clients' own docs): yrs panics
+/// (`attempt to subtract with overflow` in `BlockStore::push`; a release build wraps instead
+/// and corrupts the doc) when a GC run arrives that starts inside a gap it keeps for a client
+/// and ends past it. The steps: a client types into a note offline ("abc"), then types
+/// somewhere else in it ("def"), and only the second edit reaches the server (it overtook the
+/// sync answer after a failed commit); then the note is deleted, which turns all the client's
+/// text into one GC run, and its sync answer carries that run. The board actor applies updates
+/// without `catch_unwind`, so the panic ends the actor: the connection is neither
+/// acknowledged nor closed, and the board stops answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gc_run_across_a_gap_does_not_stop_the_board() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let db = SqliteDb::new();
+    let store = db.open().await;
+    let server = server_support::TestServer::start(config(), store.clone()).await;
+    create_board(server.addr, "gc-gap").await;
+    let doc = seeded_doc(77);
+    let note = create_note(&doc, "n", "hello", (0, 0), "a0");
+    let stored_sv = doc.transact().state_vector();
+    let answer = http(
+        server.addr,
+        "POST",
+        "/v1/boards/gc-gap/updates",
+        "application/octet-stream",
+        &note,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 204, "{}", answer.text());
+    type_into(&doc, "n", 5, 0, "abc").unwrap(); // never reaches the server
+    let elsewhere = type_into(&doc, "n", 0, 0, "def").unwrap();
+    let mut socket = send_and_wait_for_ack(
+        server.addr,
+        "gc-gap",
+        sync_server::protocol::update(&elsewhere).to_vec(),
+    )
+    .await;
+    delete_note(&doc, "n").unwrap();
+    let sync_answer = doc.transact().encode_state_as_update_v1(&stored_sv);
+    socket
+        .send(Message::Binary(
+            sync_server::protocol::update(&sync_answer).to_vec().into(),
+        ))
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Binary(f))) if f.first() == Some(&100) => return "acknowledged",
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return "closed",
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        outcome.is_ok(),
+        "the second update was neither acknowledged nor refused within 10 s: the board actor \
+         stopped"
+    );
+    let state = tokio::time::timeout(
+        Duration::from_secs(10),
+        http(server.addr, "GET", "/v1/boards/gc-gap/state", "", b""),
+    )
+    .await;
+    assert!(
+        matches!(&state, Ok(Ok(r)) if r.status == 200),
+        "the board does not answer after the update: {state:?}"
+    );
     server.shutdown().await.unwrap();
 }
