@@ -94,6 +94,7 @@ const STOP_WAIT: Duration = Duration::from_secs(30);
 
 #[test]
 fn randomized_collaboration() {
+    watch_thread_panics();
     if std::env::var_os("RANDOMIZED_TRACE").is_some() {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sync_server=debug"));
@@ -120,6 +121,7 @@ fn randomized_collaboration() {
     for &seed in &seeds {
         let log = Log::new(seed);
         let seed_started = Instant::now();
+        take_thread_panics();
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -137,7 +139,10 @@ fn randomized_collaboration() {
                 seed_started.elapsed()
             ),
             Err(panic) => {
-                let message = panic_message(panic.as_ref());
+                let mut message = panic_message(panic.as_ref());
+                if let Some(cause) = take_thread_panics() {
+                    message = format!("{message}\n(a thread panicked first: {cause})");
+                }
                 eprintln!(
                     "\n===== SEED={seed}: operation log =====\n{}\n===== end of log =====\n",
                     log.dump()
@@ -155,6 +160,35 @@ fn randomized_collaboration() {
         seeds.len(),
         started.elapsed()
     );
+}
+
+/// Panics on the server's and the clients' threads (a panic there does not reach the test:
+/// a board actor that panics just stops, a client's reader leaves its lock poisoned).
+static THREAD_PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Threads whose panics are recorded: the servers' runtimes and the clients' runtime.
+const WATCHED_THREADS: &[&str] = &["server", "server-node", "clients"];
+
+fn watch_thread_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            if let Some(name) = thread.name().filter(|n| WATCHED_THREADS.contains(n)) {
+                let mut panics = THREAD_PANICS.lock().unwrap_or_else(|e| e.into_inner());
+                panics.push(format!("on a {name} thread: {info}"));
+            }
+            default(info);
+        }));
+    });
+}
+
+/// The panics recorded since the last call, if any.
+fn take_thread_panics() -> Option<String> {
+    let mut panics = THREAD_PANICS.lock().unwrap_or_else(|e| e.into_inner());
+    let taken = std::mem::take(&mut *panics);
+    (!taken.is_empty()).then(|| taken.join("; "))
 }
 
 fn env_number(name: &str) -> Option<u64> {
@@ -1366,6 +1400,9 @@ async fn run_seed(seed: u64, ops: usize, log: Log) -> String {
             .line(format!("#{n} {}", describe(op, &world.scenario)));
         world.run(op).await;
         world.poll_background().await;
+        if let Some(panic) = take_thread_panics() {
+            panic!("a thread panicked: {panic}");
+        }
         world.reconnect_dead().await;
     }
     // The end: a graceful stop, and what is stored is what the clients hold.
