@@ -142,11 +142,30 @@ pub fn restore_to<T: ReadTxn>(txn: &mut TransactionMut, target: &T) -> RestoreRe
     w.report
 }
 
-/// Like [`restore_to`], with the target given as a full-state Yjs v1 update (for example a
-/// stored version, or `GET /boards/{id}/state`). The update is loaded into a private [`Doc`].
+/// Like [`restore_to`], with the target given as a full-state Yjs v1 update (for example an
+/// upload, or `GET /boards/{id}/state`). The update is loaded into a private [`Doc`]; one that
+/// depends on changes it does not contain is refused ([`RestoreError::Incomplete`]).
 pub fn restore_from_update_v1(
     txn: &mut TransactionMut,
     update: &[u8],
+) -> Result<RestoreReport, RestoreError> {
+    restore_from(txn, update, false)
+}
+
+/// Like [`restore_from_update_v1`], for a state the board itself had (a saved version): parts of
+/// it that were still waiting for missing dependencies when it was saved (a board keeps such
+/// updates, and its state includes them) are left out instead of refusing the whole version.
+pub fn restore_from_version_v1(
+    txn: &mut TransactionMut,
+    update: &[u8],
+) -> Result<RestoreReport, RestoreError> {
+    restore_from(txn, update, true)
+}
+
+fn restore_from(
+    txn: &mut TransactionMut,
+    update: &[u8],
+    allow_waiting: bool,
 ) -> Result<RestoreReport, RestoreError> {
     crate::guard::check_update_v1(update)?;
     let update = Update::decode_v1(update)?;
@@ -157,7 +176,7 @@ pub fn restore_from_update_v1(
         load.apply_update(update)?;
     }
     let target = doc.transact();
-    if target.has_missing_updates() {
+    if target.has_missing_updates() && !allow_waiting {
         return Err(RestoreError::Incomplete);
     }
     Ok(restore_to(txn, &target))

@@ -79,6 +79,7 @@ pub fn decode(frame: &[u8]) -> Result<Incoming, ProtocolError> {
     if tag > 3 {
         return Err(ProtocolError::UnsupportedType(u64::from(tag)));
     }
+    check_declared_counts(frame)?;
     let message = catch_unwind(|| Message::decode_v1(frame))
         .map_err(|_| ProtocolError::Undecodable("decoder panicked".into()))?
         .map_err(|e| ProtocolError::Undecodable(e.to_string()))?;
@@ -92,6 +93,51 @@ pub fn decode(frame: &[u8]) -> Result<Incoming, ProtocolError> {
         Message::AwarenessQuery => Ok(Incoming::QueryAwareness),
         Message::Auth(_) => Ok(Incoming::Auth),
         Message::Custom(tag, _) => Err(ProtocolError::UnsupportedType(u64::from(tag))),
+    }
+}
+
+/// Refuses a state vector (sync step 1) or an awareness update that declares more entries than
+/// its bytes can hold. yrs reserves a hash map for every declared entry before reading one, and
+/// a hash map's reservation writes each slot's control byte: ten bytes declaring 2^30 entries
+/// would make it touch a gigabyte. Anything else is left for the decoder to judge.
+fn check_declared_counts(frame: &[u8]) -> Result<(), ProtocolError> {
+    // (offset of the varUint8Array holding the entries, least bytes an entry takes)
+    let (start, least) = match frame {
+        [0, 0, ..] => (2, 2), // sync step 1: (client, clock) pairs
+        [1, ..] => (1, 3),    // awareness: client, clock, JSON string
+        _ => return Ok(()),
+    };
+    let mut at = start;
+    let Some(len) = read_var(frame, &mut at) else {
+        return Ok(());
+    };
+    let body_end = at.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+    let Some(count) = read_var(frame, &mut at) else {
+        return Ok(());
+    };
+    let left = body_end.min(frame.len()).saturating_sub(at) as u64;
+    if count.saturating_mul(least) > left {
+        return Err(ProtocolError::Undecodable(
+            "a count past the end of the message".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// lib0's varUint at `*at`, advancing it; `None` if it is truncated or too long.
+fn read_var(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let (mut num, mut shift) = (0u64, 0u32);
+    loop {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        num |= u64::from(b & 0x7f).checked_shl(shift)?;
+        if b < 0x80 {
+            return Some(num);
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
     }
 }
 
@@ -218,6 +264,23 @@ mod tests {
         assert!(matches!(
             decode(&[0, 2, 3, 0xff, 0xff, 0xff]),
             Err(ProtocolError::BadUpdate(_))
+        ));
+    }
+
+    #[test]
+    fn counts_past_the_end_are_refused_before_yrs_reserves_them() {
+        // Sync step 1 with a state vector declaring 2^30 entries in 6 bytes.
+        let mut sv = vec![0, 0, 5];
+        sv.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x04]);
+        assert!(matches!(decode(&sv), Err(ProtocolError::Undecodable(_))));
+        // Awareness declaring 2^30 clients.
+        let mut aw = vec![1, 5];
+        aw.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x04]);
+        assert!(matches!(decode(&aw), Err(ProtocolError::Undecodable(_))));
+        // Honest ones pass.
+        assert!(matches!(
+            decode(&[0, 0, 3, 1, 123, 1]),
+            Ok(Incoming::SyncStep1(_))
         ));
     }
 

@@ -2283,29 +2283,55 @@ fn two_edits(client_id: u64, second: impl FnOnce(&Doc) -> Vec<u8>) -> (Vec<u8>, 
     (first, second(&doc))
 }
 
-/// Sends `frame` on a raw connection asking for acknowledgements and waits for the first
-/// acknowledgement; the socket stays open (returned) so the server does not drop anything.
-async fn send_and_wait_for_ack(
+/// Sends `frame` on a raw connection asking for acknowledgements, then an awareness update,
+/// and waits until the server echoes that (so it has handled the frame) and a little more for
+/// an acknowledgement, which comes once the frame is durable if it was applied. Returns the
+/// open socket (so the server drops nothing) and the acknowledged count, if any.
+async fn send_and_settle(
     addr: SocketAddr,
     board: &str,
     frame: Vec<u8>,
-) -> server_support::Socket {
+) -> (server_support::Socket, Option<u64>) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let mut socket = server_support::ws_connect(addr, &format!("/v1/sync/{board}?ack=1")).await;
     socket.send(Message::Binary(frame.into())).await.unwrap();
-    tokio::time::timeout(QUIET, async {
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Binary(f))) if f.first() == Some(&100) => return,
-                Some(Ok(_)) => {}
-                other => panic!("the connection ended before an acknowledgement: {other:?}"),
-            }
+    let marker = server_support::awareness_frame(ClientID::new(987_654), 1, r#"{"settle":1}"#);
+    socket.send(Message::Binary(marker.into())).await.unwrap();
+    let mut acked = None;
+    let mut echoed = false;
+    let mut deadline = tokio::time::Instant::now() + QUIET;
+    loop {
+        let next = tokio::time::timeout_at(deadline, socket.next()).await;
+        match next {
+            Err(_) => break,
+            Ok(Some(Ok(Message::Binary(f)))) => match f.first() {
+                Some(&100) => {
+                    let mut at = 1;
+                    let mut count = 0u64;
+                    let mut shift = 0;
+                    while let Some(&b) = f.get(at) {
+                        count |= u64::from(b & 0x7f) << shift;
+                        at += 1;
+                        shift += 7;
+                        if b < 0x80 {
+                            break;
+                        }
+                    }
+                    acked = Some(count);
+                }
+                Some(&1) if !echoed && f.windows(8).any(|w| w == b"settle\":") => {
+                    echoed = true;
+                    // Then a little longer, for an acknowledgement of what was applied.
+                    deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+                }
+                _ => {}
+            },
+            Ok(other) => panic!("the connection ended while settling: {other:?}"),
         }
-    })
-    .await
-    .expect("an acknowledgement");
-    socket
+    }
+    assert!(echoed, "the server did not handle the frames in time");
+    (socket, acked)
 }
 
 async fn create_board(addr: SocketAddr, board: &str) {
@@ -2340,17 +2366,8 @@ async fn an_update_after_a_gap_in_its_clocks_is_stored_before_it_is_acknowledged
     let store = db.open().await;
     let server = server_support::TestServer::start(config(), store.clone()).await;
     create_board(server.addr, "gap").await;
-    let (_, second) = two_edits(41, |doc| create_note(doc, "second", "xyz", (5, 5), "a1"));
-    let first_clock_of_second = {
-        let update = yrs::Update::decode_v1(&second).unwrap();
-        let lower = update.state_vector_lower();
-        lower.get(&ClientID::new(41))
-    };
-    assert!(
-        first_clock_of_second > 0,
-        "the second edit follows the first"
-    );
-    let _socket = send_and_wait_for_ack(
+    let (first, second) = two_edits(41, |doc| create_note(doc, "second", "xyz", (5, 5), "a1"));
+    let (mut socket, acked) = send_and_settle(
         server.addr,
         "gap",
         sync_server::protocol::update(&second).to_vec(),
@@ -2358,9 +2375,33 @@ async fn an_update_after_a_gap_in_its_clocks_is_stored_before_it_is_acknowledged
     .await;
     let held = inserted(&stored(store.as_ref(), "gap").await);
     assert!(
-        held.get(&41).is_some_and(|r| !r.is_empty()),
-        "the update was acknowledged as durable, but storage holds none of client 41's clocks \
-         (it holds {held:?})"
+        acked.is_none() || held.get(&41).is_some_and(|r| !r.is_empty()),
+        "the update was acknowledged as durable ({acked:?}), but storage holds none of client \
+         41's clocks (it holds {held:?})"
+    );
+    // Once the edit before it arrives, both are applied, stored and acknowledged.
+    {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let frame = sync_server::protocol::update(&first).to_vec();
+        socket.send(Message::Binary(frame.into())).await.unwrap();
+        tokio::time::timeout(QUIET, async {
+            loop {
+                match socket.next().await {
+                    Some(Ok(Message::Binary(f))) if f.as_ref() == [100, 2] => return,
+                    Some(Ok(_)) => {}
+                    other => panic!("the connection ended before the acknowledgement: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("both messages acknowledged");
+    }
+    let notes_stored = server_support::notes(&stored(store.as_ref(), "gap").await);
+    assert_eq!(
+        notes_stored.keys().collect::<Vec<_>>(),
+        ["first", "second"],
+        "both edits are stored once acknowledged"
     );
     server.shutdown().await.unwrap();
 }
@@ -2374,7 +2415,7 @@ async fn an_update_after_a_gap_in_its_clocks_is_not_shown_before_it_is_durable()
     let server = server_support::TestServer::start(config(), store.clone()).await;
     create_board(server.addr, "gap-visible").await;
     let (_, second) = two_edits(42, |doc| create_note(doc, "second", "xyz", (5, 5), "a1"));
-    let _socket = send_and_wait_for_ack(
+    let _socket = send_and_settle(
         server.addr,
         "gap-visible",
         sync_server::protocol::update(&second).to_vec(),
@@ -2407,7 +2448,7 @@ async fn a_version_saved_while_an_update_waits_for_its_dependencies_can_be_resto
     create_board(server.addr, "pending").await;
     // Typing into the first note's text: the insertion's origin is in the first edit.
     let (_, second) = two_edits(43, |doc| type_into(doc, "first", 3, 0, "def").unwrap());
-    let _socket = send_and_wait_for_ack(
+    let _socket = send_and_settle(
         server.addr,
         "pending",
         sync_server::protocol::update(&second).to_vec(),
@@ -2549,7 +2590,7 @@ async fn a_gc_run_across_a_gap_does_not_stop_the_board() {
     assert_eq!(answer.status, 204, "{}", answer.text());
     type_into(&doc, "n", 5, 0, "abc").unwrap(); // never reaches the server
     let elsewhere = type_into(&doc, "n", 0, 0, "def").unwrap();
-    let mut socket = send_and_wait_for_ack(
+    let (mut socket, _) = send_and_settle(
         server.addr,
         "gc-gap",
         sync_server::protocol::update(&elsewhere).to_vec(),

@@ -5,6 +5,11 @@
 //! `Any::decode`, lib0 varints) closely enough that every item boundary and clock it finds is the
 //! one yrs finds; where yrs would accept something only by wrapping arithmetic (a clock past
 //! `u32::MAX`), the scan refuses it instead.
+//!
+//! Every count the bytes declare (clients, blocks, delete ranges, values, map entries) is held
+//! against the bytes that remain: yrs reserves room for what is declared before reading it, and
+//! a hash map's reservation writes to every slot's control byte, so 23 bytes declaring a map of
+//! 2^27 entries made it touch 256 MB.
 
 use super::GuardError;
 
@@ -61,9 +66,9 @@ const TYPE_XML_ELEMENT: u8 = 3;
 pub(super) fn scan(bytes: &[u8], max_depth: u16) -> Result<Scanned, GuardError> {
     let mut r = Reader { bytes, at: 0 };
     let mut scanned = Scanned::default();
-    let clients = r.var_u32()?;
+    let clients = r.count_u32(3)?;
     for _ in 0..clients {
-        let blocks = r.var_u32()?;
+        let blocks = r.count_u32(1)?;
         let client = r.var_u64()?;
         let mut clock = r.var_u32()?;
         for _ in 0..blocks {
@@ -91,10 +96,10 @@ pub(super) fn scan(bytes: &[u8], max_depth: u16) -> Result<Scanned, GuardError> 
         }
     }
     // The delete set: clients, then ranges of each.
-    let clients = r.var_u32()?;
+    let clients = r.count_u32(2)?;
     for _ in 0..clients {
         r.var_u64()?;
-        let ranges = r.var_u32()?;
+        let ranges = r.count_u32(2)?;
         for _ in 0..ranges {
             r.var_u32()?;
             r.var_u32()?;
@@ -161,6 +166,7 @@ fn content(r: &mut Reader<'_>, kind: u8, max_depth: u16) -> Result<u32, GuardErr
             if count < 0 {
                 return Err(GuardError::Malformed("a negative JSON count"));
             }
+            r.fits(count as u64, 1)?;
             for _ in 0..=count {
                 json_depth(r.string()?, max_depth)?;
             }
@@ -187,7 +193,7 @@ fn content(r: &mut Reader<'_>, kind: u8, max_depth: u16) -> Result<u32, GuardErr
             1
         }
         CONTENT_ANY => {
-            let count = r.var_u32()?;
+            let count = r.count_u32(1)?;
             for _ in 0..count {
                 any(r, max_depth)?;
             }
@@ -245,7 +251,8 @@ fn any(r: &mut Reader<'_>, max_depth: u16) -> Result<(), GuardError> {
                 r.buf()?;
             }
             tag @ (117 | 118) => {
-                let len = r.var_u64()?;
+                // A value takes a byte at least; a map entry a key's length too.
+                let len = r.count_u64(if tag == 118 { 2 } else { 1 })?;
                 if open.len() >= usize::from(max_depth) {
                     return Err(GuardError::ValueTooDeep { limit: max_depth });
                 }
@@ -301,6 +308,30 @@ struct Reader<'a> {
 const TRUNCATED: GuardError = GuardError::Malformed("the update ends too early");
 
 impl<'a> Reader<'a> {
+    /// Refuses `declared` items of at least `min_bytes` each if they cannot fit in the bytes
+    /// left.
+    fn fits(&self, declared: u64, min_bytes: u64) -> Result<(), GuardError> {
+        let left = (self.bytes.len() - self.at) as u64;
+        if declared.saturating_mul(min_bytes) > left {
+            return Err(GuardError::Malformed("a count past the end of the update"));
+        }
+        Ok(())
+    }
+
+    /// A count (varint, as yrs reads a `u32`) of items of at least `min_bytes` each.
+    fn count_u32(&mut self, min_bytes: u64) -> Result<u32, GuardError> {
+        let n = self.var_u32()?;
+        self.fits(u64::from(n), min_bytes)?;
+        Ok(n)
+    }
+
+    /// A count (varint, as yrs reads a `usize`) of items of at least `min_bytes` each.
+    fn count_u64(&mut self, min_bytes: u64) -> Result<u64, GuardError> {
+        let n = self.var_u64()?;
+        self.fits(n, min_bytes)?;
+        Ok(n)
+    }
+
     fn u8(&mut self) -> Result<u8, GuardError> {
         let b = *self.bytes.get(self.at).ok_or(TRUNCATED)?;
         self.at += 1;

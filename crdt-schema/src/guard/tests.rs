@@ -262,6 +262,30 @@ fn garbage_truncation_and_huge_lengths_are_refused_without_allocating() {
 }
 
 #[test]
+fn declared_counts_past_the_end_are_refused_before_anything_is_reserved() {
+    // The update of `nested_any_update(0)`, its one value replaced by a map declaring 2^27
+    // entries: yrs would reserve a hash map for all of them (256 MB of control bytes).
+    let mut out = nested_any_update(0);
+    out.truncate(out.len() - 2); // the null and the empty delete set
+    out.push(118);
+    var(1 << 27, &mut out);
+    var(0, &mut out);
+    assert!(out.len() < 30);
+    assert_eq!(
+        check_update_v1(&out),
+        Err(GuardError::Malformed("a count past the end of the update"))
+    );
+    // So are clients and blocks declared in the billions.
+    let mut clients = Vec::new();
+    var(1 << 30, &mut clients);
+    var(0, &mut clients);
+    assert!(matches!(
+        check_update_v1(&clients),
+        Err(GuardError::Malformed(_))
+    ));
+}
+
+#[test]
 fn items_that_are_their_own_parents_are_malformed() {
     // Client 1, clock 0: a map whose parent is item (1, 1), and at clock 1 a map whose parent
     // is (1, 0).

@@ -52,6 +52,21 @@ struct InFlight {
     reply: CommitReply,
 }
 
+/// An update of a connection that skips clocks of a client the doc lacks (typically a
+/// reconnecting client's live edit arriving before its sync step 2 answer, which carries the
+/// edits before it). It waits, neither applied nor acknowledged, until the doc has those
+/// clocks; it still holds its share of the connection's uncommitted-bytes budget, so what
+/// waits is bounded. Dropped if its connection goes (the client resends it).
+#[derive(Debug)]
+struct Gapped {
+    conn: ConnId,
+    /// Its number among the connection's document messages.
+    message: u64,
+    update: Update,
+    raw: Vec<u8>,
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 /// What to do once a version the actor is saving is saved.
 #[derive(Debug)]
 enum AfterSave {
@@ -60,6 +75,7 @@ enum AfterSave {
     /// Apply the restore it precedes.
     Restore {
         target: Vec<u8>,
+        from_version: bool,
         origin: String,
         reply: oneshot::Sender<Result<(RestoreReport, VersionInfo), BoardError>>,
     },
@@ -107,6 +123,8 @@ struct BoardActor {
     checkpoint_at: Instant,
     /// A version being saved while every change waits, and what follows it.
     saving: Option<(Job<VersionInfo>, AfterSave)>,
+    /// Updates waiting for clocks they skip, in arrival order.
+    gapped: Vec<Gapped>,
     /// Rows other writers committed between this actor's own, being read to catch up.
     healing: Option<Job<Vec<Vec<u8>>>>,
     /// Rows other writers committed that no read covers yet (`after < seq < before`): read as
@@ -115,6 +133,8 @@ struct BoardActor {
     idle_since: Option<Instant>,
     /// The board is being deleted: answered, and the actor stops, once nothing is in flight.
     deleting: Option<oneshot::Sender<()>>,
+    /// A commit failed: the actor takes no more commands and stops once nothing is in flight.
+    failing: bool,
     /// Set when the actor must stop at the end of this iteration.
     stopped: bool,
 }
@@ -173,10 +193,12 @@ pub(super) async fn run(
         checkpoint_seq,
         checkpoint_at: Instant::now(),
         saving: None,
+        gapped: Vec::new(),
         healing: None,
         gaps: None,
         idle_since: Some(Instant::now()),
         deleting: None,
+        failing: false,
         stopped: false,
     };
     actor.shared.metrics.boards_loaded.inc();
@@ -336,7 +358,7 @@ impl BoardActor {
                     draining = true;
                     self.drain(rx);
                 }
-                cmd = rx.recv(), if !draining && self.deleting.is_none() => match cmd {
+                cmd = rx.recv(), if !draining && self.deleting.is_none() && !self.failing => match cmd {
                     Some(cmd) => self.handle(cmd),
                     None => break,
                 },
@@ -448,6 +470,8 @@ impl BoardActor {
                     link,
                     wants_acks,
                     doc_messages: 0,
+                    held_from: None,
+                    acked: 0,
                     identity,
                 };
                 self.peers.insert(conn, peer);
@@ -514,6 +538,7 @@ impl BoardActor {
                     }
                 }
                 self.deferred_bytes = 0;
+                self.gapped.clear();
                 self.shared.remove_if(&self.id, self.actor_id);
                 self.deleting = Some(reply);
             }
@@ -575,10 +600,92 @@ impl BoardActor {
         self.waiting.push(read);
     }
 
-    /// Applies an update to the doc and queues what must follow once it is durable.
+    /// Applies an update to the doc and queues what must follow once it is durable. An update
+    /// that skips clocks of a client the doc lacks waits first (see [`Gapped`]).
     fn apply(
         &mut self,
         origin: Option<ConnId>,
+        update: Update,
+        raw: Vec<u8>,
+        http: Option<Waiter>,
+        held: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
+        // Numbered as it arrives: the client counts its messages in the order it sent them.
+        let message_no = origin.and_then(|c| self.peers.get_mut(c)).map(|p| {
+            p.doc_messages += 1;
+            p.doc_messages
+        });
+        if self.skips_clocks(&update) {
+            match (origin, message_no) {
+                (Some(conn), Some(message)) => {
+                    debug!(board = %self.id, conn, message, "an update waits for clocks it skips");
+                    if let Some(peer) = self.peers.get_mut(conn) {
+                        peer.held_from.get_or_insert(message);
+                    }
+                    self.gapped.push(Gapped {
+                        conn,
+                        message,
+                        update,
+                        raw,
+                        held,
+                    });
+                }
+                _ => {
+                    if let Some(waiter) = http {
+                        waiter.answer(Err(BoardError::Rejected(
+                            "the update skips clocks of a client the board lacks; send the \
+                             updates before it first"
+                                .into(),
+                        )));
+                    }
+                }
+            }
+            return;
+        }
+        self.integrate(origin, message_no, update, raw, http, held);
+        self.release_gapped();
+    }
+
+    /// Whether `update` holds a client's clocks past the doc's next one for that client. yrs
+    /// 0.28 integrates such a block with a hole before it (shown by reads, missing from the
+    /// state vector and from the transaction's update, so it would be shown but never stored),
+    /// and panics when a later update's range spans the hole: such an update waits instead.
+    fn skips_clocks(&self, update: &Update) -> bool {
+        let lower = update.state_vector_lower();
+        let sv = self.doc.transact().state_vector();
+        lower.iter().any(|(client, &clock)| clock > sv.get(client))
+    }
+
+    /// Applies the updates that waited for clocks they skipped, once the doc has them.
+    fn release_gapped(&mut self) {
+        loop {
+            let Some(at) = self
+                .gapped
+                .iter()
+                .position(|g| !self.skips_clocks(&g.update))
+            else {
+                return;
+            };
+            let g = self.gapped.remove(at);
+            let still_held = self
+                .gapped
+                .iter()
+                .filter(|other| other.conn == g.conn)
+                .map(|other| other.message)
+                .min();
+            if let Some(peer) = self.peers.get_mut(g.conn) {
+                peer.held_from = still_held;
+            }
+            self.integrate(Some(g.conn), Some(g.message), g.update, g.raw, None, g.held);
+        }
+    }
+
+    /// Checks an update against the board's limits, applies it, and queues what must follow
+    /// once it is durable.
+    fn integrate(
+        &mut self,
+        origin: Option<ConnId>,
+        message_no: Option<u64>,
         update: Update,
         raw: Vec<u8>,
         http: Option<Waiter>,
@@ -615,17 +722,28 @@ impl BoardActor {
         let metrics = &self.shared.metrics;
         metrics.updates_received.inc();
         metrics.update_bytes_received.inc_by(raw.len() as u64);
-        let message_no = origin.and_then(|c| self.peers.get_mut(c)).map(|p| {
-            p.doc_messages += 1;
-            p.doc_messages
-        });
-        let (result, delta, had_pending, pending) = {
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut txn = self.doc.transact_mut_with(origin.unwrap_or(0));
             let had_pending = txn.has_missing_updates();
             let result = txn.apply_update(update);
             let delta = txn.encode_update_v1();
             let pending = txn.has_missing_updates();
             (result, delta, had_pending, pending)
+        }));
+        let Ok((result, delta, had_pending, pending)) = applied else {
+            // The doc may be half-changed: nothing of it is shown; the board reloads.
+            warn!(board = %self.id, conn = ?origin, "yrs panicked applying an update; reloading the board");
+            self.shared.metrics.error(kind::BAD_UPDATE);
+            if let Some(waiter) = http {
+                waiter.answer(Err(BoardError::Rejected(
+                    "the update does not apply".into(),
+                )));
+            }
+            self.close_all(CloseReason {
+                code: close::INTERNAL,
+                reason: "board unavailable; reconnect",
+            });
+            return;
         };
         // Whatever yrs integrated is part of what was checked.
         self.nesting.record(checked);
@@ -658,7 +776,8 @@ impl BoardActor {
             batch.broadcasts.push((skip, delta));
         }
         if let (Some(conn), Some(n), false) = (origin, message_no, rejected) {
-            batch.acks.insert(conn, n);
+            let count = batch.acks.entry(conn).or_insert(n);
+            *count = (*count).max(n);
         }
         if let Some(waiter) = http {
             if rejected {
@@ -678,13 +797,18 @@ impl BoardActor {
     fn restore(
         &mut self,
         target: &[u8],
+        from_version: bool,
         origin: &str,
         before: VersionInfo,
         reply: oneshot::Sender<Result<(RestoreReport, VersionInfo), BoardError>>,
     ) {
         let (result, delta) = {
             let mut txn = self.doc.transact_mut_with(origin);
-            let result = crdt_schema::restore::restore_from_update_v1(&mut txn, target);
+            let result = if from_version {
+                crdt_schema::restore::restore_from_version_v1(&mut txn, target)
+            } else {
+                crdt_schema::restore::restore_from_update_v1(&mut txn, target)
+            };
             (result, txn.encode_update_v1())
         };
         let report = match result {
@@ -755,6 +879,10 @@ impl BoardActor {
         let Some(InFlight { mut batch, .. }) = self.in_flight.pop_front() else {
             return;
         };
+        if self.failing {
+            self.on_committed_while_failing(batch, result);
+            return;
+        }
         match result {
             Ok(seq) => {
                 self.note_rows(seq, batch.stored);
@@ -852,6 +980,7 @@ impl BoardActor {
                 self.broadcast(&protocol::update(&delta), None);
             }
         }
+        self.release_gapped();
         self.read_gaps();
         self.answer_waiting_if_ready();
     }
@@ -873,6 +1002,7 @@ impl BoardActor {
             }
         }
         self.deferred_bytes = 0;
+        self.gapped.clear();
         self.waiting.clear();
         if let Some((_, after)) = self.saving.take() {
             after.refuse(&BoardError::Gone);
@@ -928,7 +1058,13 @@ impl BoardActor {
             }
         }
         for (conn, count) in batch.acks {
-            if self.peers.get(conn).is_some_and(|p| p.wants_acks) {
+            let Some(peer) = self.peers.get_mut(conn).filter(|p| p.wants_acks) else {
+                continue;
+            };
+            // Never past a message that still waits for clocks it skips; never backwards.
+            let count = peer.held_from.map_or(count, |held| count.min(held - 1));
+            if count > peer.acked {
+                peer.acked = count;
                 self.send(conn, protocol::durable_ack(count));
             }
         }
@@ -941,24 +1077,22 @@ impl BoardActor {
     /// clients resend on reconnect, and stop so the board reloads from the database.
     fn fail(&mut self, error: &CommitError, batch: Batch) {
         warn!(board = %self.id, error = %error, peers = self.peers.len(), "commit failed; closing the board's connections");
-        // Later batches are failed with it, even one that may yet commit: none was shown to
-        // anyone, and its senders resend on reconnect (a Yjs update applies once however
-        // often it arrives). The next actor of the board reads any such row it finds between
-        // its own (`note_rows`).
-        let later = std::mem::take(&mut self.in_flight)
-            .into_iter()
-            .map(|f| f.batch)
-            .chain([std::mem::take(&mut self.next)]);
-        for batch in [batch].into_iter().chain(later) {
-            self.shared.metrics.pending_bytes.dec_by(batch.bytes as i64);
-            batch.fail(&BoardError::CommitFailed);
-        }
+        self.shared.metrics.pending_bytes.dec_by(batch.bytes as i64);
+        batch.fail(&BoardError::CommitFailed);
+        // What was never sent to the committer is never stored: failed now. Batches still in
+        // flight may yet commit: the actor waits for their answers (showing nothing more to
+        // anyone) and stops only then, so that the board reloads with whatever they stored, and
+        // each HTTP writer learns what really happened to its update.
+        let next = std::mem::take(&mut self.next);
+        self.shared.metrics.pending_bytes.dec_by(next.bytes as i64);
+        next.fail(&BoardError::CommitFailed);
         for cmd in std::mem::take(&mut self.deferred) {
             if let BoardCmd::HttpUpdate { reply, .. } = cmd {
                 let _ = reply.send(Err(BoardError::CommitFailed));
             }
         }
         self.deferred_bytes = 0;
+        self.gapped.clear();
         // Reads waiting are dropped: their callers ask again and reach the reloaded board.
         self.waiting.clear();
         if let Some((_, after)) = self.saving.take() {
@@ -970,7 +1104,23 @@ impl BoardActor {
                 reason: "commit failed; reconnect",
             });
         }
-        self.stopped = true;
+        self.failing = true;
+        self.stopped = self.in_flight.is_empty();
+    }
+
+    /// A commit answered after one failed: its HTTP writers learn the truth; nothing is shown
+    /// (the connections are closed). The actor stops after the last answer.
+    fn on_committed_while_failing(&mut self, batch: Batch, result: Result<Seq, CommitError>) {
+        self.shared.metrics.pending_bytes.dec_by(batch.bytes as i64);
+        match result {
+            Ok(_) => {
+                for waiter in batch.http {
+                    waiter.answer(Ok(()));
+                }
+            }
+            Err(_) => batch.fail(&BoardError::CommitFailed),
+        }
+        self.stopped = self.in_flight.is_empty();
     }
 
     /// [`Self::answer_waiting`], if anything waits and the doc can answer now.
@@ -1068,6 +1218,7 @@ impl BoardActor {
             Read::SaveVersion { meta, reply } => self.save_version(meta, AfterSave::Reply(reply)),
             Read::Restore {
                 target,
+                from_version,
                 origin,
                 before,
                 reply,
@@ -1075,6 +1226,7 @@ impl BoardActor {
                 before,
                 AfterSave::Restore {
                     target,
+                    from_version,
                     origin,
                     reply,
                 },
@@ -1109,10 +1261,11 @@ impl BoardActor {
                 Ok(info),
                 AfterSave::Restore {
                     target,
+                    from_version,
                     origin,
                     reply,
                 },
-            ) => self.restore(&target, &origin, info, reply),
+            ) => self.restore(&target, from_version, &origin, info, reply),
             (Err(e), after) => {
                 warn!(board = %self.id, error = %e, "a version could not be saved");
                 after.refuse(&BoardError::CommitFailed);
@@ -1188,6 +1341,7 @@ impl BoardActor {
         if self.peers.remove(conn).is_none() {
             return;
         }
+        self.gapped.retain(|g| g.conn != conn);
         if self.peers.is_empty() {
             self.idle_since = Some(Instant::now());
         }

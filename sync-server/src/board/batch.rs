@@ -101,8 +101,12 @@ impl Batch {
         self.updates.extend(later.updates);
         self.bytes += later.bytes;
         self.broadcasts.extend(later.broadcasts);
-        // A later batch's count for a connection is the higher one.
-        self.acks.extend(later.acks);
+        // The higher count for a connection (a message that waited for clocks it skipped may
+        // be applied after later ones).
+        for (conn, count) in later.acks {
+            let mine = self.acks.entry(conn).or_insert(count);
+            *mine = (*mine).max(count);
+        }
         self.http.extend(later.http);
         self.first_at = self.first_at.or(later.first_at);
         self.stored += later.stored;

@@ -158,6 +158,9 @@ pub(crate) enum Read {
     /// no change lands between the two). `reply` resolves once the restore is durable.
     Restore {
         target: Vec<u8>,
+        /// The target is a version the board had (parts of it still waiting for dependencies
+        /// when it was saved are left out), not an upload (which must be a complete state).
+        from_version: bool,
         origin: String,
         before: VersionMeta,
         reply: oneshot::Sender<Result<(RestoreReport, VersionInfo), BoardError>>,

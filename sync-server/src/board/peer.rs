@@ -52,6 +52,11 @@ pub(crate) struct Peer {
     pub(crate) wants_acks: bool,
     /// Document messages received from it so far (step 2 and updates).
     pub(crate) doc_messages: u64,
+    /// The first of its messages still waiting for clocks it skips: acknowledgements stop
+    /// before it.
+    pub(crate) held_from: Option<u64>,
+    /// The highest count acknowledged to it (acknowledgements only grow).
+    pub(crate) acked: u64,
     /// Who it is, for ownership of awareness states.
     pub(crate) identity: super::presence::Identity,
 }

@@ -67,7 +67,11 @@ pub(crate) async fn restore(
             json!({ "version": request.version }),
         )
     };
-    check_full_state(&target)?;
+    if binary {
+        // An upload must be a whole state; a version is one the board had (parts of it that
+        // waited for dependencies when it was saved are left out by the restore).
+        check_full_state(&target)?;
+    }
 
     let restore_id = uuid::Uuid::now_v7().simple().to_string();
     let origin = format!("restore:{restore_id}");
@@ -84,6 +88,7 @@ pub(crate) async fn restore(
         .call(&id, |reply| {
             BoardCmd::Read(Read::Restore {
                 target: target.clone(),
+                from_version: !binary,
                 origin: origin.clone(),
                 before: before.clone(),
                 reply,
