@@ -880,7 +880,7 @@ impl BoardActor {
             return;
         };
         if self.failing {
-            self.on_committed_while_failing(batch, result);
+            self.on_committed_while_failing(batch, result.is_ok());
             return;
         }
         match result {
@@ -1110,15 +1110,14 @@ impl BoardActor {
 
     /// A commit answered after one failed: its HTTP writers learn the truth; nothing is shown
     /// (the connections are closed). The actor stops after the last answer.
-    fn on_committed_while_failing(&mut self, batch: Batch, result: Result<Seq, CommitError>) {
+    fn on_committed_while_failing(&mut self, batch: Batch, committed: bool) {
         self.shared.metrics.pending_bytes.dec_by(batch.bytes as i64);
-        match result {
-            Ok(_) => {
-                for waiter in batch.http {
-                    waiter.answer(Ok(()));
-                }
+        if committed {
+            for waiter in batch.http {
+                waiter.answer(Ok(()));
             }
-            Err(_) => batch.fail(&BoardError::CommitFailed),
+        } else {
+            batch.fail(&BoardError::CommitFailed);
         }
         self.stopped = self.in_flight.is_empty();
     }
