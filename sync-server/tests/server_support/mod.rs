@@ -591,6 +591,10 @@ pub(crate) struct ClientState {
     pub(crate) seen: Seen,
     /// Document messages (sync step 2 and updates) sent so far.
     pub(crate) doc_messages_sent: u64,
+    /// Updates from the server that skip clocks this doc lacks (a broadcast overtaking the
+    /// sync step 2 answer), held until it has them: yrs 0.28 would integrate them with a hole
+    /// and panic on a later update spanning it. Yjs keeps such updates pending the same way.
+    pub(crate) waiting: Vec<Update>,
 }
 
 /// A y-websocket client with its own doc. A reader task applies what the server sends and
@@ -642,6 +646,7 @@ impl TestClient {
             doc,
             seen: Seen::default(),
             doc_messages_sent: 0,
+            waiting: Vec::new(),
         }));
         // y-websocket sends its step 1 first.
         let sv = state.lock().unwrap().doc.transact().state_vector();
@@ -890,11 +895,11 @@ fn absorb(s: &mut ClientState, frame: &[u8], out: &mpsc::UnboundedSender<Message
         }
         Ok(YMessage::Sync(SyncMessage::SyncStep2(u))) => {
             s.seen.step2 += 1;
-            apply(&s.doc, &u);
+            apply(s, &u);
         }
         Ok(YMessage::Sync(SyncMessage::Update(u))) => {
             s.seen.updates += 1;
-            apply(&s.doc, &u);
+            apply(s, &u);
         }
         Ok(YMessage::Awareness(update)) => s.seen.awareness.push(update),
         Ok(_) => s.seen.unknown.push(frame.to_vec()),
@@ -908,11 +913,26 @@ fn absorb(s: &mut ClientState, frame: &[u8], out: &mpsc::UnboundedSender<Message
     }
 }
 
-fn apply(doc: &Doc, update: &[u8]) {
+/// Applies `update` to the client's doc, or holds it while it skips clocks the doc lacks; then
+/// applies whatever held update no longer does.
+fn apply(s: &mut ClientState, update: &[u8]) {
     let update = Update::decode_v1(update).expect("the server sends valid updates");
-    doc.transact_mut()
-        .apply_update(update)
-        .expect("the server's updates apply");
+    s.waiting.push(update);
+    while let Some(at) = s.waiting.iter().position(|u| !skips_clocks(&s.doc, u)) {
+        let ready = s.waiting.remove(at);
+        s.doc
+            .transact_mut()
+            .apply_update(ready)
+            .expect("the server's updates apply");
+    }
+}
+
+fn skips_clocks(doc: &Doc, update: &Update) -> bool {
+    let sv = doc.transact().state_vector();
+    update
+        .state_vector_lower()
+        .iter()
+        .any(|(client, &clock)| clock > sv.get(client))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -65,7 +65,10 @@ impl BoardActor {
         }
     }
 
-    pub(super) fn on_compacted(&mut self, result: Result<Option<CompactionStats>, maintenance::JobError>) {
+    pub(super) fn on_compacted(
+        &mut self,
+        result: Result<Option<CompactionStats>, maintenance::JobError>,
+    ) {
         match result {
             Ok(Some(stats)) => {
                 debug!(board = %self.id, upto = stats.snapshot_seq, rows = stats.rows_deleted, bytes = stats.snapshot_bytes, "compacted");
