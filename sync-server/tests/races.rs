@@ -354,6 +354,9 @@ async fn a_checkpoint_never_holds_an_update_whose_commit_failed() {
     let store = TestStore::new(memory_store().await);
     let mut cfg = config();
     cfg.board.checkpoint_rows = 1;
+    // Overdue at once: the checkpoint is taken while the second update is in flight (from the
+    // stored rows), instead of waiting for a quiet moment.
+    cfg.board.checkpoint_interval = Duration::from_millis(1);
     let server = TestServer::start(cfg, store.clone()).await;
     let addr = server.addr;
     create_board(addr, "ckpt").await;

@@ -2,15 +2,29 @@
 
 use super::*;
 
+/// A compaction due waits for a quiet moment until the log reaches this many times its
+/// threshold; then it folds the stored rows.
+const COMPACT_OVERDUE: i64 = 4;
+
 impl BoardActor {
-    /// Saves an automatic version now (in the background) if anything changed since the last
-    /// one, from durable state only: the doc if it holds nothing undurable, otherwise the
-    /// stored rows. It counts as taken once it is saved.
+    /// Saves an automatic version (in the background) if anything changed since the last one,
+    /// from durable state only. It counts as taken once it is saved.
+    ///
+    /// The doc's state is cheap but holds only durable data at a quiet moment (nothing in
+    /// flight); the stored rows are always durable but must be read and folded. So a due
+    /// checkpoint waits for a quiet moment (on a busy board they come between commits), and
+    /// folds the stored rows only if none came for another `checkpoint_rows` updates (or
+    /// another `checkpoint_interval`).
     pub(super) fn checkpoint(&mut self, reason: &'static str) {
         if self.last_seq <= self.checkpoint_seq || self.checkpoint.is_some() {
             return;
         }
-        let source = self.durable_source();
+        let config = &self.shared.config.board;
+        let overdue = self.last_seq - self.checkpoint_seq >= 2 * config.checkpoint_rows
+            || self.checkpoint_at.elapsed() >= 2 * config.checkpoint_interval;
+        let Some(source) = self.durable_source(overdue) else {
+            return;
+        };
         let meta = maintenance::automatic(reason);
         self.checkpoint = Some(maintenance::save_version(
             &self.shared,
@@ -35,7 +49,9 @@ impl BoardActor {
     }
 
     /// Starts a background compaction once the log after the snapshot passes a threshold, from
-    /// durable state only (see [`maintenance`]).
+    /// durable state only (see [`maintenance`]): at a quiet moment from the doc, or, if none
+    /// came before the log reached [`COMPACT_OVERDUE`] times the threshold, from the stored
+    /// rows.
     pub(super) fn maybe_compact(&mut self) {
         let config = &self.shared.config.board;
         let rows = self.last_seq - self.snapshot_seq;
@@ -44,24 +60,29 @@ impl BoardActor {
         if self.compaction.is_some() || !due || self.last_seq < self.compaction_retry_at {
             return;
         }
+        let overdue = rows >= COMPACT_OVERDUE * config.compact_rows
+            || self.log_bytes >= COMPACT_OVERDUE as u64 * config.compact_bytes;
+        let Some(source) = self.durable_source(overdue) else {
+            return;
+        };
         self.compaction_bytes = self.log_bytes;
-        let source = self.durable_source();
         self.compaction = Some(maintenance::compact(&self.shared, &self.id, source));
     }
 
     /// Where durable state comes from now: the doc, if it holds exactly the stored rows up to
-    /// `last_seq` (nothing in flight, no rows of another writer unread), else the stored rows.
-    pub(super) fn durable_source(&self) -> Source {
+    /// `last_seq` (nothing in flight, no rows of another writer unread); otherwise the stored
+    /// rows if `fold` allows reading and folding them, or nothing yet.
+    pub(super) fn durable_source(&self, fold: bool) -> Option<Source> {
         if self.is_quiescent() && self.is_complete() {
-            Source::Doc {
+            Some(Source::Doc {
                 state: self
                     .doc
                     .transact()
                     .encode_state_as_update_v1(&StateVector::default()),
                 seq: self.last_seq,
-            }
+            })
         } else {
-            Source::Stored
+            fold.then_some(Source::Stored)
         }
     }
 
