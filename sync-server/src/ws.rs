@@ -408,7 +408,11 @@ async fn read_loop(
                 }
                 continue;
             }
-            Ok(Incoming::Update { update, raw }) => {
+            Ok(Incoming::Update {
+                update,
+                raw,
+                scanned,
+            }) => {
                 // Wait (reading nothing more) until this connection's earlier updates are
                 // committed enough to make room for this one.
                 let permits = u32::try_from(raw.len())
@@ -426,6 +430,7 @@ async fn read_loop(
                     conn: session.conn,
                     update,
                     raw,
+                    scanned,
                     held,
                 }
             }

@@ -245,6 +245,29 @@ async fn nesting_built_a_few_levels_at_a_time_is_refused() {
     server.shutdown().await.unwrap();
 }
 
+/// One update holding a chain of 10,000 nested maps (150 KB) is refused; deleting such a chain
+/// is what overflowed yrs' recursion (it deletes nested types recursively).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_chain_of_maps_in_one_update_is_refused() {
+    let server = TestServer::start(config(), memory_store().await).await;
+    let client = TestClient::connect(server.addr, "chain1", true).await;
+    let watcher = TestClient::connect(server.addr, "chain1", false).await;
+    client.wait_synced().await;
+    watcher.wait_synced().await;
+    let (update, _) = chain(&new_doc(), None, 10_000);
+    client.send_update(&update);
+    assert_eq!(
+        client.wait_close_frame_within(WAIT).await,
+        (4422, "update nests too deeply".to_owned())
+    );
+    let writer = TestClient::connect(server.addr, "chain1", false).await;
+    writer.wait_synced().await;
+    writer.put_note("fine", "after");
+    watcher.wait_note("fine").await;
+    assert!(!watcher.with(|s| notes(&s.doc).contains_key("chain")));
+    server.shutdown().await.unwrap();
+}
+
 /// A stored row nested too deep (written before the check existed, or by another program)
 /// fails only its board's load; the server and other boards carry on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

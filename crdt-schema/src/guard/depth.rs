@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::GuardError;
-use super::scan::{Block, Id, Parent, scan};
+use super::scan::{Block, Id, Parent, Scanned, scan};
 
 /// Floating item ranges one document may hold at once.
 pub const MAX_FLOATING: usize = 10_000;
@@ -102,8 +102,14 @@ impl Nesting {
     /// anything: values nested deeper than the limit, shared types that would nest deeper, and
     /// malformed bytes are refused.
     pub fn check(&self, update: &[u8]) -> Result<Checked, GuardError> {
-        let blocks = scan(update, self.max_depth)?.blocks;
-        let depths = self.resolve(&blocks)?;
+        self.check_scanned(&scan(update, self.max_depth)?)
+    }
+
+    /// [`Nesting::check`] for an update [`super::scan_update_v1`] read already (its values are
+    /// checked; this checks how its shared types nest in this document).
+    pub fn check_scanned(&self, scanned: &Scanned) -> Result<Checked, GuardError> {
+        let blocks = &scanned.blocks;
+        let depths = self.resolve(blocks)?;
         let mut spans = Vec::with_capacity(blocks.len());
         let mut settled = Vec::new();
         let mut anchors = Vec::new();

@@ -15,6 +15,8 @@
 //! [`check_update_v1`] checks an update on its own (a whole state, for a fresh document).
 //! [`Nesting`] keeps a document's item depths so that each update can be checked against the
 //! document it will be applied to: an item may sit in a type that an earlier update created.
+//! [`scan_update_v1`] reads an update once (values checked, before yrs decodes it) for
+//! [`Nesting::check_scanned`] to place later, so that a server reads each update's bytes once.
 //!
 //! Reading is linear in the update's size and allocates nothing per declared length, so huge
 //! lengths and truncated varints are refused as cheaply as anything else.
@@ -25,6 +27,7 @@ mod scan;
 mod tests;
 
 pub use depth::{Checked, MAX_FLOATING, Nesting};
+pub use scan::Scanned;
 
 /// The deepest nesting accepted, for values and for shared types alike.
 pub const MAX_NESTING: u16 = 64;
@@ -63,6 +66,14 @@ pub enum GuardError {
 /// [`MAX_NESTING`].
 pub fn check_update_v1(update: &[u8]) -> Result<(), GuardError> {
     Nesting::default().check(update).map(|_| ())
+}
+
+/// Reads a Yjs update v1 without recursion: refuses it if malformed, if it declares more than
+/// its bytes hold, or if its values nest past [`MAX_NESTING`] (after which yrs can decode it
+/// without overflowing its stack). How its shared types nest is for
+/// [`Nesting::check_scanned`], against the document it will join.
+pub fn scan_update_v1(update: &[u8]) -> Result<Scanned, GuardError> {
+    scan::scan(update, MAX_NESTING)
 }
 
 impl Default for Nesting {

@@ -37,9 +37,10 @@ pub(super) struct Block {
     pub(super) parent: Option<Parent>,
 }
 
-/// The blocks of an update, in the order the update lists them.
-#[derive(Debug, Default)]
-pub(super) struct Scanned {
+/// An update read by [`super::scan_update_v1`]: well-formed, its values nested within the
+/// limit; what its blocks are, for [`super::Nesting::check_scanned`] to place in a document.
+#[derive(Debug, Default, Clone)]
+pub struct Scanned {
     pub(super) blocks: Vec<Block>,
 }
 

@@ -207,6 +207,8 @@ pub(crate) enum BoardCmd {
         conn: ConnId,
         update: Update,
         raw: Vec<u8>,
+        /// What the guard read of it (its values are checked; how it nests here is not yet).
+        scanned: crdt_schema::guard::Scanned,
         held: OwnedSemaphorePermit,
     },
     /// Document content from the HTTP API (Yjs update v1, decoded by the actor); `reply`

@@ -14,9 +14,16 @@ pub(super) struct Gapped {
     pub(super) conn: ConnId,
     /// Its number among the connection's document messages.
     message: u64,
-    update: Update,
-    raw: Vec<u8>,
+    incoming: Incoming,
     held: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// An update to apply: decoded, as received, and what the guard read of it.
+#[derive(Debug)]
+pub(super) struct Incoming {
+    pub(super) update: Update,
+    pub(super) raw: Vec<u8>,
+    pub(super) scanned: crdt_schema::guard::Scanned,
 }
 
 impl BoardActor {
@@ -25,8 +32,7 @@ impl BoardActor {
     pub(super) fn apply(
         &mut self,
         origin: Option<ConnId>,
-        update: Update,
-        raw: Vec<u8>,
+        incoming: Incoming,
         http: Option<Waiter>,
         held: Option<tokio::sync::OwnedSemaphorePermit>,
     ) {
@@ -35,7 +41,7 @@ impl BoardActor {
             p.doc_messages += 1;
             p.doc_messages
         });
-        if self.skips_clocks(&update) {
+        if self.skips_clocks(&incoming.update) {
             match (origin, message_no) {
                 (Some(conn), Some(message)) => {
                     debug!(board = %self.id, conn, message, "an update waits for clocks it skips");
@@ -45,8 +51,7 @@ impl BoardActor {
                     self.gapped.push(Gapped {
                         conn,
                         message,
-                        update,
-                        raw,
+                        incoming,
                         held,
                     });
                 }
@@ -62,7 +67,7 @@ impl BoardActor {
             }
             return;
         }
-        self.integrate(origin, message_no, update, raw, http, held);
+        self.integrate(origin, message_no, incoming, http, held);
         self.release_gapped();
     }
 
@@ -82,7 +87,7 @@ impl BoardActor {
             let Some(at) = self
                 .gapped
                 .iter()
-                .position(|g| !self.skips_clocks(&g.update))
+                .position(|g| !self.skips_clocks(&g.incoming.update))
             else {
                 return;
             };
@@ -96,7 +101,7 @@ impl BoardActor {
             if let Some(peer) = self.peers.get_mut(g.conn) {
                 peer.held_from = still_held;
             }
-            self.integrate(Some(g.conn), Some(g.message), g.update, g.raw, None, g.held);
+            self.integrate(Some(g.conn), Some(g.message), g.incoming, None, g.held);
         }
     }
 
@@ -106,11 +111,15 @@ impl BoardActor {
         &mut self,
         origin: Option<ConnId>,
         message_no: Option<u64>,
-        update: Update,
-        raw: Vec<u8>,
+        incoming: Incoming,
         http: Option<Waiter>,
         held: Option<tokio::sync::OwnedSemaphorePermit>,
     ) {
+        let Incoming {
+            update,
+            raw,
+            scanned,
+        } = incoming;
         let limit = self.shared.config.board.max_board_bytes;
         if limit != 0 && self.size + raw.len() as u64 > limit {
             self.shared.metrics.error(kind::BOARD_TOO_LARGE);
@@ -125,7 +134,7 @@ impl BoardActor {
         }
         // Checked against the board's own nesting: the update may put items into types an
         // earlier update created.
-        let checked = match self.nesting.check(&raw) {
+        let checked = match self.nesting.check_scanned(&scanned) {
             Ok(checked) => checked,
             Err(e) => {
                 self.shared.metrics.error(kind::TOO_DEEP);

@@ -28,7 +28,7 @@ use yrs::sync::AwarenessUpdate;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
-use self::apply::Gapped;
+use self::apply::{Gapped, Incoming};
 use self::load::{load, refuse, refuse_all};
 use self::reads::AfterSave;
 use super::batch::{Batch, Outgoing, Waiter};
@@ -398,10 +398,29 @@ impl BoardActor {
                 conn,
                 update,
                 raw,
+                scanned,
                 held,
-            } => self.apply(Some(conn), update, raw, None, Some(held)),
-            BoardCmd::HttpUpdate { raw, reply } => match protocol::decode_update(&raw) {
-                Ok(update) => self.apply(None, update, raw, Some(Waiter::reply(reply)), None),
+            } => self.apply(
+                Some(conn),
+                Incoming {
+                    update,
+                    raw,
+                    scanned,
+                },
+                None,
+                Some(held),
+            ),
+            BoardCmd::HttpUpdate { raw, reply } => match protocol::decode_scanned(&raw) {
+                Ok((update, scanned)) => self.apply(
+                    None,
+                    Incoming {
+                        update,
+                        raw,
+                        scanned,
+                    },
+                    Some(Waiter::reply(reply)),
+                    None,
+                ),
                 Err(e) => {
                     let _ = reply.send(Err(BoardError::Rejected(e.to_string())));
                 }
