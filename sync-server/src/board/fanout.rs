@@ -74,9 +74,7 @@ impl Peers {
         frame: Bytes,
         metrics: &Metrics,
     ) -> Option<Undelivered> {
-        let peer = self.0.get(&conn)?;
-        metrics.frames_sent.inc();
-        undelivered(conn, peer.link.offer(frame))
+        self.deliver(conn, metrics, |link| link.offer(frame))
     }
 
     /// Queues a sync step 2 answer for one connection (remembered in its queue, so that a
@@ -87,9 +85,18 @@ impl Peers {
         frame: Bytes,
         metrics: &Metrics,
     ) -> Option<Undelivered> {
+        self.deliver(conn, metrics, |link| link.offer_sync_reply(frame))
+    }
+
+    fn deliver(
+        &self,
+        conn: ConnId,
+        metrics: &Metrics,
+        offer: impl FnOnce(&super::link::PeerLink) -> Delivery,
+    ) -> Option<Undelivered> {
         let peer = self.0.get(&conn)?;
         metrics.frames_sent.inc();
-        undelivered(conn, peer.link.offer_sync_reply(frame))
+        undelivered(conn, offer(&peer.link))
     }
 
     /// Queues `frame` for every connection but `skip`; returns those it could not reach.
