@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use super::VersionMeta;
 use super::registry::Shared;
-use super::{BoardError, VersionMeta};
 use crate::ids::{BoardId, Seq};
 use crate::storage::compaction::{CompactionError, compact_board};
 use crate::storage::{
@@ -39,12 +39,6 @@ pub(crate) enum JobError {
     /// The task ended without answering (the runtime is shutting down).
     #[error("the task stopped before it answered")]
     Stopped,
-}
-
-impl From<JobError> for BoardError {
-    fn from(_: JobError) -> Self {
-        BoardError::CommitFailed
-    }
 }
 
 /// A job's answer, once it comes.

@@ -125,21 +125,29 @@ impl BoardActor {
             self.shared.metrics.pending_bytes.dec_by(batch.bytes as i64);
             batch.fail(&BoardError::Gone);
         }
+        self.waiting.clear();
+        self.abandon(&BoardError::Gone, reason);
+        self.stopped = true;
+    }
+
+    /// Closes every connection with `reason` and answers with `error` whatever waits to be
+    /// applied: held-back HTTP updates, a version being saved's caller. Updates waiting for
+    /// clocks they skip are dropped (their clients resend them). Waiting reads are left to the
+    /// caller (dropped, so callers ask again, or refused).
+    pub(super) fn abandon(&mut self, error: &BoardError, reason: CloseReason) {
+        for peer in self.peers.take_all() {
+            peer.link.close(reason);
+        }
         for cmd in std::mem::take(&mut self.deferred) {
             if let BoardCmd::HttpUpdate { reply, .. } = cmd {
-                let _ = reply.send(Err(BoardError::Gone));
+                let _ = reply.send(Err(error.clone()));
             }
         }
         self.deferred_bytes = 0;
         self.gapped.clear();
-        self.waiting.clear();
         if let Some((_, after)) = self.saving.take() {
-            after.refuse(&BoardError::Gone);
+            after.refuse(error);
         }
-        for peer in self.peers.take_all() {
-            peer.link.close(reason);
-        }
-        self.stopped = true;
     }
 
     /// Moves the batches after `batch` whose commits are answered already (they were in the
@@ -215,24 +223,15 @@ impl BoardActor {
         let next = std::mem::take(&mut self.next);
         self.shared.metrics.pending_bytes.dec_by(next.bytes as i64);
         next.fail(&BoardError::CommitFailed);
-        for cmd in std::mem::take(&mut self.deferred) {
-            if let BoardCmd::HttpUpdate { reply, .. } = cmd {
-                let _ = reply.send(Err(BoardError::CommitFailed));
-            }
-        }
-        self.deferred_bytes = 0;
-        self.gapped.clear();
         // Reads waiting are dropped: their callers ask again and reach the reloaded board.
         self.waiting.clear();
-        if let Some((_, after)) = self.saving.take() {
-            after.refuse(&BoardError::CommitFailed);
-        }
-        for peer in self.peers.take_all() {
-            peer.link.close(CloseReason {
+        self.abandon(
+            &BoardError::CommitFailed,
+            CloseReason {
                 code: close::INTERNAL,
                 reason: "commit failed; reconnect",
-            });
-        }
+            },
+        );
         self.failing = true;
         self.stopped = self.in_flight.is_empty();
     }

@@ -446,19 +446,10 @@ impl BoardActor {
                 // The board is being deleted: no one may see it again, but what is being
                 // committed must be answered first (the deletion then removes it), so that no
                 // row of this board can land on one created later under the same id.
-                for peer in self.peers.take_all() {
-                    peer.link.close(reason);
-                }
                 for read in std::mem::take(&mut self.waiting) {
                     refuse(read, &BoardError::Deleted);
                 }
-                for cmd in std::mem::take(&mut self.deferred) {
-                    if let BoardCmd::HttpUpdate { reply, .. } = cmd {
-                        let _ = reply.send(Err(BoardError::Deleted));
-                    }
-                }
-                self.deferred_bytes = 0;
-                self.gapped.clear();
+                self.abandon(&BoardError::Deleted, reason);
                 self.shared.remove_if(&self.id, self.actor_id);
                 self.deleting = Some(reply);
             }
