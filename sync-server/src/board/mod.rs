@@ -5,7 +5,12 @@
 //! - [`registry`]: atomic get-or-spawn of actors, and their removal when they stop.
 //! - `actor`: the actor loop: applies updates, sends them to the group committer, releases
 //!   broadcasts and acknowledgements only once durable, answers reads, compacts, evicts itself.
+//! - `pipeline`: the durability pipeline as a state machine without I/O: when updates are
+//!   submitted and released, when reads are answered, what a failed commit fails.
+//! - `policy`: when compaction and automatic versions are due, and the board size rule.
 //! - `batch`: what waits on one commit.
+//! - `fanout`: the board's connections and sending frames to them.
+//! - `maintenance`: compaction and versions as tracked background jobs.
 //! - [`peer`]: a connection as the actor sees it, and the close codes.
 //!
 //! # Durable before broadcast
@@ -24,6 +29,8 @@ mod fanout;
 pub(crate) mod link;
 mod maintenance;
 pub mod peer;
+mod pipeline;
+mod policy;
 pub(crate) mod presence;
 pub mod registry;
 
@@ -175,6 +182,25 @@ pub(crate) enum Read {
     },
 }
 
+/// Answers `reply` with `error`.
+fn refuse<T>(reply: oneshot::Sender<Result<T, BoardError>>, error: &BoardError) {
+    let _ = reply.send(Err(error.clone()));
+}
+
+impl Read {
+    /// Answers the read with `error` (a sync step 1 has no one to answer).
+    pub(crate) fn refuse(self, error: &BoardError) {
+        match self {
+            Read::SyncStep1 { .. } => {}
+            Read::State { reply } => refuse(reply, error),
+            Read::Json { reply } => refuse(reply, error),
+            Read::SaveVersion { reply, .. } => refuse(reply, error),
+            Read::Restore { reply, .. } => refuse(reply, error),
+            Read::Edit { reply, .. } => refuse(reply, error),
+        }
+    }
+}
+
 impl std::fmt::Debug for Read {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -238,4 +264,18 @@ pub(crate) enum BoardCmd {
         reason: peer::CloseReason,
         reply: oneshot::Sender<()>,
     },
+}
+
+impl BoardCmd {
+    /// Answers the command with `error` if someone waits for an answer (a joining connection,
+    /// an HTTP writer, a read); others are dropped.
+    pub(crate) fn refuse(self, error: &BoardError) {
+        match self {
+            BoardCmd::Join { reply, .. } | BoardCmd::HttpUpdate { reply, .. } => {
+                refuse(reply, error);
+            }
+            BoardCmd::Read(read) => read.refuse(error),
+            _ => {}
+        }
+    }
 }

@@ -60,3 +60,21 @@ pub(crate) struct Peer {
     /// Who it is, for ownership of awareness states.
     pub(crate) identity: super::presence::Identity,
 }
+
+impl Peer {
+    /// A connection that just joined: nothing received or acknowledged yet.
+    pub(crate) fn new(
+        link: PeerLink,
+        wants_acks: bool,
+        identity: super::presence::Identity,
+    ) -> Self {
+        Self {
+            link,
+            wants_acks,
+            doc_messages: 0,
+            held_from: None,
+            acked: 0,
+            identity,
+        }
+    }
+}

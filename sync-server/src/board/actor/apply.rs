@@ -120,10 +120,10 @@ impl BoardActor {
             raw,
             scanned,
         } = incoming;
-        let limit = self.shared.config.board.max_board_bytes;
-        if limit != 0 && self.size + raw.len() as u64 > limit {
+        if !self.size.fits(raw.len() as u64) {
+            let (size, limit) = (self.size.bytes(), self.size.limit());
             self.shared.metrics.error(kind::BOARD_TOO_LARGE);
-            warn!(board = %self.id, conn = ?origin, size = self.size, update = raw.len(), limit, "update refused: the board would exceed its size limit");
+            warn!(board = %self.id, conn = ?origin, size, update = raw.len(), limit, "update refused: the board would exceed its size limit");
             if let Some(conn) = origin {
                 self.close_peer(conn, close::TOO_LARGE, "board size limit reached");
             }
@@ -197,7 +197,7 @@ impl BoardActor {
         if let Some(bytes) = stored {
             self.hold(bytes);
         }
-        let batch = &mut self.next;
+        let batch = self.pipeline.next_batch();
         batch.held.extend(held);
         if changed {
             // The sender has this content, unless it completed updates that were pending.
@@ -217,7 +217,7 @@ impl BoardActor {
                 batch.http.push(waiter);
             }
         }
-        self.dispatch();
+        self.pipeline.dispatch();
     }
 
     /// Turns the board into `target`'s content as one forward change (crdt-schema's restore
@@ -252,10 +252,11 @@ impl BoardActor {
         if delta.as_slice() != Update::EMPTY_V1 {
             self.admit_own(&delta);
             self.hold(delta.clone());
-            self.next.broadcasts.push((None, delta));
+            self.pipeline.next_batch().broadcasts.push((None, delta));
         }
-        self.next.http.push(Waiter::with(reply, (report, before)));
-        self.dispatch();
+        let waiter = Waiter::with(reply, (report, before));
+        self.pipeline.next_batch().http.push(waiter);
+        self.pipeline.dispatch();
     }
 
     /// Records the nesting of an edit the server made itself (a restore, the assistant).
@@ -268,40 +269,9 @@ impl BoardActor {
     /// Adds `update` to what the next commit stores.
     pub(super) fn hold(&mut self, update: Vec<u8>) {
         let len = update.len() as u64;
-        self.size += len;
+        self.size.grow(len);
         self.shared.metrics.pending_bytes.inc_by(len as i64);
-        let batch = &mut self.next;
-        batch.first_at.get_or_insert_with(std::time::Instant::now);
-        batch.bytes += len;
-        batch.updates.push(update);
-    }
-
-    /// Sends the next batch to the committer unless [`MAX_IN_FLIGHT`] are in flight.
-    pub(super) fn dispatch(&mut self) {
-        if self.in_flight.len() >= MAX_IN_FLIGHT || self.next.is_empty() {
-            return;
-        }
-        if self.next.updates.is_empty() {
-            // Only no-ops: durable already, as soon as what came before is.
-            if self.in_flight.is_empty() {
-                let batch = std::mem::take(&mut self.next);
-                self.release(batch);
-            }
-            return;
-        }
-        let mut batch = std::mem::take(&mut self.next);
-        let (reply, rx) = oneshot::channel();
-        let updates = std::mem::take(&mut batch.updates);
-        batch.stored = updates.len();
-        let request = CommitRequest {
-            board: self.id.clone(),
-            updates,
-            reply,
-        };
-        match self.shared.committer.submit(request) {
-            Ok(()) => self.in_flight.push_back(InFlight { batch, reply: rx }),
-            Err(_) => self.fail(&CommitError::Stopped, batch),
-        }
+        self.pipeline.hold(update);
     }
 
     /// Runs a server-side peer's edit on the doc (which holds only durable data). Its update
@@ -311,10 +281,10 @@ impl BoardActor {
         edit: Box<dyn FnOnce(&Doc) -> ai_agent::Edited + Send>,
         reply: oneshot::Sender<Result<serde_json::Value, BoardError>>,
     ) {
-        let limit = self.shared.config.board.max_board_bytes;
-        if limit != 0 && self.size >= limit {
+        // Its size is known only once it ran: it needs room for at least one byte.
+        if !self.size.fits(1) {
             self.shared.metrics.error(kind::BOARD_TOO_LARGE);
-            let _ = reply.send(Err(BoardError::TooLarge(limit)));
+            let _ = reply.send(Err(BoardError::TooLarge(self.size.limit())));
             return;
         }
         // The closure is the assistant's code, not the client's; a bug in it must not stop
@@ -329,9 +299,10 @@ impl BoardActor {
             Some(update) if update.as_slice() != Update::EMPTY_V1 => {
                 self.admit_own(&update);
                 self.hold(update.clone());
-                self.next.broadcasts.push((None, update));
-                self.next.http.push(Waiter::with(reply, edited.result));
-                self.dispatch();
+                let batch = self.pipeline.next_batch();
+                batch.broadcasts.push((None, update));
+                batch.http.push(Waiter::with(reply, edited.result));
+                self.pipeline.dispatch();
             }
             _ => {
                 let _ = reply.send(Ok(edited.result));

@@ -1,4 +1,4 @@
-//! Loading a board into a fresh doc, and answering commands an actor will not serve.
+//! Loading a board into a fresh doc.
 
 use super::*;
 
@@ -47,45 +47,4 @@ pub(super) async fn load(
     .map_err(|e| failed(&e))?;
     debug!(board = %id, rows, "board loaded");
     Ok(replayed)
-}
-
-/// Answers every queued command with `error`. [`BoardError::Gone`] is not sent but shown by
-/// dropping the reply: callers then ask the registry again and reach a new actor.
-pub(super) fn refuse_all(rx: &mut mpsc::Receiver<BoardCmd>, error: &BoardError) {
-    rx.close();
-    if matches!(error, BoardError::Gone) {
-        while rx.try_recv().is_ok() {}
-        return;
-    }
-    while let Ok(cmd) = rx.try_recv() {
-        match cmd {
-            BoardCmd::Join { reply, .. } | BoardCmd::HttpUpdate { reply, .. } => {
-                let _ = reply.send(Err(error.clone()));
-            }
-            BoardCmd::Read(read) => refuse(read, error),
-            _ => {}
-        }
-    }
-}
-
-/// Answers a read with `error` (a sync step 1 has no one to answer).
-pub(super) fn refuse(read: Read, error: &BoardError) {
-    match read {
-        Read::SyncStep1 { .. } => {}
-        Read::State { reply } => {
-            let _ = reply.send(Err(error.clone()));
-        }
-        Read::Json { reply } => {
-            let _ = reply.send(Err(error.clone()));
-        }
-        Read::SaveVersion { reply, .. } => {
-            let _ = reply.send(Err(error.clone()));
-        }
-        Read::Restore { reply, .. } => {
-            let _ = reply.send(Err(error.clone()));
-        }
-        Read::Edit { reply, .. } => {
-            let _ = reply.send(Err(error.clone()));
-        }
-    }
 }
