@@ -78,6 +78,14 @@ impl Committer {
         Self { tx }
     }
 
+    /// A committer the caller plays: it receives every request and answers it (or not) when
+    /// it likes. For tests of what waits on commits.
+    #[cfg(test)]
+    pub(crate) fn manual() -> (Self, mpsc::UnboundedReceiver<CommitRequest>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
+
     /// Queues a request. Fails only if the committer has stopped.
     pub(crate) fn submit(&self, request: CommitRequest) -> Result<(), CommitRequest> {
         self.tx.send(request).map_err(|e| e.0)

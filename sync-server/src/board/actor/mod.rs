@@ -16,6 +16,8 @@ mod effects;
 mod load;
 mod peers;
 mod reads;
+#[cfg(test)]
+mod tests;
 mod upkeep;
 
 use std::collections::VecDeque;
