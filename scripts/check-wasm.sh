@@ -3,7 +3,7 @@
 #
 # The rustup toolchain on our machines has only the host target and cannot download
 # wasm32, so this uses Debian's rustc/cargo 1.96 ("rustc-web") plus the std source and
-# `-Z build-std` (see shared notes: wasm-toolchain.md). It:
+# `-Z build-std` (client-wasm/README.md describes the setup). It:
 #   1. installs the Debian packages if any is missing (apt-get; sudo only when not root);
 #   2. builds `-p crdt-schema -p client-wasm` in release for wasm32-unknown-unknown into
 #      target/wasm, so the host target/ cache of the rustup toolchain is never invalidated.

@@ -3,12 +3,15 @@
 #
 #   1. JavaScript dependencies (real npm `yjs`) from tests/js/package-lock.json;
 #   2. the Yjs-made fixture regenerates byte for byte from its committed script;
-#   3. crdt-schema and client-wasm build for wasm32 (installs Debian's toolchain if missing);
-#   4. rustfmt and clippy with warnings denied;
-#   5. every Rust test in the workspace.
+#   3. every relative link in the Markdown tracked by git resolves, to a tracked file and, for a
+#      `#fragment` on a Markdown file, to one of its headings (scripts/check-links.mjs);
+#   4. crdt-schema and client-wasm build for wasm32 (installs Debian's toolchain if missing);
+#   5. rustfmt and clippy with warnings denied;
+#   6. every Rust test in the workspace;
+#   7. the Node interop tests against the server binary.
 #
 # PostgreSQL tests read TEST_DATABASE_URL; under CI=true they must run, otherwise they are
-# skipped with a message when it is unset. Set SKIP_WASM=1 to skip step 3 while iterating.
+# skipped with a message when it is unset. Set SKIP_WASM=1 to skip step 4 while iterating.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -21,6 +24,9 @@ command -v npm >/dev/null || { echo "npm is required (Node.js 20+)" >&2; exit 1;
 
 step "Yjs fixture regenerates byte for byte"
 sh tests/js/fixtures/check-fixtures.sh
+
+step "Markdown links resolve"
+node scripts/check-links.mjs
 
 if [ "${SKIP_WASM:-0}" != 1 ]; then
     step "wasm32 build"

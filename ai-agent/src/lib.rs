@@ -1,5 +1,5 @@
 //! The board assistant: an OpenAI-compatible LLM client, board tools, the run loop and token
-//! budgets (DESIGN.md §8).
+//! budgets. How the server hosts it: README.md, "The assistant".
 //!
 //! The assistant is one more CRDT peer. A run reads a compact view of the board, asks the model
 //! (streamed chat completions with function tools), and applies each tool call as **one**

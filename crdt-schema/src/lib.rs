@@ -1,6 +1,7 @@
 //! The board document contract over yrs: typed reads and validated typed mutations.
 //!
-//! A board is one Yjs document with three roots (DESIGN.md §3; names in [`names`]):
+//! A board is one Yjs document with three roots (PROTOCOL.md, "The board document"; names in
+//! [`names`]):
 //! `objects` (`Y.Map`: id -> `Y.Map` of fields), `meta` (`Y.Map`) and `chat` (`Y.Array` of
 //! plain maps). Plain Yjs clients read and write the same layout.
 //!
@@ -39,6 +40,7 @@
 //! - [`text`]: UTF-16 offsets, as JS counts them.
 //! - [`ids`]: id syntax and generation from caller-supplied randomness.
 //! - [`value`]: [`Value`], a serializable copy of unknown fields.
+//! - [`guard`]: refusing updates that nest too deeply, before yrs decodes them.
 
 pub mod color;
 pub mod guard;

@@ -1,5 +1,5 @@
 //! Names of the root types and fields of a board document: the public contract that plain Yjs
-//! clients read and write (DESIGN.md §3).
+//! clients read and write (described in PROTOCOL.md, "The board document").
 
 /// Names of the root shared types. Declare them with [`crate::declare_roots`].
 pub mod roots {

@@ -1,5 +1,5 @@
-//! Restore a board to an earlier version **as a forward change** (DESIGN.md §6,
-//! `POST /boards/{id}/restore`).
+//! Restore a board to an earlier version **as a forward change**, as
+//! `POST /v1/boards/{id}/restore` does (PROTOCOL.md, "Restore").
 //!
 //! [`restore_to`] compares the current board (in the caller's [`TransactionMut`]) with a target
 //! version (any [`ReadTxn`] on a *separate* [`Doc`], e.g. one loaded from the version's bytes)

@@ -7,8 +7,9 @@
 //! ```
 //!
 //! Append: one writer commits batches of 1, 16 and 256 small real Yjs updates (a note dragged
-//! across a board, ~30 bytes each) to one board, as the server's group commit would; every
-//! commit is durable (SQLite WAL with `synchronous=FULL`; PostgreSQL `synchronous_commit=on`).
+//! across a board, about 49 bytes each; the run prints the average) to one board, as the
+//! server's group commit would; every commit is durable (SQLite WAL with `synchronous=FULL`;
+//! PostgreSQL `synchronous_commit=on`).
 //! Cold load: a board with 100,000 logged updates is read by a freshly opened store and
 //! replayed into a `yrs::Doc`, before and after compaction.
 

@@ -1,4 +1,5 @@
-//! Command line and environment. Flag and variable names are a contract (DESIGN §10).
+//! Command line and environment. Flag and variable names are a contract deployments rely on;
+//! README.md ("Configuration") lists them all.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -268,9 +269,22 @@ pub struct ServeArgs {
     pub assistant: AssistantArgs,
 }
 
-/// An API key: redacted in `Debug`, never shown by `--help`.
+/// The model service's API key: read from the environment only (no flag, so it never sits on
+/// a command line where `ps` shows it), redacted in `Debug`.
 #[derive(Clone)]
 pub struct ApiKey(String);
+
+impl ApiKey {
+    /// The environment variable that holds the key.
+    pub const ENV: &'static str = "OPENAI_API_KEY";
+
+    /// The key in [`Self::ENV`], if it is set, without surrounding whitespace. A value that is
+    /// not UTF-8 is kept with replacement characters, so the service refuses it loudly rather
+    /// than the assistant silently running without a key.
+    fn from_env() -> Option<Self> {
+        std::env::var_os(Self::ENV).map(|raw| Self(raw.to_string_lossy().trim().to_owned()))
+    }
+}
 
 impl std::fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -278,29 +292,18 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
-impl std::str::FromStr for ApiKey {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.trim().to_owned()))
-    }
-}
-
 /// Options of the assistant. It is enabled when a base URL or an API key is set.
 #[derive(Debug, Clone, Args)]
 pub struct AssistantArgs {
     /// Base URL of the OpenAI-compatible model service, e.g. `https://api.openai.com/v1`, a
-    /// gateway, or a local server such as `http://127.0.0.1:11434/v1`. With only
-    /// OPENAI_API_KEY set, OpenAI's is used.
+    /// gateway, or a local server such as `http://127.0.0.1:11434/v1`. The service's key is
+    /// read from the OPENAI_API_KEY environment variable only (there is no flag for it); with
+    /// only OPENAI_API_KEY set, OpenAI's service is used.
     #[arg(long = "llm-base-url", env = "OPENAI_BASE_URL")]
     pub llm_base_url: Option<String>,
-    /// API key of the model service (environment only; may be empty for local servers).
-    #[arg(
-        long = "llm-api-key",
-        env = "OPENAI_API_KEY",
-        hide = true,
-        hide_env_values = true
-    )]
+    /// API key of the model service, from `OPENAI_API_KEY` (environment only; may be empty for
+    /// local servers).
+    #[arg(skip = ApiKey::from_env())]
     pub llm_api_key: Option<ApiKey>,
     /// Model the assistant uses.
     #[arg(
@@ -473,6 +476,20 @@ mod tests {
     fn open_any_host(args: &[&str]) -> bool {
         let cli = Cli::try_parse_from([&["sync-server"], args].concat()).expect("valid flags");
         cli.serve.config().expect("a config").open_any_host
+    }
+
+    /// The model service's key has no flag: it comes from `OPENAI_API_KEY` only, so it never
+    /// sits on a command line.
+    #[test]
+    fn the_api_key_is_not_a_flag() {
+        let refused =
+            Cli::try_parse_from(["sync-server", "--llm-api-key", "sk-on-the-command-line"]);
+        assert!(refused.is_err(), "--llm-api-key was accepted");
+        let help = Cli::try_parse_from(["sync-server", "--help"])
+            .unwrap_err()
+            .to_string();
+        assert!(!help.contains("llm-api-key"), "{help}");
+        assert!(help.contains("OPENAI_API_KEY"), "{help}");
     }
 
     /// Only `--insecure` with a non-loopback address lifts open mode's `Host` check.

@@ -11,7 +11,7 @@ pub type Seq = i64;
 /// Longest board id accepted, in bytes (ids are ASCII).
 pub const MAX_BOARD_ID_LEN: usize = 128;
 
-/// A validated board id: 1 to 128 characters of `[A-Za-z0-9._-]` (DESIGN §4).
+/// A validated board id: 1 to 128 characters of `[A-Za-z0-9._-]` (PROTOCOL.md, "Connecting").
 ///
 /// The only way to make one is [`BoardId::parse`], so every `BoardId` in the program is valid
 /// and safe to put in a path, a log line or a SQL parameter.

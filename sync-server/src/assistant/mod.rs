@@ -1,5 +1,5 @@
-//! The assistant as this server hosts it (DESIGN.md §8): runs on boards, one at a time per
-//! board, recorded in storage and undoable as a whole.
+//! The assistant as this server hosts it (README.md, "The assistant"): runs on boards, one at a
+//! time per board, recorded in storage and undoable as a whole.
 //!
 //! # Layout
 //!

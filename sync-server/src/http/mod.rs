@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN §6) and the WebSocket route.
+//! The HTTP API (listed in README.md, "API") and the WebSocket route.
 
 mod assistant;
 mod auth;

@@ -122,7 +122,7 @@ async function waitDone (stream, { timeout = 15000 } = {}) {
 
 // ---- the board ----
 
-/** Adds a sticky note the way a plain Yjs client following DESIGN.md §3 would. */
+/** Adds a sticky note the way a plain Yjs client following PROTOCOL.md ("The board document") would. */
 function addSticky (doc, id, { text, x, y, color = '#fff59d', by = 'human' }) {
   doc.transact(() => {
     const o = new Y.Map()
