@@ -213,8 +213,9 @@ fn not_configured() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "assistant_not_configured",
-        "the assistant has no model service: set OPENAI_BASE_URL (or --llm-base-url), \
-         OPENAI_API_KEY and ASSISTANT_MODEL (or --llm-model), then restart the server",
+        "the assistant has no model service: set OPENAI_API_KEY (OpenAI's service) or \
+         OPENAI_BASE_URL / --llm-base-url (any OpenAI-compatible service), then restart the \
+         server",
     )
 }
 
