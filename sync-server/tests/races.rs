@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use server_support::*;
 use sync_server::ids::BoardId;
 use sync_server::storage::replay::replay_into;
-use sync_server::storage::{NewUpdate, Storage};
+use sync_server::storage::{NewUpdate, Storage, UpdateLog};
 use tokio::io::AsyncWriteExt;
 use yrs::Doc;
 

@@ -2176,8 +2176,9 @@ mod counting {
 
     use sync_server::ids::{BoardId, VersionId};
     use sync_server::storage::{
-        Backend, BoardInfo, NewRun, NewSnapshot, NewUpdate, NewVersion, PendingCompaction,
-        RunRecord, RunResult, Storage, StorageError, StoredBoard, Version, VersionInfo,
+        Backend, BoardInfo, Boards, NewRun, NewSnapshot, NewUpdate, NewVersion, PendingCompaction,
+        RunRecord, RunResult, Runs, Snapshots, Storage, StorageError, StoredBoard, UpdateLog,
+        Version, VersionInfo, Versions,
     };
 
     #[derive(Debug)]
@@ -2188,7 +2189,7 @@ mod counting {
     }
 
     #[async_trait::async_trait]
-    impl Storage for CountingStore {
+    impl Boards for CountingStore {
         fn backend(&self) -> Backend {
             self.inner.backend()
         }
@@ -2207,14 +2208,6 @@ mod counting {
             self.checks.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.check_delay).await;
             self.inner.ping().await
-        }
-
-        async fn begin_compaction(
-            &self,
-            id: &BoardId,
-            snapshot: NewSnapshot<'_>,
-        ) -> Result<Box<dyn PendingCompaction + '_>, StorageError> {
-            self.inner.begin_compaction(id, snapshot).await
         }
 
         async fn close(&self) {
@@ -2244,7 +2237,10 @@ mod counting {
         async fn delete_board(&self, id: &BoardId) -> Result<bool, StorageError> {
             self.inner.delete_board(id).await
         }
+    }
 
+    #[async_trait::async_trait]
+    impl UpdateLog for CountingStore {
         async fn append(&self, updates: &[NewUpdate<'_>]) -> Result<Vec<i64>, StorageError> {
             self.inner.append(updates).await
         }
@@ -2252,7 +2248,21 @@ mod counting {
         async fn load(&self, id: &BoardId) -> Result<StoredBoard, StorageError> {
             self.inner.load(id).await
         }
+    }
 
+    #[async_trait::async_trait]
+    impl Snapshots for CountingStore {
+        async fn begin_compaction(
+            &self,
+            id: &BoardId,
+            snapshot: NewSnapshot<'_>,
+        ) -> Result<Box<dyn PendingCompaction + '_>, StorageError> {
+            self.inner.begin_compaction(id, snapshot).await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Versions for CountingStore {
         async fn save_version(
             &self,
             id: &BoardId,
@@ -2284,7 +2294,10 @@ mod counting {
         async fn prune_versions(&self, id: &BoardId, keep_auto: u32) -> Result<u64, StorageError> {
             self.inner.prune_versions(id, keep_auto).await
         }
+    }
 
+    #[async_trait::async_trait]
+    impl Runs for CountingStore {
         async fn start_run(
             &self,
             id: &BoardId,

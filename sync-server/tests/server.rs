@@ -13,7 +13,7 @@ use server_support::*;
 use sync_server::ids::BoardId;
 use sync_server::server::{Limits, Pacing};
 use sync_server::storage::replay::replay_into;
-use sync_server::storage::{Storage, VersionKind};
+use sync_server::storage::{VersionKind, Versions};
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use yrs::{Doc, Map, ReadTxn, Transact};

@@ -16,8 +16,9 @@ use sync_server::ids::{BoardId, VersionId};
 use sync_server::protocol;
 use sync_server::server::{Config, ServerError, run_with_store};
 use sync_server::storage::{
-    Backend, BoardInfo, NewRun, NewSnapshot, NewUpdate, NewVersion, PendingCompaction, RunRecord,
-    RunResult, Storage, StorageError, StoredBoard, Version, VersionInfo,
+    Backend, BoardInfo, Boards, NewRun, NewSnapshot, NewUpdate, NewVersion, PendingCompaction,
+    RunRecord, RunResult, Runs, Snapshots, Storage, StorageError, StoredBoard, UpdateLog, Version,
+    VersionInfo, Versions,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -292,7 +293,7 @@ async fn delay(ms: &AtomicU64) {
 }
 
 #[async_trait]
-impl Storage for TestStore {
+impl Boards for TestStore {
     fn backend(&self) -> Backend {
         self.inner.backend()
     }
@@ -335,6 +336,13 @@ impl Storage for TestStore {
         self.inner.delete_board(id).await
     }
 
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+}
+
+#[async_trait]
+impl UpdateLog for TestStore {
     async fn append(
         &self,
         updates: &[NewUpdate<'_>],
@@ -357,7 +365,10 @@ impl Storage for TestStore {
         self.load_gate.pass().await;
         self.inner.load(id).await
     }
+}
 
+#[async_trait]
+impl Snapshots for TestStore {
     async fn begin_compaction(
         &self,
         id: &BoardId,
@@ -366,7 +377,10 @@ impl Storage for TestStore {
         self.compaction_gate.pass().await;
         self.inner.begin_compaction(id, snapshot).await
     }
+}
 
+#[async_trait]
+impl Versions for TestStore {
     async fn save_version(
         &self,
         id: &BoardId,
@@ -407,7 +421,10 @@ impl Storage for TestStore {
     async fn prune_versions(&self, id: &BoardId, keep_auto: u32) -> Result<u64, StorageError> {
         self.inner.prune_versions(id, keep_auto).await
     }
+}
 
+#[async_trait]
+impl Runs for TestStore {
     async fn start_run(&self, id: &BoardId, run: NewRun<'_>) -> Result<RunRecord, StorageError> {
         self.inner.start_run(id, run).await
     }
@@ -453,10 +470,6 @@ impl Storage for TestStore {
 
     async fn interrupt_stale_runs(&self, started_before: i64) -> Result<u64, StorageError> {
         self.inner.interrupt_stale_runs(started_before).await
-    }
-
-    async fn close(&self) {
-        self.inner.close().await;
     }
 }
 
