@@ -102,7 +102,7 @@ fn options() -> StorageOptions {
 }
 
 /// `TEST_DATABASE_URL`, required under `CI=true`.
-pub fn postgres_url() -> Option<String> {
+fn postgres_url() -> Option<String> {
     let url = std::env::var("TEST_DATABASE_URL")
         .ok()
         .filter(|u| !u.is_empty());

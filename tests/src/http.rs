@@ -119,7 +119,7 @@ pub async fn try_http_request(
 }
 
 /// A TCP connection to `addr`, from the local address `from` if given.
-pub async fn tcp_from(addr: SocketAddr, from: Option<IpAddr>) -> TcpStream {
+pub(crate) async fn tcp_from(addr: SocketAddr, from: Option<IpAddr>) -> TcpStream {
     connect(addr, from).await.unwrap()
 }
 

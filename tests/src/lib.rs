@@ -38,7 +38,7 @@ pub use self::client::{
 pub use self::docs::{doc_from, doc_state, new_doc, notes, put_note};
 pub use self::faults::{Gate, TestStore};
 pub use self::fixture::Fixture;
-pub use self::http::{HttpResponse, http, http_request, tcp_from, try_http_request};
+pub use self::http::{HttpResponse, http, http_request, try_http_request};
 pub use self::server::{SqliteDb, TestServer, config, memory_store};
 pub use self::wire::awareness_frame;
 

@@ -193,6 +193,7 @@ fn sse(chunks: Vec<Value>, tail: Tail) -> Response {
 // ---- chunk builders ----
 
 /// One `chat.completion.chunk` event with `delta`, and `finish_reason` if given.
+#[allow(clippy::needless_pass_by_value)] // Called with `json!(...)` temporaries.
 pub fn chunk(delta: Value, finish: Option<&str>) -> Value {
     json!({
         "id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1700000000,

@@ -59,10 +59,6 @@ impl TestServer {
             .expect("run_with_store returns within 10 s of the shutdown signal")
             .expect("the server task does not panic")
     }
-
-    pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
-    }
 }
 
 impl Drop for TestServer {
@@ -87,6 +83,7 @@ pub struct SqliteDb {
 }
 
 impl SqliteDb {
+    #[allow(clippy::new_without_default)] // Makes a directory: not a default value.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/boards.db", dir.path().display());

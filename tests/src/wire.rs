@@ -33,8 +33,6 @@ use yrs::{StateVector, Update};
 pub const MSG_SYNC: u8 = 0;
 /// Message type: awareness.
 pub const MSG_AWARENESS: u8 = 1;
-/// Message type: auth.
-pub const MSG_AUTH: u8 = 2;
 /// Message type: query awareness.
 pub const MSG_QUERY_AWARENESS: u8 = 3;
 /// Sync sub-type: step 1 (state vector).
@@ -71,7 +69,7 @@ pub fn write_var_u64(out: &mut Vec<u8>, mut value: u64) {
 }
 
 /// Reads a lib0 varUint at `*pos`, advancing it.
-pub fn read_var_u64(buf: &[u8], pos: &mut usize) -> anyhow::Result<u64> {
+fn read_var_u64(buf: &[u8], pos: &mut usize) -> anyhow::Result<u64> {
     let mut value: u64 = 0;
     let mut shift = 0u32;
     loop {

@@ -1,14 +1,11 @@
 //! One storage conformance suite, run against every backend: in-memory, SQLite and PostgreSQL
 //! (`TEST_DATABASE_URL`; required under `CI=true`, skipped with a message otherwise).
 
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use support::{Fixture, board_updates, doc_json, doc_state, doc_state_vector};
+use harness::docs::{board_updates, doc_json, doc_state, doc_state_vector};
+use harness::fixture::Fixture;
 use sync_server::ids::{BoardId, VersionId};
 use sync_server::storage::compaction::compact_board;
 use sync_server::storage::replay::{ReplayError, RowRef, replay_into};
