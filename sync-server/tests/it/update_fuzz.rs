@@ -767,7 +767,7 @@ fn runner() -> TestRunner {
     TestRunner::new(Config {
         // Relative to the package, where `cargo test` runs.
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/it/update_fuzz.proptest-regressions",
+            "tests/proptest-regressions/update_fuzz.txt",
         ))),
         ..Config::default()
     })
