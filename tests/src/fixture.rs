@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use sqlx::Connection;
+use sync_server::storage::layered::Layered;
 use sync_server::storage::{Storage, StorageOptions, open};
 
 /// A store under test, with what keeps its database alive and lets it be reopened.
@@ -35,6 +36,14 @@ impl Fixture {
             _dir: Some(dir),
             pg_schema: None,
         }
+    }
+
+    /// A SQLite store seen through [`Layered`], every part from the store itself: the same
+    /// suite then checks that `Layered` passes every call on.
+    pub async fn layered() -> Self {
+        let mut fx = Self::sqlite().await;
+        fx.store = Arc::new(Layered::over(fx.store.clone()));
+        fx
     }
 
     /// A PostgreSQL store in a schema of its own, or `None` (after saying so) when no server

@@ -1,5 +1,6 @@
 //! One storage conformance suite, run against every backend: in-memory, SQLite and PostgreSQL
-//! (`TEST_DATABASE_URL`; required under `CI=true`, skipped with a message otherwise).
+//! (`TEST_DATABASE_URL`; required under `CI=true`, skipped with a message otherwise), and
+//! against SQLite seen through `storage::layered::Layered`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -1187,6 +1188,12 @@ macro_rules! conformance {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
                 super::$test(super::Fixture::sqlite().await).await;
+            })*
+        }
+        mod layered {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test(super::Fixture::layered().await).await;
             })*
         }
         mod postgres {
