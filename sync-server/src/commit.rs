@@ -230,6 +230,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use crate::storage::Boards;
     use crate::storage::memory::MemoryStore;
 
     fn metric(metrics: &Metrics, name: &str) -> f64 {

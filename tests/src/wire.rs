@@ -1,5 +1,11 @@
-//! The y-websocket wire format (y-protocols sync and awareness), just the parts the load
-//! generator and the relay need: one WebSocket binary frame carries one message.
+//! The y-websocket wire format (y-protocols sync and awareness, and the server's durable
+//! acknowledgement), for every client here: the tests' [`TestClient`](crate::client::TestClient),
+//! the load generator and the relay. One WebSocket binary frame carries one message.
+//!
+//! Frames are built by the server's own encoder ([`sync_server::protocol`], over `yrs::sync`);
+//! [`parse`] reads them without copying (the load generator's hot path), and tests that want
+//! decoded values use `yrs::sync::Message::decode_v1` with [`durable_ack`] for the one message
+//! yrs does not know.
 //!
 //! | Starts with | Meaning | Payload |
 //! |---|---|---|
@@ -8,19 +14,25 @@
 //! | `0, 2` | Update | `varUint8Array(update v1)` |
 //! | `1` | Awareness | `varUint8Array(awareness update)` |
 //! | `3` | QueryAwareness | empty |
+//! | `100` | durable ack (ours) | `varUint(count)` |
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use yrs::StateVector;
-use yrs::Update;
+use bytes::Bytes;
+use sync_server::protocol;
+use yrs::block::ClientID;
+use yrs::sync::awareness::AwarenessUpdateEntry;
+use yrs::sync::{AwarenessUpdate, Message as YMessage};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
+use yrs::{StateVector, Update};
 
 /// Message type: sync.
 pub const MSG_SYNC: u8 = 0;
 /// Message type: awareness.
 pub const MSG_AWARENESS: u8 = 1;
-/// Message type: auth.
-pub const MSG_AUTH: u8 = 2;
 /// Message type: query awareness.
 pub const MSG_QUERY_AWARENESS: u8 = 3;
 /// Sync sub-type: step 1 (state vector).
@@ -57,7 +69,7 @@ pub fn write_var_u64(out: &mut Vec<u8>, mut value: u64) {
 }
 
 /// Reads a lib0 varUint at `*pos`, advancing it.
-pub fn read_var_u64(buf: &[u8], pos: &mut usize) -> anyhow::Result<u64> {
+fn read_var_u64(buf: &[u8], pos: &mut usize) -> anyhow::Result<u64> {
     let mut value: u64 = 0;
     let mut shift = 0u32;
     loop {
@@ -103,28 +115,40 @@ pub fn parse(frame: &[u8]) -> anyhow::Result<Frame<'_>> {
     })
 }
 
-fn sync_frame(sub: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 8);
-    out.push(MSG_SYNC);
-    out.push(sub);
-    write_var_u64(&mut out, payload.len() as u64);
-    out.extend_from_slice(payload);
-    out
-}
-
 /// `[0, 0, sv]`.
-pub fn step1_frame(sv: &StateVector) -> Vec<u8> {
-    sync_frame(SYNC_STEP1, &sv.encode_v1())
+pub fn step1_frame(sv: &StateVector) -> Bytes {
+    protocol::sync_step1(sv)
 }
 
 /// `[0, 1, update]`.
-pub fn step2_frame(update: &[u8]) -> Vec<u8> {
-    sync_frame(SYNC_STEP2, update)
+pub fn step2_frame(update: Vec<u8>) -> Bytes {
+    protocol::sync_step2(update)
 }
 
 /// `[0, 2, update]`.
-pub fn update_frame(update: &[u8]) -> Vec<u8> {
-    sync_frame(SYNC_UPDATE, update)
+pub fn update_frame(update: &[u8]) -> Bytes {
+    protocol::update(update)
+}
+
+/// `[1, ...]`: an awareness update announcing each `(client, clock, json)`.
+pub fn awareness_frame(entries: &[(ClientID, u32, &str)]) -> Vec<u8> {
+    let clients = entries
+        .iter()
+        .map(|&(client, clock, json)| {
+            let json = Arc::from(json);
+            (client, AwarenessUpdateEntry { clock, json })
+        })
+        .collect::<HashMap<_, _>>();
+    YMessage::Awareness(AwarenessUpdate { clients }).encode_v1()
+}
+
+/// The count of a durable acknowledgement `[100, count]`, or `None` for any other frame.
+pub fn durable_ack(frame: &[u8]) -> Option<u64> {
+    let mut pos = 0;
+    if read_var_u64(frame, &mut pos).ok()? != protocol::MSG_DURABLE_ACK {
+        return None;
+    }
+    read_var_u64(frame, &mut pos).ok()
 }
 
 /// WebSocket settings for the load generator and the relay: small buffers, as in the server.
@@ -175,7 +199,14 @@ mod tests {
 
     #[test]
     fn empty_step1_matches_yjs() {
-        assert_eq!(step1_frame(&StateVector::default()), [0, 0, 1, 0]);
+        assert_eq!(step1_frame(&StateVector::default())[..], [0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn durable_ack_round_trip() {
+        assert_eq!(durable_ack(&protocol::durable_ack(300)), Some(300));
+        assert_eq!(durable_ack(&update_frame(&[0, 0])), None);
+        assert_eq!(durable_ack(&[100]), None);
     }
 
     #[test]

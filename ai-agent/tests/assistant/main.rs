@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::needless_pass_by_value, unreachable_pub)]
 
 mod budgets;
-mod fake;
 mod llm_client;
 mod peer;
 mod run_loop;
@@ -17,7 +16,8 @@ use ai_agent::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use fake::{FakeLlm, KEY};
+use harness::llm as fake;
+use harness::llm::{FakeLlm, KEY};
 use peer::MemoryPeer;
 
 /// A client for `fake` with short waits (retries capped at 50 ms).

@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 
 use super::{
-    Backend, BlobFormat, BoardInfo, CompactionStats, NewRun, NewSnapshot, NewUpdate, NewVersion,
-    PendingCompaction, RunRecord, RunResult, RunState, Storage, StorageError, StoredBoard,
-    StoredSnapshot, StoredUpdate, UnixMillis, Version, VersionInfo, now_millis,
+    Backend, BlobFormat, BoardInfo, Boards, CompactionStats, NewRun, NewSnapshot, NewUpdate,
+    NewVersion, PendingCompaction, RunRecord, RunResult, RunState, Runs, Snapshots, StorageError,
+    StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis, UpdateLog, Version, VersionInfo,
+    Versions, now_millis,
 };
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -96,7 +97,7 @@ fn new_board(id: &BoardId) -> Board {
 }
 
 #[async_trait]
-impl Storage for MemoryStore {
+impl Boards for MemoryStore {
     fn backend(&self) -> Backend {
         Backend::Memory
     }
@@ -153,6 +154,15 @@ impl Storage for MemoryStore {
         Ok(existed)
     }
 
+    async fn ping(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    async fn close(&self) {}
+}
+
+#[async_trait]
+impl UpdateLog for MemoryStore {
     async fn append(&self, updates: &[NewUpdate<'_>]) -> Result<Vec<Seq>, StorageError> {
         let mut state = self.lock();
         // Check everything before the first write: all or nothing, like a transaction.
@@ -191,7 +201,10 @@ impl Storage for MemoryStore {
                 .collect(),
         })
     }
+}
 
+#[async_trait]
+impl Snapshots for MemoryStore {
     async fn begin_compaction(
         &self,
         id: &BoardId,
@@ -212,7 +225,10 @@ impl Storage for MemoryStore {
             },
         }))
     }
+}
 
+#[async_trait]
+impl Versions for MemoryStore {
     async fn save_version(
         &self,
         id: &BoardId,
@@ -282,7 +298,10 @@ impl Storage for MemoryStore {
         }
         Ok(doomed.len() as u64)
     }
+}
 
+#[async_trait]
+impl Runs for MemoryStore {
     async fn start_run(&self, id: &BoardId, run: NewRun<'_>) -> Result<RunRecord, StorageError> {
         let mut state = self.lock();
         board_mut(&mut state, id)?;
@@ -415,12 +434,6 @@ impl Storage for MemoryStore {
         }
         Ok(interrupted)
     }
-
-    async fn ping(&self) -> Result<(), StorageError> {
-        Ok(())
-    }
-
-    async fn close(&self) {}
 }
 
 /// A staged compaction: nothing changes until commit, which re-checks and applies it at once.

@@ -2,11 +2,14 @@
 //!
 //! # Layout
 //!
-//! - [`Storage`]: the trait every backend implements, with the types it speaks in.
+//! - [`Storage`]: what every backend implements, made of the parts [`Boards`], [`UpdateLog`],
+//!   [`Snapshots`], [`Versions`] and [`Runs`], with the types they speak in.
+//! - [`layered`]: a store assembled from parts of others (a wrapper implements only the part
+//!   it changes).
 //! - `sqlite`, `postgres`, `memory`: the backends. Only `sqlite` and `postgres` know SQL;
 //!   `rows` holds the row shapes and conversions they share.
 //! - [`replay`]: turns a [`StoredBoard`] into a `yrs::Doc`, naming the row that fails.
-//! - [`compaction`]: folds a board's log into a snapshot through [`Storage::begin_compaction`].
+//! - [`compaction`]: folds a board's log into a snapshot through [`Snapshots::begin_compaction`].
 //! - [`open`]: picks a backend from a database URL.
 //!
 //! # Model
@@ -20,6 +23,7 @@
 
 pub mod compaction;
 mod error;
+pub mod layered;
 pub mod memory;
 pub mod postgres;
 pub mod replay;
@@ -258,12 +262,24 @@ pub trait PendingCompaction: Send + fmt::Debug {
     async fn commit(self: Box<Self>) -> Result<CompactionStats, StorageError>;
 }
 
-/// Durable storage of boards. Every backend passes the same conformance suite
-/// (`sync-server/tests/storage_conformance.rs`).
+/// Durable storage of boards: every part below, in one object. Every backend passes the same
+/// conformance suite (`sync-server/tests/it/storage_conformance.rs`).
+///
+/// The parts are traits of their own so that a store can be assembled from several
+/// ([`layered::Layered`]: for instance one whose update log is wrapped, the rest as it was),
+/// and so that a wrapper implements only the part it changes. Every type that implements all
+/// the parts is a `Storage`; callers hold an `Arc<dyn Storage>` and call any part's methods on
+/// it.
 ///
 /// All methods are safe to call concurrently, from one process or several sharing a database.
+pub trait Storage: Boards + UpdateLog + Snapshots + Versions + Runs {}
+
+impl<T: Boards + UpdateLog + Snapshots + Versions + Runs + ?Sized> Storage for T {}
+
+/// The boards a store holds, and the database under them: which backend it is, whether it
+/// answers, closing it.
 #[async_trait]
-pub trait Storage: Send + Sync + fmt::Debug {
+pub trait Boards: Send + Sync + fmt::Debug {
     /// Which backend this is.
     fn backend(&self) -> Backend;
 
@@ -273,7 +289,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Creates a board whose log holds `content` (a Yjs update v1) as its first row, seq 1,
     /// in **one transaction**: nobody ever sees the board without it (an import). Fails like
-    /// [`Storage::create_board`].
+    /// [`Boards::create_board`].
     async fn create_board_with(
         &self,
         id: &BoardId,
@@ -296,9 +312,24 @@ pub trait Storage: Send + Sync + fmt::Debug {
     ) -> Result<Vec<BoardInfo>, StorageError>;
 
     /// Deletes a board with its log, snapshot and versions, and remembers its id as deleted
-    /// (see [`Storage::ensure_board`]). Returns whether it existed.
+    /// (see [`Boards::ensure_board`]). Returns whether it existed.
     async fn delete_board(&self, id: &BoardId) -> Result<bool, StorageError>;
 
+    /// A cheap check that the database answers, for readiness probes. Backends answer it
+    /// with one trivial query on their general pool (never the connections appends use); the
+    /// default lists one board.
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.list_boards(None, 1).await.map(drop)
+    }
+
+    /// Closes connections after in-flight work; later calls fail.
+    async fn close(&self);
+}
+
+/// A board's update log: what the committer appends and what loading (and healing) a board
+/// reads back.
+#[async_trait]
+pub trait UpdateLog: Send + Sync + fmt::Debug {
     /// Appends updates for one or many boards in **one transaction** and returns the sequence
     /// number given to each, in input order. Updates for one board get consecutive numbers in
     /// input order. Either all are durable when this returns `Ok`, or none is written. Fails
@@ -308,7 +339,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Reads a board's snapshot and the log rows after it, in one consistent read.
     /// Fails with [`StorageError::BoardNotFound`].
     async fn load(&self, id: &BoardId) -> Result<StoredBoard, StorageError>;
+}
 
+/// Folding a board's log into its snapshot (see [`compaction`]).
+#[async_trait]
+pub trait Snapshots: Send + Sync + fmt::Debug {
     /// Stages a compaction in an open transaction: writes `snapshot` as the board's snapshot
     /// and deletes the log rows it covers. Nothing is visible until
     /// [`PendingCompaction::commit`]. Fails with [`StorageError::StaleCompaction`] if the board
@@ -318,7 +353,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
         id: &BoardId,
         snapshot: NewSnapshot<'_>,
     ) -> Result<Box<dyn PendingCompaction + '_>, StorageError>;
+}
 
+/// A board's saved versions.
+#[async_trait]
+pub trait Versions: Send + Sync + fmt::Debug {
     /// Saves a version of a board.
     async fn save_version(
         &self,
@@ -342,7 +381,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Retention: deletes the board's automatic versions except the newest `keep_auto`.
     /// Named versions are never touched. Returns how many were deleted.
     async fn prune_versions(&self, id: &BoardId, keep_auto: u32) -> Result<u64, StorageError>;
+}
 
+/// The record of a board's assistant runs.
+#[async_trait]
+pub trait Runs: Send + Sync + fmt::Debug {
     /// Records a run as started (state `running`, no tool calls, no tokens). Fails with
     /// [`StorageError::BoardNotFound`] if the board is missing, or a database error if the run
     /// id is taken.
@@ -350,7 +393,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Records how a run ended: sets every field of `result` and `finished_at` (now). Returns
     /// whether the run existed. Overwrites an `interrupted` state (a run marked stale by
-    /// [`Storage::interrupt_stale_runs`] that did finish after all).
+    /// [`Runs::interrupt_stale_runs`] that did finish after all).
     async fn finish_run(
         &self,
         id: &BoardId,
@@ -393,16 +436,6 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// `interrupted`, with `finished_at` now. Returns how many. Called at start-up and before
     /// listing, with a cutoff past the longest a run may last.
     async fn interrupt_stale_runs(&self, started_before: UnixMillis) -> Result<u64, StorageError>;
-
-    /// A cheap check that the database answers, for readiness probes. Backends answer it
-    /// with one trivial query on their general pool (never the connections appends use); the
-    /// default lists one board.
-    async fn ping(&self) -> Result<(), StorageError> {
-        self.list_boards(None, 1).await.map(drop)
-    }
-
-    /// Closes connections after in-flight work; later calls fail.
-    async fn close(&self);
 }
 
 /// How many updates each board has in a batch, boards in order of first appearance.

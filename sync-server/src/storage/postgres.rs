@@ -20,9 +20,10 @@ use super::rows::{
     is_fk_violation, is_unique_violation, run_record, version_info,
 };
 use super::{
-    Backend, BlobFormat, BoardInfo, CompactionStats, NewRun, NewSnapshot, NewUpdate, NewVersion,
-    PendingCompaction, RunRecord, RunResult, RunState, Storage, StorageError, StorageOptions,
-    StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis, Version, VersionInfo, now_millis,
+    Backend, BlobFormat, BoardInfo, Boards, CompactionStats, NewRun, NewSnapshot, NewUpdate,
+    NewVersion, PendingCompaction, RunRecord, RunResult, RunState, Runs, Snapshots, StorageError,
+    StorageOptions, StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis, UpdateLog, Version,
+    VersionInfo, Versions, now_millis,
 };
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -210,7 +211,7 @@ where
 const SELECT_BOARD: &str = "SELECT id, created_at, updated_at, last_seq FROM boards WHERE id = $1";
 
 #[async_trait]
-impl Storage for PostgresStore {
+impl Boards for PostgresStore {
     fn backend(&self) -> Backend {
         Backend::Postgres
     }
@@ -315,6 +316,22 @@ impl Storage for PostgresStore {
         Ok(existed)
     }
 
+    async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(StorageError::db("ping"))?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.appends.close().await;
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl UpdateLog for PostgresStore {
     async fn append(&self, updates: &[NewUpdate<'_>]) -> Result<Vec<Seq>, StorageError> {
         let op = "append";
         if updates.is_empty() {
@@ -419,7 +436,10 @@ impl Storage for PostgresStore {
                 .collect(),
         })
     }
+}
 
+#[async_trait]
+impl Snapshots for PostgresStore {
     async fn begin_compaction(
         &self,
         id: &BoardId,
@@ -482,7 +502,10 @@ impl Storage for PostgresStore {
             },
         }))
     }
+}
 
+#[async_trait]
+impl Versions for PostgresStore {
     async fn save_version(
         &self,
         id: &BoardId,
@@ -602,7 +625,10 @@ impl Storage for PostgresStore {
         .map_err(StorageError::db("prune versions"))?;
         Ok(done.rows_affected())
     }
+}
 
+#[async_trait]
+impl Runs for PostgresStore {
     async fn start_run(&self, id: &BoardId, run: NewRun<'_>) -> Result<RunRecord, StorageError> {
         let op = "start run";
         let row: RunRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -762,19 +788,6 @@ impl Storage for PostgresStore {
         .await
         .map_err(StorageError::db("interrupt stale runs"))?;
         Ok(done.rows_affected())
-    }
-
-    async fn ping(&self) -> Result<(), StorageError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(StorageError::db("ping"))?;
-        Ok(())
-    }
-
-    async fn close(&self) {
-        self.appends.close().await;
-        self.pool.close().await;
     }
 }
 

@@ -1,7 +1,7 @@
 //! Assistant runs as stored: who asked what, how it went, and what undo needs.
 //!
 //! A run row is written when a run starts (status `running`), completed once when it ends
-//! ([`Storage::finish_run`](super::Storage::finish_run)), and marked when it is undone. Runs
+//! ([`Runs::finish_run`](super::Runs::finish_run)), and marked when it is undone. Runs
 //! belong to their board and go with it when it is deleted.
 
 use serde::Serialize;
@@ -14,7 +14,7 @@ use crate::ids::{BoardId, VersionId};
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     /// Working now (or its server stopped before it could finish; see
-    /// [`Storage::interrupt_stale_runs`](super::Storage::interrupt_stale_runs)).
+    /// [`Runs::interrupt_stale_runs`](super::Runs::interrupt_stale_runs)).
     Running,
     /// The model finished.
     Completed,

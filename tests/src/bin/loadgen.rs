@@ -28,10 +28,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
+use harness::procfs;
+use harness::report::{self, ScenarioResult};
+use harness::wire::{self, Frame};
 use hdrhistogram::Histogram;
-use tests::procfs;
-use tests::report::{self, ScenarioResult};
-use tests::wire::{self, Frame};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -250,8 +250,7 @@ impl Client {
         .await
         .with_context(|| format!("connect {}", self.board.url))?;
         let sv = self.doc.transact().state_vector();
-        ws.send(Message::Binary(wire::step1_frame(&sv).into()))
-            .await?;
+        ws.send(Message::Binary(wire::step1_frame(&sv))).await?;
         let deadline = tokio::time::sleep(Duration::from_secs(60));
         tokio::pin!(deadline);
         loop {
@@ -344,8 +343,7 @@ impl Client {
             Frame::Step1(sv) => {
                 let sv = wire::decode_sv(sv)?;
                 let update = self.doc.transact().encode_state_as_update_v1(&sv);
-                ws.send(Message::Binary(wire::step2_frame(&update).into()))
-                    .await?;
+                ws.send(Message::Binary(wire::step2_frame(update))).await?;
             }
             Frame::Step2(u) | Frame::Update(u) => self.track(u, now)?,
             Frame::Awareness | Frame::QueryAwareness | Frame::Other(_) => {}
@@ -399,7 +397,7 @@ impl Client {
             .transact()
             .state_vector()
             .get(&self.doc.client_id());
-        let frame = Message::Binary(wire::update_frame(&update).into());
+        let frame = Message::Binary(wire::update_frame(&update));
         let measured = *self.phase.borrow() == Phase::Measure;
         lock(&self.board.logs[slot]).push(Sent {
             end,

@@ -16,7 +16,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
-use tests::wire::{self, Frame};
+use harness::wire::{self, Frame};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -124,7 +124,7 @@ async fn connection(stream: TcpStream, id: u64, boards: Boards) -> anyhow::Resul
         // Register and send step 1 under the board lock: no update falls in between.
         let mut b = lock(&board);
         let sv = b.doc.transact().state_vector();
-        let _ = tx.send(Message::Binary(wire::step1_frame(&sv).into()));
+        let _ = tx.send(Message::Binary(wire::step1_frame(&sv)));
         b.conns.insert(id, tx.clone());
     }
 
@@ -164,7 +164,7 @@ where
             Frame::Step1(sv) => {
                 let sv = StateVector::decode_v1(sv)?;
                 let update = lock(board).doc.transact().encode_state_as_update_v1(&sv);
-                let _ = tx.send(Message::Binary(wire::step2_frame(&update).into()));
+                let _ = tx.send(Message::Binary(wire::step2_frame(update)));
             }
             Frame::Step2(u) | Frame::Update(u) => {
                 let update = Update::decode_v1(u)?;
@@ -174,7 +174,7 @@ where
                 let forward: Bytes = if data[1] == wire::SYNC_UPDATE {
                     data.clone()
                 } else {
-                    wire::update_frame(u).into()
+                    wire::update_frame(u)
                 };
                 let b = lock(board);
                 b.doc.transact_mut().apply_update(update)?;

@@ -32,9 +32,10 @@ use super::rows::{
     is_fk_violation, is_unique_violation, run_record, version_info,
 };
 use super::{
-    Backend, BlobFormat, BoardInfo, CompactionStats, NewRun, NewSnapshot, NewUpdate, NewVersion,
-    PendingCompaction, RunRecord, RunResult, RunState, Storage, StorageError, StorageOptions,
-    StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis, Version, VersionInfo, now_millis,
+    Backend, BlobFormat, BoardInfo, Boards, CompactionStats, NewRun, NewSnapshot, NewUpdate,
+    NewVersion, PendingCompaction, RunRecord, RunResult, RunState, Runs, Snapshots, StorageError,
+    StorageOptions, StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis, UpdateLog, Version,
+    VersionInfo, Versions, now_millis,
 };
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -249,7 +250,7 @@ const SELECT_VERSION_INFO: &str =
     "SELECT id, kind, label, author, reason, created_at, covers_seq, size FROM board_versions";
 
 #[async_trait]
-impl Storage for SqliteStore {
+impl Boards for SqliteStore {
     fn backend(&self) -> Backend {
         Backend::Sqlite
     }
@@ -338,6 +339,23 @@ impl Storage for SqliteStore {
         Ok(existed)
     }
 
+    async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(StorageError::db("ping"))?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.appender.close().await;
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+#[async_trait]
+impl UpdateLog for SqliteStore {
     async fn append(&self, updates: &[NewUpdate<'_>]) -> Result<Vec<Seq>, StorageError> {
         if updates.is_empty() {
             return Ok(Vec::new());
@@ -388,7 +406,10 @@ impl Storage for SqliteStore {
                 .collect(),
         })
     }
+}
 
+#[async_trait]
+impl Snapshots for SqliteStore {
     async fn begin_compaction(
         &self,
         id: &BoardId,
@@ -438,7 +459,10 @@ impl Storage for SqliteStore {
             },
         }))
     }
+}
 
+#[async_trait]
+impl Versions for SqliteStore {
     async fn save_version(
         &self,
         id: &BoardId,
@@ -561,7 +585,10 @@ impl Storage for SqliteStore {
         tx.commit().await.map_err(StorageError::db(op))?;
         Ok(done.rows_affected())
     }
+}
 
+#[async_trait]
+impl Runs for SqliteStore {
     async fn start_run(&self, id: &BoardId, run: NewRun<'_>) -> Result<RunRecord, StorageError> {
         let op = "start run";
         let mut tx = self.write_tx(op).await?;
@@ -745,20 +772,6 @@ impl Storage for SqliteStore {
         .map_err(StorageError::db(op))?;
         tx.commit().await.map_err(StorageError::db(op))?;
         Ok(done.rows_affected())
-    }
-
-    async fn ping(&self) -> Result<(), StorageError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
-            .await
-            .map_err(StorageError::db("ping"))?;
-        Ok(())
-    }
-
-    async fn close(&self) {
-        self.appender.close().await;
-        self.writer.close().await;
-        self.reader.close().await;
     }
 }
 

@@ -2,24 +2,17 @@
 //! board while something loads it, rows another writer committed, versions taken from state
 //! that was not durable, an undo whose caller went away, and callers racing an eviction.
 //!
-//! Each test holds a storage call at a [`Gate`](server_support::Gate) (or uses a knob of
+//! Each test holds a storage call at a [`Gate`](harness::Gate) (or uses a knob of
 //! [`TestStore`]) to put the server exactly inside the window it once got wrong, instead of
 //! sleeping and hoping the race happens.
-
-#![allow(clippy::unwrap_used)]
-
-mod server_support;
-
-#[path = "../../ai-agent/tests/assistant/fake.rs"]
-#[allow(dead_code, unreachable_pub, clippy::needless_pass_by_value)]
-mod fake;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use harness::llm as fake;
+use harness::*;
 use serde_json::{Value, json};
-use server_support::*;
 use sync_server::ids::BoardId;
 use sync_server::storage::replay::replay_into;
 use sync_server::storage::{NewUpdate, Storage};
@@ -92,7 +85,7 @@ async fn versions(addr: std::net::SocketAddr, id: &str) -> Vec<Value> {
 async fn actor_caught_up(client: &TestClient, clock: u32) {
     let id = client.client_id();
     let state = format!(r#"{{"mark":{clock}}}"#);
-    client.send_raw(awareness_frame(id, clock, &state));
+    client.send_raw(awareness_frame(&[(id, clock, &state)]));
     client
         .wait_for("the echo of the awareness mark", |s| {
             s.seen.awareness_of(id).as_deref() == Some(state.as_str())
@@ -109,7 +102,7 @@ async fn actor_caught_up(client: &TestClient, clock: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_during_a_delete_does_not_resurrect_the_board() {
     let store = TestStore::new(memory_store().await);
-    let server = TestServer::start(config(), store.clone()).await;
+    let server = TestServer::start(config(), store.storage()).await;
     let addr = server.addr;
     create_board(addr, "doomed").await;
     let owner = TestClient::connect(addr, "doomed", true).await;
@@ -118,10 +111,10 @@ async fn an_update_during_a_delete_does_not_resurrect_the_board() {
     owner.wait_all_acked().await;
 
     // The deletion is held after the actor stopped, before the store deletes anything.
-    store.delete_gate.close();
+    store.boards.delete_gate.close();
     let deleting =
         tokio::spawn(async move { http(addr, "DELETE", "/v1/boards/doomed", None, b"").await });
-    store.delete_gate.wait_for_waiting(1, "DELETE").await;
+    store.boards.delete_gate.wait_for_waiting(1, "DELETE").await;
     assert_eq!(owner.wait_closed().await, 4404);
 
     // A write in that window.
@@ -134,7 +127,7 @@ async fn an_update_during_a_delete_does_not_resurrect_the_board() {
         String::from_utf8_lossy(&written.body)
     );
 
-    store.delete_gate.open();
+    store.boards.delete_gate.open();
     let deleted = deleting.await.unwrap();
     assert_eq!(
         deleted.status,
@@ -156,14 +149,14 @@ async fn an_update_during_a_delete_does_not_resurrect_the_board() {
         written.status
     );
     assert_eq!(
-        notes(&stored_doc(store.as_ref(), "doomed").await),
+        notes(&stored_doc(store.storage().as_ref(), "doomed").await),
         BTreeMap::new()
     );
 
     // And the new board works: what its client writes is what is stored.
     fresh.put_note("new", "after");
     fresh.wait_all_acked().await;
-    let stored = notes(&stored_doc(store.as_ref(), "doomed").await);
+    let stored = notes(&stored_doc(store.storage().as_ref(), "doomed").await);
     assert_eq!(stored.keys().collect::<Vec<_>>(), ["new"], "{stored:?}");
     server.shutdown().await.unwrap();
 }
@@ -173,7 +166,7 @@ async fn an_update_during_a_delete_does_not_resurrect_the_board() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_during_a_delete_does_not_resurrect_the_board() {
     let store = TestStore::new(memory_store().await);
-    let server = TestServer::start(config(), store.clone()).await;
+    let server = TestServer::start(config(), store.storage()).await;
     let addr = server.addr;
     create_board(addr, "doomed2").await;
     let owner = TestClient::connect(addr, "doomed2", true).await;
@@ -181,10 +174,10 @@ async fn a_join_during_a_delete_does_not_resurrect_the_board() {
     owner.put_note("old", "deleted content");
     owner.wait_all_acked().await;
 
-    store.delete_gate.close();
+    store.boards.delete_gate.close();
     let deleting =
         tokio::spawn(async move { http(addr, "DELETE", "/v1/boards/doomed2", None, b"").await });
-    store.delete_gate.wait_for_waiting(1, "DELETE").await;
+    store.boards.delete_gate.wait_for_waiting(1, "DELETE").await;
     assert_eq!(owner.wait_closed().await, 4404);
 
     let late = TestClient::connect(addr, "doomed2", false).await;
@@ -196,7 +189,7 @@ async fn a_join_during_a_delete_does_not_resurrect_the_board() {
         late.notes()
     );
 
-    store.delete_gate.open();
+    store.boards.delete_gate.open();
     assert_eq!(deleting.await.unwrap().status, 204);
 
     create_board(addr, "doomed2").await;
@@ -209,7 +202,7 @@ async fn a_join_during_a_delete_does_not_resurrect_the_board() {
         "a client of the re-created board sees the deleted board's content"
     );
     assert_eq!(
-        notes(&stored_doc(store.as_ref(), "doomed2").await),
+        notes(&stored_doc(store.storage().as_ref(), "doomed2").await),
         BTreeMap::new()
     );
     server.shutdown().await.unwrap();
@@ -297,23 +290,27 @@ async fn compaction_keeps_and_clients_receive_a_row_another_writer_committed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_joining_during_an_import_sees_its_content() {
     let store = TestStore::new(memory_store().await);
-    let server = TestServer::start(config(), store.clone()).await;
+    let server = TestServer::start(config(), store.storage()).await;
     let addr = server.addr;
     let source = new_doc();
     put_note(&source, "imported", "from the snapshot");
     let snapshot = doc_state(&source);
 
     // The import is held once the store created the board, before it answers.
-    store.created_gate.close();
+    store.boards.created_gate.close();
     let body = snapshot.clone();
     let importing =
         tokio::spawn(
             async move { http(addr, "POST", "/v1/boards?id=imported", BINARY, &body).await },
         );
-    store.created_gate.wait_for_waiting(1, "the import").await;
+    store
+        .boards
+        .created_gate
+        .wait_for_waiting(1, "the import")
+        .await;
     let early = TestClient::connect(addr, "imported", false).await;
     early.wait_synced().await;
-    store.created_gate.open();
+    store.boards.created_gate.open();
     let imported = importing.await.unwrap();
     assert_eq!(
         imported.status,
@@ -327,7 +324,7 @@ async fn a_client_joining_during_an_import_sees_its_content() {
             notes(&s.doc).contains_key("imported")
         })
         .await;
-    let stored = store.load(&board("imported")).await.unwrap();
+    let stored = store.storage().load(&board("imported")).await.unwrap();
     assert!(stored.snapshot.is_none());
     assert_eq!(
         stored.updates.first().map(|u| u.seq),
@@ -357,7 +354,7 @@ async fn a_checkpoint_never_holds_an_update_whose_commit_failed() {
     // Overdue at once: the checkpoint is taken while the second update is in flight (from the
     // stored rows), instead of waiting for a quiet moment.
     cfg.board.checkpoint_interval = Duration::from_millis(1);
-    let server = TestServer::start(cfg, store.clone()).await;
+    let server = TestServer::start(cfg, store.storage()).await;
     let addr = server.addr;
     create_board(addr, "ckpt").await;
     let client = TestClient::connect(addr, "ckpt", true).await;
@@ -366,9 +363,10 @@ async fn a_checkpoint_never_holds_an_update_whose_commit_failed() {
 
     // The first update's commit is held in the store; the second is applied meanwhile and
     // waits behind it.
-    store.append_gate.close();
+    store.log.append_gate.close();
     client.put_note("first", "committed");
     store
+        .log
         .append_gate
         .wait_for_waiting(1, "the first commit")
         .await;
@@ -376,9 +374,9 @@ async fn a_checkpoint_never_holds_an_update_whose_commit_failed() {
     actor_caught_up(&client, 1).await;
 
     // The first commit goes through (a checkpoint follows it); the second is held.
-    store.append_gate.let_through(1);
+    store.log.append_gate.let_through(1);
     let deadline = Instant::now() + WAIT;
-    while store.append_gate.arrived() < 2 {
+    while store.log.append_gate.arrived() < 2 {
         assert!(Instant::now() < deadline, "the second commit never started");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -395,10 +393,10 @@ async fn a_checkpoint_never_holds_an_update_whose_commit_failed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     // Then the second commit fails: the board closes its connections.
-    store.set_fail_appends(true);
-    store.append_gate.open();
+    store.log.set_fail_appends(true);
+    store.log.append_gate.open();
     assert_eq!(client.wait_closed().await, 1011);
-    store.set_fail_appends(false);
+    store.log.set_fail_appends(false);
 
     let v = checkpoint["id"].as_i64().unwrap();
     let saved = version_notes(addr, "ckpt", v).await;
@@ -408,7 +406,7 @@ async fn a_checkpoint_never_holds_an_update_whose_commit_failed() {
         "the checkpoint {checkpoint} holds an update whose commit failed: {saved:?}"
     );
     // It is exactly the durable board.
-    let durable = notes(&stored_doc(store.as_ref(), "ckpt").await);
+    let durable = notes(&stored_doc(store.storage().as_ref(), "ckpt").await);
     assert_eq!(saved, durable);
     server.shutdown().await.unwrap();
 }
@@ -420,20 +418,20 @@ async fn a_failed_checkpoint_is_retried_at_the_next_commit() {
     let store = TestStore::new(memory_store().await);
     let mut cfg = config();
     cfg.board.checkpoint_rows = 3;
-    let server = TestServer::start(cfg, store.clone()).await;
+    let server = TestServer::start(cfg, store.storage()).await;
     let addr = server.addr;
     create_board(addr, "retry").await;
     let client = TestClient::connect(addr, "retry", true).await;
     client.wait_synced().await;
 
-    store.fail_save_versions.store(1, Ordering::SeqCst);
+    store.versions.fail_save_versions.store(1, Ordering::SeqCst);
     for i in 0..3 {
         client.put_note(&format!("n{i}"), "x");
         client.wait_all_acked().await;
     }
     // The checkpoint after row 3 failed ...
     let deadline = Instant::now() + WAIT;
-    while store.save_version_failures.load(Ordering::SeqCst) == 0 {
+    while store.versions.save_version_failures.load(Ordering::SeqCst) == 0 {
         assert!(
             Instant::now() < deadline,
             "no checkpoint attempted after 3 rows"
@@ -497,20 +495,21 @@ async fn restore_race(store: &TestStore, addr: std::net::SocketAddr, id: &str) -
     client.put_note("b", "after v0");
     client.wait_all_acked().await;
 
-    store.save_version_gate.close();
+    store.versions.save_version_gate.close();
     let path = format!("/v1/boards/{id}/restore");
     let restoring = tokio::spawn(async move {
         let body = json!({ "version": v0 }).to_string();
         http(addr, "POST", &path, JSON, body.as_bytes()).await
     });
     store
+        .versions
         .save_version_gate
         .wait_for_waiting(1, "the version before the restore")
         .await;
     client.put_note("e", "made during the restore");
     let e_message = client.doc_messages_sent();
     actor_caught_up(&client, 1).await;
-    store.save_version_gate.open();
+    store.versions.save_version_gate.open();
     RestoreRace {
         client,
         e_message,
@@ -525,7 +524,7 @@ async fn restore_race(store: &TestStore, addr: std::net::SocketAddr, id: &str) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_during_a_restore_is_not_lost_between_the_version_and_the_restore() {
     let store = TestStore::new(memory_store().await);
-    let server = TestServer::start(config(), store.clone()).await;
+    let server = TestServer::start(config(), store.storage()).await;
     let addr = server.addr;
     let RestoreRace {
         client, restoring, ..
@@ -576,7 +575,7 @@ async fn an_edit_during_a_restore_is_not_lost_between_the_version_and_the_restor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_held_back_during_a_restore_is_committed_after_it() {
     let store = TestStore::new(memory_store().await);
-    let server = TestServer::start(config(), store.clone()).await;
+    let server = TestServer::start(config(), store.storage()).await;
     let addr = server.addr;
     let RestoreRace {
         client,
@@ -593,14 +592,14 @@ async fn an_edit_held_back_during_a_restore_is_committed_after_it() {
             s.seen.last_ack() >= e_message
         })
         .await;
-    let stored = notes(&stored_doc(store.as_ref(), "held").await);
+    let stored = notes(&stored_doc(store.storage().as_ref(), "held").await);
     assert!(
         stored.contains_key("e"),
         "e (message {e_message}) is acknowledged (acks {:?}) but not stored: {stored:?}",
         client.with(|s| s.seen.acks.clone())
     );
     client.wait_all_acked().await;
-    let stored = notes(&stored_doc(store.as_ref(), "held").await);
+    let stored = notes(&stored_doc(store.storage().as_ref(), "held").await);
     assert_eq!(stored.keys().collect::<Vec<_>>(), ["a", "e", "f"]);
     server.shutdown().await.unwrap();
 }
@@ -636,7 +635,7 @@ async fn an_undo_completes_when_its_caller_disconnects() {
         ..config()
     };
     let store = TestStore::new(memory_store().await);
-    let server = TestServer::start(cfg, store.clone()).await;
+    let server = TestServer::start(cfg, store.storage()).await;
     let addr = server.addr;
     create_board(addr, "undo").await;
     let watcher = TestClient::connect(addr, "undo", false).await;
@@ -660,7 +659,7 @@ async fn an_undo_completes_when_its_caller_disconnects() {
         .await;
 
     // The undo is held after the claim (reading the version before the run) ...
-    store.get_version_gate.close();
+    store.versions.get_version_gate.close();
     let path = format!("/v1/boards/undo/assistant/runs/{run_id}/undo");
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
@@ -668,6 +667,7 @@ async fn an_undo_completes_when_its_caller_disconnects() {
     );
     tcp.write_all(head.as_bytes()).await.unwrap();
     store
+        .versions
         .get_version_gate
         .wait_for_waiting(1, "the undo's read of the version before the run")
         .await;
@@ -675,11 +675,11 @@ async fn an_undo_completes_when_its_caller_disconnects() {
     // its request stops waiting at the gate).
     drop(tcp);
     let deadline = Instant::now() + Duration::from_secs(1);
-    while store.get_version_gate.waiting() > 0 && Instant::now() < deadline {
+    while store.versions.get_version_gate.waiting() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let abandoned = store.get_version_gate.waiting() == 0;
-    store.get_version_gate.open();
+    let abandoned = store.versions.get_version_gate.waiting() == 0;
+    store.versions.get_version_gate.open();
 
     // The undo completes regardless.
     let deadline = Instant::now() + WAIT;
@@ -840,21 +840,22 @@ async fn a_deleted_boards_checkpoint_never_lands_on_the_recreated_board() {
     let store = TestStore::new(memory_store().await);
     let mut cfg = config();
     cfg.board.checkpoint_rows = 1;
-    let server = TestServer::start(cfg, store.clone()).await;
+    let server = TestServer::start(cfg, store.storage()).await;
     let addr = server.addr;
     create_board(addr, "ghost").await;
     let owner = TestClient::connect(addr, "ghost", true).await;
     owner.wait_synced().await;
-    store.save_version_gate.close();
+    store.versions.save_version_gate.close();
     owner.put_note("old", "deleted content");
     owner.wait_all_acked().await;
     store
+        .versions
         .save_version_gate
         .wait_for_waiting(1, "the checkpoint")
         .await;
 
-    delete_and_recreate_around(addr, &store.save_version_gate, "ghost").await;
-    store.save_version_gate.open();
+    delete_and_recreate_around(addr, &store.versions.save_version_gate, "ghost").await;
+    store.versions.save_version_gate.open();
 
     let deadline = Instant::now() + Duration::from_secs(1);
     while Instant::now() < deadline {
@@ -878,27 +879,29 @@ async fn a_deleted_boards_compaction_never_lands_on_the_recreated_board() {
     let store = TestStore::new(memory_store().await);
     let mut cfg = config();
     cfg.board.compact_rows = 3;
-    let server = TestServer::start(cfg, store.clone()).await;
+    let server = TestServer::start(cfg, store.storage()).await;
     let addr = server.addr;
     create_board(addr, "ghost2").await;
     let owner = TestClient::connect(addr, "ghost2", true).await;
     owner.wait_synced().await;
-    store.compaction_gate.close();
+    store.compaction.gate.close();
     for i in 0..3 {
         owner.put_note(&format!("old-{i}"), "deleted content");
         owner.wait_all_acked().await;
     }
     store
-        .compaction_gate
+        .compaction
+        .gate
         .wait_for_waiting(1, "the compaction")
         .await;
 
-    delete_and_recreate_around(addr, &store.compaction_gate, "ghost2").await;
+    delete_and_recreate_around(addr, &store.compaction.gate, "ghost2").await;
     // The new board gets three rows (from another writer: no actor of its own compacts them).
     let id = board("ghost2");
     for i in 0..3 {
         let note = foreign_note(&format!("new-{i}"), "new content");
         store
+            .storage()
             .append(&[NewUpdate {
                 board: &id,
                 data: &note,
@@ -906,11 +909,11 @@ async fn a_deleted_boards_compaction_never_lands_on_the_recreated_board() {
             .await
             .unwrap();
     }
-    store.compaction_gate.open();
+    store.compaction.gate.open();
 
     let deadline = Instant::now() + Duration::from_secs(1);
     while Instant::now() < deadline {
-        let stored = notes(&stored_doc(store.as_ref(), "ghost2").await);
+        let stored = notes(&stored_doc(store.storage().as_ref(), "ghost2").await);
         assert_eq!(
             stored.keys().collect::<Vec<_>>(),
             ["new-0", "new-1", "new-2"],
@@ -934,7 +937,7 @@ async fn a_checkpoint_holds_the_rows_another_writer_committed_before_it() {
     let store = TestStore::new(memory_store().await);
     let mut cfg = config();
     cfg.board.checkpoint_rows = 1;
-    let server = TestServer::start(cfg, store.clone()).await;
+    let server = TestServer::start(cfg, store.storage()).await;
     let addr = server.addr;
     let client = TestClient::connect(addr, "heal", true).await;
     client.wait_synced().await;
@@ -943,6 +946,7 @@ async fn a_checkpoint_holds_the_rows_another_writer_committed_before_it() {
     let id = board("heal");
     let foreign = foreign_note("foreign", "from another writer");
     let foreign_seq = store
+        .storage()
         .append(&[NewUpdate {
             board: &id,
             data: &foreign,
@@ -983,7 +987,7 @@ async fn a_checkpoint_holds_the_rows_another_writer_committed_before_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_row_of_another_writer_found_while_reading_the_first_reaches_clients() {
     let store = TestStore::new(memory_store().await);
-    let server = TestServer::start(config(), store.clone()).await;
+    let server = TestServer::start(config(), store.storage()).await;
     let addr = server.addr;
     let client = TestClient::connect(addr, "gaps", true).await;
     client.wait_synced().await;
@@ -992,9 +996,10 @@ async fn a_second_row_of_another_writer_found_while_reading_the_first_reaches_cl
     let id = board("gaps");
 
     // A first row of another writer; the actor's read of it is held.
-    store.load_gate.close();
+    store.log.load_gate.close();
     let a = foreign_note("foreign-a", "a");
     store
+        .storage()
         .append(&[NewUpdate {
             board: &id,
             data: &a,
@@ -1004,12 +1009,14 @@ async fn a_second_row_of_another_writer_found_while_reading_the_first_reaches_cl
     client.put_note("mine-1", "x");
     client.wait_all_acked().await;
     store
+        .log
         .load_gate
         .wait_for_waiting(1, "the read of the first row")
         .await;
     // A second one, found by the next commit while the first is still being read.
     let b = foreign_note("foreign-b", "b");
     store
+        .storage()
         .append(&[NewUpdate {
             board: &id,
             data: &b,
@@ -1018,7 +1025,7 @@ async fn a_second_row_of_another_writer_found_while_reading_the_first_reaches_cl
         .unwrap();
     client.put_note("mine-2", "x");
     client.wait_all_acked().await;
-    store.load_gate.open();
+    store.log.load_gate.open();
 
     client.wait_note("foreign-a").await;
     client.wait_note("foreign-b").await;

@@ -1,5 +1,6 @@
-//! A fake OpenAI-compatible server: real HTTP on 127.0.0.1:0, scripted replies, recorded
-//! request bodies.
+//! The fake model service: an OpenAI-compatible server on real HTTP (127.0.0.1:0) answering
+//! chat completions from a script, or from a function of each request, and recording request
+//! bodies. Used by the assistant's tests (`ai-agent`) and the server's.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -15,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
+/// The API key the fake accepts (`Authorization: Bearer KEY`); others get 401.
 pub const KEY: &str = "sk-test-key-0123456789";
 
 /// One scripted answer.
@@ -32,12 +34,27 @@ pub enum Reply {
     Stall(Duration),
 }
 
-#[derive(Debug, Default)]
+/// Answers a request once the script is exhausted.
+type Responder = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
+
+#[derive(Default)]
 struct Inner {
     script: VecDeque<Reply>,
     requests: Vec<Value>,
+    responder: Option<Responder>,
 }
 
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("script", &self.script)
+            .field("requests", &self.requests.len())
+            .field("responder", &self.responder.is_some())
+            .finish()
+    }
+}
+
+/// A running fake model service; it runs until the runtime that started it ends.
 #[derive(Clone, Debug)]
 pub struct FakeLlm {
     addr: SocketAddr,
@@ -45,11 +62,27 @@ pub struct FakeLlm {
 }
 
 impl FakeLlm {
+    /// Answers requests with `script`, in order; once it is exhausted, with 500.
     pub async fn start(script: Vec<Reply>) -> FakeLlm {
-        let inner = Arc::new(Mutex::new(Inner {
+        Self::serve(Inner {
             script: script.into(),
-            requests: Vec::new(),
-        }));
+            ..Inner::default()
+        })
+        .await
+    }
+
+    /// Answers every request with what `respond` makes of its body (JSON, `null` if it is
+    /// not).
+    pub async fn answering(respond: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> FakeLlm {
+        Self::serve(Inner {
+            responder: Some(Arc::new(respond)),
+            ..Inner::default()
+        })
+        .await
+    }
+
+    async fn serve(inner: Inner) -> FakeLlm {
+        let inner = Arc::new(Mutex::new(inner));
         // Requests carry the whole conversation; some tests make it large on purpose.
         let app = Router::new()
             .route("/v1/chat/completions", post(handle))
@@ -63,6 +96,7 @@ impl FakeLlm {
         FakeLlm { addr, inner }
     }
 
+    /// The base URL to configure a client with (`http://127.0.0.1:PORT/v1`).
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
     }
@@ -72,6 +106,7 @@ impl FakeLlm {
         self.inner.lock().unwrap().requests.clone()
     }
 
+    /// How many requests arrived (with the right key).
     pub fn hits(&self) -> usize {
         self.inner.lock().unwrap().requests.len()
     }
@@ -91,8 +126,12 @@ async fn handle(
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let reply = {
         let mut inner = inner.lock().unwrap();
+        let reply = inner
+            .script
+            .pop_front()
+            .or_else(|| inner.responder.as_ref().map(|respond| respond(&body)));
         inner.requests.push(body);
-        inner.script.pop_front()
+        reply
     };
     let Some(reply) = reply else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "script exhausted").into_response();
@@ -122,6 +161,7 @@ async fn handle(
     }
 }
 
+#[derive(Clone, Copy)]
 enum Tail {
     Done,
     Cut,
@@ -152,6 +192,8 @@ fn sse(chunks: Vec<Value>, tail: Tail) -> Response {
 
 // ---- chunk builders ----
 
+/// One `chat.completion.chunk` event with `delta`, and `finish_reason` if given.
+#[allow(clippy::needless_pass_by_value)] // Called with `json!(...)` temporaries.
 pub fn chunk(delta: Value, finish: Option<&str>) -> Value {
     json!({
         "id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1700000000,
@@ -160,6 +202,7 @@ pub fn chunk(delta: Value, finish: Option<&str>) -> Value {
     })
 }
 
+/// A final chunk with token usage and no choices.
 pub fn usage(prompt: u32, completion: u32) -> Value {
     json!({
         "id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1700000000,
@@ -216,6 +259,8 @@ pub fn text_turn(text: &str) -> Reply {
     ])
 }
 
+/// A tool call `name(args)` with call id `id`.
+#[allow(clippy::needless_pass_by_value)] // Called with `json!(...)` temporaries.
 pub fn call<'a>(id: &'a str, name: &'a str, args: Value) -> Call<'a> {
     (id, name, args.to_string())
 }

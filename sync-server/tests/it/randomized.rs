@@ -26,8 +26,8 @@
 //!
 //! Running it:
 //!
-//! - `cargo test -p sync-server --test randomized` runs the fixed seeds in [`DEFAULT_SEEDS`];
-//! - `SEED=n cargo test -p sync-server --test randomized` replays seed `n`: the same
+//! - `cargo test -p sync-server --test it randomized::` runs the fixed seeds in [`DEFAULT_SEEDS`];
+//! - `SEED=n cargo test -p sync-server --test it randomized::` replays seed `n`: the same
 //!   operations in the same order (timing, and so what each one meets, may differ);
 //! - `SOAK=N` (or `SEEDS=N`) runs `N` random seeds, printing each;
 //! - `OPS=n` changes the number of operations per seed (default 120);
@@ -45,14 +45,6 @@
 //! board; a GC run across such a gap that panics yrs inside the board actor). They fail until
 //! the server is fixed, as does the randomized test on some seeds.
 
-#![allow(clippy::unwrap_used)]
-
-mod server_support;
-
-#[path = "../../ai-agent/tests/assistant/fake.rs"]
-#[allow(dead_code, unreachable_pub, clippy::needless_pass_by_value)]
-mod fake;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -61,14 +53,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ai_agent::{BudgetLimits, LlmConfig, RunCaps};
+use harness::llm as fake;
+use harness::{
+    ClientState, HttpResponse, SqliteDb, TestClient, TestStore, config, doc_from, try_http_request,
+};
 use serde_json::{Value, json};
-use server_support::{ClientState, SqliteDb, TestClient, TestStore, config, doc_from};
 use sync_server::assistant::AssistantConfig;
 use sync_server::ids::BoardId;
 use sync_server::server::{Config, run_with_store};
 use sync_server::storage::Storage;
 use sync_server::storage::replay::replay_into;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use yrs::block::ClientID;
@@ -149,7 +143,7 @@ fn randomized_collaboration() {
                 );
                 panic!(
                     "SEED={seed} failed after {:.1?}: {message}\n\
-                     replay: SEED={seed} cargo test -p sync-server --test randomized",
+                     replay: SEED={seed} cargo test -p sync-server --test it randomized::",
                     seed_started.elapsed()
                 );
             }
@@ -761,72 +755,33 @@ impl Drop for Node {
 // ---------------------------------------------------------------------------------------------
 // A fake model service: every prompt gets one `createStickyNote` call, then a final text
 
-async fn start_model_service() -> String {
-    async fn turn(body: axum::body::Bytes) -> axum::response::Response {
-        let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+async fn start_model_service() -> fake::FakeLlm {
+    fake::FakeLlm::answering(|request| {
         let answered = request["messages"]
             .as_array()
             .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"));
-        let reply = if answered {
-            fake::text_turn("Added the note.")
-        } else {
-            let text = String::from_utf8_lossy(&body);
-            let tag = text
-                .split("note-R")
-                .nth(1)
-                .and_then(|rest| rest.split("-end").next())
-                .unwrap_or("?")
-                .to_owned();
-            fake::tool_turn(&[fake::call(
-                "c1",
-                "createStickyNote",
-                json!({"text": format!("assistant note-R{tag}-end"), "x": 40, "y": 40,
-                       "color": "yellow", "frame": null}),
-            )])
-        };
-        let fake::Reply::Sse(chunks) = reply else {
-            unreachable!("turns are event streams")
-        };
-        let mut out = String::new();
-        for chunk in chunks {
-            out.push_str(&format!("data: {chunk}\n\n"));
+        if answered {
+            return fake::text_turn("Added the note.");
         }
-        out.push_str("data: [DONE]\n\n");
-        axum::response::Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(axum::body::Body::from(out))
-            .unwrap()
-    }
-    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(turn));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}/v1")
+        let text = request.to_string();
+        let tag = text
+            .split("note-R")
+            .nth(1)
+            .and_then(|rest| rest.split("-end").next())
+            .unwrap_or("?")
+            .to_owned();
+        fake::tool_turn(&[fake::call(
+            "c1",
+            "createStickyNote",
+            json!({"text": format!("assistant note-R{tag}-end"), "x": 40, "y": 40,
+                   "color": "yellow", "frame": null}),
+        )])
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
 // HTTP that reports failures instead of panicking (servers crash here on purpose)
-
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body)
-            .chars()
-            .take(300)
-            .collect()
-    }
-}
 
 async fn http(
     addr: SocketAddr,
@@ -834,79 +789,9 @@ async fn http(
     path: &str,
     content_type: &str,
     body: &[u8],
-) -> Result<Response, String> {
-    let exchange = async {
-        let mut tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-             Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        tcp.write_all(head.as_bytes())
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        tcp.write_all(body)
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut raw = Vec::new();
-        tcp.read_to_end(&mut raw)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        parse_response(&raw)
-    };
-    tokio::time::timeout(HTTP_WAIT, exchange)
-        .await
-        .unwrap_or_else(|_| Err(format!("no response within {HTTP_WAIT:?}")))
-}
-
-fn parse_response(raw: &[u8]) -> Result<Response, String> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("incomplete response ({} bytes)", raw.len()))?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let status: u16 = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("no status")?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let mut body = raw[split + 4..].to_vec();
-    if chunked {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        loop {
-            let end = rest
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .ok_or("cut chunk")?;
-            let size = usize::from_str_radix(
-                String::from_utf8_lossy(&rest[..end])
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim(),
-                16,
-            )
-            .map_err(|e| format!("chunk size: {e}"))?;
-            rest = &rest[end + 2..];
-            if size == 0 {
-                break;
-            }
-            if rest.len() < size + 2 {
-                return Err("cut chunk".into());
-            }
-            out.extend_from_slice(&rest[..size]);
-            rest = &rest[size + 2..];
-        }
-        body = out;
-    }
-    Ok(Response { status, body })
+) -> Result<HttpResponse, String> {
+    let headers = [("Content-Type", content_type)];
+    try_http_request(addr, None, method, path, &headers, body, HTTP_WAIT).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1112,7 +997,7 @@ fn merge_ranges(mut spans: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
 /// The clock ranges of every block a doc holds (deleted ones included), whether or not they
 /// follow a gap.
 fn inserted(doc: &Doc) -> Ranges {
-    let state = server_support::doc_state(doc);
+    let state = harness::doc_state(doc);
     let update = yrs::Update::decode_v1(&state).unwrap();
     update
         .insertions(true)
@@ -1246,7 +1131,7 @@ struct Background {
     faults: u64,
     /// The board's restore count when it started.
     restores_before: u64,
-    task: JoinHandle<Result<Response, String>>,
+    task: JoinHandle<Result<HttpResponse, String>>,
     kind: BackgroundKind,
 }
 
@@ -1321,7 +1206,7 @@ async fn run_seed(seed: u64, ops: usize, log: Log) -> String {
         scenario.ops.len()
     ));
     let model = start_model_service().await;
-    let mut llm = LlmConfig::new(model, fake::KEY, "gpt-fake");
+    let mut llm = LlmConfig::new(model.base_url(), fake::KEY, "gpt-fake");
     llm.max_retries = 1;
     llm.max_retry_after = Duration::from_millis(50);
     llm.read_timeout = Duration::from_secs(20);
@@ -1345,7 +1230,7 @@ async fn run_seed(seed: u64, ops: usize, log: Log) -> String {
     let db = SqliteDb::new();
     let store = TestStore::new(db.open().await);
     let checker = db.open().await;
-    let node = Node::start(cfg.clone(), store.clone());
+    let node = Node::start(cfg.clone(), store.storage());
     let replicas = scenario
         .clients
         .iter()
@@ -1822,19 +1707,19 @@ impl World {
             Op::FailAppends => {
                 self.faults += 1;
                 self.failing = true;
-                self.store.set_fail_appends(true);
+                self.store.log.set_fail_appends(true);
             }
             Op::HealAppends => {
                 self.failing = false;
-                self.store.set_fail_appends(false);
+                self.store.log.set_fail_appends(false);
             }
             Op::StallAppends { ms } => {
                 self.stall_ms = *ms;
-                self.store.append_delay_ms.store(*ms, Ordering::SeqCst);
+                self.store.log.append_delay_ms.store(*ms, Ordering::SeqCst);
             }
             Op::UnstallAppends => {
                 self.stall_ms = 0;
-                self.store.append_delay_ms.store(0, Ordering::SeqCst);
+                self.store.log.append_delay_ms.store(0, Ordering::SeqCst);
             }
             Op::Restart => {
                 self.faults += 1;
@@ -1895,7 +1780,7 @@ impl World {
         what: String,
         board: usize,
         kind: BackgroundKind,
-        task: JoinHandle<Result<Response, String>>,
+        task: JoinHandle<Result<HttpResponse, String>>,
         background: bool,
     ) {
         let job = Background {
@@ -1947,7 +1832,8 @@ impl World {
                     .as_ref()
                     .ok()
                     .filter(|r| r.status == 200)
-                    .map(Response::json);
+                    // A server that crashes mid-answer leaves a body that is not JSON.
+                    .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap_or(Value::Null));
                 let completed = outcome
                     .as_ref()
                     .is_some_and(|o| o["status"] == "completed" && o["objects_created"] == 1);
@@ -1987,7 +1873,7 @@ impl World {
         let stored = self.stored_doc(board).await;
         self.log.line(format!(
             "   storage now: {}",
-            describe_pending(&server_support::doc_state(&stored))
+            describe_pending(&harness::doc_state(&stored))
         ));
         let path = format!("/v1/boards/{}/state", self.scenario.boards[board]);
         if let Ok(r) = http(self.addr(), "GET", &path, "application/json", b"").await {
@@ -1999,7 +1885,7 @@ impl World {
                 "   {} (client {}) now: {}",
                 r.name,
                 r.doc.client_id(),
-                describe_pending(&server_support::doc_state(&r.doc))
+                describe_pending(&harness::doc_state(&r.doc))
             ));
         }
     }
@@ -2008,17 +1894,18 @@ impl World {
         let old = std::mem::replace(&mut self.store, TestStore::new(self.db.open().await));
         self.graveyard.push(old);
         // The disk is as it was: a failing store still fails after the restart.
-        self.store.set_fail_appends(self.failing);
+        self.store.log.set_fail_appends(self.failing);
         self.store
+            .log
             .append_delay_ms
             .store(self.stall_ms, Ordering::SeqCst);
-        self.node = Some(Node::start(self.config.clone(), self.store.clone()));
+        self.node = Some(Node::start(self.config.clone(), self.store.storage()));
         self.log.line(format!("   new server at {}", self.addr()));
     }
 
     /// The board as storage holds it (empty if no connection created it yet).
     async fn stored_doc(&self, board: usize) -> Doc {
-        let doc = server_support::new_doc();
+        let doc = harness::new_doc();
         match self.checker.load(&self.board_id(board)).await {
             Ok(stored) => {
                 replay_into(&doc, &stored).unwrap();
@@ -2110,8 +1997,8 @@ impl World {
         }
         self.failing = false;
         self.stall_ms = 0;
-        self.store.set_fail_appends(false);
-        self.store.append_delay_ms.store(0, Ordering::SeqCst);
+        self.store.log.set_fail_appends(false);
+        self.store.log.append_delay_ms.store(0, Ordering::SeqCst);
         for i in 0..self.replicas.len() {
             self.replicas[i].online = true;
             if self.replicas[i].conn.is_none() {
@@ -2291,12 +2178,12 @@ async fn send_and_settle(
     addr: SocketAddr,
     board: &str,
     frame: Vec<u8>,
-) -> (server_support::Socket, Option<u64>) {
+) -> (harness::Socket, Option<u64>) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let mut socket = server_support::ws_connect(addr, &format!("/v1/sync/{board}?ack=1")).await;
+    let mut socket = harness::ws_connect(addr, &format!("/v1/sync/{board}?ack=1")).await;
     socket.send(Message::Binary(frame.into())).await.unwrap();
-    let marker = server_support::awareness_frame(ClientID::new(987_654), 1, r#"{"settle":1}"#);
+    let marker = harness::awareness_frame(&[(ClientID::new(987_654), 1, r#"{"settle":1}"#)]);
     socket.send(Message::Binary(marker.into())).await.unwrap();
     let mut acked = None;
     let mut echoed = false;
@@ -2350,7 +2237,7 @@ async fn create_board(addr: SocketAddr, board: &str) {
 
 async fn stored(store: &dyn Storage, board: &str) -> Doc {
     let loaded = store.load(&BoardId::parse(board).unwrap()).await.unwrap();
-    let doc = server_support::new_doc();
+    let doc = harness::new_doc();
     replay_into(&doc, &loaded).unwrap();
     doc
 }
@@ -2364,7 +2251,7 @@ async fn stored(store: &dyn Storage, board: &str) -> Doc {
 async fn an_update_after_a_gap_in_its_clocks_is_stored_before_it_is_acknowledged() {
     let db = SqliteDb::new();
     let store = db.open().await;
-    let server = server_support::TestServer::start(config(), store.clone()).await;
+    let server = harness::TestServer::start(config(), store.clone()).await;
     create_board(server.addr, "gap").await;
     let (first, second) = two_edits(41, |doc| create_note(doc, "second", "xyz", (5, 5), "a1"));
     let (mut socket, acked) = send_and_settle(
@@ -2397,7 +2284,7 @@ async fn an_update_after_a_gap_in_its_clocks_is_stored_before_it_is_acknowledged
         .await
         .expect("both messages acknowledged");
     }
-    let notes_stored = server_support::notes(&stored(store.as_ref(), "gap").await);
+    let notes_stored = harness::notes(&stored(store.as_ref(), "gap").await);
     assert_eq!(
         notes_stored.keys().collect::<Vec<_>>(),
         ["first", "second"],
@@ -2412,7 +2299,7 @@ async fn an_update_after_a_gap_in_its_clocks_is_stored_before_it_is_acknowledged
 async fn an_update_after_a_gap_in_its_clocks_is_not_shown_before_it_is_durable() {
     let db = SqliteDb::new();
     let store = db.open().await;
-    let server = server_support::TestServer::start(config(), store.clone()).await;
+    let server = harness::TestServer::start(config(), store.clone()).await;
     create_board(server.addr, "gap-visible").await;
     let (_, second) = two_edits(42, |doc| create_note(doc, "second", "xyz", (5, 5), "a1"));
     let _socket = send_and_settle(
@@ -2444,7 +2331,7 @@ async fn an_update_after_a_gap_in_its_clocks_is_not_shown_before_it_is_durable()
 async fn a_version_saved_while_an_update_waits_for_its_dependencies_can_be_restored() {
     let db = SqliteDb::new();
     let store = db.open().await;
-    let server = server_support::TestServer::start(config(), store.clone()).await;
+    let server = harness::TestServer::start(config(), store.clone()).await;
     create_board(server.addr, "pending").await;
     // Typing into the first note's text: the insertion's origin is in the first edit.
     let (_, second) = two_edits(43, |doc| type_into(doc, "first", 3, 0, "def").unwrap());
@@ -2496,7 +2383,7 @@ async fn a_version_saved_while_an_update_waits_for_its_dependencies_can_be_resto
 async fn an_update_reported_failed_is_not_stored_behind_the_live_board() {
     let db = SqliteDb::new();
     let store = TestStore::new(db.open().await);
-    let server = server_support::TestServer::start(config(), store.clone()).await;
+    let server = harness::TestServer::start(config(), store.storage()).await;
     let client = TestClient::connect(server.addr, "behind", true).await;
     client.wait_synced().await;
     client.put_note("kept", "durable");
@@ -2504,7 +2391,7 @@ async fn an_update_reported_failed_is_not_stored_behind_the_live_board() {
 
     // Every append takes 300 ms. The client's update commits first; the HTTP update's group
     // starts when that one ends.
-    store.append_delay_ms.store(300, Ordering::SeqCst);
+    store.log.append_delay_ms.store(300, Ordering::SeqCst);
     client.put_note("lost", "its commit fails");
     tokio::time::sleep(Duration::from_millis(50)).await;
     let addr = server.addr;
@@ -2522,9 +2409,9 @@ async fn an_update_reported_failed_is_not_stored_behind_the_live_board() {
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     // The first group fails; the store works again before the second group's append ends.
-    store.set_fail_appends(true);
+    store.log.set_fail_appends(true);
     assert_eq!(client.wait_closed().await, 1011);
-    store.set_fail_appends(false);
+    store.log.set_fail_appends(false);
     let answer = http_update.await.unwrap().unwrap();
     // The board is loaded again (by a client reconnecting with its doc, as y-websocket does)
     // while the second group is still in its append.
@@ -2532,13 +2419,13 @@ async fn an_update_reported_failed_is_not_stored_behind_the_live_board() {
     again.wait_synced().await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     again.wait_all_acked().await;
-    store.append_delay_ms.store(0, Ordering::SeqCst);
+    store.log.append_delay_ms.store(0, Ordering::SeqCst);
 
     let live = http(server.addr, "GET", "/v1/boards/behind/state", "", b"")
         .await
         .unwrap();
-    let live = server_support::notes(&doc_from(&live.body));
-    let durable = server_support::notes(&stored(store.as_ref(), "behind").await);
+    let live = harness::notes(&doc_from(&live.body));
+    let durable = harness::notes(&stored(store.storage().as_ref(), "behind").await);
     let mut problems = Vec::new();
     if answer.status != 204 && durable.contains_key("from-http") {
         problems.push(format!(
@@ -2573,7 +2460,7 @@ async fn a_gc_run_across_a_gap_does_not_stop_the_board() {
     use tokio_tungstenite::tungstenite::Message;
     let db = SqliteDb::new();
     let store = db.open().await;
-    let server = server_support::TestServer::start(config(), store.clone()).await;
+    let server = harness::TestServer::start(config(), store.clone()).await;
     create_board(server.addr, "gc-gap").await;
     let doc = seeded_doc(77);
     let note = create_note(&doc, "n", "hello", (0, 0), "a0");

@@ -25,8 +25,7 @@
 //!
 //! Cases: `PROPTEST_CASES` (256 by default; the test command sets 2000).
 
-#![allow(clippy::unwrap_used)]
-
+use harness::wire::{update_frame, write_var_u64};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 use sync_server::protocol;
@@ -45,16 +44,8 @@ const PROPTEST_STACK: usize = 64 << 20;
 // ---------------------------------------------------------------------------------------------
 // lib0 encoding
 
-fn var_uint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
 fn var_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    var_uint(out, bytes.len() as u64);
+    write_var_u64(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
 }
 
@@ -115,11 +106,11 @@ impl AnySpec {
             };
             if self.is_map(level) {
                 out.push(118);
-                var_uint(out, len);
+                write_var_u64(out, len);
                 var_string(out, &format!("k{level}"));
             } else {
                 out.push(117);
-                var_uint(out, len);
+                write_var_u64(out, len);
             }
         }
         encode_leaf(self.leaf, self.payload, out);
@@ -168,11 +159,11 @@ fn encode_leaf(leaf: u8, payload: u64, out: &mut Vec<u8>) {
         }
         10 => {
             out.push(117);
-            var_uint(out, 0);
+            write_var_u64(out, 0);
         }
         11 => {
             out.push(118);
-            var_uint(out, 0);
+            write_var_u64(out, 0);
         }
         _ => out.push((payload % 116) as u8),
     }
@@ -252,15 +243,15 @@ impl ContentSpec {
 
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            ContentSpec::Deleted(len) => var_uint(out, *len),
+            ContentSpec::Deleted(len) => write_var_u64(out, *len),
             ContentSpec::Json { declared, strings } => {
-                var_uint(out, *declared);
+                write_var_u64(out, *declared);
                 for s in strings {
                     var_string(out, s);
                 }
             }
             ContentSpec::Binary { declared, bytes } => {
-                var_uint(out, declared.unwrap_or(bytes.len() as u64));
+                write_var_u64(out, declared.unwrap_or(bytes.len() as u64));
                 out.extend_from_slice(bytes);
             }
             ContentSpec::Str(s) => var_string(out, s),
@@ -270,13 +261,13 @@ impl ContentSpec {
                 var_string(out, &json.text());
             }
             ContentSpec::Type { type_ref, name } => {
-                var_uint(out, u64::from(*type_ref));
+                write_var_u64(out, u64::from(*type_ref));
                 if matches!(type_ref, 3 | 5) {
                     var_string(out, name);
                 }
             }
             ContentSpec::Any { declared, values } => {
-                var_uint(out, declared.unwrap_or(values.len() as u64));
+                write_var_u64(out, declared.unwrap_or(values.len() as u64));
                 for v in values {
                     v.encode(out);
                 }
@@ -342,11 +333,11 @@ impl StructSpec {
         match self {
             StructSpec::Gc(len) => {
                 out.push(0);
-                var_uint(out, *len);
+                write_var_u64(out, *len);
             }
             StructSpec::Skip(len) => {
                 out.push(10);
-                var_uint(out, *len);
+                write_var_u64(out, *len);
             }
             StructSpec::Unknown(info) => out.push(*info),
             StructSpec::Item {
@@ -369,13 +360,13 @@ impl StructSpec {
                 }
                 out.push(info);
                 for (client, clock) in origin.iter().chain(right.iter()) {
-                    var_uint(out, *client);
-                    var_uint(out, *clock);
+                    write_var_u64(out, *client);
+                    write_var_u64(out, *clock);
                 }
                 if !copies_parent {
                     match parent {
                         ParentSpec::Named(name) => {
-                            var_uint(out, 1);
+                            write_var_u64(out, 1);
                             var_string(out, name);
                         }
                         ParentSpec::Id {
@@ -383,9 +374,9 @@ impl StructSpec {
                             client,
                             clock,
                         } => {
-                            var_uint(out, *info);
-                            var_uint(out, *client);
-                            var_uint(out, *clock);
+                            write_var_u64(out, *info);
+                            write_var_u64(out, *client);
+                            write_var_u64(out, *clock);
                         }
                     }
                     if let Some(sub) = parent_sub {
@@ -448,25 +439,25 @@ struct UpdateSpec {
 impl UpdateSpec {
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        var_uint(
+        write_var_u64(
             &mut out,
             self.declared_clients.unwrap_or(self.clients.len() as u64),
         );
         for c in &self.clients {
-            var_uint(&mut out, c.declared.unwrap_or(c.structs.len() as u64));
-            var_uint(&mut out, c.client);
-            var_uint(&mut out, c.clock);
+            write_var_u64(&mut out, c.declared.unwrap_or(c.structs.len() as u64));
+            write_var_u64(&mut out, c.client);
+            write_var_u64(&mut out, c.clock);
             for s in &c.structs {
                 s.encode(&mut out);
             }
         }
-        var_uint(&mut out, self.deletes.len() as u64);
+        write_var_u64(&mut out, self.deletes.len() as u64);
         for (client, ranges) in &self.deletes {
-            var_uint(&mut out, *client);
-            var_uint(&mut out, ranges.len() as u64);
+            write_var_u64(&mut out, *client);
+            write_var_u64(&mut out, ranges.len() as u64);
             for (clock, len) in ranges {
-                var_uint(&mut out, *clock);
-                var_uint(&mut out, *len);
+                write_var_u64(&mut out, *clock);
+                write_var_u64(&mut out, *len);
             }
         }
         let cut = |frac: u16, len: usize| (len as u64 * u64::from(frac) / 65_536) as usize;
@@ -733,17 +724,10 @@ fn map_set(client: u64, key: &str, value: &AnySpec) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // The decoder path
 
-/// A sync update frame `[0, 2, varUint(len), update]`, as a client sends it.
-fn frame(update: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 2];
-    var_bytes(&mut out, update);
-    out
-}
-
 /// Runs both entry points on `update`; returns whether each accepted it.
 fn decode_both(update: &[u8]) -> (bool, bool) {
     let direct = protocol::decode_update(update).is_ok();
-    let framed = protocol::decode(&frame(update)).is_ok();
+    let framed = protocol::decode(&update_frame(update)).is_ok();
     (direct, framed)
 }
 
@@ -783,7 +767,7 @@ fn runner() -> TestRunner {
     TestRunner::new(Config {
         // Relative to the package, where `cargo test` runs.
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/update_fuzz.proptest-regressions",
+            "tests/proptest-regressions/update_fuzz.txt",
         ))),
         ..Config::default()
     })

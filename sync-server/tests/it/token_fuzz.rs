@@ -2,8 +2,6 @@
 //! never panics and never grants anything unless it is exactly a token this server minted.
 //! Runs 256 cases per property by default; `PROPTEST_CASES` raises it.
 
-#![allow(clippy::unwrap_used)]
-
 use std::time::Duration;
 
 use proptest::prelude::*;

@@ -1,19 +1,15 @@
 //! End-to-end tests of the sync server: a server in-process, y-websocket clients over real
 //! sockets, the HTTP API over raw HTTP/1.1, and the database underneath.
 
-#![allow(clippy::unwrap_used)]
-
-mod server_support;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use server_support::*;
+use harness::*;
 use sync_server::ids::BoardId;
 use sync_server::server::{Limits, Pacing};
+use sync_server::storage::VersionKind;
 use sync_server::storage::replay::replay_into;
-use sync_server::storage::{Storage, VersionKind};
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use yrs::{Doc, Map, ReadTxn, Transact};
@@ -125,7 +121,7 @@ async fn durable_ack_only_for_clients_that_ask() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_commit_is_never_broadcast_and_resync_recovers() {
     let store = TestStore::new(memory_store().await);
-    let server = TestServer::start(config(), store.clone()).await;
+    let server = TestServer::start(config(), store.storage()).await;
     let a = TestClient::connect(server.addr, "durable", false).await;
     let b = TestClient::connect(server.addr, "durable", false).await;
     a.wait_synced().await;
@@ -134,8 +130,8 @@ async fn failed_commit_is_never_broadcast_and_resync_recovers() {
     b.wait_note("ok").await;
 
     // The failing commit takes a while, so that a read arrives while it is in flight.
-    store.append_delay_ms.store(300, Ordering::SeqCst);
-    store.set_fail_appends(true);
+    store.log.append_delay_ms.store(300, Ordering::SeqCst);
+    store.log.set_fail_appends(true);
     a.put_note("lost", "not durable");
     tokio::time::sleep(Duration::from_millis(50)).await;
     // A read during the commit waits for durable state; the board then reloads from the
@@ -168,8 +164,8 @@ async fn failed_commit_is_never_broadcast_and_resync_recovers() {
     assert_eq!(state.status, 200);
     assert!(!notes(&doc_from(&state.body)).contains_key("lost"));
 
-    store.append_delay_ms.store(0, Ordering::SeqCst);
-    store.set_fail_appends(false);
+    store.log.append_delay_ms.store(0, Ordering::SeqCst);
+    store.log.set_fail_appends(false);
     let b2 = TestClient::connect(server.addr, "durable", false).await;
     b2.wait_synced().await;
     assert!(b2.notes().contains_key("ok"));
@@ -261,13 +257,13 @@ async fn updates_join_the_next_group_while_one_is_in_flight() {
         ..Pacing::default()
     };
     let store = TestStore::new(memory_store().await);
-    let server = TestServer::start(cfg, store.clone()).await;
+    let server = TestServer::start(cfg, store.storage()).await;
     let client = TestClient::connect(server.addr, "piped", true).await;
     client.wait_synced().await;
     // The committer was idle: committed at once.
     client.put_note("a", "1");
     client.wait_all_acked().await;
-    let before = store.appends.load(Ordering::SeqCst);
+    let before = store.log.appends.load(Ordering::SeqCst);
     // Waits for pacing, a second after the previous group started (the margin is for a
     // loaded machine)...
     client.put_note("b", "2");
@@ -276,7 +272,7 @@ async fn updates_join_the_next_group_while_one_is_in_flight() {
     client.put_note("c", "3");
     client.wait_all_acked().await;
     assert_eq!(
-        store.appends.load(Ordering::SeqCst) - before,
+        store.log.appends.load(Ordering::SeqCst) - before,
         1,
         "b and c were committed in one group"
     );
@@ -545,8 +541,8 @@ async fn http_board_api() {
 async fn concurrent_first_connections_share_one_replica() {
     let store = TestStore::new(memory_store().await);
     // A slow load keeps the window between the first connections wide open.
-    store.load_delay_ms.store(150, Ordering::SeqCst);
-    let server = TestServer::start(config(), store.clone()).await;
+    store.log.load_delay_ms.store(150, Ordering::SeqCst);
+    let server = TestServer::start(config(), store.storage()).await;
     let clients = futures_util::future::join_all(
         (0..20).map(|_| TestClient::connect(server.addr, "crowd", false)),
     )
@@ -564,11 +560,14 @@ async fn concurrent_first_connections_share_one_replica() {
         assert_eq!(c.state_vector(), sv);
     }
     assert_eq!(
-        store.ensures(),
+        store.boards.ensures(),
         1,
         "the board was loaded (and created) by exactly one actor"
     );
-    assert_eq!(notes(&stored_doc(store.as_ref(), "crowd").await).len(), 20);
+    assert_eq!(
+        notes(&stored_doc(store.storage().as_ref(), "crowd").await).len(),
+        20
+    );
 
     server.shutdown().await.unwrap();
 }
@@ -581,7 +580,7 @@ async fn idle_eviction_and_reload() {
     let mut cfg = config();
     cfg.board.idle_timeout = Duration::from_millis(200);
     let store = TestStore::new(db.open().await);
-    let server = TestServer::start(cfg.clone(), store.clone()).await;
+    let server = TestServer::start(cfg.clone(), store.storage()).await;
 
     let c = TestClient::connect(server.addr, "evict", true).await;
     c.wait_synced().await;
@@ -589,13 +588,17 @@ async fn idle_eviction_and_reload() {
     c.wait_all_acked().await;
     let expected = c.notes();
     c.close().await;
-    let loads = store.loads();
+    let loads = store.log.loads();
     assert!(loads >= 1);
 
     // Eviction saves an automatic version ("idle") of the changed board.
     let deadline = Instant::now() + WAIT;
     loop {
-        let versions = store.list_versions(&board("evict")).await.unwrap();
+        let versions = store
+            .storage()
+            .list_versions(&board("evict"))
+            .await
+            .unwrap();
         if versions
             .iter()
             .any(|v| v.kind == VersionKind::Auto && v.reason.as_deref() == Some("idle"))
@@ -613,7 +616,7 @@ async fn idle_eviction_and_reload() {
     let c2 = TestClient::connect(server.addr, "evict", false).await;
     c2.wait_synced().await;
     assert_eq!(
-        store.loads(),
+        store.log.loads(),
         loads + 1,
         "the reconnect loaded the board again"
     );
@@ -635,13 +638,13 @@ async fn idle_eviction_and_reload() {
 async fn graceful_shutdown_commits_what_was_received() {
     let db = SqliteDb::new();
     let store = TestStore::new(db.open().await);
-    let mut server = TestServer::start(config(), store.clone()).await;
+    let mut server = TestServer::start(config(), store.storage()).await;
     let c = TestClient::connect(server.addr, "shutdown", false).await;
     c.wait_synced().await;
 
     // Slow commits: the first update's commit is in flight when the shutdown starts, the
     // second waits behind it.
-    store.append_delay_ms.store(300, Ordering::SeqCst);
+    store.log.append_delay_ms.store(300, Ordering::SeqCst);
     c.put_note("first", "in flight");
     tokio::time::sleep(Duration::from_millis(50)).await;
     c.put_note("second", "queued");
@@ -711,7 +714,7 @@ async fn awareness_is_relayed_echoed_and_cleared() {
 
     let id = a.client_id();
     let state = r#"{"user":{"name":"a"}}"#;
-    a.send_raw(awareness_frame(id, 1, state));
+    a.send_raw(awareness_frame(&[(id, 1, state)]));
     b.wait_for("A's awareness", |s| {
         s.seen.awareness_of(id).as_deref() == Some(state)
     })

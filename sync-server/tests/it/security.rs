@@ -4,10 +4,6 @@
 //!
 //! Each test runs its own in-process server on a `memory:` store.
 
-#![allow(clippy::unwrap_used)]
-
-mod server_support;
-
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,15 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
+use harness::*;
 use serde_json::{Value, json};
-use server_support::*;
 use sync_server::auth::token::TokenRequest;
 use sync_server::auth::{Auth, Keys, Role, Scope, Secret};
 use sync_server::server::Config;
 use tokio_tungstenite::tungstenite::Message;
 use yrs::block::ClientID;
-use yrs::sync::awareness::AwarenessUpdateEntry;
-use yrs::sync::{AwarenessUpdate, Message as YMessage};
+use yrs::sync::Message as YMessage;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Map, Transact};
@@ -265,22 +260,6 @@ async fn wait_metric(
 
 // ---------------------------------------------------------------------------------------------
 // Awareness
-
-fn awareness_entries(entries: &[(ClientID, u32, &str)]) -> Vec<u8> {
-    let clients = entries
-        .iter()
-        .map(|(client, clock, json)| {
-            (
-                *client,
-                AwarenessUpdateEntry {
-                    clock: *clock,
-                    json: Arc::from(*json),
-                },
-            )
-        })
-        .collect::<HashMap<_, _>>();
-    YMessage::Awareness(AwarenessUpdate { clients }).encode_v1()
-}
 
 /// Every awareness JSON a client has received for `client`, in order.
 fn awareness_history(c: &TestClient, client: ClientID) -> Vec<String> {
@@ -1122,7 +1101,7 @@ async fn read_only_connection_receives_but_cannot_write() {
     reader.wait_note("after").await;
     let id = reader.client_id();
     let presence = r#"{"user":{"name":"bob"}}"#;
-    reader.send_raw(awareness_frame(id, 1, presence));
+    reader.send_raw(awareness_frame(&[(id, 1, presence)]));
     writer
         .wait_for("the reader's presence", |s| {
             s.seen.awareness_of(id).as_deref() == Some(presence)
@@ -1191,7 +1170,7 @@ async fn awareness_of_another_user_cannot_be_spoofed() {
     }
     let a = alice.client_id();
     let original = r#"{"user":{"name":"alice"}}"#;
-    alice.send_raw(awareness_frame(a, 1, original));
+    alice.send_raw(awareness_frame(&[(a, 1, original)]));
     for c in [&carol, &mallory] {
         c.wait_for("alice's presence", |s| {
             s.seen.awareness_of(a).as_deref() == Some(original)
@@ -1202,8 +1181,8 @@ async fn awareness_of_another_user_cannot_be_spoofed() {
     // Mallory erases alice's state, then sends her own together with a fake one for alice.
     let m = mallory.client_id();
     let own = r#"{"user":{"name":"mallory"}}"#;
-    mallory.send_raw(awareness_entries(&[(a, 2, "null")]));
-    mallory.send_raw(awareness_entries(&[
+    mallory.send_raw(awareness_frame(&[(a, 2, "null")]));
+    mallory.send_raw(awareness_frame(&[
         (m, 1, own),
         (a, 3, r#"{"user":{"name":"alice (really mallory)"}}"#),
     ]));
@@ -1227,7 +1206,7 @@ async fn awareness_of_another_user_cannot_be_spoofed() {
 
     // The server kept alice's state at clock 1: her own next update (clock 2) is accepted.
     let moved = r#"{"user":{"name":"alice"},"cursor":{"x":1}}"#;
-    alice.send_raw(awareness_frame(a, 2, moved));
+    alice.send_raw(awareness_frame(&[(a, 2, moved)]));
     carol
         .wait_for("alice's own update", |s| {
             s.seen.awareness_of(a).as_deref() == Some(moved)
@@ -1238,7 +1217,7 @@ async fn awareness_of_another_user_cannot_be_spoofed() {
     let alice2 = TestClient::connect_path(addr, "alice-2", &path(Some("alice"), Role::Read)).await;
     alice2.wait_synced().await;
     let taken = r#"{"user":{"name":"alice","tab":2}}"#;
-    alice2.send_raw(awareness_frame(a, 5, taken));
+    alice2.send_raw(awareness_frame(&[(a, 5, taken)]));
     carol
         .wait_for("alice's second tab taking over", |s| {
             s.seen.awareness_of(a).as_deref() == Some(taken)
@@ -1252,15 +1231,19 @@ async fn awareness_of_another_user_cannot_be_spoofed() {
     anon2.wait_synced().await;
     let n = anon1.client_id();
     let anon_state = r#"{"user":{"name":"anonymous 1"}}"#;
-    anon1.send_raw(awareness_frame(n, 1, anon_state));
+    anon1.send_raw(awareness_frame(&[(n, 1, anon_state)]));
     carol
         .wait_for("anon-1's presence", |s| {
             s.seen.awareness_of(n).as_deref() == Some(anon_state)
         })
         .await;
     let n2 = anon2.client_id();
-    anon2.send_raw(awareness_entries(&[(n, 2, "null")]));
-    anon2.send_raw(awareness_frame(n2, 1, r#"{"user":{"name":"anonymous 2"}}"#));
+    anon2.send_raw(awareness_frame(&[(n, 2, "null")]));
+    anon2.send_raw(awareness_frame(&[(
+        n2,
+        1,
+        r#"{"user":{"name":"anonymous 2"}}"#,
+    )]));
     carol
         .wait_for("anon-2's own presence", |s| {
             s.seen.awareness_of(n2).is_some()
@@ -2167,28 +2150,26 @@ async fn minted_tokens_never_outlive_or_exceed_the_minting_token() {
     server.shutdown().await.unwrap();
 }
 
-/// A store that counts the calls a readiness check could make (each made slow), and passes
-/// everything to the store it wraps.
+/// Boards that count the calls a readiness check could make (each made slow), and pass
+/// everything to the store they wrap. The other parts of the store come from it directly
+/// ([`Layered`]).
 mod counting {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use sync_server::ids::{BoardId, VersionId};
-    use sync_server::storage::{
-        Backend, BoardInfo, NewRun, NewSnapshot, NewUpdate, NewVersion, PendingCompaction,
-        RunRecord, RunResult, Storage, StorageError, StoredBoard, Version, VersionInfo,
-    };
+    use sync_server::ids::BoardId;
+    use sync_server::storage::{Backend, BoardInfo, Boards, StorageError};
 
     #[derive(Debug)]
     pub(crate) struct CountingStore {
-        pub(crate) inner: Arc<dyn Storage>,
+        pub(crate) inner: Arc<dyn Boards>,
         pub(crate) checks: AtomicUsize,
         pub(crate) check_delay: Duration,
     }
 
     #[async_trait::async_trait]
-    impl Storage for CountingStore {
+    impl Boards for CountingStore {
         fn backend(&self) -> Backend {
             self.inner.backend()
         }
@@ -2207,14 +2188,6 @@ mod counting {
             self.checks.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.check_delay).await;
             self.inner.ping().await
-        }
-
-        async fn begin_compaction(
-            &self,
-            id: &BoardId,
-            snapshot: NewSnapshot<'_>,
-        ) -> Result<Box<dyn PendingCompaction + '_>, StorageError> {
-            self.inner.begin_compaction(id, snapshot).await
         }
 
         async fn close(&self) {
@@ -2244,120 +2217,24 @@ mod counting {
         async fn delete_board(&self, id: &BoardId) -> Result<bool, StorageError> {
             self.inner.delete_board(id).await
         }
-
-        async fn append(&self, updates: &[NewUpdate<'_>]) -> Result<Vec<i64>, StorageError> {
-            self.inner.append(updates).await
-        }
-
-        async fn load(&self, id: &BoardId) -> Result<StoredBoard, StorageError> {
-            self.inner.load(id).await
-        }
-
-        async fn save_version(
-            &self,
-            id: &BoardId,
-            version: NewVersion<'_>,
-        ) -> Result<VersionInfo, StorageError> {
-            self.inner.save_version(id, version).await
-        }
-
-        async fn list_versions(&self, id: &BoardId) -> Result<Vec<VersionInfo>, StorageError> {
-            self.inner.list_versions(id).await
-        }
-
-        async fn get_version(
-            &self,
-            id: &BoardId,
-            version: VersionId,
-        ) -> Result<Option<Version>, StorageError> {
-            self.inner.get_version(id, version).await
-        }
-
-        async fn delete_version(
-            &self,
-            id: &BoardId,
-            version: VersionId,
-        ) -> Result<bool, StorageError> {
-            self.inner.delete_version(id, version).await
-        }
-
-        async fn prune_versions(&self, id: &BoardId, keep_auto: u32) -> Result<u64, StorageError> {
-            self.inner.prune_versions(id, keep_auto).await
-        }
-
-        async fn start_run(
-            &self,
-            id: &BoardId,
-            run: NewRun<'_>,
-        ) -> Result<RunRecord, StorageError> {
-            self.inner.start_run(id, run).await
-        }
-
-        async fn finish_run(
-            &self,
-            id: &BoardId,
-            run: &str,
-            result: RunResult<'_>,
-        ) -> Result<bool, StorageError> {
-            self.inner.finish_run(id, run, result).await
-        }
-
-        async fn save_run_changes(
-            &self,
-            id: &BoardId,
-            run: &str,
-            changes: &[u8],
-        ) -> Result<bool, StorageError> {
-            self.inner.save_run_changes(id, run, changes).await
-        }
-
-        async fn list_runs(
-            &self,
-            id: &BoardId,
-            limit: u32,
-        ) -> Result<Vec<RunRecord>, StorageError> {
-            self.inner.list_runs(id, limit).await
-        }
-
-        async fn get_run(
-            &self,
-            id: &BoardId,
-            run: &str,
-        ) -> Result<Option<RunRecord>, StorageError> {
-            self.inner.get_run(id, run).await
-        }
-
-        async fn claim_undo(
-            &self,
-            id: &BoardId,
-            run: &str,
-            by: Option<&str>,
-        ) -> Result<bool, StorageError> {
-            self.inner.claim_undo(id, run, by).await
-        }
-
-        async fn release_undo(&self, id: &BoardId, run: &str) -> Result<(), StorageError> {
-            self.inner.release_undo(id, run).await
-        }
-
-        async fn interrupt_stale_runs(&self, started_before: i64) -> Result<u64, StorageError> {
-            self.inner.interrupt_stale_runs(started_before).await
-        }
     }
 }
 
 use counting::CountingStore;
+use sync_server::storage::layered::Layered;
 
 /// A flood of `/readyz` (exempt from the rate limit) makes at most one database check at a
 /// time, and no more than one per second: the answer is cached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_checks_are_shared_and_cached() {
+    let base = memory_store().await;
     let store = Arc::new(CountingStore {
-        inner: memory_store().await,
+        inner: base.clone(),
         checks: AtomicUsize::new(0),
         check_delay: Duration::from_millis(200),
     });
-    let server = TestServer::start(config(), store.clone()).await;
+    let layered = Layered::over(base).with_boards(store.clone());
+    let server = TestServer::start(config(), Arc::new(layered)).await;
     let addr = server.addr;
     let started = Instant::now();
     let requests: Vec<_> = (0..100)

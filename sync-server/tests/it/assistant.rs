@@ -1,23 +1,15 @@
 //! The assistant hosted by the server, end to end: a real HTTP fake of an OpenAI-compatible
 //! service, the server in-process, y-websocket test clients on the board.
 
-#![allow(clippy::unwrap_used)]
-
-mod server_support;
-
-#[path = "../../ai-agent/tests/assistant/fake.rs"]
-#[allow(dead_code, unreachable_pub, clippy::needless_pass_by_value)]
-mod fake;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use ai_agent::{BudgetLimits, LlmConfig, RunCaps};
-use fake::{FakeLlm, Reply, call, text_turn, tool_turn};
-use serde_json::{Value, json};
-use server_support::{
+use harness::llm::{self as fake, FakeLlm, Reply, call, text_turn, tool_turn};
+use harness::{
     SqliteDb, TestClient, TestServer, WAIT, config, http, http_request, memory_store, notes,
 };
+use serde_json::{Value, json};
 use sync_server::assistant::AssistantConfig;
 use sync_server::auth::token::TokenRequest;
 use sync_server::auth::{Auth, Keys, Role, Scope, Secret};
@@ -604,7 +596,7 @@ async fn a_stream_reader_that_stops_reading_does_not_stall_the_run() {
     let server = TestServer::start(
         Config {
             assistant: Some(config),
-            ..server_support::config()
+            ..harness::config()
         },
         memory_store().await,
     )

@@ -1,14 +1,12 @@
 //! One storage conformance suite, run against every backend: in-memory, SQLite and PostgreSQL
-//! (`TEST_DATABASE_URL`; required under `CI=true`, skipped with a message otherwise).
-
-#![allow(clippy::unwrap_used)]
-
-mod support;
+//! (`TEST_DATABASE_URL`; required under `CI=true`, skipped with a message otherwise), and
+//! against SQLite seen through `storage::layered::Layered`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use support::{Fixture, board_updates, doc_json, doc_state, doc_state_vector};
+use harness::docs::{board_updates, doc_json, doc_state, doc_state_vector};
+use harness::fixture::Fixture;
 use sync_server::ids::{BoardId, VersionId};
 use sync_server::storage::compaction::compact_board;
 use sync_server::storage::replay::{ReplayError, RowRef, replay_into};
@@ -1190,6 +1188,12 @@ macro_rules! conformance {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
                 super::$test(super::Fixture::sqlite().await).await;
+            })*
+        }
+        mod layered {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test(super::Fixture::layered().await).await;
             })*
         }
         mod postgres {

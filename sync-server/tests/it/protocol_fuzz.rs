@@ -2,8 +2,6 @@
 //! decoding never panics, and an update that decodes either applies or is refused, leaving the
 //! document readable. Runs 256 cases per property by default; `PROPTEST_CASES` raises it.
 
-#![allow(clippy::unwrap_used)]
-
 use proptest::prelude::*;
 use sync_server::protocol::{self, Incoming};
 use yrs::updates::decoder::Decode;

@@ -2,15 +2,12 @@
 //! reader that makes the server encode the board again and again, connections that try to make
 //! the server hold more than its limits, state that waits for durability without bound.
 
-#![allow(clippy::unwrap_used)]
-
-mod server_support;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use server_support::*;
+use harness::wire::write_var_u64;
+use harness::*;
 use sync_server::auth::token::TokenRequest;
 use sync_server::auth::{Auth, Keys, Role, Scope, Secret};
 use sync_server::ids::BoardId;
@@ -23,35 +20,24 @@ use yrs::{Map, MapPrelim, Transact};
 const BINARY: Option<&str> = Some("application/octet-stream");
 
 /// lib0 varuint.
-fn var(mut n: u64, out: &mut Vec<u8>) {
-    while n >= 0x80 {
-        out.push((n as u8 & 0x7f) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-/// A Yjs update putting, under key `k` of root map `objects`, one value of `depth` nested
-/// one-element arrays: 2 bytes a level, so 200,000 levels are 400 KB. yrs decodes it
-/// recursively: without a check first, it overflows the stack and aborts the process.
 fn deep_value_update(depth: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for n in [1, 1, 99, 0] {
-        var(n, &mut out); // one client (99, clock 0) with one block
+        write_var_u64(&mut out, n); // one client (99, clock 0) with one block
     }
     out.push(0b0010_0000 | 8); // an item with a parent key; content: values
-    var(1, &mut out); // the parent is a root, by name
-    var(7, &mut out);
+    write_var_u64(&mut out, 1); // the parent is a root, by name
+    write_var_u64(&mut out, 7);
     out.extend_from_slice(b"objects");
-    var(1, &mut out);
+    write_var_u64(&mut out, 1);
     out.push(b'k');
-    var(1, &mut out); // one value
+    write_var_u64(&mut out, 1); // one value
     for _ in 0..depth {
         out.push(117); // an array
-        var(1, &mut out); // of one element
+        write_var_u64(&mut out, 1); // of one element
     }
     out.push(126); // null
-    var(0, &mut out); // no deletions
+    write_var_u64(&mut out, 0); // no deletions
     out
 }
 
@@ -400,11 +386,11 @@ async fn awareness_is_bounded_per_connection() {
     let many = TestClient::connect(addr, "aw", false).await;
     many.wait_synced().await;
     for id in 1..=16u64 {
-        many.send_raw(awareness_frame(ClientID::new(id), 1, r#"{"u":1}"#));
+        many.send_raw(awareness_frame(&[(ClientID::new(id), 1, r#"{"u":1}"#)]));
     }
     many.barrier().await;
     assert!(many.is_open(), "{:?}", many.close_frame());
-    many.send_raw(awareness_frame(ClientID::new(17), 1, r#"{"u":1}"#));
+    many.send_raw(awareness_frame(&[(ClientID::new(17), 1, r#"{"u":1}"#)]));
     assert_eq!(
         many.wait_close_frame_within(WAIT).await,
         (4413, "awareness over its limits".to_owned())
@@ -414,11 +400,11 @@ async fn awareness_is_bounded_per_connection() {
     let big = TestClient::connect(addr, "aw", false).await;
     big.wait_synced().await;
     let fits = format!(r#"{{"u":"{}"}}"#, "z".repeat((64 << 10) - 8));
-    big.send_raw(awareness_frame(ClientID::new(100), 1, &fits));
+    big.send_raw(awareness_frame(&[(ClientID::new(100), 1, &fits)]));
     big.barrier().await;
     assert!(big.is_open(), "{:?}", big.close_frame());
     let huge = format!(r#"{{"u":"{}"}}"#, "z".repeat(64 << 10));
-    big.send_raw(awareness_frame(ClientID::new(100), 2, &huge));
+    big.send_raw(awareness_frame(&[(ClientID::new(100), 2, &huge)]));
     assert_eq!(
         big.wait_close_frame_within(WAIT).await,
         (4413, "awareness over its limits".to_owned())
@@ -440,10 +426,10 @@ async fn uncommitted_bytes_per_connection_are_bounded() {
     let mut cfg = config();
     cfg.limits.max_message_bytes = 64 << 10;
     cfg.limits.max_uncommitted_bytes = 128 << 10;
-    let server = TestServer::start(cfg, store.clone()).await;
+    let server = TestServer::start(cfg, store.storage()).await;
     let client = TestClient::connect(server.addr, "slow", true).await;
     client.wait_synced().await;
-    store.append_delay_ms.store(1000, Ordering::SeqCst);
+    store.log.append_delay_ms.store(1000, Ordering::SeqCst);
     for i in 0..10 {
         client.put_note(&format!("n{i}"), &"w".repeat(40 << 10));
     }
@@ -454,7 +440,7 @@ async fn uncommitted_bytes_per_connection_are_bounded() {
         received <= 4.0,
         "{received} updates of 40 KB taken in with a 128 KB budget while commits stall"
     );
-    store.append_delay_ms.store(0, Ordering::SeqCst);
+    store.log.append_delay_ms.store(0, Ordering::SeqCst);
     tokio::time::timeout(Duration::from_secs(30), client.wait_all_acked())
         .await
         .expect("everything is committed once commits are fast again");
@@ -471,13 +457,13 @@ async fn what_waits_for_durable_state_is_bounded() {
     cfg.board.max_waiting_reads = 4;
     cfg.board.max_deferred_bytes = 64 << 10;
     cfg.limits.http_rate = 0;
-    let server = TestServer::start(cfg, store.clone()).await;
+    let server = TestServer::start(cfg, store.storage()).await;
     let addr = server.addr;
     let client = TestClient::connect(addr, "held", true).await;
     let pusher = TestClient::connect(addr, "held", true).await;
     client.wait_synced().await;
     pusher.wait_synced().await;
-    store.append_delay_ms.store(1500, Ordering::SeqCst);
+    store.log.append_delay_ms.store(1500, Ordering::SeqCst);
     client.put_note("in-flight", "slow commit");
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Six reads while the commit is in flight: four wait, two are refused.
@@ -506,7 +492,7 @@ async fn what_waits_for_durable_state_is_bounded() {
         pusher.wait_close_frame_within(WAIT).await,
         (1013, "board busy; reconnect".to_owned())
     );
-    store.append_delay_ms.store(0, Ordering::SeqCst);
+    store.log.append_delay_ms.store(0, Ordering::SeqCst);
     let mut statuses = Vec::new();
     for read in reads {
         statuses.push(read.await.unwrap().status);

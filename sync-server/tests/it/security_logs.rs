@@ -4,18 +4,14 @@
 //! its token's expiry. Everything the process wrote, stdout and stderr, must then hold neither
 //! the secret nor any token, nor the payload or signature part of one.
 
-#![allow(clippy::unwrap_used)]
-
-mod server_support;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use harness::*;
 use serde_json::{Value, json};
-use server_support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sync-server");
 const SECRET: &str = "log-test secret 7d1f0c9a4b2e8f6d3a5c7e9b1d3f5a7c";

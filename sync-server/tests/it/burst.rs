@@ -1,43 +1,28 @@
 //! A burst of 100,000 updates into one board: a second client receives every one of them, and
 //! all of them are in the database afterwards.
 
-#![allow(clippy::unwrap_used)]
-
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use harness::wire::{self, Frame};
+use harness::{SqliteDb, TestServer, config, ws_connect};
 use sync_server::ids::BoardId;
-use sync_server::protocol;
-use sync_server::server::{Config, Limits, run_with_store};
+use sync_server::server::{Config, Limits};
 use sync_server::storage::replay::replay_into;
-use sync_server::storage::{StorageOptions, open};
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
-use yrs::sync::{Message as YMessage, SyncMessage};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, Map, ReadTxn, StateVector, Transact, Update};
 
 const UPDATES: u32 = 100_000;
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(addr: std::net::SocketAddr, board: &str) -> Socket {
-    let url = format!("ws://{addr}/v1/sync/{board}?ack=1");
-    tokio_tungstenite::connect_async(url).await.unwrap().0
-}
-
-/// Applies every document frame to `doc`; returns the durable-ack count if the frame is one.
+/// Applies a sync step 2 or update to `doc`; returns the count of a durable acknowledgement.
 fn absorb(doc: &Doc, frame: &[u8]) -> Option<u64> {
-    if frame.first() == Some(&100) {
-        let mut decoder = yrs::updates::decoder::DecoderV1::from(&frame[1..]);
-        return Some(yrs::encoding::read::Read::read_var(&mut decoder).unwrap());
+    if let Some(count) = wire::durable_ack(frame) {
+        return Some(count);
     }
-    if let Ok(YMessage::Sync(SyncMessage::SyncStep2(u) | SyncMessage::Update(u))) =
-        YMessage::decode_v1(frame)
-    {
+    if let Ok(Frame::Step2(u) | Frame::Update(u)) = wire::parse(frame) {
         doc.transact_mut()
-            .apply_update(Update::decode_v1(&u).unwrap())
+            .apply_update(Update::decode_v1(u).unwrap())
             .unwrap();
     }
     None
@@ -45,12 +30,7 @@ fn absorb(doc: &Doc, frame: &[u8]) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burst_of_100k_updates_is_delivered_and_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/boards.db", dir.path().display());
-    let store = open(&url, &StorageOptions::default()).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let db = SqliteDb::new();
     // A writer sending 100k messages back to back is a load test, not a client: lift the
     // per-connection message rate limit that would (rightly) close it.
     let config = Config {
@@ -58,14 +38,13 @@ async fn burst_of_100k_updates_is_delivered_and_stored() {
             message_rate: 0,
             ..Limits::default()
         },
-        ..Config::default()
+        ..config()
     };
-    let server = tokio::spawn(run_with_store(config, store, listener, async {
-        let _ = stopped.await;
-    }));
+    let server = TestServer::start(config, db.open().await).await;
+    let addr = server.addr;
 
     // The receiver joins first and reads everything.
-    let mut receiver = connect(addr, "burst").await;
+    let mut receiver = ws_connect(addr, "/v1/sync/burst?ack=1").await;
     let received = Doc::new();
     let rx_task = tokio::spawn(async move {
         let counter = received.get_or_insert_map("counter");
@@ -83,14 +62,14 @@ async fn burst_of_100k_updates_is_delivered_and_stored() {
 
     // The writer makes 100k separate transactions (one key each) and sends them as fast as
     // the socket takes them.
-    let mut writer = connect(addr, "burst").await;
+    let mut writer = ws_connect(addr, "/v1/sync/burst?ack=1").await;
     let source = Doc::new();
     let counter = source.get_or_insert_map("counter");
     let mut frames = Vec::with_capacity(UPDATES as usize);
     for i in 0..UPDATES {
         let mut txn = source.transact_mut();
         counter.insert(&mut txn, i.to_string(), i);
-        frames.push(Message::Binary(protocol::update(&txn.encode_update_v1())));
+        frames.push(Message::Binary(wire::update_frame(&txn.encode_update_v1())));
     }
     let mut frames = futures_util::stream::iter(frames.into_iter().map(Ok));
     writer.send_all(&mut frames).await.unwrap();
@@ -118,11 +97,10 @@ async fn burst_of_100k_updates_is_delivered_and_stored() {
         source.transact().state_vector()
     );
 
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.shutdown().await.unwrap();
 
     // Everything is in the database.
-    let store = open(&url, &StorageOptions::default()).await.unwrap();
+    let store = db.open().await;
     let stored = store.load(&BoardId::parse("burst").unwrap()).await.unwrap();
     let doc = Doc::new();
     replay_into(&doc, &stored).unwrap();

@@ -1,18 +1,15 @@
 //! The `export` and `import` commands, run as a user would, against SQLite and PostgreSQL.
 
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
 use std::process::{Command, Output};
 
-use support::{Fixture, doc_json};
+use harness::docs::doc_json;
+use harness::fixture::Fixture;
 use sync_server::ids::BoardId;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, Transact, Update};
 
 /// A board made by npm `yjs` 13.6.33 (see crdt-schema/tests/fixtures and tests/js/fixtures).
-const YJS_BOARD: &[u8] = include_bytes!("../../crdt-schema/tests/fixtures/yjs-board.bin");
+const YJS_BOARD: &[u8] = include_bytes!("../../../crdt-schema/tests/fixtures/yjs-board.bin");
 
 fn cli(url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sync-server"))
