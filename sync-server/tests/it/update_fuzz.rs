@@ -10,7 +10,7 @@
 //! - decoding never panics and never aborts the process (a stack overflow aborts; `catch_unwind`
 //!   cannot catch it), on a thread whose stack is a tokio worker's (2 MiB), as in the server;
 //! - an update whose `Any` values nest deeper than [`MAX_DEPTH`] containers is refused with an
-//!   error (DESIGN §4: "nesting deeper than a documented limit closes that socket"): a 64-level
+//!   error (PROTOCOL.md, "Limits": nesting past the limit closes that socket): a 64-level
 //!   limit checked before yrs decodes;
 //! - a well-formed update nesting at most [`MUST_ACCEPT_DEPTH`] containers is accepted: the
 //!   limit does not refuse ordinary data (the board schema nests three levels).
