@@ -214,8 +214,8 @@ fn not_configured() -> ApiError {
         StatusCode::SERVICE_UNAVAILABLE,
         "assistant_not_configured",
         "the assistant has no model service: set OPENAI_API_KEY (OpenAI's service) or \
-         OPENAI_BASE_URL / --llm-base-url (any OpenAI-compatible service), then restart the \
-         server",
+         OPENAI_BASE_URL / --llm-base-url (any OpenAI-compatible service), and ASSISTANT_MODEL / \
+         --llm-model for another model than the default, then restart the server",
     )
 }
 
