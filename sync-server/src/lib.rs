@@ -7,6 +7,8 @@
 //! - `http`: the HTTP API routes and their JSON errors.
 //! - `ws`: WebSocket connections (reader, writer, close codes).
 //! - [`protocol`]: the y-websocket wire format; pure functions.
+//! - [`refusal`]: every reason a connection is refused or closed: its close code, reason and
+//!   metric kind.
 //! - [`board`]: board actors (one per loaded board) and their registry.
 //! - `commit`: group commit of updates across boards.
 //! - [`storage`]: the [`storage::Storage`] trait and its SQLite, PostgreSQL and in-memory
@@ -29,6 +31,7 @@ pub mod ids;
 mod limits;
 pub mod metrics;
 pub mod protocol;
+pub mod refusal;
 pub mod server;
 pub mod shutdown;
 pub mod storage;

@@ -3,8 +3,8 @@
 //! The reader decodes each frame (outside any lock, never panicking) and hands it to the
 //! board's actor; the writer takes everything in the connection's bounded outbound queue
 //! ([`crate::board::link`]) at once, writes it in one flush, and sends pings. Either side
-//! ending ends the other. Close codes are listed in [`crate::board::peer::close`] and
-//! `PROTOCOL.md`.
+//! ending ends the other. Every close code and reason is a [`Refusal`], documented in
+//! `PROTOCOL.md`; the session counts the refusals it decides.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,7 +26,7 @@ use tracing::{Instrument, debug, info};
 
 use crate::auth::{AuthError, Denied, Grant, Role, TokenError};
 use crate::board::link::{Delivery, Side};
-use crate::board::peer::{CloseReason, ConnId, PeerLink, close};
+use crate::board::peer::{CloseReason, ConnId, PeerLink};
 use crate::board::presence::Identity;
 use crate::board::{BoardCmd, BoardError, Read};
 use crate::http::{ApiError, ApiPath, ApiQuery, bearer_token, request_id};
@@ -34,6 +34,7 @@ use crate::ids::BoardId;
 use crate::limits::{AddressSlot, MessageLimiter, Throttled};
 use crate::metrics::{Metrics, kind};
 use crate::protocol::{self, Incoming, ProtocolError};
+use crate::refusal::Refusal;
 use crate::server::AppState;
 
 /// Interval between server pings, at most: a third of the read timeout if that is shorter, so
@@ -136,40 +137,29 @@ fn admit(
     token: Option<&str>,
     peer: SocketAddr,
 ) -> Result<Admitted, CloseReason> {
-    let refuse = |code, reason| CloseReason { code, reason };
+    let refuse = |refusal: Refusal| refusal.count(&state.metrics);
     let board = BoardId::parse(board).map_err(|e| {
         info!(error = %e, "refused: invalid board id");
-        refuse(close::BAD_MESSAGE, "invalid board id")
+        refuse(Refusal::InvalidBoardId)
     })?;
     let grant = state.auth.authenticate(token).map_err(|e| {
-        state.metrics.error(kind::UNAUTHORIZED);
         info!(error = %e, "refused: not authenticated");
-        refuse(
-            close::UNAUTHORIZED,
-            match e {
-                AuthError::Missing => "token required",
-                AuthError::Invalid(TokenError::Expired) => "token expired",
-                AuthError::Invalid(_) => "invalid token",
-            },
-        )
+        refuse(match e {
+            AuthError::Missing => Refusal::TokenRequired,
+            AuthError::Invalid(TokenError::Expired) => Refusal::TokenExpired,
+            AuthError::Invalid(_) => Refusal::InvalidToken,
+        })
     })?;
     grant.allows(&board, Role::Read).map_err(|e| {
         info!(error = %e, "refused: not allowed");
-        match e {
-            Denied::Expired => {
-                state.metrics.error(kind::UNAUTHORIZED);
-                refuse(close::UNAUTHORIZED, "token expired")
-            }
-            Denied::OtherBoard | Denied::Role { .. } => {
-                state.metrics.error(kind::FORBIDDEN);
-                refuse(close::FORBIDDEN, "the token does not cover this board")
-            }
-        }
+        refuse(match e {
+            Denied::Expired => Refusal::TokenExpired,
+            Denied::OtherBoard | Denied::Role { .. } => Refusal::OtherBoard,
+        })
     })?;
     let slot = state.addresses.acquire(peer.ip()).ok_or_else(|| {
-        state.metrics.error(kind::CONNECTION_LIMIT);
         info!(addr = %peer.ip(), "refused: too many connections from this address");
-        refuse(close::BUSY, "too many connections from this address")
+        refuse(Refusal::AddressFull)
     })?;
     Ok(Admitted {
         board,
@@ -208,7 +198,7 @@ async fn run(
     let admitted = match admission {
         Ok(admitted) => admitted,
         Err(reason) => {
-            send_close(&mut sink, reason.code, reason.reason).await;
+            send_close(&mut sink, reason).await;
             drain(&mut stream).await;
             return;
         }
@@ -219,13 +209,14 @@ async fn run(
             Ok(Some(_)) => {}
             Ok(None) => {
                 info!("refused: a read-only token for a board that does not exist");
-                send_close(&mut sink, close::BOARD_DELETED, "board not found").await;
+                let reason = Refusal::BoardNotFound.count(&state.metrics);
+                send_close(&mut sink, reason).await;
                 drain(&mut stream).await;
                 return;
             }
             Err(e) => {
                 info!(error = %e, "refused: cannot look the board up");
-                send_close(&mut sink, close::INTERNAL, "board unavailable; reconnect").await;
+                send_close(&mut sink, Refusal::BoardUnavailable.into()).await;
                 drain(&mut stream).await;
                 return;
             }
@@ -255,16 +246,14 @@ async fn run(
         Ok((Ok(()), handle)) => handle,
         Ok((Err(e), _)) | Err(e) => {
             info!(error = %e, "join failed");
-            let (code, reason) = if state.shutdown.is_cancelled() {
-                (close::SERVER_RESTART, "server restarting")
-            } else if matches!(e, BoardError::Full) {
-                (close::BUSY, "the board has too many connections")
-            } else if matches!(e, BoardError::Deleted) {
-                (close::BOARD_DELETED, "board was deleted")
+            let refusal = join_refusal(&e, state.shutdown.is_cancelled());
+            // The actor counted the full board when it refused the join.
+            let reason = if refusal == Refusal::BoardFull {
+                refusal.close_reason()
             } else {
-                (close::INTERNAL, "board unavailable; reconnect")
+                refusal.count(&state.metrics)
             };
-            send_close(&mut sink, code, reason).await;
+            send_close(&mut sink, reason).await;
             drain(&mut stream).await;
             return;
         }
@@ -307,6 +296,19 @@ async fn run(
     debug!(reason = ?link.reason(), "closed");
 }
 
+/// Why a join the board refused closes the connection.
+fn join_refusal(e: &BoardError, shutting_down: bool) -> Refusal {
+    if shutting_down {
+        Refusal::ServerRestart
+    } else {
+        match e {
+            BoardError::Full => Refusal::BoardFull,
+            BoardError::Deleted => Refusal::BoardDeleted,
+            _ => Refusal::BoardUnavailable,
+        }
+    }
+}
+
 async fn expiry(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -344,7 +346,7 @@ async fn read_loop(
             () = link.closed(Side::Reader) => break,
             () = &mut expired => {
                 info!("closing: the token expired");
-                link.close(CloseReason { code: close::UNAUTHORIZED, reason: "token expired" });
+                link.close(Refusal::TokenExpired.count(&session.metrics));
                 break;
             }
             () = &mut silence => {
@@ -354,7 +356,7 @@ async fn read_loop(
                     continue;
                 }
                 info!("closing a connection silent for {}s", read_timeout.as_secs());
-                link.close(CloseReason { code: close::INTERNAL, reason: "no traffic; reconnect" });
+                link.close(Refusal::Silent.count(&session.metrics));
                 break;
             }
             next = stream.next() => next,
@@ -367,11 +369,7 @@ async fn read_loop(
                 let text = e.to_string();
                 if text.contains("Space limit exceeded") {
                     info!(error = %text, "refused: message too large");
-                    session.metrics.error(kind::TOO_LARGE);
-                    link.close(CloseReason {
-                        code: close::TOO_LARGE,
-                        reason: "message too large",
-                    });
+                    link.close(Refusal::MessageTooLarge.count(&session.metrics));
                 } else {
                     debug!(error = %text, "read failed");
                 }
@@ -386,11 +384,7 @@ async fn read_loop(
             Message::Binary(frame) => frame,
             Message::Text(_) => {
                 info!("refused: text frame");
-                session.metrics.error(kind::BAD_MESSAGE);
-                link.close(CloseReason {
-                    code: close::BAD_MESSAGE,
-                    reason: "text frames are not part of the protocol",
-                });
+                link.close(Refusal::TextFrame.count(&session.metrics));
                 break;
             }
             Message::Close(_) => break,
@@ -440,20 +434,12 @@ async fn read_loop(
             },
             Err(e) => {
                 info!(error = %e, "refused: bad message");
-                session.metrics.error(match e {
-                    ProtocolError::BadUpdate(_) => kind::BAD_UPDATE,
-                    ProtocolError::TooDeep(_) => kind::TOO_DEEP,
-                    _ => kind::BAD_MESSAGE,
-                });
-                link.close(refusal(&e));
+                link.close(refusal(&e).count(&session.metrics));
                 break;
             }
         };
         if handle.send(cmd).await.is_err() {
-            link.close(CloseReason {
-                code: close::INTERNAL,
-                reason: "board unavailable; reconnect",
-            });
+            link.close(Refusal::BoardUnavailable.into());
             break;
         }
     }
@@ -467,11 +453,7 @@ fn notify_read_only(link: &PeerLink, metrics: &Metrics) -> bool {
         Delivery::Queued(_) => true,
         Delivery::Closed => false,
         Delivery::Full => {
-            metrics.error(kind::TOO_SLOW);
-            link.close(CloseReason {
-                code: close::TOO_SLOW,
-                reason: "too slow; reconnect",
-            });
+            link.close(Refusal::TooSlow.count(metrics));
             false
         }
     }
@@ -500,11 +482,9 @@ async fn throttle(session: &Session, throttled: &mut Throttled) -> bool {
         let now = std::time::Instant::now();
         if throttled.add(now, now - started) {
             info!("closing: over the message rate for most of its abuse window");
-            session.metrics.error(kind::MESSAGE_RATE);
-            session.link.close(CloseReason {
-                code: close::POLICY,
-                reason: "message rate exceeded for too long; slow down",
-            });
+            session
+                .link
+                .close(Refusal::MessageRate.count(&session.metrics));
             return false;
         }
         match session.limiter.check() {
@@ -529,20 +509,12 @@ fn command(conn: ConnId, incoming: Incoming, frame: Bytes) -> Option<BoardCmd> {
     })
 }
 
-fn refusal(e: &ProtocolError) -> CloseReason {
+/// Why a frame that does not decode closes its connection.
+fn refusal(e: &ProtocolError) -> Refusal {
     match e {
-        ProtocolError::BadUpdate(_) => CloseReason {
-            code: close::BAD_UPDATE,
-            reason: "update does not decode",
-        },
-        ProtocolError::TooDeep(_) => CloseReason {
-            code: close::BAD_UPDATE,
-            reason: "update nests too deeply",
-        },
-        ProtocolError::Undecodable(_) | ProtocolError::UnsupportedType(_) => CloseReason {
-            code: close::BAD_MESSAGE,
-            reason: "not a y-protocols message",
-        },
+        ProtocolError::BadUpdate(_) => Refusal::UpdateUndecodable,
+        ProtocolError::TooDeep(_) => Refusal::TooDeep,
+        ProtocolError::Undecodable(_) | ProtocolError::UnsupportedType(_) => Refusal::NotAMessage,
     }
 }
 
@@ -566,7 +538,7 @@ async fn write_loop(
                 None => break,
             },
             () = &mut shutting_down => {
-                link.close(CloseReason { code: close::SERVER_RESTART, reason: "server restarting" });
+                link.close(Refusal::ServerRestart.into());
                 break;
             }
             _ = ping.tick() => None,
@@ -596,11 +568,8 @@ async fn write_loop(
     link.end();
     // The close frame waits behind anything still buffered; a client that never reads again
     // gets the TCP connection dropped instead.
-    let reason = link.reason().unwrap_or(CloseReason {
-        code: 1000,
-        reason: "",
-    });
-    let _ = tokio::time::timeout(CLOSE_GRACE, send_close(sink, reason.code, reason.reason)).await;
+    let reason = link.reason().unwrap_or(NORMAL_CLOSURE);
+    let _ = tokio::time::timeout(CLOSE_GRACE, send_close(sink, reason)).await;
 }
 
 /// After our close frame: reads (and drops) what the client still sends, until its close reply
@@ -618,10 +587,17 @@ async fn drain(stream: &mut SplitStream<WebSocket>) {
     .await;
 }
 
-async fn send_close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &'static str) {
+/// The close of a connection that ended without a refusal: the client left, or its socket
+/// failed.
+const NORMAL_CLOSURE: CloseReason = CloseReason {
+    code: 1000,
+    reason: "",
+};
+
+async fn send_close(sink: &mut SplitSink<WebSocket, Message>, reason: CloseReason) {
     let frame = CloseFrame {
-        code,
-        reason: reason.into(),
+        code: reason.code,
+        reason: reason.reason.into(),
     };
     let _ = sink.send(Message::Close(Some(frame))).await;
     let _ = sink.close().await;
@@ -638,13 +614,7 @@ mod tests {
         assert!(notify_read_only(&link, &metrics));
         // The queue is full now: the next notice closes the connection as too slow.
         assert!(!notify_read_only(&link, &metrics));
-        assert_eq!(
-            link.reason(),
-            Some(CloseReason {
-                code: close::TOO_SLOW,
-                reason: "too slow; reconnect",
-            })
-        );
+        assert_eq!(link.reason(), Some(Refusal::TooSlow.close_reason()));
         assert!(
             metrics
                 .render()

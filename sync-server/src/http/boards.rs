@@ -12,10 +12,10 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use crate::auth::Role;
-use crate::board::peer::{CloseReason, close};
 use crate::board::{BoardCmd, Read};
 use crate::ids::BoardId;
 use crate::protocol::decode_update;
+use crate::refusal::Refusal;
 use crate::server::AppState;
 use crate::transfer::import_board;
 
@@ -196,11 +196,8 @@ pub(crate) async fn delete(
     ApiPath(raw): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = existing(&state, &caller, &raw, Role::Admin).await?;
-    let reason = CloseReason {
-        code: close::BOARD_DELETED,
-        reason: "board deleted",
-    };
-    if state.boards.delete(&id, reason).await? {
+    // An admin's doing, not the clients': not counted as their refusal.
+    if state.boards.delete(&id, Refusal::Deleted.into()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::board_not_found())
