@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -16,9 +15,11 @@ use crate::board::BoardConfig;
 use crate::board::registry::{Boards, RegistryConfig};
 use crate::commit::Committer;
 pub use crate::commit::Pacing;
-use crate::limits::{ConnectionCounts, HttpLimiter};
+use crate::limits::HttpLimiter;
+pub use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::storage::{self, Storage, StorageError, StorageOptions};
+use crate::ws::{SessionDeps, Sessions};
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
@@ -43,59 +44,6 @@ pub struct Config {
     /// non-loopback `--bind`). Otherwise open mode answers only requests addressed to a
     /// loopback host, against DNS rebinding; `Origin` is checked either way.
     pub open_any_host: bool,
-}
-
-/// Limits on what clients may send and hold open. Zero means "no limit" for the connection
-/// and rate limits.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Largest WebSocket message and HTTP body accepted, in bytes.
-    pub max_message_bytes: usize,
-    /// Frames queued for one connection before it is closed as too slow (1013).
-    pub outbound_queue: usize,
-    /// Bytes queued for one connection before it is closed as too slow (1013); one frame of
-    /// any size still fits an empty queue.
-    pub outbound_queue_bytes: usize,
-    /// Bytes of updates one connection may have sent and not yet had committed; past it the
-    /// server stops reading its socket (TCP backpressure) until commits catch up. Never below
-    /// `max_message_bytes`.
-    pub max_uncommitted_bytes: usize,
-    /// WebSocket connections open at once from one client address.
-    pub max_connections_per_address: usize,
-    /// A WebSocket connection that sends nothing (not even a pong) for this long is closed.
-    pub read_timeout: Duration,
-    /// Messages one WebSocket connection may send per second, sustained.
-    pub message_rate: u32,
-    /// Messages one WebSocket connection may send in a burst above the rate.
-    pub message_burst: u32,
-    /// A connection over its message rate is slowed down; one slowed down for more than three
-    /// quarters of this window is closed (1008). A minute by default.
-    pub abuse_window: Duration,
-    /// HTTP requests one client address may make per second, sustained.
-    pub http_rate: u32,
-    /// HTTP requests one client address may make in a burst above the rate.
-    pub http_burst: u32,
-    /// Origins allowed to open WebSockets (browsers send `Origin`); empty allows any.
-    pub allowed_origins: Vec<String>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_message_bytes: 16 << 20,
-            outbound_queue: 1024,
-            outbound_queue_bytes: 32 << 20,
-            max_uncommitted_bytes: 32 << 20,
-            max_connections_per_address: 1000,
-            read_timeout: Duration::from_secs(90),
-            message_rate: 500,
-            message_burst: 1000,
-            abuse_window: Duration::from_secs(60),
-            http_rate: 100,
-            http_burst: 200,
-            allowed_origins: Vec::new(),
-        }
-    }
 }
 
 impl Default for Config {
@@ -138,7 +86,7 @@ pub(crate) struct Inner {
     pub(crate) limits: Limits,
     pub(crate) auth: Auth,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) addresses: ConnectionCounts,
+    pub(crate) sessions: Arc<Sessions>,
     pub(crate) http_limiter: Option<HttpLimiter>,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
@@ -147,7 +95,6 @@ pub(crate) struct Inner {
     pub(crate) open_any_host: bool,
     /// The cached outcome of `/readyz`'s database check.
     pub(crate) readiness: crate::http::Readiness,
-    next_conn: AtomicU64,
 }
 
 impl std::ops::Deref for AppState {
@@ -155,12 +102,6 @@ impl std::ops::Deref for AppState {
 
     fn deref(&self) -> &Inner {
         &self.0
-    }
-}
-
-impl AppState {
-    pub(crate) fn next_conn_id(&self) -> u64 {
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 }
 
@@ -223,10 +164,19 @@ pub async fn run_with_store(
         cancel.clone(),
         metrics.clone(),
     );
+    let sessions = Arc::new(Sessions::new(SessionDeps {
+        boards: boards.clone(),
+        store: store.clone(),
+        auth: config.auth.clone(),
+        limits: config.limits.clone(),
+        metrics: metrics.clone(),
+        tracker: tracker.clone(),
+        shutdown: cancel.clone(),
+    }));
     let state = AppState(Arc::new(Inner {
         boards,
+        sessions,
         http_limiter: HttpLimiter::new(config.limits.http_rate, config.limits.http_burst),
-        addresses: ConnectionCounts::new(config.limits.max_connections_per_address),
         limits: config.limits.clone(),
         auth: config.auth.clone(),
         metrics,
@@ -235,7 +185,6 @@ pub async fn run_with_store(
         assistant,
         readiness: crate::http::Readiness::default(),
         open_any_host: config.open_any_host,
-        next_conn: AtomicU64::new(1),
     }));
     let app = crate::http::router(state);
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

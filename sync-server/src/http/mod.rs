@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN §6) and the WebSocket route.
+//! The HTTP API (DESIGN §6) and the WebSocket upgrade.
 
 mod assistant;
 mod auth;
@@ -9,6 +9,7 @@ mod health;
 mod observe;
 mod open_mode;
 mod restore;
+mod sync;
 mod tokens;
 mod versions;
 
@@ -17,11 +18,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-pub(crate) use self::auth::bearer_token;
-pub(crate) use self::error::ApiError;
-pub(crate) use self::extract::{ApiPath, ApiQuery};
 pub(crate) use self::health::Readiness;
-pub(crate) use self::observe::request_id;
 use crate::server::AppState;
 
 /// Every route of the server.
@@ -31,7 +28,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/v1/sync/{board}", get(crate::ws::upgrade))
+        .route("/v1/sync/{board}", get(sync::upgrade))
         .route("/v1/tokens", post(tokens::mint))
         .route("/v1/boards", post(boards::create).get(boards::list))
         .route(

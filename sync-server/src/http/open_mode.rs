@@ -66,7 +66,7 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
                 Refusal::Origin => kind::ORIGIN,
             });
             info!(
-                request_id = %super::request_id(request.headers()),
+                request_id = %super::observe::request_id(request.headers()),
                 path = request.uri().path(),
                 ?refusal,
                 "refused: open development mode answers loopback only"

@@ -85,7 +85,7 @@ pub(crate) async fn mint(
     // itself), so the new token can be kept within it.
     let grant = state
         .auth
-        .authenticate(super::bearer_token(&headers))
+        .authenticate(super::auth::bearer_token(&headers))
         .map_err(|e| unauthorized(&e))?;
     let not_after = grant
         .delegable(&scope, request.role)
