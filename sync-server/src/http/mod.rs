@@ -1,4 +1,7 @@
-//! The HTTP API (DESIGN §6) and the WebSocket upgrade.
+//! The HTTP API (DESIGN §6) and the WebSocket upgrade: routes, their handlers, and the
+//! middleware around them. Handlers parse and authorize, then call the services they take
+//! ([`state`]): the boards and their store, the sessions ([`crate::ws`]), the assistant,
+//! restores.
 
 mod assistant;
 mod auth;
@@ -9,6 +12,7 @@ mod health;
 mod observe;
 mod open_mode;
 mod restore;
+mod state;
 mod sync;
 mod tokens;
 mod versions;
@@ -18,12 +22,13 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-pub(crate) use self::health::Readiness;
-use crate::server::AppState;
+use self::state::AppState;
+pub(crate) use self::state::Services;
 
-/// Every route of the server.
-pub(crate) fn router(state: AppState) -> Router {
-    let body_limit = state.limits.max_message_bytes;
+/// Every route of the server, serving `services`.
+pub(crate) fn router(services: Services) -> Router {
+    let state = AppState::new(services);
+    let body_limit = state.inner().limits.max_message_bytes;
     let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -64,7 +69,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit));
     // Open development mode: every request, the WebSocket upgrade included, must be addressed
     // to a loopback host and come from no other web page (`open_mode.rs`).
-    let router = if state.auth.is_open() {
+    let router = if state.inner().auth.is_open() {
         router.layer(axum::middleware::from_fn_with_state(
             state.clone(),
             open_mode::guard,

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -15,9 +16,8 @@ use super::auth::bearer_token;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use super::observe::request_id;
-use crate::metrics::kind;
-use crate::server::AppState;
-use crate::ws::{READ_BUFFER, WRITE_BUFFER};
+use crate::metrics::{Metrics, kind};
+use crate::ws::{READ_BUFFER, Sessions, WRITE_BUFFER};
 
 /// Upgrades to a WebSocket speaking y-protocols. `?ack=1` asks for durable acknowledgements;
 /// `?token=` (or `Authorization: Bearer`) carries the token.
@@ -26,7 +26,8 @@ use crate::ws::{READ_BUFFER, WRITE_BUFFER};
 /// token, another board's token, a connection limit) upgrades and then closes with a
 /// documented code and reason, which WebSocket clients can read, unlike an HTTP status.
 pub(crate) async fn upgrade(
-    State(state): State<AppState>,
+    State(sessions): State<Arc<Sessions>>,
+    State(metrics): State<Arc<Metrics>>,
     ApiPath(board): ApiPath<String>,
     ApiQuery(params): ApiQuery<HashMap<String, String>>,
     ConnectInfo(peer_addr): ConnectInfo<SocketAddr>,
@@ -45,9 +46,8 @@ pub(crate) async fn upgrade(
             .into_response();
         }
     };
-    let sessions = state.sessions.clone();
     if !origin_allowed(&sessions.limits().allowed_origins, &headers) {
-        state.metrics.error(kind::ORIGIN);
+        metrics.error(kind::ORIGIN);
         info!("refused a WebSocket from an origin that is not allowed");
         return ApiError::new(
             StatusCode::FORBIDDEN,
