@@ -27,6 +27,9 @@
 mod config;
 mod handle;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use axum::Router;
