@@ -18,11 +18,12 @@
 //!
 //! # Layering
 //!
-//! `server` (sockets, signals) uses `app`; `app` builds the services and hands them to `http`
-//! (routes, handlers, middleware), which calls `ws` (sessions), `assistant`, `restore` and
-//! `transfer`; those use `board` (actors, registry) and `commit`, which use `storage`. Leaves
-//! (`protocol`, `refusal`, `auth`, `ids`, `limits`, `metrics`) are used from any layer. No
-//! module imports one above it.
+//! From the top: `server` (the listener, signals) → `app` (builds and wires the services) →
+//! `http` (routes, handlers, middleware, the WebSocket upgrade) → the services `ws` (sessions),
+//! `assistant`, `restore` → `board` (actors, registry) and `commit` → `transfer` (whole boards
+//! from stored rows) → `storage`. A module may use any module below it and none above it; the
+//! leaves (`protocol`, `refusal`, `auth`, `ids`, `limits`, `metrics`) are used from anywhere.
+//! Services are given what they use when they are built; only `http` has a router state.
 
 mod config;
 mod handle;

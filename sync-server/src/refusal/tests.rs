@@ -147,3 +147,64 @@ fn counting_a_refusal_counts_its_kind_once() {
         "{text}"
     );
 }
+
+/// The close codes, by the names `board::peer::close` gives them.
+fn code_named(name: &str) -> Option<u16> {
+    Some(match name {
+        "SERVER_RESTART" => close::SERVER_RESTART,
+        "INTERNAL" => close::INTERNAL,
+        "TOO_SLOW" => close::TOO_SLOW,
+        "BAD_MESSAGE" => close::BAD_MESSAGE,
+        "BOARD_DELETED" => close::BOARD_DELETED,
+        "TOO_LARGE" => close::TOO_LARGE,
+        "BAD_UPDATE" => close::BAD_UPDATE,
+        "UNAUTHORIZED" => close::UNAUTHORIZED,
+        "FORBIDDEN" => close::FORBIDDEN,
+        "POLICY" => close::POLICY,
+        "BUSY" => close::BUSY,
+        _ => return None,
+    })
+}
+
+/// The board actor still names a close by a code of `close` and a reason of its own (as in
+/// `close_peer(conn, close::TOO_SLOW, "too slow; reconnect")`): each such pair in its source
+/// must be a refusal's, so that PROTOCOL.md (checked above) documents it.
+#[test]
+fn every_close_the_board_actor_names_is_a_refusal() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/board/actor");
+    let mut found = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).unwrap();
+        for (at, _) in source.match_indices("close::") {
+            let rest = &source[at + "close::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                .collect();
+            let code = code_named(&name)
+                .unwrap_or_else(|| panic!("{}: unknown close code `{name}`", path.display()));
+            // The reason: the first string literal, if it comes before the statement ends.
+            let Some(open) = rest.find('"') else {
+                continue;
+            };
+            if rest[..open].contains(';') {
+                continue;
+            }
+            let reason = rest[open + 1..].split('"').next().unwrap();
+            assert!(
+                Refusal::ALL
+                    .iter()
+                    .any(|r| r.close_code() == code && r.reason() == reason),
+                "{}: the board actor closes with ({code}, {reason:?}), which is no refusal",
+                path.display()
+            );
+            found += 1;
+        }
+    }
+    // While it names closes this way; a version naming refusals leaves nothing to check.
+    assert!(found == 0 || found >= 5, "found only {found}");
+}
