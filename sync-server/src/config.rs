@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::app::Config;
 use crate::assistant::AssistantConfig;
 use crate::auth::token::TokenRequest;
 use crate::auth::{Auth, Keys, Role, Scope, Secret, SecretError};
 use crate::board::BoardConfig;
 use crate::commit::Pacing;
-use crate::server::{Config, Limits};
+use crate::limits::Limits;
 use crate::storage::StorageOptions;
 
 /// Offline-first CRDT sync server for collaborative whiteboards.

@@ -13,6 +13,59 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+/// Limits on what clients may send and hold open. Zero means "no limit" for the connection
+/// and rate limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest WebSocket message and HTTP body accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Frames queued for one connection before it is closed as too slow (1013).
+    pub outbound_queue: usize,
+    /// Bytes queued for one connection before it is closed as too slow (1013); one frame of
+    /// any size still fits an empty queue.
+    pub outbound_queue_bytes: usize,
+    /// Bytes of updates one connection may have sent and not yet had committed; past it the
+    /// server stops reading its socket (TCP backpressure) until commits catch up. Never below
+    /// `max_message_bytes`.
+    pub max_uncommitted_bytes: usize,
+    /// WebSocket connections open at once from one client address.
+    pub max_connections_per_address: usize,
+    /// A WebSocket connection that sends nothing (not even a pong) for this long is closed.
+    pub read_timeout: Duration,
+    /// Messages one WebSocket connection may send per second, sustained.
+    pub message_rate: u32,
+    /// Messages one WebSocket connection may send in a burst above the rate.
+    pub message_burst: u32,
+    /// A connection over its message rate is slowed down; one slowed down for more than three
+    /// quarters of this window is closed (1008). A minute by default.
+    pub abuse_window: Duration,
+    /// HTTP requests one client address may make per second, sustained.
+    pub http_rate: u32,
+    /// HTTP requests one client address may make in a burst above the rate.
+    pub http_burst: u32,
+    /// Origins allowed to open WebSockets (browsers send `Origin`); empty allows any.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 16 << 20,
+            outbound_queue: 1024,
+            outbound_queue_bytes: 32 << 20,
+            max_uncommitted_bytes: 32 << 20,
+            max_connections_per_address: 1000,
+            read_timeout: Duration::from_secs(90),
+            message_rate: 500,
+            message_burst: 1000,
+            abuse_window: Duration::from_secs(60),
+            http_rate: 100,
+            http_burst: 200,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
 fn quota(rate: u32, burst: u32) -> Option<Quota> {
     let rate = NonZeroU32::new(rate)?;
     let burst = NonZeroU32::new(burst.max(rate.get())).unwrap_or(rate);

@@ -13,7 +13,8 @@ use prometheus_client::registry::Registry;
 
 /// Kinds of errors counted in `sync_errors_total{kind}`.
 pub mod kind {
-    /// A frame that is not a y-protocols message (closed 4400).
+    /// A frame that is not a y-protocols message, or a connection to an invalid board id
+    /// (closed 4400).
     pub const BAD_MESSAGE: &str = "bad_message";
     /// An update that does not decode or apply (closed 4422).
     pub const BAD_UPDATE: &str = "bad_update";
@@ -56,6 +57,11 @@ pub mod kind {
     pub const ORIGIN: &str = "origin_refused";
     /// A request refused in open development mode for naming a non-loopback `Host`.
     pub const HOST: &str = "host_refused";
+    /// A connection closed for sending nothing, not even a pong, for the read timeout (1011).
+    pub const READ_TIMEOUT: &str = "read_timeout";
+    /// A connection to a board that was deleted, or that does not exist and its read-only
+    /// token cannot create (closed 4404).
+    pub const BOARD_NOT_FOUND: &str = "board_not_found";
 
     /// Every kind, so each series exists (at zero) from the start.
     pub const ALL: &[&str] = &[
@@ -80,6 +86,8 @@ pub mod kind {
         CONNECTION_LIMIT,
         ORIGIN,
         HOST,
+        READ_TIMEOUT,
+        BOARD_NOT_FOUND,
     ];
 }
 

@@ -3,8 +3,9 @@
 //!
 //! # Layout
 //!
-//! - this file: [`AssistantConfig`], the [`Assistant`] service (the LLM client, budgets, caps,
-//!   the active run of each board), starting, cancelling and recording runs.
+//! - this file: [`AssistantConfig`], the [`Assistant`] service (what it uses of the server, and
+//!   the model service, budgets, caps and active run of each board when one is configured),
+//!   starting, cancelling, listing and recording runs.
 //! - `peer`: the board actor as the run's [`ai_agent::BoardPeer`].
 //! - `changes`: what a run inserted and deleted, as CRDT ids, stored with the run.
 //! - `undo`: the forward change that undoes a run.
@@ -39,15 +40,18 @@ use ai_agent::{
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use self::peer::ActorPeer;
-pub(crate) use self::revert::undo_run;
+pub(crate) use self::revert::UndoReport;
+use crate::board::registry::Boards;
 use crate::board::{BoardCmd, BoardError, Read, VersionMeta};
 use crate::ids::BoardId;
-use crate::server::AppState;
+use crate::metrics::Metrics;
 use crate::storage::{
-    NewRun, RunResult, RunState, Storage, StorageError, VersionInfo, VersionKind, now_millis,
+    NewRun, RunRecord, RunResult, RunState, Storage, StorageError, VersionInfo, VersionKind,
+    now_millis,
 };
 
 /// How long a finished run waits for its caller to take the `done` event.
@@ -69,6 +73,9 @@ pub struct AssistantConfig {
 /// Why a run could not start, or a run could not be undone. Nothing was changed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AssistantError {
+    /// No model service is configured, so no run can start.
+    #[error("the assistant has no model service")]
+    NotConfigured,
     /// The prompt is empty or too long.
     #[error("{0}")]
     BadPrompt(String),
@@ -93,6 +100,9 @@ pub(crate) enum AssistantError {
     /// The database failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The undo's task failed.
+    #[error("the undo task failed: {0}")]
+    UndoTask(#[from] tokio::task::JoinError),
 }
 
 /// A run that started.
@@ -120,27 +130,67 @@ struct Active {
     cancel: CancellationToken,
 }
 
-/// The assistant service: one per server.
+/// What the assistant uses of the server: the boards (its edits go through their actors) and
+/// their store (run records, versions), the metrics, and the task tracker and shutdown token
+/// its runs and undos live under.
+#[derive(Debug, Clone)]
+pub(crate) struct AssistantDeps {
+    pub(crate) store: Arc<dyn Storage>,
+    pub(crate) boards: Boards,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// The model service and the limits runs keep to.
 #[derive(Debug)]
-pub(crate) struct Assistant {
+pub(crate) struct Model {
     llm: LlmClient,
     budgets: Budgets,
     caps: RunCaps,
     max_prompt_chars: usize,
-    active: Mutex<HashMap<BoardId, Active>>,
 }
 
-impl Assistant {
-    /// Builds the service; fails if the LLM configuration is unusable (for example an https
-    /// base URL in a build without TLS).
+impl Model {
+    /// Sets up the model service; fails if its configuration is unusable (for example an
+    /// https base URL in a build without TLS).
     pub(crate) fn new(config: AssistantConfig) -> Result<Self, LlmError> {
         Ok(Self {
             llm: LlmClient::new(config.llm)?,
             budgets: Budgets::new(config.budgets),
             caps: config.caps,
             max_prompt_chars: config.max_prompt_chars,
-            active: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The model's name.
+    pub(crate) fn name(&self) -> &str {
+        self.llm.model()
+    }
+}
+
+/// The assistant service: one per server. Without a model service no run starts, but the runs
+/// recorded before can still be listed and undone.
+#[derive(Debug)]
+pub(crate) struct Assistant {
+    deps: AssistantDeps,
+    model: Option<Arc<Model>>,
+    active: Mutex<HashMap<BoardId, Active>>,
+}
+
+impl Assistant {
+    /// The service, running with `model` (none: runs are refused).
+    pub(crate) fn new(model: Option<Model>, deps: AssistantDeps) -> Self {
+        Self {
+            deps,
+            model: model.map(Arc::new),
+            active: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a model service is configured (runs can start).
+    pub(crate) fn is_configured(&self) -> bool {
+        self.model.is_some()
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<BoardId, Active>> {
@@ -166,24 +216,26 @@ impl Assistant {
     /// Starts a run; see the module docs for the steps.
     pub(crate) async fn start(
         self: &Arc<Self>,
-        state: &AppState,
         request: StartRequest,
     ) -> Result<Started, AssistantError> {
+        let Some(model) = &self.model else {
+            return Err(AssistantError::NotConfigured);
+        };
         let prompt = request.prompt.trim().to_owned();
         if prompt.is_empty() {
             return Err(AssistantError::BadPrompt("the prompt is empty".into()));
         }
         let chars = prompt.chars().count();
-        if chars > self.max_prompt_chars {
+        if chars > model.max_prompt_chars {
             return Err(AssistantError::BadPrompt(format!(
                 "the prompt has {chars} characters; at most {} are accepted",
-                self.max_prompt_chars
+                model.max_prompt_chars
             )));
         }
         let run_id = uuid::Uuid::now_v7().simple().to_string();
-        let claim = self.claim(&request.board, &run_id, &state.shutdown)?;
+        let claim = self.claim(&request.board, &run_id)?;
 
-        let store = state.boards.store().clone();
+        let deps = &self.deps;
         // Saved by the board's actor, holding every change back until it is: the version is
         // exactly the board as the run finds it.
         let before = VersionMeta {
@@ -192,7 +244,7 @@ impl Assistant {
             author: Some(format!("ai:{run_id}")),
             reason: Some("before assistant run".into()),
         };
-        let version = state
+        let version = deps
             .boards
             .call(&request.board, |reply| {
                 BoardCmd::Read(Read::SaveVersion {
@@ -201,14 +253,14 @@ impl Assistant {
                 })
             })
             .await??;
-        store
+        deps.store
             .start_run(
                 &request.board,
                 NewRun {
                     id: &run_id,
                     user: request.user.as_deref(),
                     prompt: &prompt,
-                    model: self.llm.model(),
+                    model: model.llm.model(),
                     before_version: Some(version.id),
                 },
             )
@@ -216,8 +268,7 @@ impl Assistant {
         info!(board = %request.board, run_id, "assistant run started");
 
         let (events, rx) = mpsc::channel(64);
-        let this = self.clone();
-        let state2 = state.clone();
+        let (model, deps) = (model.clone(), deps.clone());
         let run = RunRequest {
             run_id: run_id.clone(),
             user: request.user.unwrap_or_else(|| "anonymous".into()),
@@ -226,9 +277,14 @@ impl Assistant {
         };
         let board = request.board;
         let run_id_for_log = run_id.clone();
-        state.tracker.spawn(async move {
+        self.deps.tracker.spawn(async move {
             let run_id_for_log = run_id_for_log.as_str();
-            let peer = ActorPeer::new(state2.boards.clone(), board.clone(), run.run_id.clone());
+            let peer = ActorPeer::new(
+                deps.boards.clone(),
+                deps.store.clone(),
+                board.clone(),
+                run.run_id.clone(),
+            );
             // The caller's `done` waits until the run is recorded and the board released, so
             // a prompt sent on `done` is never refused as busy.
             let (agent_events, mut agent_rx) = mpsc::channel(64);
@@ -247,11 +303,11 @@ impl Assistant {
             };
             let (outcome, done) = tokio::join!(
                 ai_agent::run(
-                    &this.llm,
+                    &model.llm,
                     &peer,
-                    &this.budgets,
+                    &model.budgets,
                     run,
-                    &this.caps,
+                    &model.caps,
                     agent_events,
                     claim.cancel.clone(),
                 ),
@@ -261,13 +317,12 @@ impl Assistant {
             let tool_calls = serde_json::to_string(&outcome.tool_calls)
                 .unwrap_or_else(|_| "[]".into());
             let status = status_name(outcome.status);
-            state2.metrics.assistant_run(
+            deps.metrics.assistant_run(
                 status,
                 outcome.usage.prompt_tokens,
                 outcome.usage.completion_tokens,
             );
-            state2
-                .metrics
+            deps.metrics
                 .assistant_tool_calls
                 .inc_by(outcome.tool_calls.len() as u64);
             let result = RunResult {
@@ -282,9 +337,8 @@ impl Assistant {
                 steps: outcome.steps,
                 changes: &changes,
             };
-            if let Err(e) = state2
-                .boards
-                .store()
+            if let Err(e) = deps
+                .store
                 .finish_run(&board, &outcome.run_id, result)
                 .await
             {
@@ -305,17 +359,12 @@ impl Assistant {
     }
 
     /// Claims `board` for `run_id`; the claim is released when dropped.
-    fn claim(
-        self: &Arc<Self>,
-        board: &BoardId,
-        run_id: &str,
-        shutdown: &CancellationToken,
-    ) -> Result<Claim, AssistantError> {
+    fn claim(self: &Arc<Self>, board: &BoardId, run_id: &str) -> Result<Claim, AssistantError> {
         let mut active = self.active();
         if let Some(a) = active.get(board) {
             return Err(AssistantError::Busy(a.run_id.clone()));
         }
-        let cancel = shutdown.child_token();
+        let cancel = self.deps.shutdown.child_token();
         active.insert(
             board.clone(),
             Active {
@@ -329,6 +378,61 @@ impl Assistant {
             run_id: run_id.to_owned(),
             cancel,
         })
+    }
+
+    /// Marks runs still `running` past the longest a run may take (plus a minute) as
+    /// `interrupted`: their server stopped. Without a model service, a run's longest is 10
+    /// minutes.
+    pub(crate) async fn interrupt_stale_runs(&self) -> Result<u64, StorageError> {
+        let longest = self
+            .model
+            .as_ref()
+            .map_or(Duration::from_secs(600), |m| m.caps.wall_time);
+        let stale = longest + Duration::from_secs(60);
+        let cutoff = now_millis() - i64::try_from(stale.as_millis()).unwrap_or(i64::MAX);
+        self.deps.store.interrupt_stale_runs(cutoff).await
+    }
+
+    /// The board's runs, newest first, at most `limit`, and the one working now, if any (stale
+    /// runs are marked interrupted first).
+    pub(crate) async fn runs(
+        &self,
+        board: &BoardId,
+        limit: u32,
+    ) -> Result<(Vec<RunRecord>, Option<String>), StorageError> {
+        self.interrupt_stale_runs().await?;
+        let runs = self.deps.store.list_runs(board, limit).await?;
+        Ok((runs, self.active_run(board)))
+    }
+
+    /// One run of the board (stale runs are marked interrupted first).
+    pub(crate) async fn run(
+        &self,
+        board: &BoardId,
+        run_id: &str,
+    ) -> Result<RunRecord, AssistantError> {
+        self.interrupt_stale_runs().await?;
+        self.deps
+            .store
+            .get_run(board, run_id)
+            .await?
+            .ok_or(AssistantError::RunNotFound)
+    }
+
+    /// Undoes run `run_id` of `board` on behalf of `by`, in a task of its own that the server
+    /// tracks: the undo claims the run in storage first and gives the claim back if it fails,
+    /// so it must finish even if the caller goes away meanwhile.
+    pub(crate) async fn undo(
+        self: &Arc<Self>,
+        board: BoardId,
+        run_id: String,
+        by: Option<String>,
+    ) -> Result<UndoReport, AssistantError> {
+        let this = self.clone();
+        self.deps
+            .tracker
+            .spawn(async move { this.undo_run(&board, &run_id, by.as_deref()).await })
+            .await?
     }
 }
 
@@ -350,18 +454,6 @@ impl Drop for Claim {
             active.remove(&self.board);
         }
     }
-}
-
-/// Marks runs still `running` past the longest a run may take (plus a minute) as
-/// `interrupted`: their server stopped. `assistant` gives the caps (10 minutes without one).
-pub(crate) async fn interrupt_stale_runs(
-    store: &dyn Storage,
-    assistant: Option<&Assistant>,
-) -> Result<u64, StorageError> {
-    let longest = assistant.map_or(Duration::from_secs(600), |a| a.caps.wall_time);
-    let stale = longest + Duration::from_secs(60);
-    let cutoff = now_millis() - i64::try_from(stale.as_millis()).unwrap_or(i64::MAX);
-    store.interrupt_stale_runs(cutoff).await
 }
 
 fn status_name(status: RunStatus) -> &'static str {

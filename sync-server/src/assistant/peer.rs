@@ -13,10 +13,13 @@ use super::changes::RunChanges;
 use crate::board::registry::Boards;
 use crate::board::{BoardCmd, BoardError, Read};
 use crate::ids::BoardId;
+use crate::storage::Storage;
 
 /// One run's view of its board.
 pub(crate) struct ActorPeer {
     boards: Boards,
+    /// Where the run's changes are kept as it goes.
+    store: Arc<dyn Storage>,
     board: BoardId,
     run_id: String,
     /// What the run's edits inserted and deleted so far.
@@ -24,9 +27,15 @@ pub(crate) struct ActorPeer {
 }
 
 impl ActorPeer {
-    pub(crate) fn new(boards: Boards, board: BoardId, run_id: String) -> Self {
+    pub(crate) fn new(
+        boards: Boards,
+        store: Arc<dyn Storage>,
+        board: BoardId,
+        run_id: String,
+    ) -> Self {
         Self {
             boards,
+            store,
             board,
             run_id,
             changes: Arc::default(),
@@ -101,8 +110,7 @@ impl BoardPeer for ActorPeer {
             // Kept with the run as it goes, so a run whose server stops can still be undone.
             let bytes = self.changes().encode();
             if let Err(e) = self
-                .boards
-                .store()
+                .store
                 .save_run_changes(&self.board, &self.run_id, &bytes)
                 .await
             {

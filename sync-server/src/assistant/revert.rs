@@ -9,12 +9,11 @@ use tracing::{info, warn};
 use yrs::updates::decoder::Decode;
 use yrs::{Transact, Update};
 
-use super::AssistantError;
 use super::changes::RunChanges;
 use super::undo::undo_update;
+use super::{Assistant, AssistantError};
 use crate::board::{BoardCmd, Read};
 use crate::ids::BoardId;
-use crate::server::AppState;
 use crate::storage::RunState;
 
 /// What an undo did.
@@ -29,82 +28,88 @@ pub(crate) struct UndoReport {
     pub(crate) restored_from_version: bool,
 }
 
-/// Undoes run `run_id` of `board` on behalf of `by`.
-pub(crate) async fn undo_run(
-    state: &AppState,
-    board: &BoardId,
-    run_id: &str,
-    by: Option<&str>,
-) -> Result<UndoReport, AssistantError> {
-    let store = state.boards.store().clone();
-    super::interrupt_stale_runs(store.as_ref(), state.assistant.as_deref()).await?;
-    let run = store
-        .get_run(board, run_id)
-        .await?
-        .ok_or(AssistantError::RunNotFound)?;
-    if run.state == RunState::Running {
-        return Err(AssistantError::RunActive(run.id));
-    }
-    if run.undone_at.is_some() {
-        return Err(AssistantError::AlreadyUndone(run.id));
-    }
-    let changes =
-        RunChanges::decode(&run.changes).map_err(|e| AssistantError::Undo(e.to_string()))?;
-    if !store.claim_undo(board, run_id, by).await? {
-        return Err(AssistantError::AlreadyUndone(run.id));
-    }
-    let applied = apply(state, board, run_id, &changes, run.before_version).await;
-    match applied {
-        Ok(report) => {
-            state.metrics.assistant_undos.inc();
-            info!(board = %board, run_id, changed = report.changed, "assistant run undone");
-            Ok(report)
-        }
-        Err(e) => {
-            if let Err(release) = store.release_undo(board, run_id).await {
-                warn!(board = %board, run_id, error = %release, "could not release a failed undo");
-            }
-            Err(e)
-        }
-    }
-}
-
-async fn apply(
-    state: &AppState,
-    board: &BoardId,
-    run_id: &str,
-    changes: &RunChanges,
-    before_version: Option<crate::ids::VersionId>,
-) -> Result<UndoReport, AssistantError> {
-    let before = match before_version {
-        Some(version) => state
-            .boards
-            .store()
-            .get_version(board, version)
+impl Assistant {
+    /// Undoes run `run_id` of `board` on behalf of `by` (see [`Assistant::undo`], which runs it
+    /// as a task of its own).
+    pub(super) async fn undo_run(
+        &self,
+        board: &BoardId,
+        run_id: &str,
+        by: Option<&str>,
+    ) -> Result<UndoReport, AssistantError> {
+        let store = &self.deps.store;
+        self.interrupt_stale_runs().await?;
+        let run = store
+            .get_run(board, run_id)
             .await?
-            .map(|v| v.data),
-        None => None,
-    };
-    let restored_from_version = before.is_some();
-    let origin = format!("ai-undo:{run_id}");
-    let result = state
-        .boards
-        .call(board, |reply| {
-            let (changes, before, origin) = (changes.clone(), before.clone(), origin.clone());
-            BoardCmd::Read(Read::Edit {
-                edit: Box::new(move |doc| undo_edit(doc, before.as_deref(), &changes, &origin)),
-                reply,
-            })
-        })
-        .await??;
-    if let Some(error) = result.get("error").and_then(Value::as_str) {
-        return Err(AssistantError::Undo(error.to_owned()));
+            .ok_or(AssistantError::RunNotFound)?;
+        if run.state == RunState::Running {
+            return Err(AssistantError::RunActive(run.id));
+        }
+        if run.undone_at.is_some() {
+            return Err(AssistantError::AlreadyUndone(run.id));
+        }
+        let changes =
+            RunChanges::decode(&run.changes).map_err(|e| AssistantError::Undo(e.to_string()))?;
+        if !store.claim_undo(board, run_id, by).await? {
+            return Err(AssistantError::AlreadyUndone(run.id));
+        }
+        let applied = self
+            .apply_undo(board, run_id, &changes, run.before_version)
+            .await;
+        match applied {
+            Ok(report) => {
+                self.deps.metrics.assistant_undos.inc();
+                info!(board = %board, run_id, changed = report.changed, "assistant run undone");
+                Ok(report)
+            }
+            Err(e) => {
+                if let Err(release) = store.release_undo(board, run_id).await {
+                    warn!(board = %board, run_id, error = %release, "could not release a failed undo");
+                }
+                Err(e)
+            }
+        }
     }
-    Ok(UndoReport {
-        run_id: run_id.to_owned(),
-        changed: result.get("changed").and_then(Value::as_bool) == Some(true),
-        restored_from_version,
-    })
+
+    async fn apply_undo(
+        &self,
+        board: &BoardId,
+        run_id: &str,
+        changes: &RunChanges,
+        before_version: Option<crate::ids::VersionId>,
+    ) -> Result<UndoReport, AssistantError> {
+        let before = match before_version {
+            Some(version) => self
+                .deps
+                .store
+                .get_version(board, version)
+                .await?
+                .map(|v| v.data),
+            None => None,
+        };
+        let restored_from_version = before.is_some();
+        let origin = format!("ai-undo:{run_id}");
+        let result = self
+            .deps
+            .boards
+            .call(board, |reply| {
+                let (changes, before, origin) = (changes.clone(), before.clone(), origin.clone());
+                BoardCmd::Read(Read::Edit {
+                    edit: Box::new(move |doc| undo_edit(doc, before.as_deref(), &changes, &origin)),
+                    reply,
+                })
+            })
+            .await??;
+        if let Some(error) = result.get("error").and_then(Value::as_str) {
+            return Err(AssistantError::Undo(error.to_owned()));
+        }
+        Ok(UndoReport {
+            run_id: run_id.to_owned(),
+            changed: result.get("changed").and_then(Value::as_bool) == Some(true),
+            restored_from_version,
+        })
+    }
 }
 
 /// Runs on the board actor: computes the undo against the live doc and applies it in one

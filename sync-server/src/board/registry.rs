@@ -259,11 +259,6 @@ impl Boards {
         self.shared.jobs_finished(id).await;
         self.shared.store.delete_board(id).await
     }
-
-    /// The store behind the boards.
-    pub(crate) fn store(&self) -> &Arc<dyn Storage> {
-        &self.shared.store
-    }
 }
 
 /// Takes a board's deletion mark off when dropped.

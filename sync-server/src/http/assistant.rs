@@ -2,6 +2,7 @@
 //! read one, cancel one, undo one.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ai_agent::{RunEvent, Viewport};
@@ -18,10 +19,9 @@ use super::auth::Caller;
 use super::boards::existing;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
-use crate::assistant::{self, AssistantError, StartRequest};
+use crate::assistant::{Assistant, AssistantError, StartRequest};
 use crate::auth::Role;
-use crate::server::AppState;
-use crate::storage::RunRecord;
+use crate::storage::{RunRecord, Storage};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,16 +36,17 @@ pub(crate) struct PromptBody {
 /// `Accept: text/event-stream` the answer streams `run`, `step`, `tool`, `text` and `done`
 /// events; otherwise one JSON answer comes when the run ends.
 pub(crate) async fn start(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Storage>>,
+    State(assistant): State<Arc<Assistant>>,
     caller: Caller,
     ApiPath(raw): ApiPath<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let id = existing(&state, &caller, &raw, Role::Write).await?;
-    let Some(service) = state.assistant.clone() else {
+    let id = existing(store.as_ref(), &caller, &raw, Role::Write).await?;
+    if !assistant.is_configured() {
         return Err(not_configured());
-    };
+    }
     let body: PromptBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "invalid_body",
@@ -55,16 +56,13 @@ pub(crate) async fn start(
         )
     })?;
     let user = caller.author(body.user.as_deref()).map(str::to_owned);
-    let started = service
-        .start(
-            &state,
-            StartRequest {
-                board: id,
-                user,
-                prompt: body.prompt,
-                viewport: body.viewport,
-            },
-        )
+    let started = assistant
+        .start(StartRequest {
+            board: id,
+            user,
+            prompt: body.prompt,
+            viewport: body.viewport,
+        })
         .await
         .map_err(api_error)?;
     let streaming = headers
@@ -116,16 +114,15 @@ pub(crate) struct RunsQuery {
 /// `GET /v1/boards/{id}/assistant/runs?limit=N`: the board's runs, newest first (50 by
 /// default, at most 500).
 pub(crate) async fn list(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Storage>>,
+    State(assistant): State<Arc<Assistant>>,
     caller: Caller,
     ApiPath(raw): ApiPath<String>,
     ApiQuery(query): ApiQuery<RunsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = existing(&state, &caller, &raw, Role::Read).await?;
-    sweep_stale(&state).await?;
+    let id = existing(store.as_ref(), &caller, &raw, Role::Read).await?;
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
-    let runs = state.boards.store().list_runs(&id, limit).await?;
-    let active = state.assistant.as_ref().and_then(|a| a.active_run(&id));
+    let (runs, active) = assistant.runs(&id, limit).await?;
     Ok(Json(json!({
         "active": active,
         "runs": runs.iter().map(run_json).collect::<Vec<_>>(),
@@ -134,34 +131,26 @@ pub(crate) async fn list(
 
 /// `GET /v1/boards/{id}/assistant/runs/{run}`: one run.
 pub(crate) async fn get(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Storage>>,
+    State(assistant): State<Arc<Assistant>>,
     caller: Caller,
     ApiPath((raw, run)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = existing(&state, &caller, &raw, Role::Read).await?;
-    sweep_stale(&state).await?;
-    let record = state
-        .boards
-        .store()
-        .get_run(&id, &run)
-        .await?
-        .ok_or_else(|| api_error(AssistantError::RunNotFound))?;
+    let id = existing(store.as_ref(), &caller, &raw, Role::Read).await?;
+    let record = assistant.run(&id, &run).await.map_err(api_error)?;
     Ok(Json(run_json(&record)))
 }
 
 /// `POST /v1/boards/{id}/assistant/runs/{run}/cancel`: stops a working run (it ends
 /// `cancelled`; what it applied stays, and can be undone).
 pub(crate) async fn cancel(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Storage>>,
+    State(assistant): State<Arc<Assistant>>,
     caller: Caller,
     ApiPath((raw, run)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = existing(&state, &caller, &raw, Role::Write).await?;
-    let cancelled = state
-        .assistant
-        .as_ref()
-        .is_some_and(|a| a.cancel(&id, &run));
-    if !cancelled {
+    let id = existing(store.as_ref(), &caller, &raw, Role::Write).await?;
+    if !assistant.cancel(&id, &run) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "run_not_active",
@@ -174,32 +163,16 @@ pub(crate) async fn cancel(
 /// `POST /v1/boards/{id}/assistant/runs/{run}/undo`: reverts what the run did as one forward
 /// change (see the assistant module docs for the rules).
 pub(crate) async fn undo(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Storage>>,
+    State(assistant): State<Arc<Assistant>>,
     caller: Caller,
     ApiPath((raw, run)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = existing(&state, &caller, &raw, Role::Write).await?;
-    // A task of its own, tracked: the undo claims the run in storage first and gives the claim
-    // back if it fails, so it must finish even if the caller goes away meanwhile.
+    let id = existing(store.as_ref(), &caller, &raw, Role::Write).await?;
     let by = caller.author(None).map(str::to_owned);
-    let task = {
-        let state = state.clone();
-        state
-            .tracker
-            .clone()
-            .spawn(async move { assistant::undo_run(&state, &id, &run, by.as_deref()).await })
-    };
-    let report = task
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .map_err(api_error)?;
+    // A task of its own that the server tracks (see `Assistant::undo`).
+    let report = assistant.undo(id, run, by).await.map_err(api_error)?;
     Ok(Json(json!(report)))
-}
-
-async fn sweep_stale(state: &AppState) -> Result<(), ApiError> {
-    assistant::interrupt_stale_runs(state.boards.store().as_ref(), state.assistant.as_deref())
-        .await?;
-    Ok(())
 }
 
 fn run_json(run: &RunRecord) -> Value {
@@ -221,6 +194,8 @@ fn not_configured() -> ApiError {
 
 fn api_error(e: AssistantError) -> ApiError {
     match e {
+        AssistantError::NotConfigured => not_configured(),
+        AssistantError::UndoTask(e) => ApiError::internal(&e),
         AssistantError::BadPrompt(why) => ApiError::bad_request("invalid_prompt", why),
         AssistantError::Busy(_) => {
             ApiError::new(StatusCode::CONFLICT, "assistant_busy", e.to_string())

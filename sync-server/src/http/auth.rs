@@ -6,10 +6,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use tracing::info;
 
 use super::error::ApiError;
+use super::state::AppState;
 use crate::auth::{AuthError, Denied, Grant, Role};
 use crate::ids::BoardId;
 use crate::metrics::kind;
-use crate::server::AppState;
 
 /// The token in an `Authorization: Bearer` header, if any.
 pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -33,6 +33,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let state = state.inner();
         match state.auth.authenticate(bearer_token(&parts.headers)) {
             Ok(grant) => Ok(Self {
                 grant,

@@ -1,5 +1,7 @@
 //! `/v1/boards`: create, list, read, write and delete boards.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -12,11 +14,12 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use crate::auth::Role;
-use crate::board::peer::{CloseReason, close};
+use crate::board::registry::Boards;
 use crate::board::{BoardCmd, Read};
 use crate::ids::BoardId;
 use crate::protocol::decode_update;
-use crate::server::AppState;
+use crate::refusal::Refusal;
+use crate::storage::Storage;
 use crate::transfer::import_board;
 
 const DEFAULT_PAGE: u32 = 100;
@@ -36,7 +39,7 @@ pub(crate) struct CreateBody {
 /// `?id=` parameter; without one, a random id is chosen. A body of type
 /// `application/octet-stream` is a Yjs update v1 (a snapshot) that becomes the board's content.
 pub(crate) async fn create(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Storage>>,
     caller: Caller,
     ApiQuery(query): ApiQuery<CreateQuery>,
     headers: HeaderMap,
@@ -61,7 +64,6 @@ pub(crate) async fn create(
         }
     };
     caller.require(&id, Role::Write)?;
-    let store = state.boards.store();
     let info = if binary && !body.is_empty() {
         import_board(store.as_ref(), &id, &body).await?
     } else {
@@ -82,18 +84,14 @@ pub(crate) struct ListQuery {
 
 /// `GET /v1/boards?after=ID&limit=N`: boards in id order, a page at a time.
 pub(crate) async fn list(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Storage>>,
     caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_all_boards(Role::Read)?;
     let after = query.after.as_deref().map(BoardId::parse).transpose()?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let boards = state
-        .boards
-        .store()
-        .list_boards(after.as_ref(), limit)
-        .await?;
+    let boards = store.list_boards(after.as_ref(), limit).await?;
     let next = (boards.len() == limit as usize)
         .then(|| boards.last().map(|b| b.id.clone()))
         .flatten();
@@ -103,14 +101,14 @@ pub(crate) async fn list(
 /// Parses the id, checks that the caller has `role` on the board, then that it exists (in
 /// that order, so a caller without access cannot probe which boards exist).
 pub(super) async fn existing(
-    state: &AppState,
+    store: &dyn Storage,
     caller: &Caller,
     raw: &str,
     role: Role,
 ) -> Result<BoardId, ApiError> {
     let id = BoardId::parse(raw)?;
     caller.require(&id, role)?;
-    match state.boards.store().get_board(&id).await? {
+    match store.get_board(&id).await? {
         Some(_) => Ok(id),
         None => Err(ApiError::board_not_found()),
     }
@@ -118,13 +116,13 @@ pub(super) async fn existing(
 
 /// `GET /v1/boards/{id}`: the board as typed JSON (the crdt-schema view), from durable state.
 pub(crate) async fn get_json(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Storage>>,
+    State(boards): State<Boards>,
     caller: Caller,
     ApiPath(raw): ApiPath<String>,
 ) -> Result<Json<crdt_schema::Board>, ApiError> {
-    let id = existing(&state, &caller, &raw, Role::Read).await?;
-    let board = state
-        .boards
+    let id = existing(store.as_ref(), &caller, &raw, Role::Read).await?;
+    let board = boards
         .call(&id, |reply| BoardCmd::Read(Read::Json { reply }))
         .await??;
     Ok(Json(board))
@@ -138,7 +136,8 @@ pub(crate) struct StateQuery {
 /// `GET /v1/boards/{id}/state`: the whole board as one Yjs update v1 (the export format), or
 /// with `?format=json` the typed JSON of `GET /v1/boards/{id}`.
 pub(crate) async fn state(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Storage>>,
+    State(boards): State<Boards>,
     caller: Caller,
     ApiPath(raw): ApiPath<String>,
     ApiQuery(query): ApiQuery<StateQuery>,
@@ -146,7 +145,7 @@ pub(crate) async fn state(
     match query.format.as_deref() {
         None | Some("yjs" | "binary") => {}
         Some("json") => {
-            return get_json(State(state), caller, ApiPath(raw))
+            return get_json(State(store), State(boards), caller, ApiPath(raw))
                 .await
                 .map(IntoResponse::into_response);
         }
@@ -157,9 +156,8 @@ pub(crate) async fn state(
             ));
         }
     }
-    let id = existing(&state, &caller, &raw, Role::Read).await?;
-    let bytes = state
-        .boards
+    let id = existing(store.as_ref(), &caller, &raw, Role::Read).await?;
+    let bytes = boards
         .call(&id, |reply| BoardCmd::Read(Read::State { reply }))
         .await??;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
@@ -168,17 +166,17 @@ pub(crate) async fn state(
 /// `POST /v1/boards/{id}/updates`: applies a binary Yjs update v1 through the same durable
 /// path as WebSocket clients; answers once it is committed. Connected clients receive it.
 pub(crate) async fn apply_update(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Storage>>,
+    State(boards): State<Boards>,
     caller: Caller,
     ApiPath(raw): ApiPath<String>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let id = existing(&state, &caller, &raw, Role::Write).await?;
+    let id = existing(store.as_ref(), &caller, &raw, Role::Write).await?;
     // Refuse bad bytes here with a 400; the actor decodes them again when it applies them.
     decode_update(&body).map_err(|e| ApiError::bad_request("invalid_update", e.to_string()))?;
     let raw = body.to_vec();
-    let result = state
-        .boards
+    let result = boards
         .call(&id, |reply| BoardCmd::HttpUpdate {
             raw: raw.clone(),
             reply,
@@ -191,16 +189,14 @@ pub(crate) async fn apply_update(
 /// `DELETE /v1/boards/{id}`: closes the board's connections (code 4404, so clients stop
 /// reconnecting) and deletes it with its history.
 pub(crate) async fn delete(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Storage>>,
+    State(boards): State<Boards>,
     caller: Caller,
     ApiPath(raw): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let id = existing(&state, &caller, &raw, Role::Admin).await?;
-    let reason = CloseReason {
-        code: close::BOARD_DELETED,
-        reason: "board deleted",
-    };
-    if state.boards.delete(&id, reason).await? {
+    let id = existing(store.as_ref(), &caller, &raw, Role::Admin).await?;
+    // An admin's doing, not the clients': not counted as their refusal.
+    if boards.delete(&id, Refusal::Deleted.into()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::board_not_found())

@@ -5,6 +5,7 @@
 //! a time, however many probes arrive. Checks use the store's general pool, never the
 //! connections commits use.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -12,8 +13,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
-use crate::server::AppState;
+use crate::metrics::Metrics;
 use crate::storage::Storage;
 
 /// How long a database check's outcome answers readiness probes.
@@ -22,24 +24,35 @@ pub(crate) const READY_TTL: Duration = Duration::from_secs(1);
 /// How long a database check may take before the database counts as unavailable.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The last database check: when it ended and whether the database answered. Its lock is
-/// held while a check runs, so probes arriving meanwhile wait for that check's outcome
-/// instead of starting their own.
-#[derive(Debug, Default)]
+/// Whether the server is ready: not shutting down, and its database answers. Keeps the last
+/// database check: when it ended and whether the database answered. Its lock is held while a
+/// check runs, so probes arriving meanwhile wait for that check's outcome instead of starting
+/// their own.
+#[derive(Debug)]
 pub(crate) struct Readiness {
+    store: Arc<dyn Storage>,
+    shutdown: CancellationToken,
     last: Mutex<Option<(Instant, bool)>>,
 }
 
 impl Readiness {
+    pub(super) fn new(store: Arc<dyn Storage>, shutdown: CancellationToken) -> Self {
+        Self {
+            store,
+            shutdown,
+            last: Mutex::default(),
+        }
+    }
+
     /// Whether the database answers, checked at most once per [`READY_TTL`].
-    async fn database_answers(&self, store: &dyn Storage) -> bool {
+    async fn database_answers(&self) -> bool {
         let mut last = self.last.lock().await;
         if let Some((at, answered)) = *last
             && at.elapsed() < READY_TTL
         {
             return answered;
         }
-        let answered = match tokio::time::timeout(CHECK_TIMEOUT, store.ping()).await {
+        let answered = match tokio::time::timeout(CHECK_TIMEOUT, self.store.ping()).await {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "readiness check: database unavailable");
@@ -65,15 +78,14 @@ pub(crate) async fn healthz() -> Json<Value> {
 
 /// `GET /readyz`: the database answers (as of at most a second ago) and the server is not
 /// shutting down.
-pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    if state.shutdown.is_cancelled() {
+pub(crate) async fn readyz(State(readiness): State<Arc<Readiness>>) -> (StatusCode, Json<Value>) {
+    if readiness.shutdown.is_cancelled() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "shutting down" })),
         );
     }
-    let store = state.boards.store();
-    if state.readiness.database_answers(store.as_ref()).await {
+    if readiness.database_answers().await {
         (StatusCode::OK, Json(json!({ "status": "ready" })))
     } else {
         (
@@ -86,12 +98,14 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<V
 /// `GET /metrics`: Prometheus metrics in the OpenMetrics text format (which Prometheus
 /// scrapes). Carries no board ids, users or tokens, so it needs no token; restrict it at the
 /// network if the numbers are private.
-pub(crate) async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+pub(crate) async fn metrics(
+    State(metrics): State<Arc<Metrics>>,
+) -> impl axum::response::IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(),
+        metrics.render(),
     )
 }

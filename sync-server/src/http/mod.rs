@@ -1,4 +1,7 @@
-//! The HTTP API (listed in README.md, "API") and the WebSocket route.
+//! The HTTP API (listed in README.md, "API") and the WebSocket upgrade: routes, their handlers, and the
+//! middleware around them. Handlers parse and authorize, then call the services they take
+//! ([`state`]): the boards and their store, the sessions ([`crate::ws`]), the assistant,
+//! restores.
 
 mod assistant;
 mod auth;
@@ -9,6 +12,8 @@ mod health;
 mod observe;
 mod open_mode;
 mod restore;
+mod state;
+mod sync;
 mod tokens;
 mod versions;
 
@@ -17,21 +22,18 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-pub(crate) use self::auth::bearer_token;
-pub(crate) use self::error::ApiError;
-pub(crate) use self::extract::{ApiPath, ApiQuery};
-pub(crate) use self::health::Readiness;
-pub(crate) use self::observe::request_id;
-use crate::server::AppState;
+use self::state::AppState;
+pub(crate) use self::state::Services;
 
-/// Every route of the server.
-pub(crate) fn router(state: AppState) -> Router {
-    let body_limit = state.limits.max_message_bytes;
+/// Every route of the server, serving `services`.
+pub(crate) fn router(services: Services) -> Router {
+    let state = AppState::new(services);
+    let body_limit = state.inner().limits.max_message_bytes;
     let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/v1/sync/{board}", get(crate::ws::upgrade))
+        .route("/v1/sync/{board}", get(sync::upgrade))
         .route("/v1/tokens", post(tokens::mint))
         .route("/v1/boards", post(boards::create).get(boards::list))
         .route(
@@ -67,7 +69,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit));
     // Open development mode: every request, the WebSocket upgrade included, must be addressed
     // to a loopback host and come from no other web page (`open_mode.rs`).
-    let router = if state.auth.is_open() {
+    let router = if state.inner().auth.is_open() {
         router.layer(axum::middleware::from_fn_with_state(
             state.clone(),
             open_mode::guard,

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use tracing::{Instrument, debug, info};
 
 use super::error::ApiError;
+use super::state::AppState;
 use crate::metrics::kind;
-use crate::server::AppState;
 
 /// The request's id, as the request-id layer set it.
 pub(crate) fn request_id(headers: &HeaderMap) -> String {
@@ -47,6 +47,7 @@ pub(crate) async fn observe(
     let id = request_id(request.headers());
     // The path only: query strings can carry tokens.
     let span = tracing::info_span!("http", request_id = %id, method = %method, route = %route);
+    let state = state.inner();
     if let Some(limiter) = &state.http_limiter
         && !exempt(&route)
         && let Err(wait) = limiter.check(peer.ip())

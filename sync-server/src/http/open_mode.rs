@@ -26,8 +26,8 @@ use axum::response::{IntoResponse, Response};
 use tracing::info;
 
 use super::error::ApiError;
+use super::state::{AppState, Inner};
 use crate::metrics::kind;
-use crate::server::AppState;
 
 /// Why open mode refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -58,7 +58,8 @@ impl From<Refusal> for ApiError {
 
 /// The middleware: in open mode, refuses requests for another host or from another origin.
 pub(crate) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match check(&state, &request) {
+    let state = state.inner();
+    match check(state, &request) {
         Ok(()) => next.run(request).await,
         Err(refusal) => {
             state.metrics.error(match refusal {
@@ -66,7 +67,7 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
                 Refusal::Origin => kind::ORIGIN,
             });
             info!(
-                request_id = %super::request_id(request.headers()),
+                request_id = %super::observe::request_id(request.headers()),
                 path = request.uri().path(),
                 ?refusal,
                 "refused: open development mode answers loopback only"
@@ -76,7 +77,7 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
     }
 }
 
-fn check(state: &AppState, request: &Request) -> Result<(), Refusal> {
+fn check(state: &Inner, request: &Request) -> Result<(), Refusal> {
     if !state.open_any_host {
         let hosts = request
             .headers()

@@ -1,5 +1,7 @@
 //! `POST /v1/boards/{id}/restore`: restore a board to a version or an uploaded snapshot, as a
-//! forward change that connected clients receive like any other edit.
+//! forward change that connected clients receive like any other edit ([`crate::restore`]).
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -7,18 +9,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use yrs::{Doc, ReadTxn, Transact};
 
 use super::auth::Caller;
 use super::boards::existing;
 use super::error::ApiError;
 use super::extract::ApiPath;
 use crate::auth::Role;
-use crate::board::{BoardCmd, Read, VersionMeta};
 use crate::ids::VersionId;
-use crate::protocol::decode_update;
-use crate::server::AppState;
-use crate::storage::VersionKind;
+use crate::restore::{RestoreError, Restorer, Target};
+use crate::storage::Storage;
 
 #[derive(Debug, Deserialize)]
 struct RestoreBody {
@@ -31,19 +30,23 @@ struct RestoreBody {
 /// (reason `before restore`), so the restore can itself be undone by restoring that version.
 /// Answers once the restore is durable, with the restore's id, that version and what changed.
 pub(crate) async fn restore(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Storage>>,
+    State(restorer): State<Restorer>,
     caller: Caller,
     ApiPath(raw): ApiPath<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let id = existing(&state, &caller, &raw, Role::Write).await?;
-    let store = state.boards.store();
+    let id = existing(store.as_ref(), &caller, &raw, Role::Write).await?;
     let binary = headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
     let (target, author, source) = if binary {
-        (body.to_vec(), None, json!({ "snapshot_bytes": body.len() }))
+        (
+            Target::Snapshot(body.to_vec()),
+            None,
+            json!({ "snapshot_bytes": body.len() }),
+        )
     } else {
         let request: RestoreBody = serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(
@@ -51,80 +54,38 @@ pub(crate) async fn restore(
                 format!("expected {{\"version\": ID}} or a binary snapshot: {e}"),
             )
         })?;
-        let version = store
-            .get_version(&id, VersionId(request.version))
-            .await?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "version_not_found",
-                    "no such version",
-                )
-            })?;
         (
-            version.data,
+            Target::Version(VersionId(request.version)),
             request.author,
             json!({ "version": request.version }),
         )
     };
-    if binary {
-        // An upload must be a whole state; a version is one the board had (parts of it that
-        // waited for dependencies when it was saved are left out by the restore).
-        check_full_state(&target)?;
-    }
-
-    let restore_id = uuid::Uuid::now_v7().simple().to_string();
-    let origin = format!("restore:{restore_id}");
-    // The actor saves the state before as a version and applies the restore right after,
-    // with no change in between: restoring that version undoes exactly this restore.
-    let before = VersionMeta {
-        kind: VersionKind::Auto,
-        label: None,
-        author: caller.author(author.as_deref()).map(str::to_owned),
-        reason: Some("before restore".into()),
-    };
-    let (report, saved) = state
-        .boards
-        .call(&id, |reply| {
-            BoardCmd::Read(Read::Restore {
-                target: target.clone(),
-                from_version: !binary,
-                origin: origin.clone(),
-                before: before.clone(),
-                reply,
-            })
-        })
-        .await??;
+    let author = caller.author(author.as_deref()).map(str::to_owned);
+    let restored = restorer
+        .restore(&id, target, author)
+        .await
+        .map_err(api_error)?;
     Ok((
         StatusCode::OK,
         Json(json!({
-            "restore_id": restore_id,
+            "restore_id": restored.restore_id,
             "restored_from": source,
-            "before_version": saved,
-            "report": report,
+            "before_version": restored.before_version,
+            "report": restored.report,
         })),
     ))
 }
 
-/// Refuses anything but a complete Yjs state: an incremental update would make the restore
-/// delete everything it does not mention.
-fn check_full_state(target: &[u8]) -> Result<(), ApiError> {
-    let update = decode_update(target).map_err(|e| {
-        ApiError::bad_request("invalid_snapshot", format!("not a Yjs update (v1): {e}"))
-    })?;
-    let doc = Doc::new();
-    let mut txn = doc.transact_mut();
-    txn.apply_update(update).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_snapshot",
-            format!("the snapshot does not apply: {e}"),
-        )
-    })?;
-    if txn.has_missing_updates() {
-        return Err(ApiError::bad_request(
-            "incomplete_snapshot",
-            "the snapshot depends on updates it does not contain; restore needs a full state",
-        ));
+fn api_error(e: RestoreError) -> ApiError {
+    match e {
+        RestoreError::VersionNotFound => {
+            ApiError::new(StatusCode::NOT_FOUND, "version_not_found", e.to_string())
+        }
+        RestoreError::InvalidSnapshot(why) => ApiError::bad_request("invalid_snapshot", why),
+        RestoreError::IncompleteSnapshot => {
+            ApiError::bad_request("incomplete_snapshot", e.to_string())
+        }
+        RestoreError::Storage(e) => e.into(),
+        RestoreError::Board(e) => e.into(),
     }
-    Ok(())
 }

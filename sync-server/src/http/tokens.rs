@@ -4,6 +4,7 @@
 //! higher role, and not a longer life (a lifetime reaching past the caller's own expiry is cut
 //! to it, and the answer's `expires_at` and `clamped` say so).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -16,7 +17,6 @@ use super::auth::Caller;
 use super::error::ApiError;
 use crate::auth::token::TokenRequest;
 use crate::auth::{Auth, Denied, Role, Scope, TokenError};
-use crate::server::AppState;
 
 /// Lifetime of a token when the request names none.
 const DEFAULT_TTL: Duration = Duration::from_secs(3600);
@@ -44,12 +44,12 @@ enum Ttl {
 /// "1h", "user"?: "alice"}`: needs `admin` on the board asked for (or on every board for `*`).
 /// The token expires at the latest when the caller's does.
 pub(crate) async fn mint(
-    State(state): State<AppState>,
+    State(auth): State<Arc<Auth>>,
     caller: Caller,
     headers: HeaderMap,
     body: Option<Json<MintRequest>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Auth::Tokens(keys) = &state.auth else {
+    let Auth::Tokens(keys) = auth.as_ref() else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "auth_disabled",
@@ -83,9 +83,8 @@ pub(crate) async fn mint(
     }
     // What the caller's own token allows (`Caller` checked it already; it keeps its grant to
     // itself), so the new token can be kept within it.
-    let grant = state
-        .auth
-        .authenticate(super::bearer_token(&headers))
+    let grant = auth
+        .authenticate(super::auth::bearer_token(&headers))
         .map_err(|e| unauthorized(&e))?;
     let not_after = grant
         .delegable(&scope, request.role)

@@ -1,5 +1,7 @@
 //! `/v1/boards/{id}/versions`: named and automatic versions of a board.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -13,11 +15,11 @@ use super::boards::existing;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use crate::auth::Role;
+use crate::board::registry::Boards;
 use crate::board::{BoardCmd, Read, VersionMeta};
 use crate::ids::VersionId;
 use crate::protocol::decode_update;
-use crate::server::AppState;
-use crate::storage::VersionKind;
+use crate::storage::{Storage, VersionKind};
 
 /// Longest version label, in characters.
 const MAX_LABEL: usize = 200;
@@ -31,7 +33,8 @@ pub(crate) struct NewNamedVersion {
 /// `POST /v1/boards/{id}/versions` `{"label": ..., "author"?: ...}`: saves the board's current
 /// durable state as a named version (kept until deleted).
 pub(crate) async fn create(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Storage>>,
+    State(boards): State<Boards>,
     caller: Caller,
     ApiPath(raw): ApiPath<String>,
     body: Option<Json<NewNamedVersion>>,
@@ -49,7 +52,7 @@ pub(crate) async fn create(
             format!("a version label needs 1 to {MAX_LABEL} characters"),
         ));
     }
-    let id = existing(&state, &caller, &raw, Role::Write).await?;
+    let id = existing(store.as_ref(), &caller, &raw, Role::Write).await?;
     // Saved by the board's actor: exactly the board's state at this point of its history.
     let meta = VersionMeta {
         kind: VersionKind::Named,
@@ -57,8 +60,7 @@ pub(crate) async fn create(
         author: caller.author(body.author.as_deref()).map(str::to_owned),
         reason: None,
     };
-    let info = state
-        .boards
+    let info = boards
         .call(&id, |reply| {
             BoardCmd::Read(Read::SaveVersion {
                 meta: meta.clone(),
@@ -71,12 +73,12 @@ pub(crate) async fn create(
 
 /// `GET /v1/boards/{id}/versions`: the board's versions, newest first.
 pub(crate) async fn list(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Storage>>,
     caller: Caller,
     ApiPath(raw): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = existing(&state, &caller, &raw, Role::Read).await?;
-    let versions = state.boards.store().list_versions(&id).await?;
+    let id = existing(store.as_ref(), &caller, &raw, Role::Read).await?;
+    let versions = store.list_versions(&id).await?;
     Ok(Json(json!({ "versions": versions })))
 }
 
@@ -94,13 +96,13 @@ fn version_id(raw: &str) -> Result<VersionId, ApiError> {
 /// `GET /v1/boards/{id}/versions/{v}`: the version as typed JSON, or as a binary Yjs update
 /// with `Accept: application/octet-stream` or `?format=yjs`. Never changes the board.
 pub(crate) async fn get(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Storage>>,
     caller: Caller,
     ApiPath((raw, v)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<VersionQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = existing(&state, &caller, &raw, Role::Read).await?;
+    let id = existing(store.as_ref(), &caller, &raw, Role::Read).await?;
     let vid = version_id(&v)?;
     let binary = match query.format.as_deref() {
         Some("yjs" | "binary") => true,
@@ -115,9 +117,7 @@ pub(crate) async fn get(
             .get(header::ACCEPT)
             .is_some_and(|a| a.as_bytes().starts_with(b"application/octet-stream")),
     };
-    let version = state
-        .boards
-        .store()
+    let version = store
         .get_version(&id, vid)
         .await?
         .ok_or_else(version_not_found)?;
@@ -150,13 +150,12 @@ fn version_not_found() -> ApiError {
 /// `DELETE /v1/boards/{id}/versions/{v}`: deletes a named version. Automatic versions are
 /// managed by retention and refused here (409).
 pub(crate) async fn delete(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Storage>>,
     caller: Caller,
     ApiPath((raw, v)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let id = existing(&state, &caller, &raw, Role::Admin).await?;
+    let id = existing(store.as_ref(), &caller, &raw, Role::Admin).await?;
     let vid = version_id(&v)?;
-    let store = state.boards.store();
     let version = store
         .get_version(&id, vid)
         .await?

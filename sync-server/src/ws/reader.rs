@@ -1,0 +1,279 @@
+//! A session's reader: takes frames off the socket and hands them to the board's actor.
+
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Message;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use crate::board::link::{Delivery, Side};
+use crate::board::peer::{ConnId, PeerLink};
+use crate::board::registry::BoardHandle;
+use crate::board::{BoardCmd, Read};
+use crate::limits::{Limits, MessageLimiter, Throttled};
+use crate::metrics::{Metrics, kind};
+use crate::protocol::{self, Incoming, ProtocolError};
+use crate::refusal::Refusal;
+
+/// What a read-only connection is told when it sends document content.
+pub(super) const READ_ONLY_REASON: &str = "read-only: this connection's token does not allow editing the board; the update was not applied";
+
+/// The most permits a tokio semaphore holds, rounded down to a `u32`.
+const MAX_PERMITS: u32 = 1 << 30;
+
+/// What the reader needs to know about its connection.
+#[derive(Debug)]
+pub(super) struct Reader {
+    pub(super) conn: ConnId,
+    pub(super) link: PeerLink,
+    pub(super) can_write: bool,
+    pub(super) expires_at: Option<Instant>,
+    pub(super) read_timeout: Duration,
+    pub(super) limiter: MessageLimiter,
+    /// See [`Limits::abuse_window`].
+    pub(super) abuse_window: Duration,
+    /// Bytes of updates this connection may have sent and not yet seen committed: each update
+    /// holds its size in permits until its commit is answered.
+    pub(super) uncommitted: Arc<Semaphore>,
+    /// The most permits one update takes (all of them, for an update as large as the budget).
+    pub(super) max_uncommitted: u32,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl Reader {
+    pub(super) fn new(
+        conn: ConnId,
+        link: PeerLink,
+        can_write: bool,
+        expires_at: Option<Instant>,
+        limits: &Limits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let budget = uncommitted_budget(limits);
+        Self {
+            conn,
+            link,
+            can_write,
+            expires_at,
+            read_timeout: limits.read_timeout,
+            limiter: MessageLimiter::new(limits.message_rate, limits.message_burst),
+            abuse_window: limits.abuse_window,
+            uncommitted: Arc::new(Semaphore::new(budget as usize)),
+            max_uncommitted: budget,
+            metrics,
+        }
+    }
+}
+
+/// The per-connection budget of uncommitted update bytes: at least one largest message.
+fn uncommitted_budget(limits: &Limits) -> u32 {
+    let bytes = limits.max_uncommitted_bytes.max(limits.max_message_bytes);
+    u32::try_from(bytes).unwrap_or(u32::MAX).min(MAX_PERMITS)
+}
+
+async fn expiry(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads until the stream ends, the link closes or the reader closes it with a refusal; then
+/// ends the link (which stops the writer).
+pub(super) async fn read_loop<St, E>(handle: &BoardHandle, session: &Reader, stream: &mut St)
+where
+    St: Stream<Item = Result<Message, E>> + Unpin,
+    E: Display,
+{
+    let link = &session.link;
+    // Both timers are made once, not per message: the silence timer is pushed back only when
+    // it fires early, so a busy connection costs no timer work per message.
+    let expired = expiry(session.expires_at);
+    tokio::pin!(expired);
+    let read_timeout = session.read_timeout;
+    let silence = tokio::time::sleep(read_timeout);
+    tokio::pin!(silence);
+    let mut last_read = Instant::now();
+    let mut throttled = Throttled::new(session.abuse_window, std::time::Instant::now());
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = link.closed(Side::Reader) => break,
+            () = &mut expired => {
+                info!("closing: the token expired");
+                link.close(Refusal::TokenExpired.count(&session.metrics));
+                break;
+            }
+            () = &mut silence => {
+                let deadline = last_read + read_timeout;
+                if Instant::now() < deadline {
+                    silence.as_mut().reset(deadline);
+                    continue;
+                }
+                info!("closing a connection silent for {}s", read_timeout.as_secs());
+                link.close(Refusal::Silent.count(&session.metrics));
+                break;
+            }
+            next = stream.next() => next,
+        };
+        last_read = Instant::now();
+        let message = match next {
+            None => break,
+            Some(Err(e)) => {
+                // tungstenite reports a message over the size limit as a capacity error.
+                let text = e.to_string();
+                if text.contains("Space limit exceeded") {
+                    info!(error = %text, "refused: message too large");
+                    link.close(Refusal::MessageTooLarge.count(&session.metrics));
+                } else {
+                    debug!(error = %text, "read failed");
+                }
+                break;
+            }
+            Some(Ok(message)) => message,
+        };
+        if !throttle(session, &mut throttled).await {
+            break;
+        }
+        let frame = match message {
+            Message::Binary(frame) => frame,
+            Message::Text(_) => {
+                info!("refused: text frame");
+                link.close(Refusal::TextFrame.count(&session.metrics));
+                break;
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        let cmd = match protocol::decode(&frame) {
+            Ok(Incoming::Update { update, .. }) if !session.can_write => {
+                // A read-only client's step 2 with nothing in it is fine; content is refused.
+                if !update.is_empty() {
+                    debug!("refused an update from a read-only connection");
+                    session.metrics.error(kind::READ_ONLY);
+                    if !notify_read_only(link, &session.metrics) {
+                        break;
+                    }
+                }
+                continue;
+            }
+            Ok(Incoming::Update {
+                update,
+                raw,
+                scanned,
+            }) => {
+                // Wait (reading nothing more) until this connection's earlier updates are
+                // committed enough to make room for this one.
+                let permits = u32::try_from(raw.len())
+                    .unwrap_or(u32::MAX)
+                    .clamp(1, session.max_uncommitted);
+                let held = tokio::select! {
+                    biased;
+                    () = link.closed(Side::Reader) => break,
+                    held = session.uncommitted.clone().acquire_many_owned(permits) => match held {
+                        Ok(held) => held,
+                        Err(_) => break,
+                    },
+                };
+                BoardCmd::Update {
+                    conn: session.conn,
+                    update,
+                    raw,
+                    scanned,
+                    held,
+                }
+            }
+            Ok(incoming) => match command(session.conn, incoming, frame) {
+                Some(cmd) => cmd,
+                None => continue,
+            },
+            Err(e) => {
+                info!(error = %e, "refused: bad message");
+                link.close(refusal(&e).count(&session.metrics));
+                break;
+            }
+        };
+        if handle.send(cmd).await.is_err() {
+            link.close(Refusal::BoardUnavailable.count(&session.metrics));
+            break;
+        }
+    }
+    link.end();
+}
+
+/// Tells a read-only connection its update was refused. The notice is never silently
+/// dropped: a connection too slow to take it is closed (1013). Returns whether it goes on.
+pub(super) fn notify_read_only(link: &PeerLink, metrics: &Metrics) -> bool {
+    match link.offer(protocol::permission_denied(READ_ONLY_REASON)) {
+        Delivery::Queued(_) => true,
+        Delivery::Closed => false,
+        Delivery::Full => {
+            link.close(Refusal::TooSlow.count(metrics));
+            false
+        }
+    }
+}
+
+/// Flood control: a connection over its message rate waits, reading nothing, until its budget
+/// refills; TCP backpressure slows the sender and nothing is lost. Only a connection over its
+/// rate for most of a minute is closed (1008, which clients reconnect from). Returns whether
+/// the connection goes on.
+async fn throttle(session: &Reader, throttled: &mut Throttled) -> bool {
+    let Err(mut wait) = session.limiter.check() else {
+        return true;
+    };
+    session.metrics.error(kind::THROTTLED);
+    debug!(
+        wait_ms = wait.as_millis() as u64,
+        "slowing down a connection over its message rate"
+    );
+    loop {
+        let started = std::time::Instant::now();
+        tokio::select! {
+            biased;
+            () = session.link.closed(Side::Reader) => return false,
+            () = tokio::time::sleep(wait) => {}
+        }
+        let now = std::time::Instant::now();
+        if throttled.add(now, now - started) {
+            info!("closing: over the message rate for most of its abuse window");
+            session
+                .link
+                .close(Refusal::MessageRate.count(&session.metrics));
+            return false;
+        }
+        match session.limiter.check() {
+            Ok(()) => return true,
+            Err(more) => wait = more,
+        }
+    }
+}
+
+/// The command for a message other than a document update (see [`read_loop`]).
+fn command(conn: ConnId, incoming: Incoming, frame: Bytes) -> Option<BoardCmd> {
+    Some(match incoming {
+        Incoming::SyncStep1(sv) => BoardCmd::Read(Read::SyncStep1 { conn, sv }),
+        Incoming::Update { .. } => return None,
+        Incoming::Awareness { update } => BoardCmd::Awareness {
+            conn,
+            update,
+            frame,
+        },
+        Incoming::QueryAwareness => BoardCmd::QueryAwareness { conn },
+        Incoming::Auth => return None,
+    })
+}
+
+/// Why a frame that does not decode closes its connection.
+fn refusal(e: &ProtocolError) -> Refusal {
+    match e {
+        ProtocolError::BadUpdate(_) => Refusal::UpdateUndecodable,
+        ProtocolError::TooDeep(_) => Refusal::TooDeep,
+        ProtocolError::Undecodable(_) | ProtocolError::UnsupportedType(_) => Refusal::NotAMessage,
+    }
+}

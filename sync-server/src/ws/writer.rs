@@ -1,0 +1,125 @@
+//! A session's writer: everything queued for the connection, in one flush per batch; pings;
+//! and the close frame.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message};
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::board::link::Side;
+use crate::board::peer::{CloseReason, PeerLink};
+use crate::refusal::Refusal;
+
+/// Interval between server pings, at most: a third of the read timeout if that is shorter, so
+/// that a live client that says nothing else still answers in time.
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// How long a closing connection may take to accept its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a refused or closed connection's stream is drained, at most.
+const DRAIN_FOR: Duration = Duration::from_secs(1);
+
+/// The close of a connection that ended without a refusal: the client left, or its socket
+/// failed.
+const NORMAL_CLOSURE: CloseReason = CloseReason {
+    code: 1000,
+    reason: "",
+};
+
+/// How often the writer pings for a read timeout: never more than [`PING_EVERY`] apart, and
+/// never zero (`interval` panics on a zero period).
+pub(super) fn ping_interval(read_timeout: Duration) -> Duration {
+    PING_EVERY
+        .min(read_timeout / 3)
+        .max(Duration::from_millis(10))
+}
+
+/// Writes what the link queues until it closes (or the server shuts down: 1012), then sends
+/// the close frame with the link's reason.
+pub(super) async fn write_loop<Si>(
+    shutdown: &CancellationToken,
+    link: &PeerLink,
+    sink: &mut Si,
+    ping_every: Duration,
+) where
+    Si: Sink<Message> + Unpin,
+{
+    let mut ping = tokio::time::interval(ping_every);
+    ping.reset();
+    // Made once and kept: a fresh `cancelled()` per batch would join and leave the shutdown
+    // token's waiter list (a lock every connection's writer shares) on every wake.
+    let shutting_down = shutdown.cancelled();
+    tokio::pin!(shutting_down);
+    loop {
+        let batch = tokio::select! {
+            biased;
+            frames = link.next_batch() => match frames {
+                Some(frames) => Some(frames),
+                None => break,
+            },
+            () = &mut shutting_down => {
+                link.close(Refusal::ServerRestart.into());
+                break;
+            }
+            _ = ping.tick() => None,
+        };
+        // Writing may block on a client that stopped reading: stay responsive to the link
+        // closing (the actor closing a slow connection) while it does.
+        let write = async {
+            match batch {
+                Some(frames) => {
+                    for frame in frames {
+                        sink.feed(Message::Binary(frame)).await?;
+                    }
+                    sink.flush().await
+                }
+                None => sink.send(Message::Ping(Bytes::new())).await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = link.closed(Side::Writer) => break,
+            written = write => if written.is_err() {
+                link.end();
+                return;
+            },
+        }
+    }
+    link.end();
+    // The close frame waits behind anything still buffered; a client that never reads again
+    // gets the TCP connection dropped instead.
+    let reason = link.reason().unwrap_or(NORMAL_CLOSURE);
+    let _ = tokio::time::timeout(CLOSE_GRACE, send_close(sink, reason)).await;
+}
+
+/// After our close frame: reads (and drops) what the client still sends, until its close reply
+/// or the end of the stream, for at most a second. Dropping a socket with unread data makes the
+/// kernel reset the connection, and a client that had sent something would then see 1006
+/// instead of our close code.
+pub(super) async fn drain<St, E>(stream: &mut St)
+where
+    St: Stream<Item = Result<Message, E>> + Unpin,
+{
+    let _ = tokio::time::timeout(DRAIN_FOR, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Sends a close frame with `reason`, then closes the sink.
+pub(super) async fn send_close<Si>(sink: &mut Si, reason: CloseReason)
+where
+    Si: Sink<Message> + Unpin,
+{
+    let frame = CloseFrame {
+        code: reason.code,
+        reason: reason.reason.into(),
+    };
+    let _ = sink.send(Message::Close(Some(frame))).await;
+    let _ = sink.close().await;
+}
