@@ -2,6 +2,8 @@
 //! code and every reason a client can see, and nothing else; its count statement names every
 //! kind a refusal is counted under.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
 use super::*;
