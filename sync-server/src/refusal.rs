@@ -80,8 +80,8 @@ pub enum Refusal {
     TextFrame,
     /// A frame that is not a y-protocols message (undecodable, unknown type).
     NotAMessage,
-    /// An awareness update that does not apply. Decided by the board actor, which does not
-    /// count it yet; yrs 0.28 never fails to apply awareness, so no client sees it today.
+    /// An awareness update that does not apply (yrs 0.28 never fails to apply awareness, so
+    /// no client sees it today).
     BadAwareness,
     /// No token, or an empty one.
     TokenRequired,

@@ -122,11 +122,8 @@ impl BoardActor {
         } = incoming;
         if !self.size.fits(raw.len() as u64) {
             let (size, limit) = (self.size.bytes(), self.size.limit());
-            self.shared.metrics.error(kind::BOARD_TOO_LARGE);
             warn!(board = %self.id, conn = ?origin, size, update = raw.len(), limit, "update refused: the board would exceed its size limit");
-            if let Some(conn) = origin {
-                self.close_peer(conn, close::TOO_LARGE, "board size limit reached");
-            }
+            self.refuse_update(origin, Refusal::BoardTooLarge);
             if let Some(waiter) = http {
                 waiter.answer(Err(BoardError::TooLarge(limit)));
             }
@@ -137,11 +134,8 @@ impl BoardActor {
         let checked = match self.nesting.check_scanned(&scanned) {
             Ok(checked) => checked,
             Err(e) => {
-                self.shared.metrics.error(kind::TOO_DEEP);
                 warn!(board = %self.id, conn = ?origin, error = %e, "update refused");
-                if let Some(conn) = origin {
-                    self.close_peer(conn, close::BAD_UPDATE, "update nests too deeply");
-                }
+                self.refuse_update(origin, Refusal::TooDeep);
                 if let Some(waiter) = http {
                     waiter.answer(Err(BoardError::TooDeep(e)));
                 }
@@ -168,10 +162,7 @@ impl BoardActor {
                     "the update does not apply".into(),
                 )));
             }
-            self.close_all(CloseReason {
-                code: close::INTERNAL,
-                reason: "board unavailable; reconnect",
-            });
+            self.close_all(Refusal::BoardUnavailable);
             return;
         };
         // Whatever yrs integrated is part of what was checked.
@@ -179,10 +170,7 @@ impl BoardActor {
         let changed = delta.as_slice() != Update::EMPTY_V1;
         if let Err(e) = &result {
             warn!(board = %self.id, conn = ?origin, error = %e, "update does not apply");
-            self.shared.metrics.error(kind::BAD_UPDATE);
-            if let Some(conn) = origin {
-                self.close_peer(conn, close::BAD_UPDATE, "update does not apply");
-            }
+            self.refuse_update(origin, Refusal::UpdateRejected);
         }
         let rejected = result.is_err();
         // Store what the doc learned; if part of the update waits for missing dependencies,
@@ -218,6 +206,19 @@ impl BoardActor {
             }
         }
         self.pipeline.dispatch();
+    }
+
+    /// Refuses an update for `refusal`: its connection is closed with it, or, from HTTP (whose
+    /// writer gets an error), it is counted under the same kind.
+    fn refuse_update(&mut self, origin: Option<ConnId>, refusal: Refusal) {
+        match origin {
+            Some(conn) => self.close_peer(conn, refusal),
+            None => {
+                if let Some(kind) = refusal.kind() {
+                    self.shared.metrics.error(kind);
+                }
+            }
+        }
     }
 
     /// Turns the board into `target`'s content as one forward change (crdt-schema's restore

@@ -44,13 +44,8 @@ impl BoardActor {
                 Effect::Failed { error, held } => {
                     warn!(board = %self.id, error = %error, peers = self.peers.len(), "commit failed; closing the board's connections");
                     self.refuse_held(held, &BoardError::CommitFailed);
-                    self.abandon(
-                        &BoardError::CommitFailed,
-                        CloseReason {
-                            code: close::INTERNAL,
-                            reason: "commit failed; reconnect",
-                        },
-                    );
+                    let reason = Refusal::CommitFailed.close_reason();
+                    self.abandon(&BoardError::CommitFailed, reason);
                 }
                 Effect::Stop => self.stopped = true,
             }
@@ -136,13 +131,15 @@ impl BoardActor {
     /// Refuses an update because too many bytes wait for this board: a WebSocket client is
     /// closed with 1013 and resends on reconnect; an HTTP writer gets 503.
     fn refuse_busy(&mut self, cmd: BoardCmd) {
-        self.shared.metrics.error(kind::BOARD_BUSY);
         match cmd {
             BoardCmd::Update { conn, .. } => {
                 info!(board = %self.id, conn, "closing a connection: too many updates wait for this board");
-                self.close_peer(conn, close::TOO_SLOW, "board busy; reconnect");
+                self.close_peer(conn, Refusal::BoardBusy);
             }
-            other => other.refuse(&BoardError::Busy),
+            other => {
+                self.shared.metrics.error(kind::BOARD_BUSY);
+                other.refuse(&BoardError::Busy);
+            }
         }
     }
 
@@ -163,10 +160,7 @@ impl BoardActor {
             Ok(rows) => rows,
             Err(e) => {
                 warn!(board = %self.id, error = %e, "cannot read rows another writer committed; reloading the board");
-                self.close_all(CloseReason {
-                    code: close::INTERNAL,
-                    reason: "board unavailable; reconnect",
-                });
+                self.close_all(Refusal::BoardUnavailable);
                 return;
             }
         };
@@ -198,13 +192,13 @@ impl BoardActor {
     /// Stops the actor without a failed commit: closes every connection with `reason`, drops
     /// waiting reads (their callers ask again and reach a new actor), fails what was not
     /// committed yet with [`BoardError::Gone`].
-    pub(super) fn close_all(&mut self, reason: CloseReason) {
+    pub(super) fn close_all(&mut self, refusal: Refusal) {
         for batch in self.pipeline.abort() {
             self.shared.metrics.pending_bytes.dec_by(batch.bytes as i64);
             batch.fail(&BoardError::Gone);
         }
         self.replies.clear();
-        self.abandon(&BoardError::Gone, reason);
+        self.abandon(&BoardError::Gone, refusal.close_reason());
         self.stopped = true;
     }
 

@@ -39,7 +39,7 @@ use self::reads::AfterSave;
 use super::batch::{Batch, Outgoing, Waiter};
 use super::fanout::{Peers, Undelivered};
 use super::maintenance::{self, Job, Source};
-use super::peer::{CloseReason, ConnId, Peer, close};
+use super::peer::{CloseReason, ConnId, Peer};
 use super::pipeline::{CommitError, Effect, HeldUpdate, Limits, Pipeline, WaitingRead};
 use super::policy::{Due, Size, Upkeep};
 use super::presence::Presence;
@@ -49,6 +49,7 @@ use crate::commit::CommitRequest;
 use crate::ids::{BoardId, Seq};
 use crate::metrics::kind;
 use crate::protocol;
+use crate::refusal::Refusal;
 use crate::storage::replay::{ReplayError, ReplayStats, replay_with_nesting};
 use crate::storage::{CompactionStats, StorageError, VersionInfo, VersionKind};
 

@@ -22,12 +22,11 @@ impl BoardActor {
             }
             Err(e) if e.is_limit() => {
                 info!(board = %self.id, conn, error = %e, "closing: awareness over its limits");
-                self.shared.metrics.error(kind::AWARENESS_LIMIT);
-                self.close_peer(conn, close::TOO_LARGE, "awareness over its limits");
+                self.close_peer(conn, Refusal::AwarenessLimit);
             }
             Err(e) => {
                 debug!(board = %self.id, conn, error = %e, "bad awareness update");
-                self.close_peer(conn, close::BAD_MESSAGE, "bad awareness update");
+                self.close_peer(conn, Refusal::BadAwareness);
             }
         }
     }
@@ -50,17 +49,18 @@ impl BoardActor {
             match failed {
                 Undelivered::TooSlow(conn) => {
                     info!(board = %self.id, conn, "closing a connection too slow to keep up");
-                    self.shared.metrics.error(kind::TOO_SLOW);
-                    self.close_peer(conn, close::TOO_SLOW, "too slow; reconnect");
+                    self.close_peer(conn, Refusal::TooSlow);
                 }
                 Undelivered::Closed(conn) => self.remove_peer(conn),
             }
         }
     }
 
-    pub(super) fn close_peer(&mut self, conn: ConnId, code: u16, reason: &'static str) {
+    /// Closes a connection for `refusal`, counted once here, where it is decided.
+    pub(super) fn close_peer(&mut self, conn: ConnId, refusal: Refusal) {
+        let reason = refusal.count(&self.shared.metrics);
         if let Some(peer) = self.peers.get(conn) {
-            peer.link.close(CloseReason { code, reason });
+            peer.link.close(reason);
         }
         self.remove_peer(conn);
     }
