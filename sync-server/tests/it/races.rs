@@ -977,6 +977,54 @@ async fn a_checkpoint_holds_the_rows_another_writer_committed_before_it() {
     server.shutdown().await.unwrap();
 }
 
+/// Rows committed while an automatic version is being saved get the next one once it is saved,
+/// without waiting for another commit.
+///
+/// Failed before its fix: a checkpoint due while the previous one was being saved was skipped
+/// (one at a time), and only the next commit asked again: a board whose last edits came during
+/// a save kept no version of them (flaky in `a_checkpoint_holds_the_rows_...` under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_due_while_one_is_saved_follows_it() {
+    let store = TestStore::new(memory_store().await);
+    let mut cfg = config();
+    cfg.board.checkpoint_rows = 1;
+    let server = TestServer::start(cfg, store.storage()).await;
+    let addr = server.addr;
+    let client = TestClient::connect(addr, "saving", true).await;
+    client.wait_synced().await;
+    store.versions.save_version_gate.close();
+    client.put_note("first", "1");
+    client.wait_all_acked().await;
+    store
+        .versions
+        .save_version_gate
+        .wait_for_waiting(1, "the first automatic version")
+        .await;
+    client.put_note("second", "2");
+    client.wait_all_acked().await;
+    store.versions.save_version_gate.open();
+
+    let deadline = Instant::now() + WAIT;
+    let newest = loop {
+        let listed = versions(addr, "saving").await;
+        let newest = listed
+            .iter()
+            .map(|v| v["covers_seq"].as_i64().unwrap())
+            .max()
+            .unwrap_or(0);
+        if newest >= 2 {
+            break newest;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no automatic version covers the second row: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(newest, 2);
+    server.shutdown().await.unwrap();
+}
+
 /// Every row another writer commits reaches the live board and its clients, also one found
 /// while the actor is still reading an earlier one.
 ///

@@ -89,13 +89,7 @@ impl BoardActor {
             return;
         }
         self.maybe_compact();
-        let last_seq = self.pipeline.last_seq();
-        if self
-            .upkeep
-            .checkpoint_wanted(last_seq, Instant::now(), &self.shared.config.board)
-        {
-            self.checkpoint("checkpoint");
-        }
+        self.checkpoint_if_wanted();
     }
 
     /// Everything in `batch` is durable: let peers see it.
@@ -187,6 +181,9 @@ impl BoardActor {
         }
         self.release_gapped();
         self.pipeline.healed();
+        // Upkeep that waited for the doc to hold every stored row may run now.
+        self.maybe_compact();
+        self.checkpoint_if_wanted();
     }
 
     /// Stops the actor without a failed commit: closes every connection with `reason`, drops

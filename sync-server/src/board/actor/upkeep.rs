@@ -30,15 +30,33 @@ impl BoardActor {
         self.upkeep.checkpoint_started();
     }
 
+    /// Saves an automatic version if one is wanted: `checkpoint_rows` rows or
+    /// `checkpoint_interval` since the last.
+    pub(super) fn checkpoint_if_wanted(&mut self) {
+        let last_seq = self.pipeline.last_seq();
+        let config = &self.shared.config.board;
+        if self
+            .upkeep
+            .checkpoint_wanted(last_seq, Instant::now(), config)
+        {
+            self.checkpoint("checkpoint");
+        }
+    }
+
     pub(super) fn on_checkpointed(&mut self, result: Result<VersionInfo, maintenance::JobError>) {
-        let covers = match result {
-            Ok(info) => Some(info.covers_seq),
-            Err(e) => {
-                warn!(board = %self.id, error = %e, "automatic version failed");
-                None
+        match result {
+            Ok(info) => {
+                self.upkeep
+                    .checkpointed(Some(info.covers_seq), Instant::now());
+                // Rows committed while it was being saved may want the next one already.
+                self.checkpoint_if_wanted();
             }
-        };
-        self.upkeep.checkpointed(covers, Instant::now());
+            Err(e) => {
+                // Tried again after another interval (or as many rows) at the latest.
+                warn!(board = %self.id, error = %e, "automatic version failed");
+                self.upkeep.checkpointed(None, Instant::now());
+            }
+        }
     }
 
     /// Starts a background compaction if one is due.
