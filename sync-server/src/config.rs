@@ -13,7 +13,7 @@ use crate::auth::{Auth, Keys, Role, Scope, Secret, SecretError};
 use crate::board::BoardConfig;
 use crate::commit::Pacing;
 use crate::limits::Limits;
-use crate::storage::StorageOptions;
+use crate::storage::{DatabaseUrl, StorageOptions};
 
 /// Offline-first CRDT sync server for collaborative whiteboards.
 #[derive(Debug, Parser)]
@@ -125,7 +125,7 @@ pub struct ExportArgs {
         hide_env_values = true,
         default_value = "sqlite://./data/boards.db"
     )]
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
 }
 
 /// Options of `import`.
@@ -143,7 +143,7 @@ pub struct ImportArgs {
         hide_env_values = true,
         default_value = "sqlite://./data/boards.db"
     )]
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
 }
 
 /// Log line format.
@@ -171,7 +171,7 @@ pub struct ServeArgs {
         hide_env_values = true,
         default_value = "sqlite://./data/boards.db"
     )]
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// Listen on a non-loopback address even though no auth secret is configured.
     #[arg(long, env = "INSECURE")]
     pub insecure: bool,
@@ -492,6 +492,19 @@ mod tests {
             .to_string();
         assert!(!help.contains("llm-api-key"), "{help}");
         assert!(help.contains("OPENAI_API_KEY"), "{help}");
+    }
+
+    /// A configuration printed for debugging never shows the database password.
+    #[test]
+    fn debug_output_hides_the_database_password() {
+        let url = "postgres://app:hunter2-secret@db.internal:5432/boards";
+        let cli = Cli::try_parse_from(["sync-server", "--database-url", url]).expect("valid flags");
+        let config = cli.serve.config().expect("a config");
+        assert_eq!(config.database_url.as_str(), url, "the URL itself is kept");
+        for shown in [format!("{cli:?}"), format!("{config:?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("db.internal"), "{shown}");
+        }
     }
 
     /// Only `--insecure` with a non-loopback address lifts open mode's `Host` check.

@@ -7,13 +7,13 @@ use crate::auth::Auth;
 use crate::board::BoardConfig;
 use crate::commit::Pacing;
 use crate::limits::Limits;
-use crate::storage::StorageOptions;
+use crate::storage::{DatabaseUrl, StorageOptions};
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Database URL (`sqlite://...`, `postgres://...`, `memory:`).
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// Connection pools and timeouts.
     pub storage: StorageOptions,
     /// Board actor limits and thresholds.

@@ -39,7 +39,7 @@ use serde::Serialize;
 
 pub use self::error::StorageError;
 pub use self::runs::{NewRun, RunRecord, RunResult, RunState};
-pub use self::url::{StorageOptions, open, redact};
+pub use self::url::{DatabaseUrl, StorageOptions, open, redact};
 use crate::ids::{BoardId, Seq, VersionId};
 
 /// How a stored blob is encoded. Only Yjs update v1 exists today; the column is there so a

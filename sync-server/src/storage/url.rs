@@ -52,6 +52,54 @@ pub async fn open(url: &str, options: &StorageOptions) -> Result<Arc<dyn Storage
     }
 }
 
+/// A database URL. It dereferences to the URL itself (to open it), but its `Debug` shows it
+/// [`redact`]ed, so a configuration printed with `{:?}` never shows a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL itself, secrets included: to open the database, never to log.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for DatabaseUrl {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DatabaseUrl")
+            .field(&redact(&self.0))
+            .finish()
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(url: &str) -> Self {
+        Self(url.to_owned())
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        Ok(url.into())
+    }
+}
+
 /// The database URL with every secret in it replaced by `***`, for logs and messages: the
 /// password of the user info, and the value of every query parameter whose name suggests a
 /// secret (`password`, `sslpassword`, `passfile`, `token`, `secret`, `...key`: see
