@@ -37,6 +37,11 @@ impl BoardActor {
                 }
                 Effect::Apply(cmds) => {
                     for cmd in cmds {
+                        // An update that stopped the actor (yrs panicked) leaves the rest to
+                        // a new actor: HTTP writers ask again, connections are closed.
+                        if self.stopped {
+                            break;
+                        }
                         self.apply_cmd(cmd);
                     }
                 }

@@ -412,7 +412,7 @@ impl<R: WaitingRead, U: HeldUpdate> Pipeline<R, U> {
         self.waiting.drain(..).collect()
     }
 
-    /// Takes the waiting reads (to refuse them) and the held-back updates (to refuse them).
+    /// Takes the waiting reads (to refuse them).
     pub(super) fn take_waiting(&mut self) -> Vec<R> {
         self.waiting.drain(..).collect()
     }
