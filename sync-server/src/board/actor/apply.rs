@@ -214,9 +214,7 @@ impl BoardActor {
         match origin {
             Some(conn) => self.close_peer(conn, refusal),
             None => {
-                if let Some(kind) = refusal.kind() {
-                    self.shared.metrics.error(kind);
-                }
+                refusal.count(&self.shared.metrics);
             }
         }
     }

@@ -136,7 +136,7 @@ impl BoardActor {
                 self.close_peer(conn, Refusal::BoardBusy);
             }
             other => {
-                self.shared.metrics.error(kind::BOARD_BUSY);
+                Refusal::BoardBusy.count(&self.shared.metrics);
                 other.refuse(&BoardError::Busy);
             }
         }

@@ -294,13 +294,10 @@ impl BoardActor {
         }
     }
 
-    /// When the board may be evicted: idle, with no one connected and nothing waiting,
-    /// flying, or being read or compacted.
+    /// When the board may be evicted: idle, with no one connected, nothing waiting, flying or
+    /// being read (the pipeline is settled), and no compaction running.
     fn idle_deadline(&self) -> Option<Instant> {
-        let idle = self.peers.is_empty()
-            && self.pipeline.is_settled()
-            && self.compaction.is_none()
-            && self.healing.is_none();
+        let idle = self.peers.is_empty() && self.pipeline.is_settled() && self.compaction.is_none();
         idle.then_some(self.idle_since?)
             .map(|since| since + self.shared.config.board.idle_timeout)
     }
