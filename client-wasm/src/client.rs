@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 use crdt_schema::{Applied, Op};
 use serde::Serialize;
-use yrs::{ClientID, StateVector};
 use yrs::sync::{AwarenessUpdate, Clock};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
+use yrs::{ClientID, StateVector};
 
 use crate::durability::{AckError, Durability, Edit};
 use crate::replica::{Changes, EditError, Replica};
@@ -197,6 +197,12 @@ impl Client {
         self.read_only
     }
 
+    /// Says whether the server will refuse this client's edits (from the role its token
+    /// claims; the server's own denial sets it too). Edits are refused locally while it holds.
+    pub fn set_read_only(&mut self, read_only: bool) {
+        self.read_only = read_only;
+    }
+
     /// The next thing to do, if any.
     pub fn poll(&mut self) -> Option<Output> {
         self.out.pop_front()
@@ -326,7 +332,10 @@ impl Client {
             self.log_bytes = snapshot.len();
             let meta = self.meta();
             self.out
-                .push_back(Output::Store(StoreWrite::Compact(Compaction { snapshot, meta })));
+                .push_back(Output::Store(StoreWrite::Compact(Compaction {
+                    snapshot,
+                    meta,
+                })));
         }
     }
 
@@ -434,11 +443,7 @@ impl Client {
             .map_err(|_| ReceiveError::BadUpdate)?;
         let mut stored = vec![bytes.to_vec()];
         // Apply what waited for this one, as long as something fits.
-        while let Some(at) = self
-            .held
-            .iter()
-            .position(|u| !self.replica.skips_clocks(u))
-        {
+        while let Some(at) = self.held.iter().position(|u| !self.replica.skips_clocks(u)) {
             let u = self.held.remove(at);
             stored.push(u.encode_v1());
             self.replica

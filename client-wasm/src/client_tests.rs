@@ -1,4 +1,5 @@
 //! The sans-IO client against a small in-process server that speaks the same frames.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
@@ -224,7 +225,10 @@ fn an_update_that_skips_clocks_waits_for_the_gap() {
     assert!(c.replica().object("y").is_none(), "applied over a gap");
     c.receive(&crate::wire::update(&updates[0])).unwrap();
     assert!(c.replica().object("x").is_some());
-    assert!(c.replica().object("y").is_some(), "the held update was not released");
+    assert!(
+        c.replica().object("y").is_some(),
+        "the held update was not released"
+    );
 }
 
 #[test]
@@ -252,7 +256,11 @@ fn undo_takes_back_only_this_clients_edit() {
         server.doc.transact().state_vector() >= a.replica().state_vector(),
         "the undo was sent"
     );
-    assert!(events.iter().any(|e| matches!(e, Event::Change { local: true, .. })));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Change { local: true, .. }))
+    );
     assert!(a.redo());
     pump(&mut a, &mut server);
     assert!(a.replica().object("mine").is_some());

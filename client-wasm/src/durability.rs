@@ -136,12 +136,15 @@ impl Durability {
 
     fn drop_durable(&mut self) {
         let durable = &self.durable;
-        self.pending.retain(|e| durable.get(&ClientID::new(e.client)) < e.end);
+        self.pending
+            .retain(|e| durable.get(&ClientID::new(e.client)) < e.end);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn sv(entries: &[(u64, u32)]) -> StateVector {

@@ -53,6 +53,8 @@ pub fn should_compact(entries: usize, bytes: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

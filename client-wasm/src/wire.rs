@@ -128,7 +128,9 @@ fn check_count(body: &[u8], least: u64) -> Result<(), WireError> {
         .map_err(|_| WireError::Undecodable("truncated count"))?;
     let left = (body.len() - cur.next) as u64;
     if count.saturating_mul(least) > left {
-        return Err(WireError::Undecodable("a count past the end of the message"));
+        return Err(WireError::Undecodable(
+            "a count past the end of the message",
+        ));
     }
     Ok(())
 }
@@ -167,6 +169,8 @@ fn sync(sub: u8, body: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use yrs::{Doc, GetString, Map, ReadTxn, Text, Transact};
 
@@ -205,7 +209,10 @@ mod tests {
 
     #[test]
     fn decodes_acknowledgements_and_denials() {
-        assert!(matches!(decode(&[100, 0xac, 0x02]), Ok(ServerFrame::Ack(300))));
+        assert!(matches!(
+            decode(&[100, 0xac, 0x02]),
+            Ok(ServerFrame::Ack(300))
+        ));
         let mut denied = vec![2, 0];
         denied.write_string("read-only");
         assert!(matches!(decode(&denied), Ok(ServerFrame::Denied(r)) if r == "read-only"));
@@ -222,7 +229,9 @@ mod tests {
             &[7],
             &[2, 1],
             &[100],
-            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            &[
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ],
         ] {
             assert!(decode(frame).is_err(), "{frame:?} decoded");
         }
