@@ -77,7 +77,7 @@ log "using $("$DEB_CARGO" --version) / $("$DEB_RUSTC" --version)"
 # Sized for download, not speed: the browser fetches this module on every cold start.
 args=(build --release --target "$TARGET" -Z build-std=std,panic_abort --target-dir "$TARGET_DIR"
     --config "target.$TARGET.linker=\"$WASM_LD\""
-    --config 'profile.release.opt-level="z"' --config 'profile.release.lto="fat"'
+    --config 'profile.release.opt-level="s"' --config 'profile.release.lto="fat"'
     --config 'profile.release.codegen-units=1' --config 'profile.release.debug=false'
     --config 'profile.release.panic="abort"'
     # Code behind cfg(target_arch = "wasm32") is compiled only here: its warnings fail too.

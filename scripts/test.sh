@@ -5,13 +5,17 @@
 #   2. the Yjs-made fixture regenerates byte for byte from its committed script;
 #   3. every relative link in the Markdown tracked by git resolves, to a tracked file and, for a
 #      `#fragment` on a Markdown file, to one of its headings (scripts/check-links.mjs);
-#   4. crdt-schema and client-wasm build for wasm32 (installs Debian's toolchain if missing);
+#   4. client-wasm builds for the browser (scripts/build-client.sh: Debian's wasm32 toolchain,
+#      wasm-bindgen-cli and binaryen installed if missing);
 #   5. rustfmt and clippy with warnings denied;
 #   6. every Rust test in the workspace;
-#   7. the Node interop tests against the server binary.
+#   7. the Node interop tests against the server binary;
+#   8. client-wasm in headless Chromium (Debian's chromium, installed if missing, driven by
+#      playwright-core) against the server binary; screenshots in target/browser-screenshots/.
 #
 # PostgreSQL tests read TEST_DATABASE_URL; under CI=true they must run, otherwise they are
-# skipped with a message when it is unset. Set SKIP_WASM=1 to skip step 4 while iterating.
+# skipped with a message when it is unset. Set SKIP_WASM=1 to skip steps 4 and 8 while
+# iterating (refused under CI=true).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -28,9 +32,13 @@ sh tests/js/fixtures/check-fixtures.sh
 step "Markdown links resolve"
 node scripts/check-links.mjs
 
+if [ "${SKIP_WASM:-0}" = 1 ] && [ "${CI:-}" = true ]; then
+    echo "SKIP_WASM=1 is not allowed under CI=true" >&2
+    exit 1
+fi
 if [ "${SKIP_WASM:-0}" != 1 ]; then
-    step "wasm32 build"
-    scripts/check-wasm.sh
+    step "client-wasm for the browser"
+    scripts/build-client.sh
 fi
 
 step "cargo fmt --check"
@@ -46,3 +54,11 @@ cargo test --workspace --locked
 step "interop tests: real yjs + y-websocket clients against the server binary"
 cargo build -p sync-server --locked
 node --test tests/js/interop/
+
+if [ "${SKIP_WASM:-0}" != 1 ]; then
+    step "client-wasm in headless Chromium"
+    scripts/install-chromium.sh
+    node --test tests/js/browser/
+else
+    echo "SKIPPED: client-wasm browser tests (SKIP_WASM=1)"
+fi

@@ -53,8 +53,8 @@ pub enum StoreWrite {
         seq: u64,
         /// Yjs v1 updates to append.
         updates: Vec<Vec<u8>>,
-        /// The metadata after them.
-        meta: StoredMeta,
+        /// The metadata after them, when they changed it (a local edit adds a pending one).
+        meta: Option<StoredMeta>,
     },
     /// Replace the metadata only (an acknowledgement).
     Meta(StoredMeta),
@@ -142,25 +142,36 @@ impl Client {
     pub fn load(&mut self, log: &[Vec<u8>], meta: Option<StoredMeta>) -> usize {
         let mut skipped = 0;
         let mut updates = Vec::with_capacity(log.len());
+        // The store's own records: decoded without the nesting guard's extra pass (they were
+        // checked when they arrived, and only this origin's scripts can write them).
         for bytes in log {
-            match Replica::decode(bytes) {
+            match yrs::Update::decode_v1(bytes).ok() {
                 Some(u) => updates.push(u),
                 None => skipped += 1,
             }
             self.log_bytes += bytes.len();
         }
         self.log_entries = log.len();
-        if !updates.is_empty() {
-            let merged = yrs::Update::merge_updates(updates);
-            if self.replica.apply_remote(merged).is_err() {
-                skipped += log.len();
-            }
+        let merged = match updates.len() {
+            0 => None,
+            1 => updates.pop(),
+            _ => Some(yrs::Update::merge_updates(updates)),
+        };
+        if let Some(update) = merged
+            && self.replica.load(update).is_err()
+        {
+            skipped += log.len();
         }
         if let Some(meta) = meta {
             let durable = StateVector::decode_v1(&meta.durable).unwrap_or_default();
             self.durability = Durability::resume(durable, meta.pending);
         }
-        // Loading is not a change the app made; report it as a remote change of everything.
+        // Loading merged the log; store it merged, so that the next load decodes one snapshot
+        // (a sync step 2 often repeats what live updates already brought).
+        if log.len() > 1 {
+            self.compact();
+        }
+        // Loading is not a change the app made: a remote change of everything.
         let changes = self.replica.take_changes();
         self.replica.take_local_updates();
         if !changes.is_empty() {
@@ -295,7 +306,7 @@ impl Client {
         self.log_entries += 1;
         self.log_bytes += merged.len();
         self.unsent.push_back((seq, merged.clone(), sv));
-        let meta = self.meta();
+        let meta = Some(self.meta());
         self.out.push_back(Output::Store(StoreWrite::Append {
             seq,
             updates: vec![merged],
@@ -327,16 +338,20 @@ impl Client {
 
     fn maybe_compact(&mut self) {
         if crate::store::should_compact(self.log_entries, self.log_bytes) {
-            let snapshot = self.replica.snapshot();
-            self.log_entries = 1;
-            self.log_bytes = snapshot.len();
-            let meta = self.meta();
-            self.out
-                .push_back(Output::Store(StoreWrite::Compact(Compaction {
-                    snapshot,
-                    meta,
-                })));
+            self.compact();
         }
+    }
+
+    fn compact(&mut self) {
+        let snapshot = self.replica.snapshot();
+        self.log_entries = 1;
+        self.log_bytes = snapshot.len();
+        let meta = self.meta();
+        self.out
+            .push_back(Output::Store(StoreWrite::Compact(Compaction {
+                snapshot,
+                meta,
+            })));
     }
 
     // --- the connection ---------------------------------------------------------------------
@@ -464,11 +479,10 @@ impl Client {
             self.log_entries += 1;
             self.log_bytes += u.len();
         }
-        let meta = self.meta();
         self.out.push_back(Output::Store(StoreWrite::Append {
             seq: 0,
             updates: stored,
-            meta,
+            meta: None,
         }));
         self.maybe_compact();
         Ok(())

@@ -159,7 +159,7 @@ fn offline_edits_survive_a_reload_and_are_saved_by_the_next_connection() {
                 meta: m,
             }) => {
                 log.extend(updates);
-                meta = Some(m);
+                meta = m.or(meta);
                 c.stored(seq);
             }
             _ => {}
@@ -223,6 +223,16 @@ fn an_update_that_skips_clocks_waits_for_the_gap() {
     let mut c = Client::new(clock(), 0);
     c.receive(&crate::wire::update(&updates[1])).unwrap();
     assert!(c.replica().object("y").is_none(), "applied over a gap");
+    // Held, not handed to yrs (which would keep it pending) nor stored.
+    assert!(c.poll().is_none(), "a gapped update produced output");
+    assert!(
+        c.replica()
+            .doc()
+            .transact()
+            .store()
+            .pending_update()
+            .is_none()
+    );
     c.receive(&crate::wire::update(&updates[0])).unwrap();
     assert!(c.replica().object("x").is_some());
     assert!(

@@ -14,7 +14,6 @@ use serde::Serialize;
 use yrs::sync::{Awareness, Clock};
 use yrs::types::{Event, PathSegment};
 use yrs::undo::Options as UndoOptions;
-use yrs::updates::decoder::Decode;
 use yrs::{
     ClientID, DeepObservable, Doc, OffsetKind, Options, Origin, ReadTxn, StateVector, Transact,
     UndoManager, Update,
@@ -28,6 +27,8 @@ pub const REMOTE: &str = "client-wasm:remote";
 /// What transactions changed since it was last taken.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Changes {
+    /// Everything may have changed (the replica was loaded): re-read the whole board.
+    pub all: bool,
     /// Objects created, changed or deleted (by id, sorted).
     pub objects: BTreeSet<String>,
     /// Whether `meta` changed.
@@ -39,7 +40,7 @@ pub struct Changes {
 impl Changes {
     /// Nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.objects.is_empty() && !self.meta && !self.chat
+        !self.all && self.objects.is_empty() && !self.meta && !self.chat
     }
 }
 
@@ -93,6 +94,9 @@ impl Replica {
             let c = changes.clone();
             roots.objects.observe_deep("changes", move |txn, events| {
                 let mut c = lock(&c);
+                if c.all {
+                    return;
+                }
                 for event in events.iter() {
                     match event.path().front() {
                         Some(PathSegment::Key(id)) => {
@@ -199,12 +203,6 @@ impl Replica {
         self.doc.transact_mut_with(REMOTE).apply_update(update)
     }
 
-    /// Decodes an update from the store or the wire.
-    pub fn decode(bytes: &[u8]) -> Option<Update> {
-        crdt_schema::guard::check_update_v1(bytes).ok()?;
-        Update::decode_v1(bytes).ok()
-    }
-
     /// Applies a validated operation as one transaction of this client.
     pub fn apply(&mut self, op: &Op) -> Result<Applied, EditError> {
         let mut txn = self.doc.transact_mut_with(LOCAL);
@@ -240,6 +238,13 @@ impl Replica {
     /// Updates made by this client (edits, undos, redos) since last taken, in order.
     pub fn take_local_updates(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut *lock(&self.local_updates))
+    }
+
+    /// Applies a whole stored replica: the change is reported as [`Changes::all`], without
+    /// recording each object (a 10,000-object board would name them all).
+    pub fn load(&mut self, update: Update) -> Result<(), yrs::error::UpdateError> {
+        lock(&self.changes).all = true;
+        self.apply_remote(update)
     }
 
     /// What changed since last taken.

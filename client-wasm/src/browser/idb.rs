@@ -134,7 +134,9 @@ pub(super) async fn write(db: &IdbDatabase, writes: &[StoreWrite]) -> Result<(),
                 for u in updates {
                     log.add(&Uint8Array::from(u.as_slice()))?;
                 }
-                meta.put_with_key(&JsValue::from_str(&m.to_json()), &key)?;
+                if let Some(m) = m {
+                    meta.put_with_key(&JsValue::from_str(&m.to_json()), &key)?;
+                }
             }
             StoreWrite::Meta(m) => {
                 meta.put_with_key(&JsValue::from_str(&m.to_json()), &key)?;
