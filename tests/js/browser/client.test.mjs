@@ -299,3 +299,36 @@ test('a permanent refusal stops reconnecting and says why', async (t) => {
     await ctx.close()
   })
 })
+
+test('a full offline store is reported, and edits still reach the server', async (t) => {
+  await withHarness(t, async (h) => {
+    const server = await h.startServer(await h.database('sqlite'))
+    const board = boardId('quota')
+    const ctx = await browser.newContext()
+    const page = await openPage(ctx, web.url)
+    await openClient(page, { url: server.syncUrl, board })
+    // Every IndexedDB write fails as it does over quota.
+    await page.evaluate(() => {
+      window.real = { add: IDBObjectStore.prototype.add, put: IDBObjectStore.prototype.put }
+      const full = function () { throw new DOMException('the disk is full', 'QuotaExceededError') }
+      IDBObjectStore.prototype.add = full
+      IDBObjectStore.prototype.put = full
+    })
+    await page.evaluate((op) => window.c.apply(op), sticky('while-full', 20, 'written while the store was full'))
+    await until(page, () => window.c.status().storageError !== null, null, { message: 'the storage error in the status' })
+    const status = await page.evaluate(() => window.c.status())
+    assert.match(status.storageError, /QuotaExceededError/)
+    const errors = await page.evaluate(() => window.c.events.filter(e => e.name === 'error').map(e => e.e))
+    assert.equal(errors[0].kind, 'storage')
+    await until(page, () => window.c.pendingEdits() === 0, null, { message: 'the edit saved on the server anyway' })
+    const res = await h.fetch(server, `/v1/boards/${board}`)
+    assert.deepEqual(res.json().objects.map(o => o.id), ['while-full'])
+    await screenshot(page, 'client-storage-full')
+    // Space again: the next write clears the status.
+    assert.match(await page.evaluate(() => window.c.status().storageError), /QuotaExceededError/, 'still full')
+    await page.evaluate(() => Object.assign(IDBObjectStore.prototype, window.real))
+    await page.evaluate((op) => window.c.apply(op), sticky('after', 220, 'written after'))
+    await until(page, () => window.c.status().storageError === null, null, { message: 'the storage error cleared' })
+    await ctx.close()
+  })
+})
