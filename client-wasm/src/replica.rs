@@ -3,8 +3,7 @@
 //!
 //! Local edits run in transactions with this client's origin ([`LOCAL`]), and only they (and the
 //! undo manager's own undos and redos of them) are undoable; updates from the server run with
-//! [`REMOTE`]. Every transaction that is not remote yields its update, so undo and redo are sent
-//! like any edit.
+//! [`REMOTE`]. Edits, undos and redos yield their updates, to be stored and sent.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,7 +14,7 @@ use yrs::sync::{Awareness, Clock};
 use yrs::types::{Event, PathSegment};
 use yrs::undo::Options as UndoOptions;
 use yrs::{
-    ClientID, DeepObservable, Doc, OffsetKind, Options, Origin, ReadTxn, StateVector, Transact,
+    ClientID, DeepObservable, Doc, OffsetKind, Options, ReadTxn, StateVector, Transact,
     UndoManager, Update,
 };
 
@@ -68,7 +67,7 @@ pub struct Replica {
     awareness: Awareness,
     undo: UndoManager,
     changes: Shared<Changes>,
-    local_updates: Shared<Vec<Vec<u8>>>,
+    local_updates: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -119,17 +118,6 @@ impl Replica {
                 .chat
                 .observe_deep("changes", move |_, _| lock(&c).chat = true);
         }
-        let local_updates: Shared<Vec<Vec<u8>>> = Arc::default();
-        {
-            let l = local_updates.clone();
-            let remote = Origin::from(REMOTE);
-            doc.observe_update_v1("local-updates", move |txn, e| {
-                if txn.origin() != Some(&remote) {
-                    lock(&l).push(e.update.clone());
-                }
-            })
-            .expect("no transaction is open on a new document");
-        }
         let mut undo = UndoManager::with_options(UndoOptions {
             capture_timeout_millis: capture_timeout_ms,
             tracked_origins: Default::default(),
@@ -148,7 +136,7 @@ impl Replica {
             awareness,
             undo,
             changes,
-            local_updates,
+            local_updates: Vec::new(),
         }
     }
 
@@ -206,17 +194,37 @@ impl Replica {
     /// Applies a validated operation as one transaction of this client.
     pub fn apply(&mut self, op: &Op) -> Result<Applied, EditError> {
         let mut txn = self.doc.transact_mut_with(LOCAL);
-        Ok(crdt_schema::ops::apply(&mut txn, op)?)
+        let applied = crdt_schema::ops::apply(&mut txn, op)?;
+        let update = txn.encode_update_v1();
+        drop(txn);
+        self.local_updates.push(update);
+        Ok(applied)
     }
 
     /// Undoes this client's last edit (others' edits stay). Returns whether there was one.
     pub fn undo(&mut self) -> bool {
-        self.undo.undo_blocking()
+        let before = self.state_vector();
+        let done = self.undo.undo_blocking();
+        self.record_since(done, &before);
+        done
+    }
+
+    /// Records what an undo or redo (a transaction of the undo manager's) wrote: the inserts
+    /// since `before` and the document's delete set, as a Yjs diff does. (Observing every
+    /// transaction's update instead would re-encode each update from the server too.)
+    fn record_since(&mut self, done: bool, before: &StateVector) {
+        if done {
+            let update = self.diff(before);
+            self.local_updates.push(update);
+        }
     }
 
     /// Redoes the last undone edit. Returns whether there was one.
     pub fn redo(&mut self) -> bool {
-        self.undo.redo_blocking()
+        let before = self.state_vector();
+        let done = self.undo.redo_blocking();
+        self.record_since(done, &before);
+        done
     }
 
     /// Whether there is an edit to undo.
@@ -237,7 +245,7 @@ impl Replica {
 
     /// Updates made by this client (edits, undos, redos) since last taken, in order.
     pub fn take_local_updates(&mut self) -> Vec<Vec<u8>> {
-        std::mem::take(&mut *lock(&self.local_updates))
+        std::mem::take(&mut self.local_updates)
     }
 
     /// Applies a whole stored replica: the change is reported as [`Changes::all`], without

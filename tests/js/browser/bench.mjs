@@ -9,6 +9,9 @@
 //   remote    1,000 updates from a plain yjs client, relayed by the server: main-thread time from
 //             the first frame's arrival to the 1,000th change event;
 //   memory    the page's JS heap and the wasm linear memory with the 10,000-object board.
+//
+// PROFILE=1 also prints the functions with the most self time during the one-by-one updates
+// (Chrome's sampling profiler; build without --strip-debug to see wasm function names).
 import { gzipSync } from 'node:zlib'
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
@@ -147,12 +150,25 @@ try {
   }
   // And once more, one update per frame: the node client waits a millisecond between them.
   await page.evaluate(() => { window.changeAt = []; window.busy = 0; window.frames = 0 })
+  if (process.env.PROFILE) { await cdp.send('Profiler.enable'); await cdp.send('Profiler.setSamplingInterval', { interval: 50 }); await cdp.send('Profiler.start') }
   for (let i = 0; i < REMOTE; i++) {
     objects.get(`o${i}`).set('pos', [9, i])
     await new Promise(resolve => setTimeout(resolve, 1))
   }
   await page.waitForFunction((n) => { const o = window.c.object(`o${n - 1}`); return o && o.pos[0] === 9 }, REMOTE, { timeout: 60000, polling: 50 })
   const spaced = await page.evaluate(() => ({ busy: window.busy, events: window.changeAt.length, frames: window.frames }))
+  if (process.env.PROFILE) {
+    const { profile } = await cdp.send('Profiler.stop')
+    const self = new Map()
+    const dt = new Map()
+    profile.samples.forEach((id, i) => dt.set(id, (dt.get(id) || 0) + (profile.timeDeltas[i] || 0)))
+    for (const n of profile.nodes) {
+      const k = n.callFrame.functionName || `(${n.callFrame.url.split('/').pop()})`
+      self.set(k, (self.get(k) || 0) + (dt.get(n.id) || 0))
+    }
+    const top = [...self].filter(([k]) => k !== '(idle)' && k !== '(program)').sort((a, b) => b[1] - a[1]).slice(0, 25)
+    for (const [k, us] of top) console.log(`  ${(us / 1000).toFixed(1)} ms  ${k}`)
+  }
   console.log(`${REMOTE} remote updates sent one by one (${spaced.frames} frames, ${spaced.events} change events): main thread in the socket's message handler ${ms(spaced.busy)} in all, ${ms(spaced.busy / spaced.frames)} per frame`)
   const r = remoteRuns
   console.log(`${REMOTE} remote updates on a ${OBJECTS}-object board (${r.map(x => x.frames).join('/')} frames, ${r.map(x => x.events).join('/')} change events): main thread in the socket's message handler (decode, apply, store queue, change events) median ${ms(median(r.map(x => x.busy)))} (runs: ${r.map(x => ms(x.busy)).join(', ')}); first to last change event (wall, includes the server's commits) median ${ms(median(r.map(x => x.wall)))}`)
