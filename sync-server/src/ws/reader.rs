@@ -14,7 +14,7 @@ use tracing::{debug, info};
 use crate::board::link::{Delivery, Side};
 use crate::board::peer::{ConnId, PeerLink};
 use crate::board::registry::BoardHandle;
-use crate::board::{BoardCmd, Read};
+use crate::board::{BoardCmd, Read, Step1Answer};
 use crate::limits::{Limits, MessageLimiter, Throttled};
 use crate::metrics::{Metrics, kind};
 use crate::protocol::{self, Incoming, ProtocolError};
@@ -257,7 +257,11 @@ async fn throttle(session: &Reader, throttled: &mut Throttled) -> bool {
 /// The command for a message other than a document update (see [`read_loop`]).
 fn command(conn: ConnId, incoming: Incoming, frame: Bytes) -> Option<BoardCmd> {
     Some(match incoming {
-        Incoming::SyncStep1(sv) => BoardCmd::Read(Read::SyncStep1 { conn, sv }),
+        Incoming::SyncStep1(sv) => BoardCmd::Read(Read::SyncStep1 {
+            conn,
+            sv,
+            answer: Step1Answer::Step2,
+        }),
         Incoming::Update { .. } => return None,
         Incoming::Awareness { update } => BoardCmd::Awareness {
             conn,

@@ -8,10 +8,10 @@ impl BoardActor {
             BoardCmd::Join {
                 conn,
                 link,
-                wants_acks,
+                wants,
                 identity,
                 reply,
-            } => self.join(conn, Peer::new(link, wants_acks, identity), reply),
+            } => self.join(conn, Peer::new(link, wants, identity), reply),
             BoardCmd::Leave { conn } => self.remove_peer(conn),
             // Held back while reads wait or a version is saved, and behind any held back
             // already: a connection's updates apply in the order it sent them.
@@ -34,6 +34,12 @@ impl BoardActor {
             BoardCmd::QueryAwareness { conn } => {
                 if let Some(frame) = self.presence.all() {
                     self.send(conn, frame);
+                }
+            }
+            BoardCmd::Stateless { from, frame, reply } => {
+                let sent = self.send_stateless(from, &frame);
+                if let Some(reply) = reply {
+                    let _ = reply.send(sent);
                 }
             }
             BoardCmd::Read(read) => self.pipeline.read(read),

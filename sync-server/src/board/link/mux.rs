@@ -1,0 +1,460 @@
+//! One connection carrying several boards (the Hocuspocus dialect multiplexes documents over
+//! one socket): one outbound queue, bounded in frames and bytes like a [`super::PeerLink`]'s,
+//! shared by a channel per board and by the session's own frames ([`SESSION`]).
+//!
+//! Each board's actor sees its channel as an ordinary connection ([`super::Outbound`]): it
+//! offers frames to it and may close it. Closing a channel does not close the connection: the
+//! session learns of it ([`MuxLink::event`]) and decides what the connection does (close one
+//! document, or the whole socket). The session closes a channel itself when its client leaves a
+//! board ([`MuxLink::drop_channel`]). The queue is the connection's, so one slow socket is too
+//! slow for every board on it.
+//!
+//! The writer takes every queued frame at once, each tagged with its channel, and frames it for
+//! the wire (the board's name in front); the board actor never knows which dialect a
+//! connection speaks.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+
+use super::{Delivery, Side};
+use crate::board::peer::CloseReason;
+
+/// A channel of a multiplexed link: one board on the connection.
+pub(crate) type ChannelId = u32;
+
+/// The session's own channel: frames it queues already framed for the wire. Always open.
+pub(crate) const SESSION: ChannelId = 0;
+
+/// A multiplexed connection's outbound side; clones share it.
+#[derive(Debug, Clone)]
+pub(crate) struct MuxLink(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    capacity: usize,
+    max_bytes: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<(ChannelId, Bytes)>,
+    /// Bytes in `frames`.
+    bytes: usize,
+    /// Open channels (besides [`SESSION`]) and whether a sync step 2 answer waits in the queue
+    /// for each.
+    channels: HashMap<ChannelId, bool>,
+    /// Channels their board closed, with its reason, not yet seen by the session.
+    closed_by_board: VecDeque<(ChannelId, CloseReason)>,
+    closed: bool,
+    reason: Option<CloseReason>,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+/// What the session learns from [`MuxLink::event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MuxEvent {
+    /// The whole connection closed.
+    Closed,
+    /// A board closed its channel with this reason (the connection stays open).
+    ChannelClosed(ChannelId, CloseReason),
+}
+
+impl State {
+    fn register(&mut self, side: Side, cx: &Context<'_>) {
+        let slot = match side {
+            Side::Reader => &mut self.reader,
+            Side::Writer => &mut self.writer,
+        };
+        match slot {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => *slot = Some(cx.waker().clone()),
+        }
+    }
+
+    fn drop_frames_of(&mut self, channel: ChannelId) {
+        let before = self.frames.len();
+        self.frames.retain(|(c, _)| *c != channel);
+        if self.frames.len() != before {
+            self.bytes = self.frames.iter().map(|(_, f)| f.len()).sum();
+        }
+    }
+}
+
+impl MuxLink {
+    /// A link whose queue holds at most `capacity` frames (at least one) and `max_bytes` bytes
+    /// (or one frame of any size), over every channel together.
+    pub(crate) fn new(capacity: usize, max_bytes: usize) -> Self {
+        Self(Arc::new(Shared {
+            capacity: capacity.max(1),
+            max_bytes,
+            state: Mutex::default(),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; if something did, the state is still whole.
+        self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens `channel` (not [`SESSION`]) and returns its end for a board.
+    pub(crate) fn open(&self, channel: ChannelId) -> ChannelLink {
+        debug_assert_ne!(channel, SESSION);
+        self.lock().channels.insert(channel, false);
+        ChannelLink {
+            mux: self.clone(),
+            channel,
+        }
+    }
+
+    /// Closes `channel` from the session's side (its client left the board): what the board
+    /// offers to it from now on is refused as [`Delivery::Closed`], and its queued frames are
+    /// dropped. Nothing is reported back to the session.
+    pub(crate) fn drop_channel(&self, channel: ChannelId) {
+        let mut state = self.lock();
+        if state.channels.remove(&channel).is_some() {
+            state.drop_frames_of(channel);
+        }
+        state.closed_by_board.retain(|(c, _)| *c != channel);
+    }
+
+    /// Queues `frame` on `channel`: the session's own ([`SESSION`]) or a board's.
+    pub(crate) fn offer(&self, channel: ChannelId, frame: Bytes) -> Delivery {
+        self.push(channel, frame, false)
+    }
+
+    fn push(&self, channel: ChannelId, frame: Bytes, sync_reply: bool) -> Delivery {
+        let (depth, wake) = {
+            let mut state = self.lock();
+            if state.closed {
+                return Delivery::Closed;
+            }
+            if channel != SESSION && !state.channels.contains_key(&channel) {
+                return Delivery::Closed;
+            }
+            let over_bytes = !state.frames.is_empty()
+                && state.bytes.saturating_add(frame.len()) > self.0.max_bytes;
+            if state.frames.len() >= self.0.capacity || over_bytes {
+                return Delivery::Full;
+            }
+            if sync_reply && let Some(waiting) = state.channels.get_mut(&channel) {
+                *waiting = true;
+            }
+            state.bytes += frame.len();
+            state.frames.push_back((channel, frame));
+            (state.frames.len(), state.writer.take())
+        };
+        if let Some(writer) = wake {
+            writer.wake();
+        }
+        Delivery::Queued(depth)
+    }
+
+    /// Closes the whole connection with `reason` (the first reason given wins); queued frames
+    /// are dropped.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        self.shut(Some(reason));
+    }
+
+    /// Closes the whole connection without a reason of its own (it ended).
+    pub(crate) fn end(&self) {
+        self.shut(None);
+    }
+
+    fn shut(&self, reason: Option<CloseReason>) {
+        let (reader, writer, dropped) = {
+            let mut state = self.lock();
+            if state.reason.is_none() {
+                state.reason = reason;
+            }
+            state.closed = true;
+            state.bytes = 0;
+            state.channels.clear();
+            (
+                state.reader.take(),
+                state.writer.take(),
+                std::mem::take(&mut state.frames),
+            )
+        };
+        drop(dropped);
+        for waker in [reader, writer].into_iter().flatten() {
+            waker.wake();
+        }
+    }
+
+    /// Why the connection was closed, if a reason was given.
+    pub(crate) fn reason(&self) -> Option<CloseReason> {
+        self.lock().reason
+    }
+
+    /// Resolves once the whole connection is closed.
+    pub(crate) fn closed(&self, side: Side) -> Closed<'_> {
+        Closed { mux: self, side }
+    }
+
+    /// Resolves to the next thing the session must handle: the connection closed, or a board
+    /// closed its channel. Only the session's reader calls it.
+    pub(crate) fn event(&self) -> Event<'_> {
+        Event { mux: self }
+    }
+
+    /// Resolves to every queued frame, with its channel, once there is at least one, or to
+    /// `None` once the connection is closed. Only the writer calls it.
+    pub(crate) fn next_batch(&self) -> NextBatch<'_> {
+        NextBatch { mux: self }
+    }
+}
+
+/// One board's channel of a [`MuxLink`], as the board's actor holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelLink {
+    mux: MuxLink,
+    channel: ChannelId,
+}
+
+impl ChannelLink {
+    pub(crate) fn offer(&self, frame: Bytes) -> Delivery {
+        self.mux.push(self.channel, frame, false)
+    }
+
+    pub(crate) fn offer_sync_reply(&self, frame: Bytes) -> Delivery {
+        self.mux.push(self.channel, frame, true)
+    }
+
+    pub(crate) fn sync_reply_waiting(&self) -> bool {
+        self.mux
+            .lock()
+            .channels
+            .get(&self.channel)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// The board closes this channel: its frames are dropped, and the session is told why.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        let reader = {
+            let mut state = self.mux.lock();
+            if state.channels.remove(&self.channel).is_none() {
+                return;
+            }
+            state.drop_frames_of(self.channel);
+            state.closed_by_board.push_back((self.channel, reason));
+            state.reader.take()
+        };
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+    }
+}
+
+/// See [`MuxLink::closed`].
+#[derive(Debug)]
+pub(crate) struct Closed<'a> {
+    mux: &'a MuxLink,
+    side: Side,
+}
+
+impl Future for Closed<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.mux.lock();
+        if state.closed {
+            return Poll::Ready(());
+        }
+        state.register(self.side, cx);
+        Poll::Pending
+    }
+}
+
+/// See [`MuxLink::event`].
+#[derive(Debug)]
+pub(crate) struct Event<'a> {
+    mux: &'a MuxLink,
+}
+
+impl Future for Event<'_> {
+    type Output = MuxEvent;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<MuxEvent> {
+        let mut state = self.mux.lock();
+        if state.closed {
+            return Poll::Ready(MuxEvent::Closed);
+        }
+        if let Some((channel, reason)) = state.closed_by_board.pop_front() {
+            return Poll::Ready(MuxEvent::ChannelClosed(channel, reason));
+        }
+        state.register(Side::Reader, cx);
+        Poll::Pending
+    }
+}
+
+/// See [`MuxLink::next_batch`].
+#[derive(Debug)]
+pub(crate) struct NextBatch<'a> {
+    mux: &'a MuxLink,
+}
+
+impl Future for NextBatch<'_> {
+    type Output = Option<VecDeque<(ChannelId, Bytes)>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.mux.lock();
+        if state.closed {
+            return Poll::Ready(None);
+        }
+        if !state.frames.is_empty() {
+            state.bytes = 0;
+            for waiting in state.channels.values_mut() {
+                *waiting = false;
+            }
+            return Poll::Ready(Some(std::mem::take(&mut state.frames)));
+        }
+        state.register(Side::Writer, cx);
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    use super::*;
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counter() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count(0.into()));
+        (count.clone(), Waker::from(count))
+    }
+
+    const TOO_LARGE: CloseReason = CloseReason {
+        code: 4413,
+        reason: "board size limit reached",
+    };
+
+    fn batch(mux: &MuxLink) -> Vec<(ChannelId, Bytes)> {
+        let (_, waker) = counter();
+        match Pin::new(&mut mux.next_batch()).poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(Some(frames)) => frames.into(),
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn channels_share_one_bounded_queue_in_order() {
+        let mux = MuxLink::new(3, usize::MAX);
+        let (a, b) = (mux.open(1), mux.open(2));
+        assert_eq!(a.offer(Bytes::from_static(b"a1")), Delivery::Queued(1));
+        assert_eq!(
+            mux.offer(SESSION, Bytes::from_static(b"s")),
+            Delivery::Queued(2)
+        );
+        assert_eq!(b.offer(Bytes::from_static(b"b1")), Delivery::Queued(3));
+        assert_eq!(a.offer(Bytes::from_static(b"a2")), Delivery::Full);
+        let got = batch(&mux);
+        assert_eq!(
+            got,
+            [
+                (1, Bytes::from_static(b"a1")),
+                (SESSION, Bytes::from_static(b"s")),
+                (2, Bytes::from_static(b"b1"))
+            ]
+        );
+        assert_eq!(mux.offer(7, Bytes::from_static(b"x")), Delivery::Closed);
+    }
+
+    #[test]
+    fn a_board_closing_its_channel_tells_the_session_and_leaves_the_rest_open() {
+        let mux = MuxLink::new(16, usize::MAX);
+        let (a, b) = (mux.open(1), mux.open(2));
+        a.offer(Bytes::from_static(b"a"));
+        b.offer(Bytes::from_static(b"b"));
+        let (wakes, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        let mut event = mux.event();
+        assert!(Pin::new(&mut event).poll(&mut cx).is_pending());
+        a.close(TOO_LARGE);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            Pin::new(&mut event).poll(&mut cx),
+            Poll::Ready(MuxEvent::ChannelClosed(1, TOO_LARGE))
+        );
+        assert_eq!(a.offer(Bytes::from_static(b"late")), Delivery::Closed);
+        assert!(b.offer(Bytes::from_static(b"b2")) == Delivery::Queued(2));
+        assert_eq!(
+            batch(&mux),
+            [(2, Bytes::from_static(b"b")), (2, Bytes::from_static(b"b2"))],
+            "the closed channel's frames are dropped, the others' kept"
+        );
+        assert_eq!(mux.reason(), None, "the connection itself stays open");
+    }
+
+    #[test]
+    fn the_session_dropping_a_channel_reports_nothing() {
+        let mux = MuxLink::new(16, usize::MAX);
+        let a = mux.open(1);
+        a.offer(Bytes::from_static(b"a"));
+        mux.drop_channel(1);
+        a.close(TOO_LARGE);
+        let (_, waker) = counter();
+        assert!(
+            Pin::new(&mut mux.event())
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        assert_eq!(a.offer(Bytes::from_static(b"b")), Delivery::Closed);
+        mux.offer(SESSION, Bytes::from_static(b"s"));
+        assert_eq!(batch(&mux), [(SESSION, Bytes::from_static(b"s"))]);
+    }
+
+    #[test]
+    fn sync_replies_are_remembered_per_channel_until_taken() {
+        let mux = MuxLink::new(16, usize::MAX);
+        let (a, b) = (mux.open(1), mux.open(2));
+        a.offer_sync_reply(Bytes::from_static(b"s2"));
+        assert!(a.sync_reply_waiting());
+        assert!(!b.sync_reply_waiting());
+        batch(&mux);
+        assert!(!a.sync_reply_waiting());
+    }
+
+    #[test]
+    fn closing_the_connection_closes_every_channel() {
+        let mux = MuxLink::new(16, 10);
+        let a = mux.open(1);
+        assert_eq!(a.offer(Bytes::from(vec![0; 25])), Delivery::Queued(1));
+        assert_eq!(a.offer(Bytes::from_static(b"x")), Delivery::Full);
+        mux.close(TOO_LARGE);
+        mux.end();
+        assert_eq!(mux.reason(), Some(TOO_LARGE));
+        assert_eq!(a.offer(Bytes::from_static(b"x")), Delivery::Closed);
+        assert_eq!(
+            mux.offer(SESSION, Bytes::from_static(b"x")),
+            Delivery::Closed
+        );
+        let (_, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(
+            Pin::new(&mut mux.event()).poll(&mut cx),
+            Poll::Ready(MuxEvent::Closed)
+        );
+        assert_eq!(
+            Pin::new(&mut mux.next_batch()).poll(&mut cx),
+            Poll::Ready(None)
+        );
+    }
+}
