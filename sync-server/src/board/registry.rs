@@ -198,6 +198,16 @@ impl Boards {
         Ok(BoardHandle { tx })
     }
 
+    /// The board's actor if the board is loaded (never loads it).
+    pub(crate) fn loaded(&self, id: &BoardId) -> Option<BoardHandle> {
+        let boards = self.shared.lock();
+        boards
+            .actors
+            .get(id)
+            .filter(|e| !e.tx.is_closed())
+            .map(|e| BoardHandle { tx: e.tx.clone() })
+    }
+
     /// Sends a command built by `make` to the board's actor, asking again if the actor it
     /// reached had just stopped (evicted between lookup and send).
     pub(crate) async fn call<T>(

@@ -17,7 +17,7 @@ use crate::auth::Role;
 use crate::board::registry::Boards;
 use crate::board::{BoardCmd, Read};
 use crate::ids::BoardId;
-use crate::protocol::decode_update;
+use crate::protocol::{self, decode_update};
 use crate::refusal::Refusal;
 use crate::storage::Storage;
 use crate::transfer::import_board;
@@ -184,6 +184,37 @@ pub(crate) async fn apply_update(
         .await?;
     result?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/boards/{id}/stateless`: sends the body (UTF-8 text, up to the message size limit)
+/// as a stateless message to every connection of the board that takes them (Hocuspocus
+/// documents; y-websocket clients have no such message). Nothing is stored. Answers how many
+/// it was queued to; a board no one has open is not loaded for it (0).
+pub(crate) async fn stateless(
+    State(store): State<Arc<dyn Storage>>,
+    State(boards): State<Boards>,
+    caller: Caller,
+    ApiPath(raw): ApiPath<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = existing(store.as_ref(), &caller, &raw, Role::Write).await?;
+    let payload = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("invalid_body", "a stateless message is UTF-8 text"))?;
+    let frame = protocol::stateless(payload);
+    let mut delivered = 0;
+    if let Some(board) = boards.loaded(&id) {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let cmd = BoardCmd::Stateless {
+            from: None,
+            frame,
+            reply: Some(reply),
+        };
+        // An actor that stopped meanwhile had no one to send it to.
+        if board.send(cmd).await.is_ok() {
+            delivered = answer.await.unwrap_or(0);
+        }
+    }
+    Ok(Json(json!({ "delivered": delivered })))
 }
 
 /// `DELETE /v1/boards/{id}`: closes the board's connections (code 4404, so clients stop

@@ -142,7 +142,7 @@ async fn join(
 }
 
 /// Why a join the board refused closes the connection.
-fn join_refusal(e: &BoardError, shutting_down: bool) -> Refusal {
+pub(super) fn join_refusal(e: &BoardError, shutting_down: bool) -> Refusal {
     if shutting_down {
         Refusal::ServerRestart
     } else {

@@ -397,7 +397,10 @@ mod tests {
         assert!(b.offer(Bytes::from_static(b"b2")) == Delivery::Queued(2));
         assert_eq!(
             batch(&mux),
-            [(2, Bytes::from_static(b"b")), (2, Bytes::from_static(b"b2"))],
+            [
+                (2, Bytes::from_static(b"b")),
+                (2, Bytes::from_static(b"b2"))
+            ],
             "the closed channel's frames are dropped, the others' kept"
         );
         assert_eq!(mux.reason(), None, "the connection itself stays open");
