@@ -240,7 +240,8 @@ impl std::fmt::Debug for Read {
 /// Commands a board actor accepts.
 #[derive(Debug)]
 pub(crate) enum BoardCmd {
-    /// A connection joins; the actor sends it sync step 1 and the awareness states.
+    /// A connection joins; the actor sends it every awareness state, and sync step 1 if it
+    /// wants it now ([`Wants::step1_on_join`]).
     Join {
         conn: ConnId,
         link: Outbound,

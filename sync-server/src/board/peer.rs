@@ -17,6 +17,12 @@ pub(crate) struct Wants {
     pub(crate) acks: bool,
     /// Stateless messages ([`crate::protocol::stateless`]): Hocuspocus documents.
     pub(crate) stateless: bool,
+    /// The board's sync step 1 as soon as it joins (y-websocket: clients push what they hold
+    /// in answer). Without it, the board's step 1 goes out only after each step 2 it answers
+    /// ([`crate::board::Step1Answer::Step2AndStep1`]): a Hocuspocus provider counts one step 2
+    /// of its own, and so one SyncStatus, per step 1 it sends, and an extra one would make it
+    /// report unsynced changes as committed too early.
+    pub(crate) step1_on_join: bool,
 }
 
 /// A connection joined to a board.

@@ -121,6 +121,7 @@ async fn join(
             wants: Wants {
                 acks: wants_acks,
                 stateless: false,
+                step1_on_join: true,
             },
             identity: identity.clone(),
             reply,

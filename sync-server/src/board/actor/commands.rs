@@ -57,7 +57,8 @@ impl BoardActor {
         }
     }
 
-    /// A connection joins: it gets sync step 1 and every awareness state.
+    /// A connection joins: it gets sync step 1 (if it wants it then) and every awareness
+    /// state.
     fn join(&mut self, conn: ConnId, peer: Peer, reply: oneshot::Sender<Result<(), BoardError>>) {
         let max = self.shared.config.board.max_connections;
         if max != 0 && self.peers.len() >= max {
@@ -65,10 +66,13 @@ impl BoardActor {
             let _ = reply.send(Err(BoardError::Full));
             return;
         }
+        let step1 = peer.wants.step1_on_join;
         self.peers.insert(conn, peer);
         self.idle_since = None;
-        let sv = self.doc.transact().state_vector();
-        self.send(conn, protocol::sync_step1(&sv));
+        if step1 {
+            let sv = self.doc.transact().state_vector();
+            self.send(conn, protocol::sync_step1(&sv));
+        }
         if let Some(frame) = self.presence.all() {
             self.send(conn, frame);
         }

@@ -373,7 +373,13 @@ impl<'a> Socket<'a> {
                 let can_write = grant.role >= Role::Write;
                 if let Some(Doc::Open(open)) = self.docs.get_mut(name) {
                     open.can_write = can_write;
-                    (open.expires_at, open.refresh_at) = deadlines(&grant);
+                    let (expires_at, refresh_at) = deadlines(&grant);
+                    // Asked again ahead of the new expiry only if it is later (the provider
+                    // may answer with the token it had).
+                    if expires_at > open.expires_at || expires_at.is_none() {
+                        open.refresh_at = refresh_at;
+                    }
+                    open.expires_at = expires_at;
                 }
                 debug!(board = %board, role = %grant.role, "token renewed");
                 return self.offer(frame::authenticated(name, !can_write));
@@ -438,6 +444,7 @@ impl<'a> Socket<'a> {
                 wants: Wants {
                     acks: true,
                     stateless: true,
+                    step1_on_join: false,
                 },
                 identity: identity.clone(),
                 reply,
