@@ -351,9 +351,11 @@ test('a token about to expire is refreshed through the provider\'s callback; one
   // other document) closes with 4401.
   const ws = socket(h, server)
   const fixed = provider(h, ws, board, { token: mint({ board, role: 'write', ttl: '2s' }) })
+  let deniedBeforeClose
+  ws.on('close', () => { deniedBeforeClose ??= [...fixed.provider.denials] })
   await synced(fixed, 'the fixed-token provider')
-  await waitFor(() => fixed.provider.denials.includes('token expired'), { timeout: 6000, message: 'the expiry' })
-  await waitFor(() => ws.closes.some(c => c.code === 4401), { message: 'the socket closed with 4401', describe: () => JSON.stringify(ws.closes) })
+  await waitFor(() => ws.closes.some(c => c.code === 4401), { timeout: 6000, message: 'the socket closed with 4401', describe: () => JSON.stringify(ws.closes) })
+  assert.deepEqual(deniedBeforeClose, ['token expired'], 'the denial arrives before the close')
 }))
 
 test('stateless messages: provider to provider, HTTP to providers', OPTS, t => withHarness(t, async h => {

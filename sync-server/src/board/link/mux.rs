@@ -52,6 +52,8 @@ struct State {
     /// Channels their board closed, with its reason, not yet seen by the session.
     closed_by_board: VecDeque<(ChannelId, CloseReason)>,
     closed: bool,
+    /// Closing once the writer has taken what is queued ([`MuxLink::finish`]).
+    finishing: bool,
     reason: Option<CloseReason>,
     reader: Option<Waker>,
     writer: Option<Waker>,
@@ -132,7 +134,7 @@ impl MuxLink {
     fn push(&self, channel: ChannelId, frame: Bytes, sync_reply: bool) -> Delivery {
         let (depth, wake) = {
             let mut state = self.lock();
-            if state.closed {
+            if state.closed || state.finishing {
                 return Delivery::Closed;
             }
             if channel != SESSION && !state.channels.contains_key(&channel) {
@@ -162,9 +164,33 @@ impl MuxLink {
         self.shut(Some(reason));
     }
 
-    /// Closes the whole connection without a reason of its own (it ended).
+    /// Closes the whole connection without a reason of its own (it ended). A connection
+    /// finishing ([`MuxLink::finish`]) is left to its writer.
     pub(crate) fn end(&self) {
-        self.shut(None);
+        if !self.lock().finishing {
+            self.shut(None);
+        }
+    }
+
+    /// Closes the whole connection with `reason` once the writer has sent what is queued now
+    /// (a refusal the client must read before the close frame): nothing more is queued, the
+    /// reader stops, and the writer takes the rest, then closes.
+    pub(crate) fn finish(&self, reason: CloseReason) {
+        let (reader, writer) = {
+            let mut state = self.lock();
+            if state.closed {
+                return;
+            }
+            if state.reason.is_none() {
+                state.reason = Some(reason);
+            }
+            state.finishing = true;
+            state.channels.clear();
+            (state.reader.take(), state.writer.take())
+        };
+        for waker in [reader, writer].into_iter().flatten() {
+            waker.wake();
+        }
     }
 
     fn shut(&self, reason: Option<CloseReason>) {
@@ -265,7 +291,8 @@ impl Future for Closed<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = self.mux.lock();
-        if state.closed {
+        // A finishing connection is closed for its reader; its writer still has work.
+        if state.closed || (state.finishing && self.side == Side::Reader) {
             return Poll::Ready(());
         }
         state.register(self.side, cx);
@@ -284,7 +311,7 @@ impl Future for Event<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<MuxEvent> {
         let mut state = self.mux.lock();
-        if state.closed {
+        if state.closed || state.finishing {
             return Poll::Ready(MuxEvent::Closed);
         }
         if let Some((channel, reason)) = state.closed_by_board.pop_front() {
@@ -315,6 +342,9 @@ impl Future for NextBatch<'_> {
                 *waiting = false;
             }
             return Poll::Ready(Some(std::mem::take(&mut state.frames)));
+        }
+        if state.finishing {
+            return Poll::Ready(None);
         }
         state.register(Side::Writer, cx);
         Poll::Pending
@@ -433,6 +463,34 @@ mod tests {
         assert!(!b.sync_reply_waiting());
         batch(&mux);
         assert!(!a.sync_reply_waiting());
+    }
+
+    #[test]
+    fn a_finishing_connection_sends_what_is_queued_then_closes() {
+        let mux = MuxLink::new(16, usize::MAX);
+        let a = mux.open(1);
+        mux.offer(SESSION, Bytes::from_static(b"denied"));
+        mux.finish(TOO_LARGE);
+        mux.end();
+        assert_eq!(a.offer(Bytes::from_static(b"late")), Delivery::Closed);
+        let (_, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        assert!(
+            Pin::new(&mut mux.closed(Side::Reader))
+                .poll(&mut cx)
+                .is_ready()
+        );
+        assert!(
+            Pin::new(&mut mux.closed(Side::Writer))
+                .poll(&mut cx)
+                .is_pending()
+        );
+        assert_eq!(batch(&mux), [(SESSION, Bytes::from_static(b"denied"))]);
+        assert_eq!(
+            Pin::new(&mut mux.next_batch()).poll(&mut cx),
+            Poll::Ready(None)
+        );
+        assert_eq!(mux.reason(), Some(TOO_LARGE));
     }
 
     #[test]

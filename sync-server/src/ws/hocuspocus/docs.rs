@@ -116,8 +116,9 @@ impl Docs {
     /// Holds `frame` for `name` until it authenticates (a name not seen before starts
     /// waiting). A frame for a refused name is dropped (`Ok(false)`).
     pub(crate) fn hold(&mut self, name: &str, frame: Bytes) -> Result<bool, HoldError> {
+        let len = frame.len();
         let fits = self.held_frames < MAX_HELD_FRAMES
-            && self.held_bytes.saturating_add(frame.len()) <= self.limits.held_bytes;
+            && self.held_bytes.saturating_add(len) <= self.limits.held_bytes;
         match self.docs.get_mut(name) {
             Some(Doc::Refused) => return Ok(false),
             Some(Doc::Open(_)) => {
@@ -128,7 +129,7 @@ impl Docs {
                 if !fits {
                     return Err(HoldError::Backlog);
                 }
-                held.push(frame.clone());
+                held.push(frame);
             }
             None => {
                 if self.docs.len() >= MAX_NAMES {
@@ -143,7 +144,7 @@ impl Docs {
             }
         }
         self.held_frames += 1;
-        self.held_bytes += frame.len();
+        self.held_bytes += len;
         Ok(true)
     }
 

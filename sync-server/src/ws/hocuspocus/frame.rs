@@ -396,12 +396,16 @@ mod tests {
             decode(&frame("b", &[])),
             Err(FrameError::Truncated("message type"))
         );
-        for server_only in [4, 6, 8, 9, 10, 11, 200] {
+        for server_only in [4, 6, 8, 9, 10, 11, 100] {
             assert_eq!(
                 decode(&frame("b", &[server_only])),
                 Err(FrameError::UnknownType(server_only.into()))
             );
         }
+        assert_eq!(
+            decode(&frame("b", &[0xc8, 1])),
+            Err(FrameError::UnknownType(200))
+        );
         // Auth sub-types 1 and 2 are the server's.
         assert_eq!(
             decode(&frame("b", &[2, 1, 0])),

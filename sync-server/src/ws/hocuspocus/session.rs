@@ -679,7 +679,8 @@ impl<'a> Socket<'a> {
         }
         if expired && self.docs.open_count() == 0 {
             info!("closing: the tokens of every document expired");
-            self.mux.close(Refusal::TokenExpired.close_reason());
+            // After the denials, which the provider reads first.
+            self.mux.finish(Refusal::TokenExpired.close_reason());
             return false;
         }
         true
