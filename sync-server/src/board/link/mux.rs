@@ -13,7 +13,7 @@
 //! the wire (the board's name in front); the board actor never knows which dialect a
 //! connection speaks.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -41,14 +41,32 @@ struct Shared {
     state: Mutex<State>,
 }
 
+/// A frame queued on a [`MuxLink`], as the writer takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Queued {
+    pub(crate) channel: ChannelId,
+    /// The channel's label, given when it was opened (the session's frames: empty): what the
+    /// writer needs to frame it for the wire, without looking the channel up.
+    pub(crate) label: Bytes,
+    pub(crate) frame: Bytes,
+}
+
+/// An open channel.
+#[derive(Debug)]
+struct Channel {
+    id: ChannelId,
+    label: Bytes,
+    /// Whether a sync step 2 answer waits in the queue for it.
+    sync_reply: bool,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<(ChannelId, Bytes)>,
+    frames: VecDeque<Queued>,
     /// Bytes in `frames`.
     bytes: usize,
-    /// Open channels (besides [`SESSION`]) and whether a sync step 2 answer waits in the queue
-    /// for each.
-    channels: HashMap<ChannelId, bool>,
+    /// Open channels besides [`SESSION`] (a few per connection: a list beats a hash map).
+    channels: Vec<Channel>,
     /// Channels their board closed, with its reason, not yet seen by the session.
     closed_by_board: VecDeque<(ChannelId, CloseReason)>,
     closed: bool,
@@ -82,10 +100,21 @@ impl State {
 
     fn drop_frames_of(&mut self, channel: ChannelId) {
         let before = self.frames.len();
-        self.frames.retain(|(c, _)| *c != channel);
+        self.frames.retain(|q| q.channel != channel);
         if self.frames.len() != before {
-            self.bytes = self.frames.iter().map(|(_, f)| f.len()).sum();
+            self.bytes = self.frames.iter().map(|q| q.frame.len()).sum();
         }
+    }
+
+    fn channel(&mut self, id: ChannelId) -> Option<&mut Channel> {
+        self.channels.iter_mut().find(|c| c.id == id)
+    }
+
+    /// Removes channel `id`; whether it was open.
+    fn remove_channel(&mut self, id: ChannelId) -> bool {
+        let before = self.channels.len();
+        self.channels.retain(|c| c.id != id);
+        self.channels.len() != before
     }
 }
 
@@ -105,10 +134,18 @@ impl MuxLink {
         self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Opens `channel` (not [`SESSION`]) and returns its end for a board.
-    pub(crate) fn open(&self, channel: ChannelId) -> ChannelLink {
+    /// Opens `channel` (not [`SESSION`]), labelled `label` (handed to the writer with each of
+    /// its frames), and returns its end for a board.
+    pub(crate) fn open(&self, channel: ChannelId, label: Bytes) -> ChannelLink {
         debug_assert_ne!(channel, SESSION);
-        self.lock().channels.insert(channel, false);
+        let mut state = self.lock();
+        state.remove_channel(channel);
+        state.channels.push(Channel {
+            id: channel,
+            label,
+            sync_reply: false,
+        });
+        drop(state);
         ChannelLink {
             mux: self.clone(),
             channel,
@@ -120,7 +157,7 @@ impl MuxLink {
     /// dropped. Nothing is reported back to the session.
     pub(crate) fn drop_channel(&self, channel: ChannelId) {
         let mut state = self.lock();
-        if state.channels.remove(&channel).is_some() {
+        if state.remove_channel(channel) {
             state.drop_frames_of(channel);
         }
         state.closed_by_board.retain(|(c, _)| *c != channel);
@@ -137,19 +174,30 @@ impl MuxLink {
             if state.closed || state.finishing {
                 return Delivery::Closed;
             }
-            if channel != SESSION && !state.channels.contains_key(&channel) {
-                return Delivery::Closed;
-            }
             let over_bytes = !state.frames.is_empty()
                 && state.bytes.saturating_add(frame.len()) > self.0.max_bytes;
-            if state.frames.len() >= self.0.capacity || over_bytes {
-                return Delivery::Full;
-            }
-            if sync_reply && let Some(waiting) = state.channels.get_mut(&channel) {
-                *waiting = true;
-            }
+            let full = state.frames.len() >= self.0.capacity || over_bytes;
+            let label = if channel == SESSION {
+                if full {
+                    return Delivery::Full;
+                }
+                Bytes::new()
+            } else {
+                let Some(open) = state.channel(channel) else {
+                    return Delivery::Closed;
+                };
+                if full {
+                    return Delivery::Full;
+                }
+                open.sync_reply |= sync_reply;
+                open.label.clone()
+            };
             state.bytes += frame.len();
-            state.frames.push_back((channel, frame));
+            state.frames.push_back(Queued {
+                channel,
+                label,
+                frame,
+            });
             (state.frames.len(), state.writer.take())
         };
         if let Some(writer) = wake {
@@ -256,17 +304,15 @@ impl ChannelLink {
     pub(crate) fn sync_reply_waiting(&self) -> bool {
         self.mux
             .lock()
-            .channels
-            .get(&self.channel)
-            .copied()
-            .unwrap_or(false)
+            .channel(self.channel)
+            .is_some_and(|c| c.sync_reply)
     }
 
     /// The board closes this channel: its frames are dropped, and the session is told why.
     pub(crate) fn close(&self, reason: CloseReason) {
         let reader = {
             let mut state = self.mux.lock();
-            if state.channels.remove(&self.channel).is_none() {
+            if !state.remove_channel(self.channel) {
                 return;
             }
             state.drop_frames_of(self.channel);
@@ -329,7 +375,7 @@ pub(crate) struct NextBatch<'a> {
 }
 
 impl Future for NextBatch<'_> {
-    type Output = Option<VecDeque<(ChannelId, Bytes)>>;
+    type Output = Option<VecDeque<Queued>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.mux.lock();
@@ -338,8 +384,8 @@ impl Future for NextBatch<'_> {
         }
         if !state.frames.is_empty() {
             state.bytes = 0;
-            for waiting in state.channels.values_mut() {
-                *waiting = false;
+            for channel in &mut state.channels {
+                channel.sync_reply = false;
             }
             return Poll::Ready(Some(std::mem::take(&mut state.frames)));
         }
@@ -379,15 +425,35 @@ mod tests {
     fn batch(mux: &MuxLink) -> Vec<(ChannelId, Bytes)> {
         let (_, waker) = counter();
         match Pin::new(&mut mux.next_batch()).poll(&mut Context::from_waker(&waker)) {
-            Poll::Ready(Some(frames)) => frames.into(),
+            Poll::Ready(Some(frames)) => frames.into_iter().map(|q| (q.channel, q.frame)).collect(),
             other => panic!("expected a batch, got {other:?}"),
         }
+    }
+
+    fn open(mux: &MuxLink, channel: ChannelId) -> ChannelLink {
+        mux.open(channel, Bytes::from(format!("label-{channel}")))
+    }
+
+    #[test]
+    fn frames_carry_their_channels_label() {
+        let mux = MuxLink::new(16, usize::MAX);
+        let a = open(&mux, 1);
+        a.offer(Bytes::from_static(b"a"));
+        mux.offer(SESSION, Bytes::from_static(b"s"));
+        let (_, waker) = counter();
+        let Poll::Ready(Some(frames)) =
+            Pin::new(&mut mux.next_batch()).poll(&mut Context::from_waker(&waker))
+        else {
+            panic!("a batch")
+        };
+        let labels: Vec<Bytes> = frames.into_iter().map(|q| q.label).collect();
+        assert_eq!(labels, [Bytes::from_static(b"label-1"), Bytes::new()]);
     }
 
     #[test]
     fn channels_share_one_bounded_queue_in_order() {
         let mux = MuxLink::new(3, usize::MAX);
-        let (a, b) = (mux.open(1), mux.open(2));
+        let (a, b) = (open(&mux, 1), open(&mux, 2));
         assert_eq!(a.offer(Bytes::from_static(b"a1")), Delivery::Queued(1));
         assert_eq!(
             mux.offer(SESSION, Bytes::from_static(b"s")),
@@ -410,7 +476,7 @@ mod tests {
     #[test]
     fn a_board_closing_its_channel_tells_the_session_and_leaves_the_rest_open() {
         let mux = MuxLink::new(16, usize::MAX);
-        let (a, b) = (mux.open(1), mux.open(2));
+        let (a, b) = (open(&mux, 1), open(&mux, 2));
         a.offer(Bytes::from_static(b"a"));
         b.offer(Bytes::from_static(b"b"));
         let (wakes, waker) = counter();
@@ -439,7 +505,7 @@ mod tests {
     #[test]
     fn the_session_dropping_a_channel_reports_nothing() {
         let mux = MuxLink::new(16, usize::MAX);
-        let a = mux.open(1);
+        let a = open(&mux, 1);
         a.offer(Bytes::from_static(b"a"));
         mux.drop_channel(1);
         a.close(TOO_LARGE);
@@ -457,7 +523,7 @@ mod tests {
     #[test]
     fn sync_replies_are_remembered_per_channel_until_taken() {
         let mux = MuxLink::new(16, usize::MAX);
-        let (a, b) = (mux.open(1), mux.open(2));
+        let (a, b) = (open(&mux, 1), open(&mux, 2));
         a.offer_sync_reply(Bytes::from_static(b"s2"));
         assert!(a.sync_reply_waiting());
         assert!(!b.sync_reply_waiting());
@@ -468,7 +534,7 @@ mod tests {
     #[test]
     fn a_finishing_connection_sends_what_is_queued_then_closes() {
         let mux = MuxLink::new(16, usize::MAX);
-        let a = mux.open(1);
+        let a = open(&mux, 1);
         mux.offer(SESSION, Bytes::from_static(b"denied"));
         mux.finish(TOO_LARGE);
         mux.end();
@@ -496,7 +562,7 @@ mod tests {
     #[test]
     fn closing_the_connection_closes_every_channel() {
         let mux = MuxLink::new(16, 10);
-        let a = mux.open(1);
+        let a = open(&mux, 1);
         assert_eq!(a.offer(Bytes::from(vec![0; 25])), Delivery::Queued(1));
         assert_eq!(a.offer(Bytes::from_static(b"x")), Delivery::Full);
         mux.close(TOO_LARGE);

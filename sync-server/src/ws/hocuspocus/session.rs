@@ -425,8 +425,8 @@ impl<'a> Socket<'a> {
         let conn = self.sessions.next_conn();
         let channel = self.next_channel;
         self.next_channel = self.next_channel.wrapping_add(1).max(SESSION + 1);
-        let link = self.mux.open(channel);
-        self.framing.add(channel, name);
+        let link = self.mux.open(channel, frame::prefix(name));
+        self.framing.add(channel);
         // Ahead of the board's step 1 on the same channel.
         if !self.offer_on(channel, frame::authenticated_body(!can_write)) {
             return false;

@@ -7,6 +7,7 @@
 //! SyncStatus `[name][8][1]` per newly committed message, and a stateless message (`[101]
 //! payload`), which becomes `[name][5] payload`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::frame;
 use crate::board::link::Side;
-use crate::board::link::mux::{ChannelId, MuxLink, SESSION};
+use crate::board::link::mux::{ChannelId, MuxLink, Queued, SESSION};
 use crate::protocol::{MSG_DURABLE_ACK, MSG_STATELESS};
 use crate::refusal::Refusal;
 
@@ -35,66 +36,89 @@ pub(super) fn ping_interval(read_timeout: Duration) -> Duration {
         .max(Duration::from_millis(10))
 }
 
-/// What the writer knows of one open document: its name as encoded in front of every frame,
-/// and how many of its messages it has told the provider are committed.
-#[derive(Debug)]
-struct Outgoing {
-    prefix: Bytes,
-    committed: u64,
-}
-
-/// The socket's open documents as the writer frames them, by channel; the reader adds and
-/// removes them. Frames of a channel it does not know (a document that left) are dropped.
+/// How many of each open document's messages the writer has told the provider are committed,
+/// by channel; the reader adds and removes documents. The writer locks it only for a batch
+/// holding a durable acknowledgement.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Framing(Arc<Mutex<HashMap<ChannelId, Outgoing>>>);
+pub(super) struct Framing(Arc<Mutex<HashMap<ChannelId, u64>>>);
 
 impl Framing {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, Outgoing>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, u64>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(super) fn add(&self, channel: ChannelId, name: &str) {
-        self.lock().insert(
-            channel,
-            Outgoing {
-                prefix: frame::prefix(name),
-                committed: 0,
-            },
-        );
+    pub(super) fn add(&self, channel: ChannelId) {
+        self.lock().insert(channel, 0);
     }
 
     pub(super) fn remove(&self, channel: ChannelId) {
         self.lock().remove(&channel);
     }
 
-    /// The frames of a batch as they go on the wire, in order.
-    fn frame(&self, batch: impl IntoIterator<Item = (ChannelId, Bytes)>) -> Vec<Bytes> {
-        let mut docs = self.lock();
-        let mut out = Vec::new();
-        for (channel, body) in batch {
+    /// Appends the frames of a batch as they go on the wire to `out`, in order. A queued
+    /// frame's label is its document's name as it goes in front of the frame.
+    fn frame(&self, batch: impl IntoIterator<Item = Queued>, out: &mut Vec<Bytes>) {
+        for Queued {
+            channel,
+            label,
+            frame,
+        } in batch
+        {
             if channel == SESSION {
-                out.push(body);
+                out.push(frame);
                 continue;
             }
-            let Some(doc) = docs.get_mut(&channel) else {
-                continue;
-            };
-            match body.first() {
+            match frame.first() {
                 Some(&tag) if u64::from(tag) == MSG_DURABLE_ACK => {
-                    let count = durable_ack(&body).unwrap_or(doc.committed);
-                    while doc.committed < count {
-                        doc.committed += 1;
-                        out.push(frame::committed(&doc.prefix));
+                    let mut docs = self.lock();
+                    // A document that left is told nothing more.
+                    let Some(committed) = docs.get_mut(&channel) else {
+                        continue;
+                    };
+                    let count = durable_ack(&frame).unwrap_or(*committed);
+                    while *committed < count {
+                        *committed += 1;
+                        out.push(frame::committed(&label));
                     }
                 }
-                Some(&MSG_STATELESS) => {
-                    out.push(frame::stateless_from_board(&doc.prefix, &body));
-                }
-                _ => out.push(frame::prefixed(&doc.prefix, &body)),
+                Some(&MSG_STATELESS) => out.push(frame::stateless_from_board(&label, &frame)),
+                _ => out.push(prefixed(&label, &frame)),
             }
         }
-        out
     }
+}
+
+thread_local! {
+    /// The last frame this thread prefixed: a board's broadcast reaches every socket's writer
+    /// with the same bytes and, on one board, the same name, so the writers that run after
+    /// the first on this thread share its copy instead of each allocating one (BENCHMARKS.md).
+    /// The cached frame is kept alive with it, so its address cannot be reused meanwhile.
+    static LAST: RefCell<Option<(Bytes, Bytes, Bytes)>> = const { RefCell::new(None) };
+}
+
+/// Largest frame [`LAST`] keeps: live updates and awareness (tens to hundreds of bytes), not a
+/// board's sync step 2, which a thread would otherwise hold on to until its next frame.
+const CACHED_FRAME_BYTES: usize = 4 << 10;
+
+/// `label • frame`, shared with the last call on this thread that prefixed the same frame (the
+/// same bytes in memory, not merely equal ones) with an equal label.
+fn prefixed(label: &Bytes, frame: &Bytes) -> Bytes {
+    if frame.len() > CACHED_FRAME_BYTES {
+        return frame::prefixed(label, frame);
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((body, prefix, out)) = &*last
+            && body.as_ptr() == frame.as_ptr()
+            && body.len() == frame.len()
+            && prefix == label
+        {
+            return out.clone();
+        }
+        let out = frame::prefixed(label, frame);
+        *last = Some((frame.clone(), label.clone(), out.clone()));
+        out
+    })
 }
 
 /// The count of a board's durable acknowledgement `[100, varUint count]`.
@@ -125,28 +149,32 @@ pub(super) async fn write_loop<Si>(
     ping.reset();
     let shutting_down = shutdown.cancelled();
     tokio::pin!(shutting_down);
+    // Reused from batch to batch.
+    let mut frames = Vec::new();
     loop {
         let batch = tokio::select! {
             biased;
-            frames = mux.next_batch() => match frames {
-                Some(frames) => Some(framing.frame(frames)),
+            queued = mux.next_batch() => match queued {
+                Some(queued) => {
+                    framing.frame(queued, &mut frames);
+                    true
+                }
                 None => break,
             },
             () = &mut shutting_down => {
                 mux.close(Refusal::ServerRestart.into());
                 break;
             }
-            _ = ping.tick() => None,
+            _ = ping.tick() => false,
         };
         let write = async {
-            match batch {
-                Some(frames) => {
-                    for frame in frames {
-                        sink.feed(Message::Binary(frame)).await?;
-                    }
-                    sink.flush().await
+            if batch {
+                for frame in frames.drain(..) {
+                    sink.feed(Message::Binary(frame)).await?;
                 }
-                None => sink.send(Message::Binary(frame::ping())).await,
+                sink.flush().await
+            } else {
+                sink.send(Message::Binary(frame::ping())).await
             }
         };
         tokio::select! {
@@ -171,19 +199,36 @@ pub(super) async fn write_loop<Si>(
 mod tests {
     use super::*;
 
+    fn queued(channel: ChannelId, frame: Bytes) -> Queued {
+        let label = if channel == SESSION {
+            Bytes::new()
+        } else {
+            frame::prefix("b")
+        };
+        Queued {
+            channel,
+            label,
+            frame,
+        }
+    }
+
     #[test]
     fn acks_become_one_sync_status_per_committed_message() {
         let framing = Framing::default();
-        framing.add(3, "b");
-        let frames = framing.frame([
-            (3, crate::protocol::durable_ack(2)),
-            (SESSION, Bytes::from_static(&[10])),
-            (3, crate::protocol::durable_ack(2)),
-            (3, crate::protocol::durable_ack(3)),
-            (3, crate::protocol::update(&[0, 0])),
-            (3, crate::protocol::stateless("s")),
-            (4, crate::protocol::update(&[0, 0])),
-        ]);
+        framing.add(3);
+        let mut frames = Vec::new();
+        framing.frame(
+            [
+                queued(3, crate::protocol::durable_ack(2)),
+                queued(SESSION, Bytes::from_static(&[10])),
+                queued(3, crate::protocol::durable_ack(2)),
+                queued(3, crate::protocol::durable_ack(3)),
+                queued(3, crate::protocol::update(&[0, 0])),
+                queued(3, crate::protocol::stateless("s")),
+                queued(4, crate::protocol::durable_ack(1)),
+            ],
+            &mut frames,
+        );
         let committed = frame::sync_status("b", true);
         assert_eq!(
             frames,
@@ -195,13 +240,23 @@ mod tests {
                 Bytes::from_static(&[1, b'b', 0, 2, 2, 0, 0]),
                 Bytes::from_static(&[1, b'b', 5, 1, b's']),
             ],
-            "acks only grow; frames of an unknown channel are dropped"
+            "acks only grow; a document that left is told of none"
         );
-        framing.remove(3);
-        assert!(
-            framing
-                .frame([(3, crate::protocol::update(&[0, 0]))])
-                .is_empty()
-        );
+    }
+
+    #[test]
+    fn one_frame_prefixed_once_per_thread_is_shared() {
+        let body = crate::protocol::update(&[0, 0]);
+        let (a, b) = (frame::prefix("b"), frame::prefix("b"));
+        let first = prefixed(&a, &body);
+        let second = prefixed(&b, &body);
+        assert_eq!(first.as_ptr(), second.as_ptr(), "the same copy");
+        // Equal bytes elsewhere in memory, or another name, are framed anew.
+        let copy = Bytes::copy_from_slice(&body);
+        let third = prefixed(&a, &copy);
+        assert_eq!(third, first);
+        assert_ne!(third.as_ptr(), first.as_ptr());
+        let other = prefixed(&frame::prefix("c"), &copy);
+        assert_eq!(&other[..2], [1, b'c']);
     }
 }
