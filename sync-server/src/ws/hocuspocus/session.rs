@@ -46,6 +46,20 @@ use crate::ws::writer::{drain, send_close};
 /// What admission decided about a socket: let in (holding its address's slot), or refused.
 pub(crate) type SocketAdmission = Result<AddressSlot, Refusal>;
 
+/// Every reason a document is refused for (PermissionDenied): PROTOCOL.md's table of them
+/// lists exactly these (the tests read it).
+pub(super) const DENIALS: &[Refusal] = &[
+    Refusal::InvalidBoardId,
+    Refusal::TokenRequired,
+    Refusal::InvalidToken,
+    Refusal::TokenExpired,
+    Refusal::OtherBoard,
+    Refusal::BoardNotFound,
+    Refusal::BoardDeleted,
+    Refusal::BoardFull,
+    Refusal::TooManyDocuments,
+];
+
 /// How long before a token expires the provider is asked for a fresh one, at most (half the
 /// token's remaining life if that is shorter).
 const REFRESH_AHEAD: Duration = Duration::from_secs(60);
@@ -391,6 +405,7 @@ impl<'a> Socket<'a> {
     /// Refuses document `name` (PermissionDenied with the refusal's reason, counted); an open
     /// one leaves its board. Its frames are dropped until it authenticates again.
     async fn deny(&mut self, name: &Arc<str>, refusal: Refusal, count: bool) -> bool {
+        debug_assert!(DENIALS.contains(&refusal), "{refusal:?} is not a denial");
         if count {
             refusal.count(self.metrics());
         }

@@ -1,5 +1,6 @@
 //! Hocuspocus sessions through channels (no listener, no handshake) on paused time: token
-//! deadlines, asked for ahead of expiry and enforced at it.
+//! deadlines, asked for ahead of expiry and enforced at it. And PROTOCOL.md's table of the
+//! reasons a document is refused, against the session's.
 
 #![allow(clippy::unwrap_used)]
 
@@ -222,4 +223,27 @@ async fn a_renewed_token_keeps_the_document_open() {
     client
         .expect(frame::permission_denied(BOARD, "invalid token"))
         .await;
+}
+
+/// PROTOCOL.md's "Refusing a document" table gives every reason the session refuses a document
+/// for, and no other.
+#[test]
+fn protocol_md_lists_every_denial_reason() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let start = doc
+        .find("\n### Refusing a document\n")
+        .expect("PROTOCOL.md has a `### Refusing a document` section");
+    let section = &doc[start + 1..];
+    let section = &section[..section[4..].find("\n#").map_or(section.len(), |i| i + 4)];
+    let documented: Vec<&str> = section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(|l| l.split('`').nth(1))
+        .collect();
+    let mut expected: Vec<&str> = super::session::DENIALS.iter().map(|r| r.reason()).collect();
+    let mut got = documented.clone();
+    expected.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(got, expected, "PROTOCOL.md's denial table: {documented:?}");
 }
