@@ -17,7 +17,7 @@ use crate::auth::Role;
 use crate::board::registry::Boards;
 use crate::board::{BoardCmd, Read};
 use crate::ids::BoardId;
-use crate::protocol::{self, decode_update};
+use crate::protocol::decode_update;
 use crate::refusal::Refusal;
 use crate::storage::Storage;
 use crate::transfer::import_board;
@@ -200,20 +200,7 @@ pub(crate) async fn stateless(
     let id = existing(store.as_ref(), &caller, &raw, Role::Write).await?;
     let payload = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_body", "a stateless message is UTF-8 text"))?;
-    let frame = protocol::stateless(payload);
-    let mut delivered = 0;
-    if let Some(board) = boards.loaded(&id) {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let cmd = BoardCmd::Stateless {
-            from: None,
-            frame,
-            reply: Some(reply),
-        };
-        // An actor that stopped meanwhile had no one to send it to.
-        if board.send(cmd).await.is_ok() {
-            delivered = answer.await.unwrap_or(0);
-        }
-    }
+    let delivered = boards.send_stateless(&id, payload).await;
     Ok(Json(json!({ "delivered": delivered })))
 }
 
