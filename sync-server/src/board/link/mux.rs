@@ -45,10 +45,33 @@ struct Shared {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Queued {
     pub(crate) channel: ChannelId,
-    /// The channel's label, given when it was opened (the session's frames: empty): what the
-    /// writer needs to frame it for the wire, without looking the channel up.
-    pub(crate) label: Bytes,
     pub(crate) frame: Bytes,
+}
+
+/// What [`MuxLink::next_batch`] resolves to: every queued frame, and the open channels' labels
+/// if they changed since the version the writer has.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) frames: VecDeque<Queued>,
+    /// The labels of the channels open now, and their version, if it is not the writer's.
+    pub(crate) labels: Option<Labels>,
+}
+
+/// The labels of a link's open channels (given when each was opened: what the writer needs to
+/// frame a channel's frames for the wire), at one version.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Labels {
+    pub(crate) version: u64,
+    pub(crate) labels: Vec<(ChannelId, Bytes)>,
+}
+
+impl Labels {
+    /// The label of `channel`, if it was open at this version.
+    pub(crate) fn get(&self, channel: ChannelId) -> Option<&Bytes> {
+        self.labels
+            .iter()
+            .find_map(|(c, label)| (*c == channel).then_some(label))
+    }
 }
 
 /// An open channel.
@@ -67,6 +90,8 @@ struct State {
     bytes: usize,
     /// Open channels besides [`SESSION`] (a few per connection: a list beats a hash map).
     channels: Vec<Channel>,
+    /// Changes whenever a channel opens or closes: the writer refreshes its labels then.
+    version: u64,
     /// Channels their board closed, with its reason, not yet seen by the session.
     closed_by_board: VecDeque<(ChannelId, CloseReason)>,
     closed: bool,
@@ -114,7 +139,11 @@ impl State {
     fn remove_channel(&mut self, id: ChannelId) -> bool {
         let before = self.channels.len();
         self.channels.retain(|c| c.id != id);
-        self.channels.len() != before
+        let removed = self.channels.len() != before;
+        if removed {
+            self.version += 1;
+        }
+        removed
     }
 }
 
@@ -134,8 +163,8 @@ impl MuxLink {
         self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Opens `channel` (not [`SESSION`]), labelled `label` (handed to the writer with each of
-    /// its frames), and returns its end for a board.
+    /// Opens `channel` (not [`SESSION`]), labelled `label` (see [`Labels`]), and returns its
+    /// end for a board.
     pub(crate) fn open(&self, channel: ChannelId, label: Bytes) -> ChannelLink {
         debug_assert_ne!(channel, SESSION);
         let mut state = self.lock();
@@ -145,6 +174,7 @@ impl MuxLink {
             label,
             sync_reply: false,
         });
+        state.version += 1;
         drop(state);
         ChannelLink {
             mux: self.clone(),
@@ -177,27 +207,17 @@ impl MuxLink {
             let over_bytes = !state.frames.is_empty()
                 && state.bytes.saturating_add(frame.len()) > self.0.max_bytes;
             let full = state.frames.len() >= self.0.capacity || over_bytes;
-            let label = if channel == SESSION {
-                if full {
-                    return Delivery::Full;
-                }
-                Bytes::new()
-            } else {
+            if channel != SESSION {
                 let Some(open) = state.channel(channel) else {
                     return Delivery::Closed;
                 };
-                if full {
-                    return Delivery::Full;
-                }
-                open.sync_reply |= sync_reply;
-                open.label.clone()
-            };
+                open.sync_reply |= sync_reply && !full;
+            }
+            if full {
+                return Delivery::Full;
+            }
             state.bytes += frame.len();
-            state.frames.push_back(Queued {
-                channel,
-                label,
-                frame,
-            });
+            state.frames.push_back(Queued { channel, frame });
             (state.frames.len(), state.writer.take())
         };
         if let Some(writer) = wake {
@@ -278,10 +298,11 @@ impl MuxLink {
         Event { mux: self }
     }
 
-    /// Resolves to every queued frame, with its channel, once there is at least one, or to
-    /// `None` once the connection is closed. Only the writer calls it.
-    pub(crate) fn next_batch(&self) -> NextBatch<'_> {
-        NextBatch { mux: self }
+    /// Resolves to every queued frame, with its channel, once there is at least one (and to the
+    /// channels' labels if their version is not `labels`), or to `None` once the connection is
+    /// closed. Only the writer calls it.
+    pub(crate) fn next_batch(&self, labels: u64) -> NextBatch<'_> {
+        NextBatch { mux: self, labels }
     }
 }
 
@@ -372,10 +393,11 @@ impl Future for Event<'_> {
 #[derive(Debug)]
 pub(crate) struct NextBatch<'a> {
     mux: &'a MuxLink,
+    labels: u64,
 }
 
 impl Future for NextBatch<'_> {
-    type Output = Option<VecDeque<Queued>>;
+    type Output = Option<Batch>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.mux.lock();
@@ -387,7 +409,18 @@ impl Future for NextBatch<'_> {
             for channel in &mut state.channels {
                 channel.sync_reply = false;
             }
-            return Poll::Ready(Some(std::mem::take(&mut state.frames)));
+            let labels = (state.version != self.labels).then(|| Labels {
+                version: state.version,
+                labels: state
+                    .channels
+                    .iter()
+                    .map(|c| (c.id, c.label.clone()))
+                    .collect(),
+            });
+            return Poll::Ready(Some(Batch {
+                frames: std::mem::take(&mut state.frames),
+                labels,
+            }));
         }
         if state.finishing {
             return Poll::Ready(None);
@@ -424,8 +457,12 @@ mod tests {
 
     fn batch(mux: &MuxLink) -> Vec<(ChannelId, Bytes)> {
         let (_, waker) = counter();
-        match Pin::new(&mut mux.next_batch()).poll(&mut Context::from_waker(&waker)) {
-            Poll::Ready(Some(frames)) => frames.into_iter().map(|q| (q.channel, q.frame)).collect(),
+        match Pin::new(&mut mux.next_batch(0)).poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(Some(batch)) => batch
+                .frames
+                .into_iter()
+                .map(|q| (q.channel, q.frame))
+                .collect(),
             other => panic!("expected a batch, got {other:?}"),
         }
     }
@@ -435,19 +472,29 @@ mod tests {
     }
 
     #[test]
-    fn frames_carry_their_channels_label() {
+    fn a_batch_brings_the_labels_when_channels_changed() {
         let mux = MuxLink::new(16, usize::MAX);
         let a = open(&mux, 1);
-        a.offer(Bytes::from_static(b"a"));
-        mux.offer(SESSION, Bytes::from_static(b"s"));
         let (_, waker) = counter();
-        let Poll::Ready(Some(frames)) =
-            Pin::new(&mut mux.next_batch()).poll(&mut Context::from_waker(&waker))
-        else {
-            panic!("a batch")
+        let mut cx = Context::from_waker(&waker);
+        let mut take = |seen: u64| match Pin::new(&mut mux.next_batch(seen)).poll(&mut cx) {
+            Poll::Ready(Some(batch)) => batch.labels,
+            other => panic!("a batch, not {other:?}"),
         };
-        let labels: Vec<Bytes> = frames.into_iter().map(|q| q.label).collect();
-        assert_eq!(labels, [Bytes::from_static(b"label-1"), Bytes::new()]);
+        a.offer(Bytes::from_static(b"a"));
+        let labels = take(0).expect("new labels");
+        assert_eq!(labels.get(1), Some(&Bytes::from_static(b"label-1")));
+        assert_eq!(labels.get(2), None);
+        a.offer(Bytes::from_static(b"a"));
+        assert!(take(labels.version).is_none(), "unchanged");
+        let b = open(&mux, 2);
+        b.offer(Bytes::from_static(b"b"));
+        let newer = take(labels.version).expect("a channel opened");
+        assert!(newer.get(2).is_some());
+        mux.drop_channel(1);
+        mux.offer(SESSION, Bytes::from_static(b"s"));
+        let last = take(newer.version).expect("a channel closed");
+        assert_eq!(last.get(1), None);
     }
 
     #[test]
@@ -552,10 +599,10 @@ mod tests {
                 .is_pending()
         );
         assert_eq!(batch(&mux), [(SESSION, Bytes::from_static(b"denied"))]);
-        assert_eq!(
-            Pin::new(&mut mux.next_batch()).poll(&mut cx),
+        assert!(matches!(
+            Pin::new(&mut mux.next_batch(0)).poll(&mut cx),
             Poll::Ready(None)
-        );
+        ));
         assert_eq!(mux.reason(), Some(TOO_LARGE));
     }
 
@@ -579,9 +626,9 @@ mod tests {
             Pin::new(&mut mux.event()).poll(&mut cx),
             Poll::Ready(MuxEvent::Closed)
         );
-        assert_eq!(
-            Pin::new(&mut mux.next_batch()).poll(&mut cx),
+        assert!(matches!(
+            Pin::new(&mut mux.next_batch(0)).poll(&mut cx),
             Poll::Ready(None)
-        );
+        ));
     }
 }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::frame;
 use crate::board::link::Side;
-use crate::board::link::mux::{ChannelId, MuxLink, Queued, SESSION};
+use crate::board::link::mux::{ChannelId, Labels, MuxLink, Queued, SESSION};
 use crate::protocol::{MSG_DURABLE_ACK, MSG_STATELESS};
 use crate::refusal::Refusal;
 
@@ -55,19 +55,23 @@ impl Framing {
         self.lock().remove(&channel);
     }
 
-    /// Appends the frames of a batch as they go on the wire to `out`, in order. A queued
-    /// frame's label is its document's name as it goes in front of the frame.
-    fn frame(&self, batch: impl IntoIterator<Item = Queued>, out: &mut Vec<Bytes>) {
-        for Queued {
-            channel,
-            label,
-            frame,
-        } in batch
-        {
+    /// Appends the frames of a batch as they go on the wire to `out`, in order. A channel's
+    /// label is its document's name as it goes in front of its frames; frames of a channel
+    /// closed since they were queued are dropped.
+    fn frame(
+        &self,
+        batch: impl IntoIterator<Item = Queued>,
+        labels: &Labels,
+        out: &mut Vec<Bytes>,
+    ) {
+        for Queued { channel, frame } in batch {
             if channel == SESSION {
                 out.push(frame);
                 continue;
             }
+            let Some(label) = labels.get(channel) else {
+                continue;
+            };
             match frame.first() {
                 Some(&tag) if u64::from(tag) == MSG_DURABLE_ACK => {
                     let mut docs = self.lock();
@@ -78,11 +82,11 @@ impl Framing {
                     let count = durable_ack(&frame).unwrap_or(*committed);
                     while *committed < count {
                         *committed += 1;
-                        out.push(frame::committed(&label));
+                        out.push(frame::committed(label));
                     }
                 }
-                Some(&MSG_STATELESS) => out.push(frame::stateless_from_board(&label, &frame)),
-                _ => out.push(prefixed(&label, &frame)),
+                Some(&MSG_STATELESS) => out.push(frame::stateless_from_board(label, &frame)),
+                _ => out.push(prefixed(label, &frame)),
             }
         }
     }
@@ -151,12 +155,16 @@ pub(super) async fn write_loop<Si>(
     tokio::pin!(shutting_down);
     // Reused from batch to batch.
     let mut frames = Vec::new();
+    let mut labels = Labels::default();
     loop {
         let batch = tokio::select! {
             biased;
-            queued = mux.next_batch() => match queued {
-                Some(queued) => {
-                    framing.frame(queued, &mut frames);
+            batch = mux.next_batch(labels.version) => match batch {
+                Some(batch) => {
+                    if let Some(newer) = batch.labels {
+                        labels = newer;
+                    }
+                    framing.frame(batch.frames, &labels, &mut frames);
                     true
                 }
                 None => break,
@@ -200,16 +208,7 @@ mod tests {
     use super::*;
 
     fn queued(channel: ChannelId, frame: Bytes) -> Queued {
-        let label = if channel == SESSION {
-            Bytes::new()
-        } else {
-            frame::prefix("b")
-        };
-        Queued {
-            channel,
-            label,
-            frame,
-        }
+        Queued { channel, frame }
     }
 
     #[test]
@@ -217,6 +216,10 @@ mod tests {
         let framing = Framing::default();
         framing.add(3);
         let mut frames = Vec::new();
+        let labels = Labels {
+            version: 1,
+            labels: vec![(3, frame::prefix("b")), (4, frame::prefix("c"))],
+        };
         framing.frame(
             [
                 queued(3, crate::protocol::durable_ack(2)),
@@ -226,7 +229,9 @@ mod tests {
                 queued(3, crate::protocol::update(&[0, 0])),
                 queued(3, crate::protocol::stateless("s")),
                 queued(4, crate::protocol::durable_ack(1)),
+                queued(5, crate::protocol::update(&[0, 0])),
             ],
+            &labels,
             &mut frames,
         );
         let committed = frame::sync_status("b", true);
@@ -240,7 +245,7 @@ mod tests {
                 Bytes::from_static(&[1, b'b', 0, 2, 2, 0, 0]),
                 Bytes::from_static(&[1, b'b', 5, 1, b's']),
             ],
-            "acks only grow; a document that left is told of none"
+            "acks only grow; a document that left is told of none, a closed channel nothing"
         );
     }
 
