@@ -22,7 +22,7 @@ pub(crate) const MAX_WAITING: usize = 16;
 pub(crate) const MAX_NAMES: usize = 4 * MAX_DOCUMENTS;
 /// Frames held for documents waiting for their Auth message, over every name of the socket, at
 /// most; past it the socket is closed (4413). Bytes are bounded too: see [`Limits`].
-pub(crate) const MAX_HELD_FRAMES: usize = 256;
+pub(crate) const MAX_HELD_FRAMES: usize = 1024;
 
 /// What the table holds at most (from the server's limits).
 #[derive(Debug, Clone, Copy)]
