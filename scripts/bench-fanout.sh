@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Fan-out benchmark: the minimal relay (floor), the reference y-websocket server
-# (@y/websocket-server, in memory) and ours (sync-server, SQLite, durable), same scenarios.
+# (@y/websocket-server, in memory) and ours (sync-server, SQLite, durable), same scenarios; and
+# the Hocuspocus dialect: ours at /v1/hocuspocus (ours-hocuspocus) and the Hocuspocus server
+# itself (@hocuspocus/server 4.x, in memory: hocuspocus), driven by the same load generator
+# speaking @hocuspocus/provider's framing.
 #
 # Each scenario gets a freshly started server pinned to core 0; the load generator runs pinned to
 # core 1. Runs are ordered scenario by scenario, alternating servers, so that background load on
@@ -8,7 +11,8 @@
 # summary to $OUT/results.md (also printed).
 #
 # Environment:
-#   SERVERS="relay reference ours"   servers to run, in order
+#   SERVERS="relay reference ours ours-hocuspocus hocuspocus"
+#                                    servers to run, in order
 #   SCENARIOS="a2 a10 a50 a200 b20 b100 b400 c d"
 #   DURATION=5                       measured seconds per fan-out scenario (plus 1 s warm-up)
 #   REPEAT=3                         runs of each fan-out scenario per server; the tables show
@@ -25,7 +29,7 @@ set -uo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-SERVERS=${SERVERS:-"relay reference ours"}
+SERVERS=${SERVERS:-"relay reference ours ours-hocuspocus hocuspocus"}
 SCENARIOS=${SCENARIOS:-"a2 a10 a50 a200 b20 b100 b400 c d"}
 DURATION=${DURATION:-5}
 REPEAT=${REPEAT:-3}
@@ -34,6 +38,7 @@ OUT=${OUT:-$ROOT/target/bench-fanout}
 SERVER_CORE=${SERVER_CORE:-0}
 LOADGEN_CORE=${LOADGEN_CORE:-1}
 NODE_SERVER=$ROOT/tests/js/node_modules/@y/websocket-server/src/server.js
+HOCUSPOCUS_SERVER=$ROOT/tests/js/bench/hocuspocus-server.mjs
 
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
@@ -49,7 +54,7 @@ LOADGEN=$ROOT/target/release/loadgen
 RELAY=$ROOT/target/release/relay
 OURS=$ROOT/target/release/sync-server
 OURS_OK=1
-if [[ " $SERVERS " == *" ours "* ]]; then
+if [[ " $SERVERS " == *" ours "* || " $SERVERS " == *" ours-hocuspocus "* ]]; then
   if ! cargo build --release -p sync-server; then
     echo "!! sync-server does not build: skipping ours" >&2
     OURS_OK=0
@@ -97,7 +102,14 @@ start_server() {
     wait_for "$log" 'running at' >/dev/null || return 1
     URL_BASE=ws://127.0.0.1:$port
     ;;
-  ours | base)
+  hocuspocus)
+    taskset -c "$SERVER_CORE" node "$HOCUSPOCUS_SERVER" --bind 127.0.0.1 --port 0 >"$log" 2>&1 &
+    SERVER_PID=$!
+    line=$(wait_for "$log" '^listening on http://') || return 1
+    port=${line##*:}
+    URL_BASE=ws://127.0.0.1:$port
+    ;;
+  ours | ours-hocuspocus | base)
     local bin=$OURS
     if [[ $name == base ]]; then
       bin=${OURS_BASE:-}
@@ -115,7 +127,11 @@ start_server() {
     SERVER_PID=$!
     line=$(wait_for "$log" '^listening on http://') || return 1
     port=${line##*:}
-    URL_BASE=ws://127.0.0.1:$port/v1/sync
+    if [[ $name == ours-hocuspocus ]]; then
+      URL_BASE=ws://127.0.0.1:$port/v1/hocuspocus
+    else
+      URL_BASE=ws://127.0.0.1:$port/v1/sync
+    fi
     ;;
   esac
 }
@@ -158,9 +174,12 @@ run_one() {
     stop_server
     return
   fi
+  local dialect=y-websocket
+  if [[ $server == ours-hocuspocus || $server == hocuspocus ]]; then dialect=hocuspocus; fi
   # shellcheck disable=SC2086
   if ! taskset -c "$LOADGEN_CORE" "$LOADGEN" $args --url-base "$URL_BASE" --server "$server" \
-    --server-pid "$SERVER_PID" --scenario "$scenario" --json-out "$RESULTS" >/dev/null; then
+    --server-pid "$SERVER_PID" --scenario "$scenario" --dialect "$dialect" \
+    --json-out "$RESULTS" >/dev/null; then
     FAILED+=("$server/$scenario")
   fi
   if ! kill -0 "$SERVER_PID" 2>/dev/null; then

@@ -3,7 +3,9 @@
 //! Pure functions, no I/O. One WebSocket binary frame carries one message (y-websocket):
 //! `0` sync (`0` step 1, `1` step 2, `2` update), `1` awareness, `2` auth, `3` query awareness.
 //! The server adds one message of its own, [`MSG_DURABLE_ACK`], sent only to connections that
-//! asked for it (`?ack=1`); see `PROTOCOL.md`.
+//! asked for it (`?ack=1`); see `PROTOCOL.md`. [`MSG_STATELESS`] never reaches a y-websocket
+//! client: board actors queue it only for connections that take stateless messages (Hocuspocus
+//! documents), whose writer frames it in that dialect (`ws::hocuspocus`).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -17,6 +19,11 @@ use yrs::{StateVector, Update};
 
 /// Message type of the server's durable acknowledgement.
 pub const MSG_DURABLE_ACK: u64 = 100;
+
+/// Message type of a stateless message as board actors queue it: `varUint(101) •
+/// varString(payload)`. Internal: only the Hocuspocus writer reads it, and sends the dialect's
+/// own Stateless message.
+pub const MSG_STATELESS: u8 = 101;
 
 /// A decoded client message.
 #[derive(Debug)]
@@ -233,6 +240,14 @@ pub fn durable_ack(count: u64) -> Bytes {
     let mut out = Vec::with_capacity(12);
     out.write_var(MSG_DURABLE_ACK);
     out.write_var(count);
+    out.into()
+}
+
+/// A stateless message with `payload`, as board actors queue it ([`MSG_STATELESS`]).
+pub fn stateless(payload: &str) -> Bytes {
+    let mut out = Vec::with_capacity(payload.len() + 6);
+    out.push(MSG_STATELESS);
+    out.write_string(payload);
     out.into()
 }
 

@@ -115,6 +115,12 @@ pub enum Refusal {
     AddressFull,
     /// Too many connections to the board.
     BoardFull,
+    /// Hocuspocus: more frames, bytes or document names held before their Auth message than a
+    /// socket may hold.
+    UnauthenticatedBacklog,
+    /// Hocuspocus: more documents on one socket than it may carry (a document past the limit
+    /// is refused with this reason; a socket naming more documents still is closed).
+    TooManyDocuments,
 }
 
 impl Refusal {
@@ -146,6 +152,8 @@ impl Refusal {
         Refusal::TooDeep,
         Refusal::AddressFull,
         Refusal::BoardFull,
+        Refusal::UnauthenticatedBacklog,
+        Refusal::TooManyDocuments,
     ];
 
     /// The WebSocket close code.
@@ -166,13 +174,14 @@ impl Refusal {
             Refusal::BoardDeleted | Refusal::Deleted | Refusal::BoardNotFound => {
                 close::BOARD_DELETED
             }
-            Refusal::MessageTooLarge | Refusal::BoardTooLarge | Refusal::AwarenessLimit => {
-                close::TOO_LARGE
-            }
+            Refusal::MessageTooLarge
+            | Refusal::BoardTooLarge
+            | Refusal::AwarenessLimit
+            | Refusal::UnauthenticatedBacklog => close::TOO_LARGE,
             Refusal::UpdateUndecodable | Refusal::UpdateRejected | Refusal::TooDeep => {
                 close::BAD_UPDATE
             }
-            Refusal::AddressFull | Refusal::BoardFull => close::BUSY,
+            Refusal::AddressFull | Refusal::BoardFull | Refusal::TooManyDocuments => close::BUSY,
         }
     }
 
@@ -204,6 +213,8 @@ impl Refusal {
             Refusal::TooDeep => "update nests too deeply",
             Refusal::AddressFull => "too many connections from this address",
             Refusal::BoardFull => "the board has too many connections",
+            Refusal::UnauthenticatedBacklog => "too much sent before authentication",
+            Refusal::TooManyDocuments => "too many documents on this connection",
         }
     }
 
@@ -229,12 +240,14 @@ impl Refusal {
             }
             Refusal::OtherBoard => kind::FORBIDDEN,
             Refusal::BoardDeleted | Refusal::BoardNotFound => kind::BOARD_NOT_FOUND,
-            Refusal::MessageTooLarge => kind::TOO_LARGE,
+            Refusal::MessageTooLarge | Refusal::UnauthenticatedBacklog => kind::TOO_LARGE,
             Refusal::BoardTooLarge => kind::BOARD_TOO_LARGE,
             Refusal::AwarenessLimit => kind::AWARENESS_LIMIT,
             Refusal::UpdateUndecodable | Refusal::UpdateRejected => kind::BAD_UPDATE,
             Refusal::TooDeep => kind::TOO_DEEP,
-            Refusal::AddressFull | Refusal::BoardFull => kind::CONNECTION_LIMIT,
+            Refusal::AddressFull | Refusal::BoardFull | Refusal::TooManyDocuments => {
+                kind::CONNECTION_LIMIT
+            }
         })
     }
 

@@ -74,6 +74,11 @@ pub struct ScenarioResult {
     pub idle_rss_one_per_board_kb: Option<u64>,
 }
 
+/// Server label of ours speaking the Hocuspocus dialect (`/v1/hocuspocus`).
+const OURS_HOCUSPOCUS: &str = "ours-hocuspocus";
+/// Server label of the Hocuspocus server itself (`@hocuspocus/server`).
+const HOCUSPOCUS: &str = "hocuspocus";
+
 fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
@@ -90,8 +95,9 @@ fn opt_f(v: Option<f64>) -> Option<String> {
     v.map(|x| format!("{x:.2}"))
 }
 
-/// Markdown: a full table per result, a comparison table (ours ÷ reference, ours ÷ relay) and
-/// the idle-memory table.
+/// Markdown: a full table per result, a comparison table (ours ÷ reference, ours ÷ relay), the
+/// Hocuspocus dialect's table (ours over it ÷ ours over y-websocket, and the Hocuspocus server)
+/// when it ran, and the idle-memory table.
 pub fn markdown(results: &[ScenarioResult]) -> String {
     let mut out = String::new();
     // Repeated runs of a (server, scenario): keep the run with the median p99, list all p99s.
@@ -200,6 +206,40 @@ pub fn markdown(results: &[ScenarioResult]) -> String {
                 cell(cpu("ours")),
                 rat(cpu("ours"), cpu("reference")),
                 rat(cpu("ours"), cpu("relay")),
+            );
+        }
+        out.push('\n');
+    }
+
+    let dialects = by_scenario
+        .values()
+        .any(|servers| servers.contains_key(OURS_HOCUSPOCUS) || servers.contains_key(HOCUSPOCUS));
+    if dialects {
+        out.push_str(
+            "| scenario | p99 ours y-websocket | p99 ours Hocuspocus | ÷ | p99 Hocuspocus server | CPU/1k ours y-websocket | CPU/1k ours Hocuspocus | ÷ | CPU/1k Hocuspocus server |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for ((_, scenario), servers) in &by_scenario {
+            let p99 = |s: &str| servers.get(s).map(|r| r.p99_us as f64);
+            let cpu = |s: &str| servers.get(s).map(|r| r.cpu_ms_per_1k);
+            let cell_ms =
+                |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{:.2}", x / 1000.0));
+            let cell = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.2}"));
+            let rat = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) => ratio(a, b),
+                _ => "-".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "| {scenario} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                cell_ms(p99("ours")),
+                cell_ms(p99(OURS_HOCUSPOCUS)),
+                rat(p99(OURS_HOCUSPOCUS), p99("ours")),
+                cell_ms(p99(HOCUSPOCUS)),
+                cell(cpu("ours")),
+                cell(cpu(OURS_HOCUSPOCUS)),
+                rat(cpu(OURS_HOCUSPOCUS), cpu("ours")),
+                cell(cpu(HOCUSPOCUS)),
             );
         }
         out.push('\n');

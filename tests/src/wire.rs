@@ -183,6 +183,125 @@ pub fn insertion_ends(update: &[u8]) -> anyhow::Result<Vec<(u64, u32)>> {
     Ok(ends)
 }
 
+/// The Hocuspocus dialect (`/v1/hocuspocus`, `@hocuspocus/provider` 4.x): every frame is
+/// `varString(document name) • message`, where a message of type 0, 1 or 3 is a y-websocket frame
+/// as above; the dialect adds Auth (2), Stateless (5), Close (7), SyncStatus (8) and the
+/// socket-level ping `[9]` and pong `[10]`.
+pub mod hocuspocus {
+    use bytes::Bytes;
+
+    use super::{read_var_bytes, read_var_u64, write_var_u64};
+
+    /// Message type: auth.
+    pub const AUTH: u64 = 2;
+    /// Message type: stateless.
+    pub const STATELESS: u64 = 5;
+    /// Message type: close one document.
+    pub const CLOSE: u64 = 7;
+    /// Message type: SyncStatus.
+    pub const SYNC_STATUS: u64 = 8;
+    /// Socket-level ping, then pong.
+    pub const PING: u8 = 9;
+    pub const PONG: u8 = 10;
+
+    fn write_string(out: &mut Vec<u8>, s: &[u8]) {
+        write_var_u64(out, s.len() as u64);
+        out.extend_from_slice(s);
+    }
+
+    /// `varString(name) • body`: a y-websocket frame (or any message body) for document `name`.
+    pub fn doc_frame(name: &str, body: &[u8]) -> Bytes {
+        let mut out = Vec::with_capacity(name.len() + body.len() + 2);
+        write_string(&mut out, name.as_bytes());
+        out.extend_from_slice(body);
+        out.into()
+    }
+
+    /// The provider's Auth message: `[name][2][0][token][provider version]`.
+    pub fn auth_frame(name: &str, token: &str) -> Bytes {
+        let mut body = vec![2, 0];
+        write_string(&mut body, token.as_bytes());
+        write_string(&mut body, b"4.8.0");
+        doc_frame(name, &body)
+    }
+
+    /// `[name][7]`: the provider detaches the document.
+    pub fn close_frame(name: &str) -> Bytes {
+        doc_frame(name, &[7])
+    }
+
+    /// `[name][5][payload]`.
+    pub fn stateless_frame(name: &str, payload: &str) -> Bytes {
+        let mut body = vec![5];
+        write_string(&mut body, payload.as_bytes());
+        doc_frame(name, &body)
+    }
+
+    /// A server frame, split.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum ServerFrame<'a> {
+        /// `[9]`.
+        Ping,
+        /// `[name][2][sub-type][string]`: 0 asks for a token (no string), 1 permission denied,
+        /// 2 authenticated.
+        Auth {
+            name: &'a str,
+            sub: u64,
+            text: Option<&'a str>,
+        },
+        /// `[name][8][value]`.
+        SyncStatus { name: &'a str, committed: bool },
+        /// `[name][7][reason]`.
+        Close { name: &'a str, reason: &'a str },
+        /// `[name][5][payload]`.
+        Stateless { name: &'a str, payload: &'a str },
+        /// `[name] • y-websocket frame` (types 0, 1, 3).
+        Yjs { name: &'a str, body: &'a [u8] },
+    }
+
+    fn string<'a>(frame: &'a [u8], pos: &mut usize) -> anyhow::Result<&'a str> {
+        Ok(std::str::from_utf8(read_var_bytes(frame, pos)?)?)
+    }
+
+    /// Splits a frame the server sent.
+    pub fn parse(frame: &[u8]) -> anyhow::Result<ServerFrame<'_>> {
+        if frame == [PING] {
+            return Ok(ServerFrame::Ping);
+        }
+        let mut pos = 0;
+        let name = string(frame, &mut pos)?;
+        let at = pos;
+        let kind = read_var_u64(frame, &mut pos)?;
+        Ok(match kind {
+            AUTH => {
+                let sub = read_var_u64(frame, &mut pos)?;
+                let text = if pos < frame.len() {
+                    Some(string(frame, &mut pos)?)
+                } else {
+                    None
+                };
+                ServerFrame::Auth { name, sub, text }
+            }
+            SYNC_STATUS => ServerFrame::SyncStatus {
+                name,
+                committed: read_var_u64(frame, &mut pos)? == 1,
+            },
+            CLOSE => ServerFrame::Close {
+                name,
+                reason: string(frame, &mut pos)?,
+            },
+            STATELESS => ServerFrame::Stateless {
+                name,
+                payload: string(frame, &mut pos)?,
+            },
+            _ => ServerFrame::Yjs {
+                name,
+                body: &frame[at..],
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,6 +74,13 @@ const MATRIX: &[(&str, &str, Payload, Fixture, [u16; 5])] = &[
         [400, 400, 400, 400, 400],
     ),
     (
+        "GET",
+        "/v1/hocuspocus",
+        NoBody,
+        Board,
+        [400, 400, 400, 400, 400],
+    ),
+    (
         "POST",
         "/v1/tokens",
         Json(r#"{"board": "b", "role": "read"}"#),
@@ -137,6 +144,20 @@ const MATRIX: &[(&str, &str, Payload, Fixture, [u16; 5])] = &[
         Update,
         Board,
         [401, 403, 204, 204, 403],
+    ),
+    (
+        "POST",
+        "/v1/boards/b/stateless",
+        Json(r#"{"type": "ping"}"#),
+        Board,
+        [401, 403, 200, 200, 403],
+    ),
+    (
+        "POST",
+        "/v1/boards/b/stateless",
+        Json(r#"{"type": "ping"}"#),
+        Empty,
+        [401, 403, 404, 404, 403],
     ),
     (
         "POST",

@@ -92,7 +92,7 @@ impl Peers {
         &self,
         conn: ConnId,
         metrics: &Metrics,
-        offer: impl FnOnce(&super::link::PeerLink) -> Delivery,
+        offer: impl FnOnce(&super::link::Outbound) -> Delivery,
     ) -> Option<Undelivered> {
         let peer = self.0.get(&conn)?;
         metrics.frames_sent.inc();
@@ -106,10 +106,22 @@ impl Peers {
         skip: Option<ConnId>,
         metrics: &Metrics,
     ) -> Vec<Undelivered> {
+        self.broadcast_to(frame, skip, |_| true, metrics).1
+    }
+
+    /// Queues `frame` for every connection `wanted` picks but `skip`; returns to how many it
+    /// was queued, and those it could not reach.
+    pub(super) fn broadcast_to(
+        &self,
+        frame: &Bytes,
+        skip: Option<ConnId>,
+        wanted: impl Fn(&Peer) -> bool,
+        metrics: &Metrics,
+    ) -> (usize, Vec<Undelivered>) {
         let mut failed = Vec::new();
         let (mut sent, mut deepest) = (0u64, 0usize);
         for (conn, peer) in &self.0 {
-            if Some(*conn) == skip {
+            if Some(*conn) == skip || !wanted(peer) {
                 continue;
             }
             match peer.link.offer(frame.clone()) {
@@ -124,6 +136,6 @@ impl Peers {
         if sent > 0 {
             metrics.queue_depth.observe(deepest as f64);
         }
-        failed
+        (sent as usize, failed)
     }
 }

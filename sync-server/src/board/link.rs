@@ -16,6 +16,12 @@
 //! frame to each, and the writer wakes once per batch, not once per frame. An idle connection
 //! holds no queue allocation at all (the writer takes the whole queue with it), which matters
 //! with thousands of idle connections (BENCHMARKS.md, idle memory).
+//!
+//! A connection that carries several boards (the Hocuspocus dialect) has one queue for all of
+//! them, with a channel per board ([`mux`]). A board holds either kind as an [`Outbound`]: it
+//! offers frames and closes, and never knows which dialect the connection speaks.
+
+pub(crate) mod mux;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -43,6 +49,64 @@ pub(crate) enum Delivery {
 pub(crate) enum Side {
     Reader,
     Writer,
+}
+
+/// A connection's outbound side as its board sees it: a link of its own (one board per
+/// connection) or one board's channel of a multiplexed link.
+#[derive(Debug, Clone)]
+pub(crate) enum Outbound {
+    /// A connection to this board alone.
+    Direct(PeerLink),
+    /// This board's channel of a connection carrying several boards.
+    Channel(mux::ChannelLink),
+}
+
+impl From<PeerLink> for Outbound {
+    fn from(link: PeerLink) -> Self {
+        Self::Direct(link)
+    }
+}
+
+impl From<mux::ChannelLink> for Outbound {
+    fn from(link: mux::ChannelLink) -> Self {
+        Self::Channel(link)
+    }
+}
+
+impl Outbound {
+    /// Queues `frame` unless the queue is full or the link closed.
+    pub(crate) fn offer(&self, frame: Bytes) -> Delivery {
+        match self {
+            Self::Direct(link) => link.offer(frame),
+            Self::Channel(link) => link.offer(frame),
+        }
+    }
+
+    /// Queues a sync step 2 answer, like [`Outbound::offer`]; see
+    /// [`Outbound::sync_reply_waiting`].
+    pub(crate) fn offer_sync_reply(&self, frame: Bytes) -> Delivery {
+        match self {
+            Self::Direct(link) => link.offer_sync_reply(frame),
+            Self::Channel(link) => link.offer_sync_reply(frame),
+        }
+    }
+
+    /// Whether a sync step 2 answer waits in the queue, not yet taken by the writer.
+    pub(crate) fn sync_reply_waiting(&self) -> bool {
+        match self {
+            Self::Direct(link) => link.sync_reply_waiting(),
+            Self::Channel(link) => link.sync_reply_waiting(),
+        }
+    }
+
+    /// Closes the connection (a board's channel: only that board's part of it) with
+    /// `reason`.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        match self {
+            Self::Direct(link) => link.close(reason),
+            Self::Channel(link) => link.close(reason),
+        }
+    }
 }
 
 /// One connection's link; clones share it.

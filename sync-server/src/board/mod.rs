@@ -42,7 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use yrs::sync::AwarenessUpdate;
 use yrs::{StateVector, Update};
 
-use self::peer::{ConnId, PeerLink};
+use self::peer::{ConnId, Outbound, Wants};
 use crate::storage::{VersionInfo, VersionKind};
 
 /// Who and why, for a version the board actor saves.
@@ -142,10 +142,32 @@ pub enum BoardError {
     Busy,
 }
 
+/// How a client's sync step 1 is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step1Answer {
+    /// With a sync step 2 (y-websocket: the board's step 1 went out when it joined).
+    Step2,
+    /// With a sync step 2, then the board's own step 1, so that the client answers with what
+    /// the board lacks (Hocuspocus providers count on it after each of their step 1s).
+    Step2AndStep1,
+}
+
 /// A read served from durable state.
 pub(crate) enum Read {
-    /// A client's sync step 1: answer with step 2 on its connection.
-    SyncStep1 { conn: ConnId, sv: StateVector },
+    /// A client's sync step 1: answer on its connection.
+    SyncStep1 {
+        conn: ConnId,
+        sv: StateVector,
+        answer: Step1Answer,
+    },
+    /// Whether the board already holds everything in `update` (all its blocks and deletions):
+    /// document content from a read-only connection, never applied, only compared. `held` is
+    /// its share of the connection's budget of bytes waiting, given back with the answer.
+    Holds {
+        update: Update,
+        held: OwnedSemaphorePermit,
+        reply: oneshot::Sender<bool>,
+    },
     /// The whole board as a Yjs update v1.
     State {
         reply: oneshot::Sender<Result<Vec<u8>, BoardError>>,
@@ -191,7 +213,7 @@ impl Read {
     /// Answers the read with `error` (a sync step 1 has no one to answer).
     pub(crate) fn refuse(self, error: &BoardError) {
         match self {
-            Read::SyncStep1 { .. } => {}
+            Read::SyncStep1 { .. } | Read::Holds { .. } => {}
             Read::State { reply } => refuse(reply, error),
             Read::Json { reply } => refuse(reply, error),
             Read::SaveVersion { reply, .. } => refuse(reply, error),
@@ -205,6 +227,7 @@ impl std::fmt::Debug for Read {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Read::SyncStep1 { .. } => "SyncStep1",
+            Read::Holds { .. } => "Holds",
             Read::State { .. } => "State",
             Read::Json { .. } => "Json",
             Read::SaveVersion { .. } => "SaveVersion",
@@ -217,11 +240,12 @@ impl std::fmt::Debug for Read {
 /// Commands a board actor accepts.
 #[derive(Debug)]
 pub(crate) enum BoardCmd {
-    /// A connection joins; the actor sends it sync step 1 and the awareness states.
+    /// A connection joins; the actor sends it every awareness state, and sync step 1 if it
+    /// wants it now ([`Wants::step1_on_join`]).
     Join {
         conn: ConnId,
-        link: PeerLink,
-        wants_acks: bool,
+        link: Outbound,
+        wants: Wants,
         identity: presence::Identity,
         reply: oneshot::Sender<Result<(), BoardError>>,
     },
@@ -251,6 +275,14 @@ pub(crate) enum BoardCmd {
     },
     /// A connection asks for every awareness state.
     QueryAwareness { conn: ConnId },
+    /// A stateless message (an application's signal, never stored): `frame` (see
+    /// [`crate::protocol::stateless`]) goes to every connection that takes them, except `from`.
+    /// `reply`, if any, learns to how many.
+    Stateless {
+        from: Option<ConnId>,
+        frame: Bytes,
+        reply: Option<oneshot::Sender<usize>>,
+    },
     /// Shows (Some: the state as JSON) or clears (None) the server's own awareness entry,
     /// which stands for the assistant while a run works.
     ServerPresence {

@@ -198,6 +198,38 @@ impl Boards {
         Ok(BoardHandle { tx })
     }
 
+    /// Sends a stateless message (an application's signal between peers, never stored) to
+    /// every connection of board `id` that takes them (Hocuspocus documents); returns to how
+    /// many it was queued. The server-side hook for stateless messages: the HTTP API's
+    /// `POST /v1/boards/{id}/stateless`, and any service that signals clients (the assistant
+    /// could). A board that is not loaded has no connection: it is not loaded for this.
+    pub(crate) async fn send_stateless(&self, id: &BoardId, payload: &str) -> usize {
+        let Some(board) = self.loaded(id) else {
+            return 0;
+        };
+        let (reply, answer) = oneshot::channel();
+        let cmd = BoardCmd::Stateless {
+            from: None,
+            frame: crate::protocol::stateless(payload),
+            reply: Some(reply),
+        };
+        // An actor that stopped meanwhile had no one to send it to.
+        if board.send(cmd).await.is_err() {
+            return 0;
+        }
+        answer.await.unwrap_or(0)
+    }
+
+    /// The board's actor if the board is loaded (never loads it).
+    pub(crate) fn loaded(&self, id: &BoardId) -> Option<BoardHandle> {
+        let boards = self.shared.lock();
+        boards
+            .actors
+            .get(id)
+            .filter(|e| !e.tx.is_closed())
+            .map(|e| BoardHandle { tx: e.tx.clone() })
+    }
+
     /// Sends a command built by `make` to the board's actor, asking again if the actor it
     /// reached had just stopped (evicted between lookup and send).
     pub(crate) async fn call<T>(

@@ -186,6 +186,24 @@ pub(crate) async fn apply_update(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /v1/boards/{id}/stateless`: sends the body (UTF-8 text, up to the message size limit)
+/// as a stateless message to every connection of the board that takes them (Hocuspocus
+/// documents; y-websocket clients have no such message). Nothing is stored. Answers how many
+/// it was queued to; a board no one has open is not loaded for it (0).
+pub(crate) async fn stateless(
+    State(store): State<Arc<dyn Storage>>,
+    State(boards): State<Boards>,
+    caller: Caller,
+    ApiPath(raw): ApiPath<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = existing(store.as_ref(), &caller, &raw, Role::Write).await?;
+    let payload = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("invalid_body", "a stateless message is UTF-8 text"))?;
+    let delivered = boards.send_stateless(&id, payload).await;
+    Ok(Json(json!({ "delivered": delivered })))
+}
+
 /// `DELETE /v1/boards/{id}`: closes the board's connections (code 4404, so clients stop
 /// reconnecting) and deletes it with its history.
 pub(crate) async fn delete(

@@ -34,6 +34,7 @@ pub(crate) fn router(services: Services) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/v1/sync/{board}", get(sync::upgrade))
+        .route("/v1/hocuspocus", get(sync::upgrade_hocuspocus))
         .route("/v1/tokens", post(tokens::mint))
         .route("/v1/boards", post(boards::create).get(boards::list))
         .route(
@@ -42,6 +43,7 @@ pub(crate) fn router(services: Services) -> Router {
         )
         .route("/v1/boards/{id}/state", get(boards::state))
         .route("/v1/boards/{id}/updates", post(boards::apply_update))
+        .route("/v1/boards/{id}/stateless", post(boards::stateless))
         .route("/v1/boards/{id}/restore", post(restore::restore))
         .route(
             "/v1/boards/{id}/versions",

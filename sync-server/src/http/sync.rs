@@ -1,4 +1,5 @@
-//! `GET /v1/sync/{board}`: the WebSocket upgrade, handed to the sessions ([`crate::ws`]).
+//! `GET /v1/sync/{board}` and `GET /v1/hocuspocus`: the WebSocket upgrades, handed to the
+//! sessions ([`crate::ws`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -71,6 +72,52 @@ pub(crate) async fn upgrade(
         .on_upgrade(move |socket| {
             let (sink, stream) = socket.split();
             sessions.serve(stream, sink, admission, wants_acks, &board, &request)
+        })
+}
+
+/// Upgrades to a WebSocket speaking the Hocuspocus dialect (`@hocuspocus/provider`): one socket,
+/// many boards, each authenticated by its own Auth message (`crate::ws::hocuspocus`).
+///
+/// A disallowed `Origin` is refused before the upgrade (403), as on `/v1/sync`; the
+/// per-address limit upgrades and then closes (4503).
+pub(crate) async fn upgrade_hocuspocus(
+    State(sessions): State<Arc<Sessions>>,
+    State(metrics): State<Arc<Metrics>>,
+    ConnectInfo(peer_addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return ApiError::new(
+                rejection.status(),
+                "websocket_required",
+                rejection.body_text(),
+            )
+            .into_response();
+        }
+    };
+    if !origin_allowed(&sessions.limits().allowed_origins, &headers) {
+        metrics.error(kind::ORIGIN);
+        info!("refused a WebSocket from an origin that is not allowed");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this origin may not open WebSockets to this server",
+        )
+        .into_response();
+    }
+    let admission = sessions.admit_socket(peer_addr.ip());
+    let request = request_id(&headers);
+    let max = sessions.limits().max_message_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .on_upgrade(move |socket| {
+            let (sink, stream) = socket.split();
+            sessions.serve_hocuspocus(stream, sink, admission, &request)
         })
 }
 

@@ -1,5 +1,7 @@
 //! WebSocket sessions at `/v1/sync/{board}`: admission, then a reader and a writer per
 //! connection. The HTTP layer upgrades the request (`http/sync.rs`) and hands the socket here.
+//! [`hocuspocus`] serves the Hocuspocus dialect (`/v1/hocuspocus`, many boards per socket) with
+//! the same pieces.
 //!
 //! - `admit`: the board id, the token and the per-address limit, checked before the upgrade
 //!   completes (a refusal is still sent as a close frame, which WebSocket clients can read).
@@ -17,6 +19,7 @@
 //! the refusals it decides.
 
 mod admit;
+pub(crate) mod hocuspocus;
 mod reader;
 mod session;
 mod writer;
@@ -80,6 +83,12 @@ impl Sessions {
         }
     }
 
+    /// A new connection id (one per socket on `/v1/sync`, one per document on
+    /// `/v1/hocuspocus`).
+    pub(crate) fn next_conn(&self) -> crate::board::peer::ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// The limits connections are held to.
     pub(crate) fn limits(&self) -> &Limits {
         &self.deps.limits
@@ -111,7 +120,7 @@ impl Sessions {
         E: Display + Send,
         Si: Sink<Message> + Unpin + Send + 'static,
     {
-        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let conn = self.next_conn();
         let span = tracing::info_span!("conn", conn, board = %board, request_id = %request_id);
         let tracker = self.deps.tracker.clone();
         tracker.track_future(

@@ -1,6 +1,7 @@
 //! A session's reader: takes frames off the socket and hands them to the board's actor.
 
 use std::fmt::Display;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tracing::{debug, info};
 use crate::board::link::{Delivery, Side};
 use crate::board::peer::{ConnId, PeerLink};
 use crate::board::registry::BoardHandle;
-use crate::board::{BoardCmd, Read};
+use crate::board::{BoardCmd, Read, Step1Answer};
 use crate::limits::{Limits, MessageLimiter, Throttled};
 use crate::metrics::{Metrics, kind};
 use crate::protocol::{self, Incoming, ProtocolError};
@@ -71,12 +72,12 @@ impl Reader {
 }
 
 /// The per-connection budget of uncommitted update bytes: at least one largest message.
-fn uncommitted_budget(limits: &Limits) -> u32 {
+pub(super) fn uncommitted_budget(limits: &Limits) -> u32 {
     let bytes = limits.max_uncommitted_bytes.max(limits.max_message_bytes);
     u32::try_from(bytes).unwrap_or(u32::MAX).min(MAX_PERMITS)
 }
 
-async fn expiry(at: Option<Instant>) {
+pub(super) async fn expiry(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
@@ -125,13 +126,8 @@ where
         let message = match next {
             None => break,
             Some(Err(e)) => {
-                // tungstenite reports a message over the size limit as a capacity error.
-                let text = e.to_string();
-                if text.contains("Space limit exceeded") {
-                    info!(error = %text, "refused: message too large");
-                    link.close(Refusal::MessageTooLarge.count(&session.metrics));
-                } else {
-                    debug!(error = %text, "read failed");
+                if let Some(refusal) = read_failed(&e) {
+                    link.close(refusal.count(&session.metrics));
                 }
                 break;
             }
@@ -206,6 +202,19 @@ where
     link.end();
 }
 
+/// Why a failed read closes the connection with a refusal of its own: only a message over the
+/// size limit (tungstenite reports it as a capacity error); other failures end it.
+pub(super) fn read_failed(e: &impl Display) -> Option<Refusal> {
+    let text = e.to_string();
+    if text.contains("Space limit exceeded") {
+        info!(error = %text, "refused: message too large");
+        Some(Refusal::MessageTooLarge)
+    } else {
+        debug!(error = %text, "read failed");
+        None
+    }
+}
+
 /// Tells a read-only connection its update was refused. The notice is never silently
 /// dropped: a connection too slow to take it is closed (1013). Returns whether it goes on.
 pub(super) fn notify_read_only(link: &PeerLink, metrics: &Metrics) -> bool {
@@ -219,37 +228,69 @@ pub(super) fn notify_read_only(link: &PeerLink, metrics: &Metrics) -> bool {
     }
 }
 
+/// What flood control decided about a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    /// Within its rate (again): read on.
+    Go,
+    /// The connection closed while it waited.
+    Closed,
+    /// Over its rate for most of its abuse window: close it (1008).
+    Abusive,
+}
+
 /// Flood control: a connection over its message rate waits, reading nothing, until its budget
 /// refills; TCP backpressure slows the sender and nothing is lost. Only a connection over its
-/// rate for most of a minute is closed (1008, which clients reconnect from). Returns whether
-/// the connection goes on.
-async fn throttle(session: &Reader, throttled: &mut Throttled) -> bool {
-    let Err(mut wait) = session.limiter.check() else {
-        return true;
+/// rate for most of a minute is [`Flow::Abusive`] (closed with 1008, which clients reconnect
+/// from). `closed` resolves if the connection closes meanwhile.
+pub(super) async fn slow_down<F>(
+    limiter: &MessageLimiter,
+    metrics: &Metrics,
+    throttled: &mut Throttled,
+    closed: F,
+) -> Flow
+where
+    F: Future<Output = ()>,
+{
+    let Err(mut wait) = limiter.check() else {
+        return Flow::Go;
     };
-    session.metrics.error(kind::THROTTLED);
+    metrics.error(kind::THROTTLED);
     debug!(
         wait_ms = wait.as_millis() as u64,
         "slowing down a connection over its message rate"
     );
+    tokio::pin!(closed);
     loop {
         let started = std::time::Instant::now();
         tokio::select! {
             biased;
-            () = session.link.closed(Side::Reader) => return false,
+            () = &mut closed => return Flow::Closed,
             () = tokio::time::sleep(wait) => {}
         }
         let now = std::time::Instant::now();
         if throttled.add(now, now - started) {
             info!("closing: over the message rate for most of its abuse window");
+            return Flow::Abusive;
+        }
+        match limiter.check() {
+            Ok(()) => return Flow::Go,
+            Err(more) => wait = more,
+        }
+    }
+}
+
+/// [`slow_down`] for a y-websocket connection. Returns whether it goes on.
+async fn throttle(session: &Reader, throttled: &mut Throttled) -> bool {
+    let closed = session.link.closed(Side::Reader);
+    match slow_down(&session.limiter, &session.metrics, throttled, closed).await {
+        Flow::Go => true,
+        Flow::Closed => false,
+        Flow::Abusive => {
             session
                 .link
                 .close(Refusal::MessageRate.count(&session.metrics));
-            return false;
-        }
-        match session.limiter.check() {
-            Ok(()) => return true,
-            Err(more) => wait = more,
+            false
         }
     }
 }
@@ -257,7 +298,11 @@ async fn throttle(session: &Reader, throttled: &mut Throttled) -> bool {
 /// The command for a message other than a document update (see [`read_loop`]).
 fn command(conn: ConnId, incoming: Incoming, frame: Bytes) -> Option<BoardCmd> {
     Some(match incoming {
-        Incoming::SyncStep1(sv) => BoardCmd::Read(Read::SyncStep1 { conn, sv }),
+        Incoming::SyncStep1(sv) => BoardCmd::Read(Read::SyncStep1 {
+            conn,
+            sv,
+            answer: Step1Answer::Step2,
+        }),
         Incoming::Update { .. } => return None,
         Incoming::Awareness { update } => BoardCmd::Awareness {
             conn,
@@ -270,7 +315,7 @@ fn command(conn: ConnId, incoming: Incoming, frame: Bytes) -> Option<BoardCmd> {
 }
 
 /// Why a frame that does not decode closes its connection.
-fn refusal(e: &ProtocolError) -> Refusal {
+pub(super) fn refusal(e: &ProtocolError) -> Refusal {
     match e {
         ProtocolError::BadUpdate(_) => Refusal::UpdateUndecodable,
         ProtocolError::TooDeep(_) => Refusal::TooDeep,

@@ -13,7 +13,7 @@ use super::admit::{Admission, Admitted};
 use super::reader::{Reader, read_loop};
 use super::writer::{drain, ping_interval, send_close, write_loop};
 use crate::auth::Role;
-use crate::board::peer::{CloseReason, ConnId, PeerLink};
+use crate::board::peer::{CloseReason, ConnId, PeerLink, Wants};
 use crate::board::presence::Identity;
 use crate::board::registry::BoardHandle;
 use crate::board::{BoardCmd, BoardError};
@@ -117,8 +117,12 @@ async fn join(
         .boards
         .call_with_handle(&admitted.board, |reply| BoardCmd::Join {
             conn,
-            link: link.clone(),
-            wants_acks,
+            link: link.clone().into(),
+            wants: Wants {
+                acks: wants_acks,
+                stateless: false,
+                step1_on_join: true,
+            },
             identity: identity.clone(),
             reply,
         })
@@ -139,7 +143,7 @@ async fn join(
 }
 
 /// Why a join the board refused closes the connection.
-fn join_refusal(e: &BoardError, shutting_down: bool) -> Refusal {
+pub(super) fn join_refusal(e: &BoardError, shutting_down: bool) -> Refusal {
     if shutting_down {
         Refusal::ServerRestart
     } else {

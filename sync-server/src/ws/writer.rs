@@ -16,13 +16,13 @@ use crate::refusal::Refusal;
 /// that a live client that says nothing else still answers in time.
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// How long a closing connection may take to accept its close frame.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
+pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long a refused or closed connection's stream is drained, at most.
 const DRAIN_FOR: Duration = Duration::from_secs(1);
 
 /// The close of a connection that ended without a refusal: the client left, or its socket
 /// failed.
-const NORMAL_CLOSURE: CloseReason = CloseReason {
+pub(super) const NORMAL_CLOSURE: CloseReason = CloseReason {
     code: 1000,
     reason: "",
 };

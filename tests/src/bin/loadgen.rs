@@ -2,7 +2,10 @@
 //!
 //! Every client is a Rust y-protocols peer over tokio-tungstenite with its own `yrs::Doc`. It
 //! connects to `<url-base>/<board>`, sends SyncStep1, answers the server's SyncStep1 with
-//! SyncStep2 and counts as synced when a SyncStep2 arrives. Then, per board, the draggers each
+//! SyncStep2 and counts as synced when a SyncStep2 arrives. With `--dialect hocuspocus` it
+//! speaks `@hocuspocus/provider`'s framing instead: one socket per client to `<url-base>`
+//! itself, an Auth message (empty token) for its board, then the same messages with the board's
+//! name in front; it answers pings and ignores the dialect's SyncStatus and Auth answers. Then, per board, the draggers each
 //! create one note in the root map `objects` (a `Y.Map` of fields) and set its `pos` (`[x, y]`)
 //! at a fixed rate, sending each transaction as a `[0, 2, update]` frame.
 //!
@@ -30,7 +33,7 @@ use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use harness::procfs;
 use harness::report::{self, ScenarioResult};
-use harness::wire::{self, Frame};
+use harness::wire::{self, Frame, hocuspocus};
 use hdrhistogram::Histogram;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
@@ -79,6 +82,18 @@ struct Common {
     /// Append the result as one JSON line to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// The wire dialect the clients speak.
+    #[arg(long, value_enum, default_value_t = Dialect::YWebsocket)]
+    dialect: Dialect,
+}
+
+/// How clients frame their messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Dialect {
+    /// y-websocket: one board per socket, addressed by the URL path.
+    YWebsocket,
+    /// `@hocuspocus/provider`: the board's name in front of every frame, after an Auth message.
+    Hocuspocus,
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,6 +168,9 @@ struct Sent {
 #[derive(Debug)]
 struct BoardShared {
     url: String,
+    /// The board's name (Hocuspocus frames carry it).
+    name: String,
+    dialect: Dialect,
     clients: usize,
     /// yrs client id → sender slot.
     senders: HashMap<u64, usize>,
@@ -249,8 +267,13 @@ impl Client {
         )
         .await
         .with_context(|| format!("connect {}", self.board.url))?;
+        if self.board.dialect == Dialect::Hocuspocus {
+            let auth = hocuspocus::auth_frame(&self.board.name, "");
+            ws.send(Message::Binary(auth)).await?;
+        }
         let sv = self.doc.transact().state_vector();
-        ws.send(Message::Binary(wire::step1_frame(&sv))).await?;
+        ws.send(Message::Binary(self.wrap(wire::step1_frame(&sv))))
+            .await?;
         let deadline = tokio::time::sleep(Duration::from_secs(60));
         tokio::pin!(deadline);
         loop {
@@ -260,10 +283,13 @@ impl Client {
             };
             match msg {
                 Some(Ok(Message::Binary(data))) => {
-                    if let Frame::Step2(_) = wire::parse(&data)? {
+                    let Some(body) = self.unwrap(&mut ws, &data).await? else {
+                        continue;
+                    };
+                    if let Frame::Step2(_) = wire::parse(body)? {
                         return Ok(ws);
                     }
-                    self.on_frame(&mut ws, &data, Instant::now()).await?;
+                    self.on_frame(&mut ws, body, Instant::now()).await?;
                 }
                 Some(Ok(Message::Close(c))) => bail!("closed during sync: {c:?}"),
                 Some(Ok(_)) => {}
@@ -289,7 +315,11 @@ impl Client {
                 msg = ws.next() => {
                     let now = Instant::now();
                     match msg {
-                        Some(Ok(Message::Binary(data))) => self.on_frame(&mut ws, &data, now).await?,
+                        Some(Ok(Message::Binary(data))) => {
+                            if let Some(body) = self.unwrap(&mut ws, &data).await? {
+                                self.on_frame(&mut ws, body, now).await?;
+                            }
+                        }
                         Some(Ok(Message::Close(c))) => return self.lost(format!("server closed: {c:?}")),
                         Some(Ok(_)) => {}
                         Some(Err(e)) => return self.lost(format!("read error: {e}")),
@@ -338,12 +368,41 @@ impl Client {
         Ok(())
     }
 
+    /// A y-websocket frame as this client's dialect sends it.
+    fn wrap(&self, frame: bytes::Bytes) -> bytes::Bytes {
+        match self.board.dialect {
+            Dialect::YWebsocket => frame,
+            Dialect::Hocuspocus => hocuspocus::doc_frame(&self.board.name, &frame),
+        }
+    }
+
+    /// The y-websocket frame inside a received frame, or `None` for the dialect's own messages
+    /// (a Hocuspocus ping is answered here; a refusal of the board fails the client).
+    async fn unwrap<'d>(&self, ws: &mut Ws, data: &'d [u8]) -> anyhow::Result<Option<&'d [u8]>> {
+        if self.board.dialect == Dialect::YWebsocket {
+            return Ok(Some(data));
+        }
+        match hocuspocus::parse(data)? {
+            hocuspocus::ServerFrame::Yjs { body, .. } => Ok(Some(body)),
+            hocuspocus::ServerFrame::Ping => {
+                let pong = bytes::Bytes::from_static(&[hocuspocus::PONG]);
+                ws.send(Message::Binary(pong)).await?;
+                Ok(None)
+            }
+            hocuspocus::ServerFrame::Auth { sub: 1, text, .. } => {
+                bail!("the server refused the board: {text:?}")
+            }
+            _ => Ok(None),
+        }
+    }
+
     async fn on_frame(&mut self, ws: &mut Ws, data: &[u8], now: Instant) -> anyhow::Result<()> {
         match wire::parse(data)? {
             Frame::Step1(sv) => {
                 let sv = wire::decode_sv(sv)?;
                 let update = self.doc.transact().encode_state_as_update_v1(&sv);
-                ws.send(Message::Binary(wire::step2_frame(update))).await?;
+                let frame = self.wrap(wire::step2_frame(update));
+                ws.send(Message::Binary(frame)).await?;
             }
             Frame::Step2(u) | Frame::Update(u) => self.track(u, now)?,
             Frame::Awareness | Frame::QueryAwareness | Frame::Other(_) => {}
@@ -397,7 +456,7 @@ impl Client {
             .transact()
             .state_vector()
             .get(&self.doc.client_id());
-        let frame = Message::Binary(wire::update_frame(&update));
+        let frame = Message::Binary(self.wrap(wire::update_frame(&update)));
         let measured = *self.phase.borrow() == Phase::Measure;
         lock(&self.board.logs[slot]).push(Sent {
             end,
@@ -494,8 +553,15 @@ impl Fleet {
                 .enumerate()
                 .map(|(slot, d)| (d.client_id().get(), slot))
                 .collect();
+            let name = format!("{prefix}-{b}");
+            let url = match common.dialect {
+                Dialect::YWebsocket => format!("{base}/{name}"),
+                Dialect::Hocuspocus => base.to_owned(),
+            };
             shared.push(Arc::new(BoardShared {
-                url: format!("{base}/{prefix}-{b}"),
+                url,
+                name,
+                dialect: common.dialect,
                 clients,
                 senders,
                 logs: (0..draggers).map(|_| Mutex::new(Vec::new())).collect(),

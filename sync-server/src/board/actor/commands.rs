@@ -8,10 +8,10 @@ impl BoardActor {
             BoardCmd::Join {
                 conn,
                 link,
-                wants_acks,
+                wants,
                 identity,
                 reply,
-            } => self.join(conn, Peer::new(link, wants_acks, identity), reply),
+            } => self.join(conn, Peer::new(link, wants, identity), reply),
             BoardCmd::Leave { conn } => self.remove_peer(conn),
             // Held back while reads wait or a version is saved, and behind any held back
             // already: a connection's updates apply in the order it sent them.
@@ -36,6 +36,12 @@ impl BoardActor {
                     self.send(conn, frame);
                 }
             }
+            BoardCmd::Stateless { from, frame, reply } => {
+                let sent = self.send_stateless(from, &frame);
+                if let Some(reply) = reply {
+                    let _ = reply.send(sent);
+                }
+            }
             BoardCmd::Read(read) => self.pipeline.read(read),
             BoardCmd::Shutdown { reason, reply } => {
                 // The board is being deleted: no one may see it again, but what is being
@@ -51,7 +57,8 @@ impl BoardActor {
         }
     }
 
-    /// A connection joins: it gets sync step 1 and every awareness state.
+    /// A connection joins: it gets sync step 1 (if it wants it then) and every awareness
+    /// state.
     fn join(&mut self, conn: ConnId, peer: Peer, reply: oneshot::Sender<Result<(), BoardError>>) {
         let max = self.shared.config.board.max_connections;
         if max != 0 && self.peers.len() >= max {
@@ -59,10 +66,13 @@ impl BoardActor {
             let _ = reply.send(Err(BoardError::Full));
             return;
         }
+        let step1 = peer.wants.step1_on_join;
         self.peers.insert(conn, peer);
         self.idle_since = None;
-        let sv = self.doc.transact().state_vector();
-        self.send(conn, protocol::sync_step1(&sv));
+        if step1 {
+            let sv = self.doc.transact().state_vector();
+            self.send(conn, protocol::sync_step1(&sv));
+        }
         if let Some(frame) = self.presence.all() {
             self.send(conn, frame);
         }

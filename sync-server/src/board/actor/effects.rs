@@ -112,7 +112,7 @@ impl BoardActor {
             }
         }
         for (conn, count) in batch.acks {
-            let Some(peer) = self.peers.get_mut(conn).filter(|p| p.wants_acks) else {
+            let Some(peer) = self.peers.get_mut(conn).filter(|p| p.wants.acks) else {
                 continue;
             };
             // Never past a message that still waits for clocks it skips; never backwards.

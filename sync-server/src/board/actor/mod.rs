@@ -44,7 +44,7 @@ use super::pipeline::{CommitError, Effect, HeldUpdate, Limits, Pipeline, Waiting
 use super::policy::{Due, Size, Upkeep};
 use super::presence::Presence;
 use super::registry::Shared;
-use super::{BoardCmd, BoardError, Read, VersionMeta};
+use super::{BoardCmd, BoardError, Read, Step1Answer, VersionMeta};
 use crate::commit::CommitRequest;
 use crate::ids::{BoardId, Seq};
 use crate::metrics::kind;

@@ -43,6 +43,17 @@ impl BoardActor {
         self.settle(undelivered);
     }
 
+    /// Sends a stateless message to every connection that takes them, except `from`; returns
+    /// to how many it was queued. Nothing of it is stored: it is a signal between peers, never
+    /// part of the board.
+    pub(super) fn send_stateless(&mut self, from: Option<ConnId>, frame: &Bytes) -> usize {
+        let (sent, undelivered) =
+            self.peers
+                .broadcast_to(frame, from, |p| p.wants.stateless, &self.shared.metrics);
+        self.settle(undelivered);
+        sent
+    }
+
     /// Closes the connections a frame could not be queued for.
     pub(super) fn settle(&mut self, undelivered: impl IntoIterator<Item = Undelivered>) {
         for failed in undelivered {

@@ -20,23 +20,34 @@ impl BoardActor {
     /// Answers a read: the doc holds exactly durable state now.
     pub(super) fn answer(&mut self, read: Read) {
         match read {
-            Read::SyncStep1 { conn, sv } => {
+            Read::SyncStep1 { conn, sv, answer } => {
                 // A step 2 this connection has not taken yet answers this request too: the
                 // updates queued after it bring the rest.
-                if self
+                let waiting = self
                     .peers
                     .get(conn)
-                    .is_some_and(|p| p.link.sync_reply_waiting())
-                {
-                    return;
+                    .is_some_and(|p| p.link.sync_reply_waiting());
+                if !waiting {
+                    let update = self.doc.transact().encode_state_as_update_v1(&sv);
+                    let undelivered = self.peers.send_sync_reply(
+                        conn,
+                        protocol::sync_step2(update),
+                        &self.shared.metrics,
+                    );
+                    self.settle(undelivered);
                 }
-                let update = self.doc.transact().encode_state_as_update_v1(&sv);
-                let undelivered = self.peers.send_sync_reply(
-                    conn,
-                    protocol::sync_step2(update),
-                    &self.shared.metrics,
-                );
-                self.settle(undelivered);
+                if answer == Step1Answer::Step2AndStep1 {
+                    let sv = self.doc.transact().state_vector();
+                    self.send(conn, protocol::sync_step1(&sv));
+                }
+            }
+            Read::Holds {
+                update,
+                held,
+                reply,
+            } => {
+                let _ = reply.send(holds(&self.doc, &update));
+                drop(held);
             }
             Read::State { reply } => {
                 let state = self
@@ -109,6 +120,22 @@ impl BoardActor {
             }
         }
     }
+}
+
+/// Whether `doc` already holds everything in `update`: every block it inserts (its clocks are
+/// below the doc's state vector) and every deletion it carries.
+fn holds(doc: &Doc, update: &Update) -> bool {
+    let txn = doc.transact();
+    let sv = txn.state_vector();
+    let blocks = update
+        .state_vector()
+        .iter()
+        .all(|(client, &clock)| clock <= sv.get(client));
+    if !blocks {
+        return false;
+    }
+    let deleted = update.delete_set();
+    deleted.is_empty() || deleted.diff(&txn.snapshot().delete_set).is_empty()
 }
 
 impl AfterSave {
