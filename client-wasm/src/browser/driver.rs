@@ -612,16 +612,7 @@ impl Driver {
     /// Goes offline on purpose: no reconnect until [`Driver::connect`].
     pub(super) fn disconnect(self: &Rc<Self>) {
         self.want_online.set(false);
-        if let Some(id) = self.retry_timer.take() {
-            window().clear_timeout_with_handle(id);
-        }
-        self.generation.set(self.generation.get() + 1);
-        self.drop_socket();
-        self.set_status(|s| {
-            s.state = "offline";
-            s.code = None;
-            s.reason = None;
-        });
+        self.go_offline();
     }
 
     /// Closes the client for good.
