@@ -11,6 +11,7 @@ use crate::assistant::AssistantConfig;
 use crate::auth::token::TokenRequest;
 use crate::auth::{Auth, Keys, Role, Scope, Secret, SecretError};
 use crate::board::BoardConfig;
+use crate::cluster::ClusterConfig;
 use crate::commit::Pacing;
 use crate::limits::Limits;
 use crate::storage::{DatabaseUrl, StorageOptions};
@@ -268,6 +269,56 @@ pub struct ServeArgs {
     /// The assistant's model service and limits.
     #[command(flatten)]
     pub assistant: AssistantArgs,
+    /// Several nodes: Redis between them.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Several nodes on one PostgreSQL database (README, "Several nodes").
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Redis, for fan-out between nodes serving the same boards (`redis://[:password@]host:port`).
+    /// Needs a PostgreSQL `--database-url`; unset, this node is alone.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// This node's name in logs, metrics and between nodes (up to 56 characters of
+    /// `[A-Za-z0-9._-]`); a random suffix is added so a restarted node is never taken for its
+    /// previous run. Default: the host's name.
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+    /// Prefix of the Redis channels this deployment uses.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "boards")]
+    pub redis_prefix: String,
+    /// Milliseconds a held board may go without news from other nodes before the database is
+    /// checked for rows it lacks (a lost last message has no successor to reveal it).
+    #[arg(long, env = "HEAL_INTERVAL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub heal_interval_ms: u64,
+    /// Milliseconds without a heartbeat after which another node counts as gone (its
+    /// clients' presence is cleared).
+    #[arg(long, env = "NODE_TIMEOUT_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1500..))]
+    pub node_timeout_ms: u64,
+}
+
+impl ClusterArgs {
+    fn config(&self) -> Result<(String, Option<ClusterConfig>), ConfigError> {
+        if let Some(base) = &self.node_id
+            && (base.is_empty()
+                || base.len() > 56
+                || !base
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
+        {
+            return Err(ConfigError::NodeId);
+        }
+        let node = crate::cluster::default_node_id(self.node_id.as_deref());
+        let cluster = self.redis_url.as_ref().map(|url| ClusterConfig {
+            redis_url: url.clone(),
+            prefix: self.redis_prefix.clone(),
+            heal_interval: Duration::from_millis(self.heal_interval_ms),
+            node_timeout: Duration::from_millis(self.node_timeout_ms),
+        });
+        Ok((node, cluster))
+    }
 }
 
 /// The model service's API key: read from the environment only (no flag, so it never sits on
@@ -403,6 +454,9 @@ pub enum ConfigError {
     /// The secret is unusable.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// `--node-id` breaks the rules.
+    #[error("--node-id must be 1 to 56 characters of A-Z, a-z, 0-9, '.', '_' and '-'")]
+    NodeId,
 }
 
 impl ServeArgs {
@@ -417,7 +471,10 @@ impl ServeArgs {
 
     /// The server configuration these options describe.
     pub fn config(&self) -> Result<Config, ConfigError> {
+        let (node, cluster) = self.cluster.config()?;
         Ok(Config {
+            node,
+            cluster,
             auth: self.secret.auth()?,
             database_url: self.database_url.clone(),
             storage: StorageOptions {

@@ -28,6 +28,7 @@ pub mod app;
 pub mod assistant;
 pub mod auth;
 pub mod board;
+pub mod cluster;
 mod commit;
 pub mod config;
 mod http;

@@ -168,6 +168,8 @@ pub struct Metrics {
     pub assistant_tool_calls: Counter,
     /// Assistant undos applied.
     pub assistant_undos: Counter,
+    /// Fan-out between nodes (zero on a node alone).
+    pub cluster: ClusterMetrics,
     errors: Family<ErrorLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: Histogram,
@@ -217,6 +219,8 @@ impl Metrics {
             let _ = assistant_tokens.get_or_create(&TokenLabels { kind });
         }
 
+        let cluster = ClusterMetrics::new();
+        cluster.register(registry.sub_registry_with_prefix("sync_cluster"));
         let r = &mut registry;
         r.register(
             "sync_connections",
@@ -333,12 +337,29 @@ impl Metrics {
             versions_saved,
             assistant_tool_calls,
             assistant_undos,
+            cluster,
             errors,
             http_requests,
             http_seconds,
             assistant_runs,
             assistant_tokens,
         }
+    }
+
+    /// [`Metrics::new`], with `sync_node_info{node}` (always 1) naming this node, so every
+    /// series of a scrape can be told apart by node (`node` is checked: at most 64
+    /// characters of `[A-Za-z0-9._-]`).
+    pub fn for_node(node: &str) -> Self {
+        let mut metrics = Self::new();
+        let info = Family::<NodeLabels, Gauge>::default();
+        info.get_or_create(&NodeLabels {
+            node: node.to_owned(),
+        })
+        .set(1);
+        metrics
+            .registry
+            .register("sync_node_info", "This node's id (always 1)", info);
+        metrics
     }
 
     /// Counts an assistant run that ended with `status` (one of [`RUN_STATUSES`]) and the
@@ -379,6 +400,122 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+}
+
+/// Publishes to Redis.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// Messages sent to Redis.
+    pub sent: Counter,
+    /// Messages dropped: Redis away or too slow, or the test hook (the others heal from the
+    /// database).
+    pub dropped: Counter,
+}
+
+/// Fan-out between nodes (`sync_cluster_*`).
+#[derive(Debug)]
+pub struct ClusterMetrics {
+    /// 1 while both Redis connections (publish and subscribe) are up.
+    pub redis_up: Gauge,
+    /// Messages published.
+    pub published: Published,
+    /// Messages received from other nodes about boards this node holds.
+    pub received: Counter,
+    /// Messages from Redis that did not decode (or came on the wrong channel): dropped.
+    pub bad_messages: Counter,
+    /// Messages for a board actor whose inbox was full: dropped (it heals from the database).
+    pub dropped: Counter,
+    /// Seconds from a message's publication to its arrival (the nodes' clocks).
+    pub lag_seconds: Histogram,
+    /// Reads of rows a board lacked (another node's), from the database.
+    pub heals: Counter,
+    /// Rows read by those heals.
+    pub heal_rows: Counter,
+    /// Checks of the last sequence numbers of the boards this node holds.
+    pub db_checks: Counter,
+    /// Other nodes found gone (silent or leaving): their presence was cleared.
+    pub nodes_gone: Counter,
+}
+
+impl ClusterMetrics {
+    fn new() -> Self {
+        Self {
+            redis_up: Gauge::default(),
+            published: Published::default(),
+            received: Counter::default(),
+            bad_messages: Counter::default(),
+            dropped: Counter::default(),
+            // 20 µs .. ~5 s
+            lag_seconds: Histogram::new(exponential_buckets(0.000_02, 2.0, 18)),
+            heals: Counter::default(),
+            heal_rows: Counter::default(),
+            db_checks: Counter::default(),
+            nodes_gone: Counter::default(),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "redis_up",
+            "1 while Redis is reachable for publishing and subscribing",
+            self.redis_up.clone(),
+        );
+        r.register(
+            "published",
+            "Messages published to Redis",
+            self.published.sent.clone(),
+        );
+        r.register(
+            "publish_dropped",
+            "Messages not published (Redis away or too slow): healed from the database",
+            self.published.dropped.clone(),
+        );
+        r.register(
+            "received",
+            "Messages received from other nodes",
+            self.received.clone(),
+        );
+        r.register(
+            "bad_messages",
+            "Messages from Redis that did not decode",
+            self.bad_messages.clone(),
+        );
+        r.register(
+            "inbox_dropped",
+            "Messages dropped at a board's full inbox",
+            self.dropped.clone(),
+        );
+        r.register(
+            "lag_seconds",
+            "From a message's publication to its arrival",
+            self.lag_seconds.clone(),
+        );
+        r.register(
+            "heals",
+            "Reads from the database of rows a board lacked",
+            self.heals.clone(),
+        );
+        r.register(
+            "heal_rows",
+            "Rows read from the database by heals",
+            self.heal_rows.clone(),
+        );
+        r.register(
+            "db_checks",
+            "Checks of the held boards' last sequence numbers",
+            self.db_checks.clone(),
+        );
+        r.register(
+            "nodes_gone",
+            "Nodes found gone, their presence cleared",
+            self.nodes_gone.clone(),
+        );
     }
 }
 

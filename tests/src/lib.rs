@@ -3,6 +3,8 @@
 //!
 //! - [`server`]: the server in process (a configuration and a store in, an address out, a
 //!   graceful shutdown), and the stores tests give it.
+//! - [`node`]: several nodes: servers in process with their handles, Redis as the tests find
+//!   it, and a Redis of a test's own that it can stop and start.
 //! - [`client`]: WebSocket clients, among them [`TestClient`], a y-websocket client with its
 //!   own doc.
 //! - [`http`]: a real HTTP/1.1 client over TCP.
@@ -26,6 +28,7 @@ pub mod faults;
 pub mod fixture;
 pub mod http;
 pub mod llm;
+pub mod node;
 pub mod procfs;
 pub mod report;
 pub mod server;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::assistant::AssistantConfig;
 use crate::auth::Auth;
 use crate::board::BoardConfig;
+use crate::cluster::ClusterConfig;
 use crate::commit::Pacing;
 use crate::limits::Limits;
 use crate::storage::{DatabaseUrl, StorageOptions};
@@ -32,6 +33,13 @@ pub struct Config {
     /// non-loopback `--bind`). Otherwise open mode answers only requests addressed to a
     /// loopback host, against DNS rebinding; `Origin` is checked either way.
     pub open_any_host: bool,
+    /// This node's name in logs, metrics and between nodes (1 to 64 characters of
+    /// `[A-Za-z0-9._-]`); by default the host's name and a random suffix, so that a restarted
+    /// node is never taken for its previous run.
+    pub node: String,
+    /// Several nodes on one PostgreSQL database, with Redis between them; `None`: this node
+    /// alone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -46,6 +54,8 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             assistant: None,
             open_any_host: false,
+            node: crate::cluster::default_node_id(None),
+            cluster: None,
         }
     }
 }

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
+use crate::cluster::Cluster;
 use crate::storage::Storage;
 
 /// Shuts down what an [`App`](super::App) started. Cheap to clone; every clone shuts down the
@@ -21,6 +22,7 @@ struct Inner {
     tracker: TaskTracker,
     store: Arc<dyn Storage>,
     timeout: Duration,
+    cluster: Cluster,
     done: OnceCell<()>,
 }
 
@@ -30,12 +32,14 @@ impl AppHandle {
         tracker: TaskTracker,
         store: Arc<dyn Storage>,
         timeout: Duration,
+        cluster: Cluster,
     ) -> Self {
         Self(Arc::new(Inner {
             shutdown,
             tracker,
             store,
             timeout,
+            cluster,
             done: OnceCell::new(),
         }))
     }
@@ -45,6 +49,13 @@ impl AppHandle {
     /// accepting connections first, then call this.
     pub fn cancel(&self) {
         self.0.shutdown.cancel();
+    }
+
+    /// Test hook (fault injection): while `drop` is set, nothing this node publishes to the
+    /// other nodes reaches Redis, as if Redis lost it; they heal from the database. No effect
+    /// on a node alone.
+    pub fn drop_cluster_publishes(&self, drop: bool) {
+        self.0.cluster.set_drop_publishes(drop);
     }
 
     /// Whether shutting down has started.

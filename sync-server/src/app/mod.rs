@@ -42,6 +42,7 @@ pub use self::config::Config;
 pub use self::handle::AppHandle;
 use crate::assistant::{Assistant, AssistantDeps, Model};
 use crate::board::registry::{Boards, RegistryConfig};
+use crate::cluster::{Cluster, ClusterError};
 use crate::commit::Committer;
 use crate::http::Services;
 use crate::metrics::Metrics;
@@ -61,6 +62,9 @@ pub enum ServerError {
     /// The assistant's model service settings are unusable.
     #[error("assistant: {0}")]
     Assistant(#[from] ai_agent::LlmError),
+    /// Several nodes cannot be set up as asked.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// A built application: its router and the handle that shuts it down.
@@ -124,7 +128,26 @@ impl AppBuilder {
         }
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::for_node(&config.node));
+        let cluster = match &config.cluster {
+            None => Cluster::single(),
+            Some(cluster) => {
+                let backend = store.backend();
+                if backend != storage::Backend::Postgres {
+                    return Err(ClusterError::NeedsPostgres(backend).into());
+                }
+                let started = Cluster::start(
+                    config.node.as_str().into(),
+                    cluster.clone(),
+                    store.clone(),
+                    metrics.clone(),
+                    &tracker,
+                    shutdown.clone(),
+                )?;
+                info!(node = %config.node, prefix = %cluster.prefix, heal_interval = ?cluster.heal_interval, "one of several nodes: fan-out through Redis");
+                started
+            }
+        };
         let committer = Committer::spawn(store.clone(), &tracker, config.commit, metrics.clone());
         let boards = Boards::new(
             store.clone(),
@@ -135,6 +158,7 @@ impl AppBuilder {
             tracker.clone(),
             shutdown.clone(),
             metrics.clone(),
+            cluster.clone(),
         );
         let assistant = Arc::new(Assistant::new(
             model,
@@ -177,7 +201,7 @@ impl AppBuilder {
         });
         Ok(App {
             router,
-            handle: AppHandle::new(shutdown, tracker, store, config.shutdown_timeout),
+            handle: AppHandle::new(shutdown, tracker, store, config.shutdown_timeout, cluster),
         })
     }
 }

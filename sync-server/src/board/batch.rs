@@ -6,6 +6,7 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::BoardError;
 use super::peer::ConnId;
+use crate::ids::Seq;
 
 /// Updates bound for one commit, with the broadcasts, acknowledgements and HTTP replies that
 /// must not happen before it.
@@ -26,6 +27,8 @@ pub(super) struct Batch {
     pub(super) first_at: Option<std::time::Instant>,
     /// How many updates the batch sent to the committer (`updates` is empty once it did).
     pub(super) stored: usize,
+    /// The log rows its commits wrote, as `(last, count)`, ascending (for the other nodes).
+    pub(super) rows: Vec<(Seq, u32)>,
     /// The senders' budgets of uncommitted bytes this batch takes; given back when it is
     /// released or fails (dropped with the batch).
     pub(super) held: Vec<OwnedSemaphorePermit>,
@@ -110,6 +113,7 @@ impl Batch {
         self.http.extend(later.http);
         self.first_at = self.first_at.or(later.first_at);
         self.stored += later.stored;
+        self.rows.extend(later.rows);
         self.held.extend(later.held);
     }
 

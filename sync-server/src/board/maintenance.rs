@@ -139,8 +139,7 @@ pub(super) fn save_version(
 }
 
 /// Reads the board's stored rows with `after < seq < before`: rows another writer committed
-/// between this actor's own. If a snapshot covers some of them, its whole state comes first
-/// (applying what a doc has already changes nothing).
+/// between this actor's own (see [`crate::storage::UpdateLog::read_range`]).
 pub(super) fn read_rows(
     shared: &Arc<Shared>,
     board: &BoardId,
@@ -149,19 +148,15 @@ pub(super) fn read_rows(
 ) -> Job<Vec<Vec<u8>>> {
     let (store, id) = (shared.store.clone(), board.clone());
     spawn(shared, board, async move {
-        let stored = store.load(&id).await?;
-        let mut rows = Vec::new();
-        if let Some(snapshot) = stored.snapshot.filter(|s| s.seq > after) {
-            rows.push(snapshot.data);
-        }
-        rows.extend(
-            stored
-                .updates
-                .into_iter()
-                .filter(|u| u.seq > after && u.seq < before)
-                .map(|u| u.data),
-        );
-        Ok(rows)
+        Ok(store.read_range(&id, after, before).await?)
+    })
+}
+
+/// The board's last sequence number in the database (`None`: the board is gone).
+pub(super) fn stored_seq(shared: &Arc<Shared>, board: &BoardId) -> Job<Option<Seq>> {
+    let (store, id) = (shared.store.clone(), board.clone());
+    spawn(shared, board, async move {
+        Ok(store.get_board(&id).await?.map(|b| b.last_seq))
     })
 }
 

@@ -20,6 +20,7 @@ use yrs::block::ClientID;
 use yrs::sync::{Awareness, AwarenessUpdate};
 
 use super::peer::ConnId;
+use crate::cluster::NodeId;
 use crate::protocol;
 
 /// Who a connection is, for ownership of awareness states.
@@ -86,6 +87,10 @@ pub(super) struct Presence {
     awareness: Awareness,
     owners: HashMap<ClientID, ConnId>,
     owned: HashMap<ConnId, HashSet<ClientID>>,
+    /// States other nodes brought (their connections', their assistant's), by node: cleared
+    /// when the node is gone. A state a connection of this node owns is never taken by one.
+    remote_owners: HashMap<ClientID, NodeId>,
+    remote: HashMap<NodeId, HashSet<ClientID>>,
 }
 
 impl Presence {
@@ -94,6 +99,8 @@ impl Presence {
             awareness: Awareness::new(doc),
             owners: HashMap::new(),
             owned: HashMap::new(),
+            remote_owners: HashMap::new(),
+            remote: HashMap::new(),
         }
     }
 
@@ -201,7 +208,91 @@ impl Presence {
             .map(protocol::awareness)
     }
 
+    /// Applies an awareness update another node published (its connections' states, checked
+    /// there). Entries for the doc's own client or for a client a connection of this node owns
+    /// are dropped. Returns the frame to show this node's connections, if anything changed.
+    pub(super) fn apply_remote(
+        &mut self,
+        node: &NodeId,
+        mut update: AwarenessUpdate,
+    ) -> Result<Option<Bytes>, AwarenessError> {
+        if update
+            .clients
+            .values()
+            .any(|e| e.json.len() > MAX_STATE_BYTES)
+        {
+            return Err(AwarenessError::StateTooLarge);
+        }
+        let own = self.awareness.client_id();
+        update
+            .clients
+            .retain(|client, _| *client != own && !self.owners.contains_key(client));
+        if update.clients.is_empty() {
+            return Ok(None);
+        }
+        let clients: Vec<ClientID> = update.clients.keys().copied().collect();
+        let frame = protocol::awareness(update.clone());
+        let Some(summary) = self.awareness.apply_update_summary(update)? else {
+            return Ok(None);
+        };
+        for client in clients {
+            if summary.removed.contains(&client) {
+                self.release_remote(client);
+            } else if summary.added.contains(&client) || summary.updated.contains(&client) {
+                if let Some(previous) = self.remote_owners.insert(client, node.clone())
+                    && previous != *node
+                    && let Some(set) = self.remote.get_mut(&previous)
+                {
+                    set.remove(&client);
+                }
+                self.remote.entry(node.clone()).or_default().insert(client);
+            }
+        }
+        Ok(Some(frame))
+    }
+
+    /// Clears every state `node` brought (it is gone); returns the frame announcing it.
+    pub(super) fn remove_node(&mut self, node: &NodeId) -> Option<Bytes> {
+        let gone: Vec<ClientID> = self.remote.remove(node)?.into_iter().collect();
+        for id in &gone {
+            self.remote_owners.remove(id);
+            self.awareness.remove_state(*id);
+        }
+        if gone.is_empty() {
+            return None;
+        }
+        self.awareness
+            .update_with_clients(gone)
+            .ok()
+            .map(protocol::awareness)
+    }
+
+    /// The states of this node's connections and its own entry (not those of other nodes), as
+    /// one frame: the answer to another node that starts holding the board.
+    pub(super) fn local(&self) -> Option<Bytes> {
+        let mut ids: Vec<ClientID> = self.owners.keys().copied().collect();
+        if self.awareness.local_state_raw().is_some() {
+            ids.push(self.awareness.client_id());
+        }
+        if ids.is_empty() {
+            return None;
+        }
+        self.awareness
+            .update_with_clients(ids)
+            .ok()
+            .map(protocol::awareness)
+    }
+
+    fn release_remote(&mut self, client: ClientID) {
+        if let Some(node) = self.remote_owners.remove(&client)
+            && let Some(set) = self.remote.get_mut(&node)
+        {
+            set.remove(&client);
+        }
+    }
+
     fn take(&mut self, conn: ConnId, client: ClientID) {
+        self.release_remote(client);
         if let Some(previous) = self.owners.insert(client, conn)
             && previous != conn
             && let Some(set) = self.owned.get_mut(&previous)

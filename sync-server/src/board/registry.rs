@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use super::peer::CloseReason;
 use super::{BoardCmd, BoardConfig, BoardError, actor};
+use crate::cluster::Cluster;
 use crate::commit::Committer;
 use crate::ids::BoardId;
 use crate::metrics::Metrics;
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     pub(crate) metrics: Arc<Metrics>,
+    /// The other nodes (publishing what this node commits, hearing what they do).
+    pub(crate) cluster: Cluster,
     boards: Mutex<Loaded>,
     /// Woken whenever a board's last background job ends.
     jobs_done: Notify,
@@ -153,6 +156,7 @@ impl Boards {
         tracker: TaskTracker,
         shutdown: CancellationToken,
         metrics: Arc<Metrics>,
+        cluster: Cluster,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -162,11 +166,17 @@ impl Boards {
                 tracker,
                 shutdown,
                 metrics,
+                cluster,
                 boards: Mutex::default(),
                 jobs_done: Notify::new(),
                 next_actor: AtomicU64::new(1),
             }),
         }
+    }
+
+    /// The link to the other nodes.
+    pub(crate) fn cluster(&self) -> Cluster {
+        self.shared.cluster.clone()
     }
 
     /// The board's actor, spawned (and loading) if the board is not loaded; refused while the
@@ -289,7 +299,11 @@ impl Boards {
             }
         }
         self.shared.jobs_finished(id).await;
-        self.shared.store.delete_board(id).await
+        let existed = self.shared.store.delete_board(id).await?;
+        // The other nodes close their clients of it (one that misses this finds the board
+        // gone at its next check of the database).
+        self.shared.cluster.publish_deleted(id);
+        Ok(existed)
     }
 }
 

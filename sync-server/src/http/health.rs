@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::Cluster;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
@@ -32,14 +33,20 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) struct Readiness {
     store: Arc<dyn Storage>,
     shutdown: CancellationToken,
+    cluster: Cluster,
     last: Mutex<Option<(Instant, bool)>>,
 }
 
 impl Readiness {
-    pub(super) fn new(store: Arc<dyn Storage>, shutdown: CancellationToken) -> Self {
+    pub(super) fn new(
+        store: Arc<dyn Storage>,
+        shutdown: CancellationToken,
+        cluster: Cluster,
+    ) -> Self {
         Self {
             store,
             shutdown,
+            cluster,
             last: Mutex::default(),
         }
     }
@@ -86,7 +93,16 @@ pub(crate) async fn readyz(State(readiness): State<Arc<Readiness>>) -> (StatusCo
         );
     }
     if readiness.database_answers().await {
-        (StatusCode::OK, Json(json!({ "status": "ready" })))
+        if readiness.cluster.redis_up() {
+            (StatusCode::OK, Json(json!({ "status": "ready" })))
+        } else {
+            // Still ready: this node serves its clients durably and heals from the database;
+            // only the fan-out to other nodes' clients waits for Redis.
+            (
+                StatusCode::OK,
+                Json(json!({ "status": "degraded", "redis": "unavailable" })),
+            )
+        }
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -70,7 +70,7 @@ impl AppState {
             shutdown,
         } = services;
         Self(Arc::new(Inner {
-            readiness: Arc::new(Readiness::new(store.clone(), shutdown)),
+            readiness: Arc::new(Readiness::new(store.clone(), shutdown, boards.cluster())),
             http_limiter: HttpLimiter::new(limits.http_rate, limits.http_burst),
             store,
             boards,

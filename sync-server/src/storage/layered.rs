@@ -105,6 +105,13 @@ impl Boards for Layered {
         self.boards.get_board(id).await
     }
 
+    async fn last_seqs(
+        &self,
+        ids: &[BoardId],
+    ) -> Result<std::collections::HashMap<BoardId, Seq>, StorageError> {
+        self.boards.last_seqs(ids).await
+    }
+
     async fn list_boards(
         &self,
         after: Option<&BoardId>,
@@ -134,6 +141,15 @@ impl UpdateLog for Layered {
 
     async fn load(&self, id: &BoardId) -> Result<StoredBoard, StorageError> {
         self.log.load(id).await
+    }
+
+    async fn read_range(
+        &self,
+        id: &BoardId,
+        after: Seq,
+        before: Seq,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        self.log.read_range(id, after, before).await
     }
 }
 

@@ -304,6 +304,22 @@ pub trait Boards: Send + Sync + fmt::Debug {
     /// The board's row, or `None`.
     async fn get_board(&self, id: &BoardId) -> Result<Option<BoardInfo>, StorageError>;
 
+    /// The last sequence number of each of `ids` that exists (a missing board is left out),
+    /// for the cluster's check of the boards a node holds. The default asks board by board;
+    /// PostgreSQL answers in one query.
+    async fn last_seqs(
+        &self,
+        ids: &[BoardId],
+    ) -> Result<std::collections::HashMap<BoardId, Seq>, StorageError> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        for id in ids {
+            if let Some(info) = self.get_board(id).await? {
+                out.insert(info.id, info.last_seq);
+            }
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` boards in id order, starting after `after` (for paging).
     async fn list_boards(
         &self,
@@ -339,6 +355,35 @@ pub trait UpdateLog: Send + Sync + fmt::Debug {
     /// Reads a board's snapshot and the log rows after it, in one consistent read.
     /// Fails with [`StorageError::BoardNotFound`].
     async fn load(&self, id: &BoardId) -> Result<StoredBoard, StorageError>;
+
+    /// The rows with `after < seq < before`, ascending: what a board's actor lacks (another
+    /// writer's rows). If a compaction folded some of them, the snapshot's whole state comes
+    /// first (applying what a doc already has changes nothing). The default reads the whole
+    /// board; PostgreSQL reads just the range when the log still holds it.
+    async fn read_range(
+        &self,
+        id: &BoardId,
+        after: Seq,
+        before: Seq,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        Ok(range_of(self.load(id).await?, after, before))
+    }
+}
+
+/// The rows `after < seq < before` of a loaded board, after the snapshot if it covers any.
+fn range_of(stored: StoredBoard, after: Seq, before: Seq) -> Vec<Vec<u8>> {
+    let mut rows = Vec::new();
+    if let Some(snapshot) = stored.snapshot.filter(|s| s.seq > after) {
+        rows.push(snapshot.data);
+    }
+    rows.extend(
+        stored
+            .updates
+            .into_iter()
+            .filter(|u| u.seq > after && u.seq < before)
+            .map(|u| u.data),
+    );
+    rows
 }
 
 /// Folding a board's log into its snapshot (see [`compaction`]).

@@ -275,6 +275,23 @@ impl Boards for PostgresStore {
         row.map(board_info).transpose()
     }
 
+    async fn last_seqs(&self, ids: &[BoardId]) -> Result<HashMap<BoardId, Seq>, StorageError> {
+        let names: Vec<&str> = ids.iter().map(BoardId::as_str).collect();
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT id, last_seq FROM boards WHERE id = ANY($1)")
+                .bind(&names)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StorageError::db("last seqs"))?;
+        rows.into_iter()
+            .map(|(id, seq)| {
+                BoardId::parse(&id)
+                    .map(|parsed| (parsed, seq))
+                    .map_err(|_| StorageError::InvalidStoredBoardId(id))
+            })
+            .collect()
+    }
+
     async fn list_boards(
         &self,
         after: Option<&BoardId>,
@@ -387,6 +404,29 @@ impl UpdateLog for PostgresStore {
             .collect();
         tx.commit().await.map_err(StorageError::db(op))?;
         Ok(seqs)
+    }
+
+    async fn read_range(
+        &self,
+        id: &BoardId,
+        after: Seq,
+        before: Seq,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+            "SELECT data FROM board_updates WHERE board_id = $1 AND seq > $2 AND seq < $3 \
+             ORDER BY seq",
+        )
+        .bind(id.as_str())
+        .bind(after)
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StorageError::db("read range"))?;
+        if rows.len() as i64 == before - after - 1 {
+            return Ok(rows.into_iter().map(|(data,)| data).collect());
+        }
+        // A compaction folded some of them: the snapshot and the rows after it.
+        Ok(super::range_of(self.load(id).await?, after, before))
     }
 
     async fn load(&self, id: &BoardId) -> Result<StoredBoard, StorageError> {

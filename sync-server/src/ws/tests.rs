@@ -55,6 +55,7 @@ async fn server(auth: Auth) -> Server {
         tracker.clone(),
         shutdown.clone(),
         metrics.clone(),
+        crate::cluster::Cluster::single(),
     );
     let sessions = Arc::new(Sessions::new(SessionDeps {
         boards,

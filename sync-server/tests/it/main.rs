@@ -9,6 +9,7 @@
 mod assistant;
 mod burst;
 mod cli;
+mod cluster;
 mod hocuspocus;
 mod hostile;
 mod protocol_fuzz;

@@ -28,6 +28,7 @@ impl BoardActor {
             BoardCmd::ServerPresence { state, reply } => {
                 if let Some(frame) = self.presence.set_own(state) {
                     self.broadcast(&frame, None);
+                    self.shared.cluster.publish_awareness(&self.id, frame);
                 }
                 let _ = reply.send(());
             }

@@ -26,7 +26,8 @@ impl BoardActor {
                     }
                 }
                 Effect::ReadRows { after, before } => {
-                    info!(board = %self.id, from = after + 1, to = before - 1, "rows another writer committed; reading them");
+                    self.shared.metrics.cluster.heals.inc();
+                    debug!(board = %self.id, from = after + 1, to = before - 1, "rows another writer committed; reading them");
                     let job = maintenance::read_rows(&self.shared, &self.id, after, before);
                     self.healing = Some(job);
                 }
@@ -105,12 +106,22 @@ impl BoardActor {
             metrics.fanout_seconds.observe(at.elapsed().as_secs_f64());
         }
         self.upkeep.appended(batch.bytes);
+        let cluster = self.shared.cluster.is_enabled();
+        let mut published = Vec::new();
         for out in Batch::outgoing(batch.broadcasts) {
-            match out {
-                Outgoing::One { skip, update } => self.broadcast(&protocol::update(&update), skip),
-                Outgoing::Merged(update) => self.broadcast(&protocol::update(&update), None),
+            let (skip, update) = match out {
+                Outgoing::One { skip, update } => (skip, update),
+                Outgoing::Merged(update) => (None, update),
+            };
+            self.broadcast(&protocol::update(&update), skip);
+            if cluster {
+                published.push(Bytes::from(update));
             }
         }
+        // After the commit, like every broadcast: the other nodes show it to their clients.
+        self.shared
+            .cluster
+            .publish_update(&self.id, batch.rows, published);
         for (conn, count) in batch.acks {
             let Some(peer) = self.peers.get_mut(conn).filter(|p| p.wants.acks) else {
                 continue;
@@ -151,24 +162,17 @@ impl BoardActor {
         }
     }
 
-    /// Applies rows another writer committed (durable already: they go to every peer at once).
-    /// If they cannot be read, the actor stops (its connections are closed with 1011 and the
-    /// board reloads from the database), rather than serve a doc that lacks stored rows.
-    pub(super) fn on_healed(&mut self, result: Result<Vec<Vec<u8>>, maintenance::JobError>) {
-        let rows = match result {
-            Ok(rows) => rows,
-            Err(e) => {
-                warn!(board = %self.id, error = %e, "cannot read rows another writer committed; reloading the board");
-                self.close_all(Refusal::BoardUnavailable);
-                return;
-            }
-        };
+    /// Applies updates that are durable already (rows another writer committed, read from the
+    /// database or heard from another node): what the doc learns goes to every peer at once.
+    /// One that nests past the limit or does not decode is skipped (logged): it was stored
+    /// by something other than this server's checks.
+    pub(super) fn apply_durable<'a>(&mut self, rows: impl IntoIterator<Item = &'a [u8]>) {
         for row in rows {
-            if let Err(e) = self.nesting.admit(&row) {
+            if let Err(e) = self.nesting.admit(row) {
                 warn!(board = %self.id, error = %e, "a stored row nests past the limit; not applied");
                 continue;
             }
-            let Ok(Ok(update)) = std::panic::catch_unwind(|| Update::decode_v1(&row)) else {
+            let Ok(Ok(update)) = std::panic::catch_unwind(|| Update::decode_v1(row)) else {
                 warn!(board = %self.id, "a stored row does not decode; not applied");
                 continue;
             };
@@ -185,6 +189,26 @@ impl BoardActor {
             }
         }
         self.release_gapped();
+    }
+
+    /// Applies rows another writer committed (durable already: they go to every peer at once).
+    /// If they cannot be read, the actor stops (its connections are closed with 1011 and the
+    /// board reloads from the database), rather than serve a doc that lacks stored rows.
+    pub(super) fn on_healed(&mut self, result: Result<Vec<Vec<u8>>, maintenance::JobError>) {
+        let rows = match result {
+            Ok(rows) => rows,
+            Err(e) => {
+                warn!(board = %self.id, error = %e, "cannot read rows another writer committed; reloading the board");
+                self.close_all(Refusal::BoardUnavailable);
+                return;
+            }
+        };
+        self.shared
+            .metrics
+            .cluster
+            .heal_rows
+            .inc_by(rows.len() as u64);
+        self.apply_durable(rows.iter().map(Vec::as_slice));
         self.pipeline.healed();
         // Upkeep that waited for the doc to hold every stored row may run now.
         self.maybe_compact();

@@ -8,12 +8,14 @@
 //! - `apply`: updates, restores and the server's own edits, up to the pipeline;
 //! - `reads`: reads from durable state, and versions saved with every change held back;
 //! - `peers`: connections, awareness, sending, closing;
-//! - `upkeep`: automatic versions and compaction.
+//! - `upkeep`: automatic versions and compaction;
+//! - `nodes`: what other nodes say about the board (their rows, presence, the deletion).
 
 mod apply;
 mod commands;
 mod effects;
 mod load;
+mod nodes;
 mod peers;
 mod reads;
 #[cfg(test)]
@@ -45,6 +47,7 @@ use super::policy::{Due, Size, Upkeep};
 use super::presence::Presence;
 use super::registry::Shared;
 use super::{BoardCmd, BoardError, Read, Step1Answer, VersionMeta};
+use crate::cluster::{Inbound, Subscription};
 use crate::commit::CommitRequest;
 use crate::ids::{BoardId, Seq};
 use crate::metrics::kind;
@@ -106,6 +109,11 @@ struct BoardActor {
     gapped: Vec<Gapped>,
     /// Rows other writers committed, being read to catch up.
     healing: Option<Job<Vec<Vec<u8>>>>,
+    /// What other nodes say about the board (`None` on a node alone).
+    subscription: Option<Subscription>,
+    /// The board's last sequence number being read from the database (other nodes' messages
+    /// may have been lost).
+    checking: Option<Job<Option<Seq>>>,
     idle_since: Option<Instant>,
     /// The board is being deleted: answered, and the actor stops, once nothing is in flight.
     deleting: Option<oneshot::Sender<()>>,
@@ -121,6 +129,9 @@ pub(super) async fn run(
     actor_id: u64,
     mut rx: mpsc::Receiver<BoardCmd>,
 ) {
+    // Before loading: what other nodes commit meanwhile is either in what is loaded or
+    // heard of (rows already loaded are recognised by their sequence numbers).
+    let subscription = shared.cluster.subscribe(&id);
     let (doc, nesting, stats, size) = match load(&shared, &id).await {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -169,6 +180,8 @@ pub(super) async fn run(
         saving: None,
         gapped: Vec::new(),
         healing: None,
+        subscription,
+        checking: None,
         idle_since: Some(Instant::now()),
         deleting: None,
         stopped: false,
@@ -214,6 +227,14 @@ async fn saved(
     }
 }
 
+/// The next message from other nodes (never, on a node alone).
+async fn from_nodes(subscription: &mut Option<Subscription>) -> Option<Inbound> {
+    match subscription {
+        Some(sub) => sub.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn idle_expired(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -243,6 +264,17 @@ impl BoardActor {
                 result = maintenance::finished(&mut self.checkpoint) => {
                     self.checkpoint = None;
                     self.on_checkpointed(result);
+                }
+                result = maintenance::finished(&mut self.checking) => {
+                    self.checking = None;
+                    match result {
+                        Ok(Some(last)) => self.behind(last),
+                        Ok(None) => self.on_cluster(Inbound::Deleted),
+                        Err(e) => debug!(board = %self.id, error = %e, "cannot check the board's stored rows"),
+                    }
+                }
+                Some(message) = from_nodes(&mut self.subscription), if !draining && !self.pipeline.is_failing() => {
+                    self.on_cluster(message);
                 }
                 () = shutdown.cancelled(), if !draining => {
                     draining = true;

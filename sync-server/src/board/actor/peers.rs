@@ -18,6 +18,7 @@ impl BoardActor {
                     // Echoed to everyone, the sender included: it keeps clients' watchdogs
                     // quiet.
                     self.broadcast(&frame, None);
+                    self.shared.cluster.publish_awareness(&self.id, frame);
                 }
             }
             Err(e) if e.is_limit() => {
@@ -87,6 +88,7 @@ impl BoardActor {
         }
         if let Some(frame) = self.presence.remove_conn(conn) {
             self.broadcast(&frame, None);
+            self.shared.cluster.publish_awareness(&self.id, frame);
         }
     }
 }

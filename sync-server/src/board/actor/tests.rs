@@ -44,6 +44,7 @@ async fn harness() -> Harness {
         TaskTracker::new(),
         CancellationToken::new(),
         metrics.clone(),
+        crate::cluster::Cluster::single(),
     );
     Harness {
         boards,

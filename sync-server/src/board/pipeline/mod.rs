@@ -279,6 +279,7 @@ impl<R: WaitingRead, U: HeldUpdate> Pipeline<R, U> {
             }
         };
         self.note_rows(seq, batch.stored);
+        batch.rows.push((seq, batch.stored as u32));
         let mut failed = None;
         for answer in answers.by_ref() {
             let Some(later) = self.in_flight.pop_front() else {
@@ -287,6 +288,8 @@ impl<R: WaitingRead, U: HeldUpdate> Pipeline<R, U> {
             match answer {
                 Ok(seq) => {
                     self.note_rows(seq, later.stored);
+                    let mut later = later;
+                    later.rows.push((seq, later.stored as u32));
                     batch.absorb(later);
                 }
                 Err(error) => {

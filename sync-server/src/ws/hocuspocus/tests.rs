@@ -57,6 +57,7 @@ async fn sessions(keys: &Keys) -> Arc<Sessions> {
         tracker.clone(),
         shutdown.clone(),
         metrics.clone(),
+        crate::cluster::Cluster::single(),
     );
     Arc::new(Sessions::new(SessionDeps {
         boards,
