@@ -12,14 +12,13 @@ use sync_server::storage::{self, StorageOptions};
 use sync_server::{server, shutdown, telemetry, transfer};
 use tokio::net::TcpListener;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        None => serve(cli.serve).await,
-        Some(Command::Serve(args)) => serve(*args).await,
-        Some(Command::Export(args)) => export(args).await,
-        Some(Command::Import(args)) => import(args).await,
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(*args),
+        Some(Command::Export(args)) => runtime(None).and_then(|rt| rt.block_on(export(args))),
+        Some(Command::Import(args)) => runtime(None).and_then(|rt| rt.block_on(import(args))),
         Some(Command::Token(args)) => token(&args),
     };
     match result {
@@ -32,10 +31,30 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// The multi-threaded runtime. With `node`, every thread of it runs inside that span, so every
+/// log line names the node (tasks' own spans are its children).
+fn runtime(node: Option<tracing::Span>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(span) = node {
+        builder.on_thread_start(move || {
+            // Entered for the thread's whole life.
+            std::mem::forget(span.clone().entered());
+        });
+    }
+    builder.build().context("cannot start the async runtime")
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
-    let addr = args.listen_addr()?;
     let config = args.config()?;
+    let node = tracing::info_span!("node", node = %config.node);
+    let _entered = node.clone().entered();
+    runtime(Some(node))?.block_on(serve_config(args, config))
+}
+
+async fn serve_config(args: ServeArgs, config: sync_server::server::Config) -> anyhow::Result<()> {
+    let addr = args.listen_addr()?;
     if config.auth.is_open() {
         tracing::warn!(
             "OPEN DEVELOPMENT MODE: no AUTH_SECRET is set, so every client may read, write and delete every board; set AUTH_SECRET before exposing this server"

@@ -284,6 +284,119 @@ async fn nodes_keep_serving_while_redis_is_away_and_converge_when_it_returns() {
     c.finish().await;
 }
 
+/// Seeds of the randomized test across nodes; `SEED=n` replays one.
+const CLUSTER_SEEDS: &[u64] = &[1, 2, 3, 4];
+
+/// Random edits from clients spread over three nodes, clients going offline (editing on) and
+/// coming back on another node, and nodes whose publishes are lost for a while: every client
+/// ends with what the database holds, and the database with every edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_edits_across_nodes_with_lost_messages_converge() {
+    let Some(redis) = skip_without_redis() else {
+        return;
+    };
+    let seeds: Vec<u64> = match std::env::var("SEED") {
+        Ok(seed) => vec![seed.parse().expect("SEED is a number")],
+        Err(_) => CLUSTER_SEEDS.to_vec(),
+    };
+    for seed in seeds {
+        let Some(c) = Nodes::start(3, &redis, Duration::from_millis(200)).await else {
+            return;
+        };
+        eprintln!("cluster seed {seed}");
+        converge_seed(&c, seed).await;
+        c.finish().await;
+    }
+}
+
+async fn converge_seed(c: &Nodes, seed: u64) {
+    let mut rng = super::randomized::Rng::new(seed);
+    let board = format!("random-{seed}");
+    let mut clients: Vec<(Option<TestClient>, yrs::Doc)> = Vec::new();
+    for _ in 0..5 {
+        let node = &c.nodes[rng.below(3) as usize];
+        let client = TestClient::connect(node.addr, &board, true).await;
+        client.wait_synced().await;
+        let doc = client.doc();
+        clients.push((Some(client), doc));
+    }
+    let mut written = std::collections::BTreeMap::new();
+    for op in 0..80 {
+        let i = rng.below(clients.len() as u64) as usize;
+        let roll = rng.below(100);
+        let key = format!("k{}", rng.below(8));
+        let value = format!("{seed}-{op}");
+        match roll {
+            0..60 => {
+                match &clients[i].0 {
+                    Some(client) => {
+                        client.put_note(&key, &value);
+                    }
+                    // Offline: the edit waits in the client's doc.
+                    None => {
+                        harness::put_note(&clients[i].1, &key, &value);
+                    }
+                }
+                written.insert(key, value);
+            }
+            60..70 => {
+                let node = rng.below(3) as usize;
+                let lose = rng.chance(50);
+                c.nodes[node].handle.drop_cluster_publishes(lose);
+            }
+            70..80 => {
+                if let Some(client) = clients[i].0.take() {
+                    client.close().await;
+                }
+            }
+            80..90 => {
+                if clients[i].0.is_none() {
+                    let node = &c.nodes[rng.below(3) as usize];
+                    let doc = clients[i].1.clone();
+                    let client = TestClient::connect_with_doc(node.addr, &board, true, doc).await;
+                    clients[i].0 = Some(client);
+                }
+            }
+            _ => tokio::time::sleep(Duration::from_millis(rng.below(30))).await,
+        }
+    }
+    for node in &c.nodes {
+        node.handle.drop_cluster_publishes(false);
+    }
+    for (client, doc) in &mut clients {
+        if client.is_none() {
+            let node = &c.nodes[0];
+            *client =
+                Some(TestClient::connect_with_doc(node.addr, &board, true, doc.clone()).await);
+        }
+    }
+    for (client, _) in &clients {
+        let client = client.as_ref().unwrap();
+        client.wait_synced().await;
+        client.wait_all_acked().await;
+    }
+    let id = sync_server::ids::BoardId::parse(&board).unwrap();
+    let stored = c.fx.store.load(&id).await.unwrap();
+    let from_db = yrs::Doc::new();
+    sync_server::storage::replay::replay_into(&from_db, &stored).unwrap();
+    let expected = harness::notes(&from_db);
+    // Every key written is stored (values race: the CRDT picks one, the same everywhere).
+    for key in written.keys() {
+        assert!(expected.contains_key(key), "seed {seed}: {key} lost");
+    }
+    for (n, (client, _)) in clients.iter().enumerate() {
+        client
+            .as_ref()
+            .unwrap()
+            .wait_for_within(
+                &format!("seed {seed}: client {n} shows what the database holds"),
+                Duration::from_secs(10),
+                |s| harness::notes(&s.doc) == expected,
+            )
+            .await;
+    }
+}
+
 /// Waits until the node's `/readyz` says `status` (200 either way: a node without Redis
 /// still serves); returns its body.
 async fn wait_ready(node: &TestNode, status: &str) -> serde_json::Value {

@@ -246,10 +246,11 @@ impl Log {
 // A seeded generator (splitmix64)
 
 #[derive(Clone, Debug)]
-struct Rng(u64);
+/// A seeded generator (splitmix64), shared by the randomized tests.
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(seed ^ 0x5DEE_CE66_D1CE_5EED)
     }
 
@@ -262,7 +263,7 @@ impl Rng {
     }
 
     /// `0..n` (0 when `n` is 0).
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next_u64() % n }
     }
 
@@ -271,7 +272,7 @@ impl Rng {
         lo + self.below(hi - lo + 1)
     }
 
-    fn chance(&mut self, percent: u64) -> bool {
+    pub(crate) fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
 

@@ -1176,6 +1176,47 @@ async fn runs_go_with_their_board(fx: Fixture) {
     fx.finish().await;
 }
 
+/// What a node lacking rows reads: a range of the log, and after a compaction folded some of
+/// it, the snapshot first; and the last sequence numbers of the boards it holds.
+async fn ranges_and_last_seqs(fx: Fixture) {
+    let id = board("ranges");
+    let other = board("ranges-other");
+    fx.store.create_board(&id).await.unwrap();
+    fx.store.create_board(&other).await.unwrap();
+    let (_, updates) = board_updates(6);
+    append_each(&fx, &id, &updates).await;
+    append_each(&fx, &other, &updates[..2]).await;
+    let range = fx.store.read_range(&id, 2, 5).await.unwrap();
+    assert_eq!(range, updates[2..4].to_vec(), "rows 3 and 4, in order");
+    assert!(fx.store.read_range(&id, 6, 7).await.unwrap().is_empty());
+    // Fold rows up to 4 into a snapshot: a range reaching into them starts with it.
+    let folded = yrs::merge_updates_v1(updates[..4].iter().map(Vec::as_slice)).unwrap();
+    let snapshot = NewSnapshot {
+        upto: 4,
+        data: &folded,
+    };
+    fx.store
+        .begin_compaction(&id, snapshot)
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    let range = fx.store.read_range(&id, 2, 6).await.unwrap();
+    assert_eq!(range[0], folded, "the snapshot comes first");
+    assert_eq!(&range[1..], &updates[4..5], "then row 5");
+    let gone = board("ranges-never");
+    let seqs = fx
+        .store
+        .last_seqs(&[id.clone(), other.clone(), gone.clone()])
+        .await
+        .unwrap();
+    assert_eq!(seqs.get(&id), Some(&6));
+    assert_eq!(seqs.get(&other), Some(&2));
+    assert!(!seqs.contains_key(&gone), "a missing board is left out");
+    fx.finish().await;
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -1227,6 +1268,7 @@ conformance!(
     concurrent_undo_claims,
     stale_runs_are_interrupted,
     runs_go_with_their_board,
+    ranges_and_last_seqs,
 );
 
 /// PostgreSQL: appends (commits) have connections of their own, so they complete while every
