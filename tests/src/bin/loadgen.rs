@@ -67,9 +67,14 @@ struct Common {
     /// Label of the server under test (`relay`, `reference`, `ours`).
     #[arg(long, default_value = "server")]
     server: String,
-    /// PID of the server process, for CPU time and RSS from /proc.
+    /// PID of the server process, for CPU time and RSS from /proc; several, comma-separated
+    /// (the nodes of a cluster), are added up.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// WebSocket URL prefix for the dragging clients only (another node of a cluster, say);
+    /// default: `--url-base`.
     #[arg(long)]
-    server_pid: Option<u32>,
+    sender_url_base: Option<String>,
     /// Scenario label.
     #[arg(long, default_value = "custom")]
     scenario: String,
@@ -168,6 +173,8 @@ struct Sent {
 #[derive(Debug)]
 struct BoardShared {
     url: String,
+    /// Where the dragging clients connect.
+    sender_url: String,
     /// The board's name (Hocuspocus frames carry it).
     name: String,
     dialect: Dialect,
@@ -260,13 +267,15 @@ impl Client {
     async fn connect_and_sync(&mut self) -> anyhow::Result<Ws> {
         let permits = self.permits.clone();
         let _permit = permits.acquire().await?;
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
-            self.board.url.as_str(),
-            Some(wire::ws_config()),
-            true,
-        )
-        .await
-        .with_context(|| format!("connect {}", self.board.url))?;
+        let url = if self.slot.is_some() {
+            &self.board.sender_url
+        } else {
+            &self.board.url
+        };
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(wire::ws_config()), true)
+                .await
+                .with_context(|| format!("connect {url}"))?;
         if self.board.dialect == Dialect::Hocuspocus {
             let auth = hocuspocus::auth_frame(&self.board.name, "");
             ws.send(Message::Binary(auth)).await?;
@@ -543,6 +552,11 @@ impl Fleet {
     ) -> (Self, Vec<Vec<Doc>>) {
         let prefix = board_prefix(common);
         let base = common.url_base.trim_end_matches('/');
+        let sender_base = common
+            .sender_url_base
+            .as_deref()
+            .unwrap_or(base)
+            .trim_end_matches('/');
         let mut shared = Vec::with_capacity(boards);
         let mut docs = Vec::with_capacity(boards);
         for b in 0..boards {
@@ -554,12 +568,13 @@ impl Fleet {
                 .map(|(slot, d)| (d.client_id().get(), slot))
                 .collect();
             let name = format!("{prefix}-{b}");
-            let url = match common.dialect {
+            let url_of = |base: &str| match common.dialect {
                 Dialect::YWebsocket => format!("{base}/{name}"),
                 Dialect::Hocuspocus => base.to_owned(),
             };
             shared.push(Arc::new(BoardShared {
-                url,
+                url: url_of(base),
+                sender_url: url_of(sender_base),
                 name,
                 dialect: common.dialect,
                 clients,
@@ -666,12 +681,20 @@ impl Fleet {
     }
 }
 
-fn server_ticks(pid: Option<u32>) -> Option<u64> {
-    pid.and_then(|p| procfs::cpu_ticks(p).ok())
+/// CPU ticks of every server process together (`None` if none is given or one is gone).
+fn server_ticks(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .map(|&p| procfs::cpu_ticks(p).ok())
+        .sum::<Option<u64>>()
 }
 
-fn server_rss(pid: Option<u32>) -> u64 {
-    pid.and_then(|p| procfs::rss_kb(p).ok()).unwrap_or(0)
+fn server_rss(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|&p| procfs::rss_kb(p).ok())
+        .sum()
 }
 
 fn self_ticks() -> u64 {
@@ -684,7 +707,7 @@ async fn run(args: &RunArgs) -> anyhow::Result<ScenarioResult> {
     anyhow::ensure!(args.draggers <= args.clients, "more draggers than clients");
     anyhow::ensure!(args.rate > 0.0, "rate must be positive");
     let clk = procfs::clk_tck();
-    let rss_before = server_rss(c.server_pid);
+    let rss_before = server_rss(&c.server_pid);
     let (mut fleet, docs) = Fleet::new(c, args.boards, args.clients, args.draggers);
     let total_draggers = (args.boards * args.draggers).max(1);
     for (b, board_docs) in docs.into_iter().enumerate() {
@@ -715,7 +738,7 @@ async fn run(args: &RunArgs) -> anyhow::Result<ScenarioResult> {
     fleet.set_phase(Phase::Warmup);
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
 
-    let cpu0 = server_ticks(c.server_pid);
+    let cpu0 = server_ticks(&c.server_pid);
     let self0 = self_ticks();
     let machine0 = procfs::machine_busy_ticks().unwrap_or(0);
     let t0 = Instant::now();
@@ -726,11 +749,11 @@ async fn run(args: &RunArgs) -> anyhow::Result<ScenarioResult> {
     let missing = fleet
         .drain(Duration::from_secs_f64(args.drain_timeout))
         .await;
-    let cpu1 = server_ticks(c.server_pid);
+    let cpu1 = server_ticks(&c.server_pid);
     let self1 = self_ticks();
     let machine1 = procfs::machine_busy_ticks().unwrap_or(0);
     let elapsed = t0.elapsed().as_secs_f64();
-    let rss_after = server_rss(c.server_pid);
+    let rss_after = server_rss(&c.server_pid);
     let expected = fleet.expected();
     let delivered = fleet.counters.delivered.load(Ordering::Relaxed);
     let disconnects = fleet.counters.disconnects.load(Ordering::Relaxed);
@@ -797,7 +820,7 @@ async fn idle(args: &IdleArgs) -> anyhow::Result<ScenarioResult> {
     let settle = Duration::from_secs_f64(args.settle);
     let per_board = args.connections.div_ceil(args.boards);
     let (mut fleet, docs) = Fleet::new(c, args.boards, per_board, 0);
-    let rss0 = server_rss(c.server_pid);
+    let rss0 = server_rss(&c.server_pid);
     // Connection i goes to board i % boards: first one per board, then the rest.
     let mut docs: Vec<std::vec::IntoIter<Doc>> = docs.into_iter().map(Vec::into_iter).collect();
     let mut spawned = 0usize;
@@ -809,7 +832,7 @@ async fn idle(args: &IdleArgs) -> anyhow::Result<ScenarioResult> {
     }
     fleet.wait_synced(spawned as u64).await?;
     tokio::time::sleep(settle).await;
-    let rss1 = server_rss(c.server_pid);
+    let rss1 = server_rss(&c.server_pid);
     'outer: loop {
         let mut any = false;
         for (b, it) in docs.iter_mut().enumerate() {
@@ -828,7 +851,7 @@ async fn idle(args: &IdleArgs) -> anyhow::Result<ScenarioResult> {
     }
     fleet.wait_synced(spawned as u64).await?;
     tokio::time::sleep(settle).await;
-    let rss2 = server_rss(c.server_pid);
+    let rss2 = server_rss(&c.server_pid);
     let disconnects = fleet.counters.disconnects.load(Ordering::Relaxed);
     let connect_retries = fleet.counters.retries.load(Ordering::Relaxed);
     let (_, _, errors) = fleet.close().await;
@@ -850,10 +873,10 @@ async fn idle(args: &IdleArgs) -> anyhow::Result<ScenarioResult> {
         server_rss_after_kb: rss2,
         connect_retries,
         idle_connections: Some(spawned as u64),
-        idle_kb_per_conn: (c.server_pid.is_some()).then(|| (rss2 as f64 - rss0 as f64) / n),
-        idle_marginal_kb_per_conn: (c.server_pid.is_some() && spawned > args.boards)
+        idle_kb_per_conn: (!c.server_pid.is_empty()).then(|| (rss2 as f64 - rss0 as f64) / n),
+        idle_marginal_kb_per_conn: (!c.server_pid.is_empty() && spawned > args.boards)
             .then(|| (rss2 as f64 - rss1 as f64) / (n - args.boards as f64)),
-        idle_rss_one_per_board_kb: c.server_pid.map(|_| rss1),
+        idle_rss_one_per_board_kb: (!c.server_pid.is_empty()).then_some(rss1),
         ..ScenarioResult::default()
     })
 }
