@@ -284,6 +284,54 @@ async fn nodes_keep_serving_while_redis_is_away_and_converge_when_it_returns() {
     c.finish().await;
 }
 
+#[tokio::test]
+async fn a_restore_on_one_node_reaches_clients_on_every_node() {
+    let Some(redis) = skip_without_redis() else {
+        return;
+    };
+    let Some(c) = Nodes::start(2, &redis, NO_CHECK).await else {
+        return;
+    };
+    let board = "restored-everywhere";
+    let a = TestClient::connect(c.nodes[0].addr, board, true).await;
+    let b = TestClient::connect(c.nodes[1].addr, board, true).await;
+    a.wait_synced().await;
+    b.wait_synced().await;
+    a.put_note("kept", "before the version");
+    b.wait_note("kept").await;
+    // The version is saved on node B, the restore asked of node A.
+    let saved = http(
+        c.nodes[1].addr,
+        "POST",
+        &format!("/v1/boards/{board}/versions"),
+        Some("application/json"),
+        br#"{"label":"clean"}"#,
+    )
+    .await;
+    assert_eq!(saved.status, 201, "{}", saved.text());
+    let version = saved.json()["id"].as_i64().unwrap();
+    b.put_note("undone", "after the version");
+    a.wait_note("undone").await;
+    let restored = http(
+        c.nodes[0].addr,
+        "POST",
+        &format!("/v1/boards/{board}/restore"),
+        Some("application/json"),
+        format!(r#"{{"version":{version}}}"#).as_bytes(),
+    )
+    .await;
+    assert_eq!(restored.status, 200, "{}", restored.text());
+    for client in [&a, &b] {
+        client
+            .wait_for("the restored board, without reloading", |s| {
+                let notes = harness::notes(&s.doc);
+                notes.contains_key("kept") && !notes.contains_key("undone")
+            })
+            .await;
+    }
+    c.finish().await;
+}
+
 /// Seeds of the randomized test across nodes; `SEED=n` replays one.
 const CLUSTER_SEEDS: &[u64] = &[1, 2, 3, 4];
 

@@ -17,10 +17,10 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use harness::TestClient;
 use harness::fixture::Fixture;
 use harness::http::http;
 use harness::node::{RedisServer, TestNode};
-use harness::TestClient;
 use sync_server::app::Config;
 use sync_server::cluster::ClusterConfig;
 

@@ -272,10 +272,13 @@ impl Client {
         } else {
             &self.board.url
         };
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(wire::ws_config()), true)
-                .await
-                .with_context(|| format!("connect {url}"))?;
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+            url.as_str(),
+            Some(wire::ws_config()),
+            true,
+        )
+        .await
+        .with_context(|| format!("connect {url}"))?;
         if self.board.dialect == Dialect::Hocuspocus {
             let auth = hocuspocus::auth_frame(&self.board.name, "");
             ws.send(Message::Binary(auth)).await?;
@@ -692,9 +695,7 @@ fn server_ticks(pids: &[u32]) -> Option<u64> {
 }
 
 fn server_rss(pids: &[u32]) -> u64 {
-    pids.iter()
-        .filter_map(|&p| procfs::rss_kb(p).ok())
-        .sum()
+    pids.iter().filter_map(|&p| procfs::rss_kb(p).ok()).sum()
 }
 
 fn self_ticks() -> u64 {
