@@ -185,6 +185,19 @@ impl Runs for Layered {
         self.runs.start_run(id, run).await
     }
 
+    async fn touch_run(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
+        self.runs.touch_run(id, run).await
+    }
+
+    async fn set_run_version(
+        &self,
+        id: &BoardId,
+        run: &str,
+        version: VersionId,
+    ) -> Result<bool, StorageError> {
+        self.runs.set_run_version(id, run, version).await
+    }
+
     async fn finish_run(
         &self,
         id: &BoardId,
@@ -224,8 +237,8 @@ impl Runs for Layered {
         self.runs.release_undo(id, run).await
     }
 
-    async fn interrupt_stale_runs(&self, started_before: UnixMillis) -> Result<u64, StorageError> {
-        self.runs.interrupt_stale_runs(started_before).await
+    async fn interrupt_stale_runs(&self, alive_before: UnixMillis) -> Result<u64, StorageError> {
+        self.runs.interrupt_stale_runs(alive_before).await
     }
 }
 

@@ -311,6 +311,22 @@ impl Runs for MemoryStore {
                 format!("run id {:?} is taken", run.id),
             )));
         }
+        // The board's claim: interrupt a running run whose server stopped, then refuse if
+        // another is still running, all under one lock.
+        let now = now_millis();
+        let board = board_mut(&mut state, id)?;
+        for r in board.runs.values_mut() {
+            if r.state == RunState::Running && r.alive_at < run.expired_before {
+                r.state = RunState::Interrupted;
+                r.finished_at = Some(now);
+            }
+        }
+        if let Some(active) = board.runs.values().find(|r| r.state == RunState::Running) {
+            return Err(StorageError::RunActive {
+                board: id.clone(),
+                run: active.id.clone(),
+            });
+        }
         let record = RunRecord {
             id: run.id.to_owned(),
             board: id.clone(),
@@ -326,8 +342,9 @@ impl Runs for MemoryStore {
             objects_created: 0,
             objects_deleted: 0,
             steps: 0,
-            started_at: now_millis(),
+            started_at: now,
             finished_at: None,
+            alive_at: now,
             before_version: run.before_version,
             changes: Vec::new(),
             undone_at: None,
@@ -337,6 +354,31 @@ impl Runs for MemoryStore {
             .runs
             .insert(record.id.clone(), record.clone());
         Ok(record)
+    }
+
+    async fn touch_run(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
+        let mut state = self.lock();
+        match run_mut(&mut state, id, run) {
+            Some(r) if r.state == RunState::Running => {
+                r.alive_at = now_millis();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn set_run_version(
+        &self,
+        id: &BoardId,
+        run: &str,
+        version: VersionId,
+    ) -> Result<bool, StorageError> {
+        let mut state = self.lock();
+        let Some(r) = run_mut(&mut state, id, run) else {
+            return Ok(false);
+        };
+        r.before_version = Some(version);
+        Ok(true)
     }
 
     async fn finish_run(
@@ -421,12 +463,12 @@ impl Runs for MemoryStore {
         Ok(())
     }
 
-    async fn interrupt_stale_runs(&self, started_before: UnixMillis) -> Result<u64, StorageError> {
+    async fn interrupt_stale_runs(&self, alive_before: UnixMillis) -> Result<u64, StorageError> {
         let mut state = self.lock();
         let now = now_millis();
         let mut interrupted = 0;
         for r in state.boards.values_mut().flat_map(|b| b.runs.values_mut()) {
-            if r.state == RunState::Running && r.started_at < started_before {
+            if r.state == RunState::Running && r.alive_at < alive_before {
                 r.state = RunState::Interrupted;
                 r.finished_at = Some(now);
                 interrupted += 1;

@@ -386,10 +386,28 @@ pub trait Versions: Send + Sync + fmt::Debug {
 /// The record of a board's assistant runs.
 #[async_trait]
 pub trait Runs: Send + Sync + fmt::Debug {
-    /// Records a run as started (state `running`, no tool calls, no tokens). Fails with
+    /// Records a run as started (state `running`, no tool calls, no tokens, its heartbeat
+    /// now): the run's **claim on its board**, across every server sharing the database. First
+    /// marks interrupted the board's running runs whose heartbeat is older than
+    /// `run.expired_before` (their server stopped). Fails with [`StorageError::RunActive`]
+    /// naming the run if another run of the board is still running,
     /// [`StorageError::BoardNotFound`] if the board is missing, or a database error if the run
     /// id is taken.
     async fn start_run(&self, id: &BoardId, run: NewRun<'_>) -> Result<RunRecord, StorageError>;
+
+    /// A working run's heartbeat: sets its `alive_at` to now. Returns whether the run is still
+    /// `running`; `false` means its claim is gone (marked interrupted after its heartbeat
+    /// expired, finished, or deleted with its board) and nothing was written.
+    async fn touch_run(&self, id: &BoardId, run: &str) -> Result<bool, StorageError>;
+
+    /// Records the version saved before a run (saved once the run claimed the board).
+    /// Returns whether the run exists.
+    async fn set_run_version(
+        &self,
+        id: &BoardId,
+        run: &str,
+        version: VersionId,
+    ) -> Result<bool, StorageError>;
 
     /// Records how a run ended: sets every field of `result` and `finished_at` (now). Returns
     /// whether the run existed. Overwrites an `interrupted` state (a run marked stale by
@@ -432,10 +450,12 @@ pub trait Runs: Send + Sync + fmt::Debug {
     /// `undone_by`).
     async fn release_undo(&self, id: &BoardId, run: &str) -> Result<(), StorageError>;
 
-    /// Marks every `running` run (of any board) started before `started_before` as
-    /// `interrupted`, with `finished_at` now. Returns how many. Called at start-up and before
-    /// listing, with a cutoff past the longest a run may last.
-    async fn interrupt_stale_runs(&self, started_before: UnixMillis) -> Result<u64, StorageError>;
+    /// Marks every `running` run (of any board) whose heartbeat (`alive_at`) is older than
+    /// `alive_before` as `interrupted`, with `finished_at` now: their server stopped (a live
+    /// server refreshes its runs' heartbeats well within the expiry). Returns how many. Called
+    /// at start-up and before listing, with a cutoff of now minus the heartbeat expiry, so
+    /// the live runs of other servers on the same database are never touched.
+    async fn interrupt_stale_runs(&self, alive_before: UnixMillis) -> Result<u64, StorageError>;
 }
 
 /// How many updates each board has in a batch, boards in order of first appearance.

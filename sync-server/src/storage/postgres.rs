@@ -631,29 +631,104 @@ impl Versions for PostgresStore {
 impl Runs for PostgresStore {
     async fn start_run(&self, id: &BoardId, run: NewRun<'_>) -> Result<RunRecord, StorageError> {
         let op = "start run";
-        let row: RunRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO assistant_runs \
-             (id, board_id, user_id, prompt, model, state, started_at, before_version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {RUN_COLUMNS}"
-        )))
-        .bind(run.id)
-        .bind(id.as_str())
-        .bind(run.user)
-        .bind(run.prompt)
-        .bind(run.model)
-        .bind(RunState::Running.as_str())
-        .bind(now_millis())
-        .bind(run.before_version.map(|v| v.0))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| {
-            if is_fk_violation(&e) {
-                StorageError::BoardNotFound(id.clone())
-            } else {
-                StorageError::db(op)(e)
+        // A conflict names the running run; if it ended between the insert and that read, the
+        // insert is tried again.
+        for _ in 0..3 {
+            let now = now_millis();
+            let mut tx = self.tx(op).await?;
+            // The board's claim: interrupt a running run whose server stopped, then insert
+            // unless another run of the board is running (the partial unique index
+            // `assistant_runs_one_running`; a concurrent insert waits for this one to commit).
+            sqlx::query(
+                "UPDATE assistant_runs SET state = 'interrupted', finished_at = $1 \
+                 WHERE board_id = $2 AND state = 'running' AND alive_at < $3",
+            )
+            .bind(now)
+            .bind(id.as_str())
+            .bind(run.expired_before)
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+            let row: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO assistant_runs \
+                 (id, board_id, user_id, prompt, model, state, started_at, alive_at, \
+                  before_version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
+                 ON CONFLICT (board_id) WHERE state = 'running' DO NOTHING \
+                 RETURNING {RUN_COLUMNS}"
+            )))
+            .bind(run.id)
+            .bind(id.as_str())
+            .bind(run.user)
+            .bind(run.prompt)
+            .bind(run.model)
+            .bind(RunState::Running.as_str())
+            .bind(now)
+            .bind(run.before_version.map(|v| v.0))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_fk_violation(&e) {
+                    StorageError::BoardNotFound(id.clone())
+                } else {
+                    StorageError::db(op)(e)
+                }
+            })?;
+            if let Some(row) = row {
+                tx.commit().await.map_err(StorageError::db(op))?;
+                return run_record(id, row);
             }
-        })?;
-        run_record(id, row)
+            // A statement of its own sees the conflicting run, committed meanwhile.
+            let active: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM assistant_runs WHERE board_id = $1 AND state = 'running'",
+            )
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+            if let Some(active) = active {
+                return Err(StorageError::RunActive {
+                    board: id.clone(),
+                    run: active,
+                });
+            }
+        }
+        Err(StorageError::RunActive {
+            board: id.clone(),
+            run: "unknown".into(),
+        })
+    }
+
+    async fn touch_run(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE assistant_runs SET alive_at = $1 \
+             WHERE board_id = $2 AND id = $3 AND state = 'running'",
+        )
+        .bind(now_millis())
+        .bind(id.as_str())
+        .bind(run)
+        .execute(&self.pool)
+        .await
+        .map_err(StorageError::db("touch run"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_run_version(
+        &self,
+        id: &BoardId,
+        run: &str,
+        version: VersionId,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE assistant_runs SET before_version = $1 WHERE board_id = $2 AND id = $3",
+        )
+        .bind(version.0)
+        .bind(id.as_str())
+        .bind(run)
+        .execute(&self.pool)
+        .await
+        .map_err(StorageError::db("set run version"))?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn finish_run(
@@ -776,14 +851,14 @@ impl Runs for PostgresStore {
         Ok(())
     }
 
-    async fn interrupt_stale_runs(&self, started_before: UnixMillis) -> Result<u64, StorageError> {
+    async fn interrupt_stale_runs(&self, alive_before: UnixMillis) -> Result<u64, StorageError> {
         let done = sqlx::query(
             "UPDATE assistant_runs SET state = $1, finished_at = $2 \
-             WHERE state = 'running' AND started_at < $3",
+             WHERE state = 'running' AND alive_at < $3",
         )
         .bind(RunState::Interrupted.as_str())
         .bind(now_millis())
-        .bind(started_before)
+        .bind(alive_before)
         .execute(&self.pool)
         .await
         .map_err(StorageError::db("interrupt stale runs"))?;

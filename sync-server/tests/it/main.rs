@@ -11,6 +11,7 @@ mod burst;
 mod cli;
 mod hocuspocus;
 mod hostile;
+mod multinode;
 mod protocol_fuzz;
 mod races;
 mod randomized;
