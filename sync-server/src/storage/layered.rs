@@ -15,9 +15,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    Backend, BoardInfo, Boards, NewRun, NewSnapshot, NewUpdate, NewVersion, PendingCompaction,
-    RunRecord, RunResult, Runs, Snapshots, Storage, StorageError, StoredBoard, UnixMillis,
-    UpdateLog, Version, VersionInfo, Versions,
+    Backend, BoardInfo, Boards, MaintenanceLock, NewRun, NewSnapshot, NewUpdate, NewVersion,
+    PendingCompaction, RunRecord, RunResult, Runs, Snapshots, Storage, StorageError, StoredBoard,
+    UnixMillis, UpdateLog, Version, VersionInfo, Versions,
 };
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -145,6 +145,13 @@ impl Snapshots for Layered {
         snapshot: NewSnapshot<'_>,
     ) -> Result<Box<dyn PendingCompaction + '_>, StorageError> {
         self.snapshots.begin_compaction(id, snapshot).await
+    }
+
+    async fn try_lock_maintenance(
+        &self,
+        id: &BoardId,
+    ) -> Result<Option<Box<dyn MaintenanceLock>>, StorageError> {
+        self.snapshots.try_lock_maintenance(id).await
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 
+use super::maintenance::{LocalLocks, MaintenanceLock};
 use super::{
     Backend, BlobFormat, BoardInfo, Boards, CompactionStats, NewRun, NewSnapshot, NewUpdate,
     NewVersion, PendingCompaction, RunRecord, RunResult, RunState, Runs, Snapshots, StorageError,
@@ -36,6 +37,7 @@ struct State {
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
+    maintenance: LocalLocks,
 }
 
 impl MemoryStore {
@@ -224,6 +226,14 @@ impl Snapshots for MemoryStore {
                 data: snapshot.data.to_vec(),
             },
         }))
+    }
+
+    async fn try_lock_maintenance(
+        &self,
+        id: &BoardId,
+    ) -> Result<Option<Box<dyn MaintenanceLock>>, StorageError> {
+        // One server uses this database: the lock is this process's.
+        Ok(self.maintenance.try_lock(id))
     }
 }
 

@@ -10,6 +10,8 @@
 //!   `rows` holds the row shapes and conversions they share.
 //! - [`replay`]: turns a [`StoredBoard`] into a `yrs::Doc`, naming the row that fails.
 //! - [`compaction`]: folds a board's log into a snapshot through [`Snapshots::begin_compaction`].
+//! - [`maintenance`]: the maintenance lock ([`Snapshots::try_lock_maintenance`]): a board's
+//!   compaction, automatic versions and retention on one server at a time.
 //! - [`open`]: picks a backend from a database URL.
 //!
 //! # Model
@@ -24,6 +26,7 @@
 pub mod compaction;
 mod error;
 pub mod layered;
+pub mod maintenance;
 pub mod memory;
 pub mod postgres;
 pub mod replay;
@@ -38,6 +41,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub use self::error::StorageError;
+pub use self::maintenance::MaintenanceLock;
 pub use self::runs::{NewRun, RunRecord, RunResult, RunState};
 pub use self::url::{DatabaseUrl, StorageOptions, open, redact};
 use crate::ids::{BoardId, Seq, VersionId};
@@ -353,6 +357,17 @@ pub trait Snapshots: Send + Sync + fmt::Debug {
         id: &BoardId,
         snapshot: NewSnapshot<'_>,
     ) -> Result<Box<dyn PendingCompaction + '_>, StorageError>;
+
+    /// Takes board `id`'s **maintenance lock** if it is free, or `None` if it is held (by
+    /// another server on the same database, or by another job of this one). A board's
+    /// compaction, automatic versions and version retention run under it, so on one server at
+    /// a time. Held until the returned lock is dropped (on PostgreSQL released a moment later,
+    /// once its connection has sent the rollback); a server that dies releases it.
+    /// PostgreSQL: an advisory lock (see [`maintenance`]); SQLite and memory: this process's.
+    async fn try_lock_maintenance(
+        &self,
+        id: &BoardId,
+    ) -> Result<Option<Box<dyn MaintenanceLock>>, StorageError>;
 }
 
 /// A board's saved versions.

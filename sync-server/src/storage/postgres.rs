@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
+use super::maintenance::{MaintenanceLock, lock_key};
 use super::rows::{
     BoardRow, RUN_COLUMNS, RunRow, VersionRow, blob_format, board_info, count_to_db,
     is_fk_violation, is_unique_violation, run_record, version_info,
@@ -33,13 +34,24 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 /// committer makes one append at a time; the second serves an import meanwhile.
 pub const APPEND_CONNECTIONS: u32 = 2;
 
+/// Connections that hold boards' maintenance locks, in a pool of their own: each held lock
+/// keeps one (an open transaction), so at most this many maintenance jobs run at once on a
+/// server, and the jobs' own reads and writes on the general pool never wait for a lock's
+/// connection (nor the other way round).
+pub const MAINTENANCE_CONNECTIONS: u32 = 2;
+
 /// The PostgreSQL backend.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
-    /// Everything but appends.
+    /// Everything but appends and maintenance locks.
     pool: PgPool,
     /// Appends only.
     appends: PgPool,
+    /// Maintenance locks only.
+    locks: PgPool,
+    /// The schema the tables are in: part of every maintenance lock's key, since advisory
+    /// locks are the database's, not the schema's.
+    schema: String,
 }
 
 impl PostgresStore {
@@ -67,13 +79,26 @@ impl PostgresStore {
             .await
             .map_err(StorageError::db("connect"))?;
         MIGRATOR.run(&pool).await?;
+        let schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await
+            .map_err(StorageError::db("connect"))?;
         let appends = PgPoolOptions::new()
             .max_connections(APPEND_CONNECTIONS)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(StorageError::db("connect"))?;
-        Ok(Self { pool, appends })
+        let locks = PgPoolOptions::new()
+            .max_connections(MAINTENANCE_CONNECTIONS)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect);
+        Ok(Self {
+            pool,
+            appends,
+            locks,
+            schema,
+        })
     }
 
     async fn tx(&self, op: &'static str) -> Result<Transaction<'static, Postgres>, StorageError> {
@@ -325,6 +350,7 @@ impl Boards for PostgresStore {
     }
 
     async fn close(&self) {
+        self.locks.close().await;
         self.appends.close().await;
         self.pool.close().await;
     }
@@ -501,6 +527,21 @@ impl Snapshots for PostgresStore {
                 snapshot_bytes: snapshot.data.len() as u64,
             },
         }))
+    }
+
+    async fn try_lock_maintenance(
+        &self,
+        id: &BoardId,
+    ) -> Result<Option<Box<dyn MaintenanceLock>>, StorageError> {
+        let op = "lock maintenance";
+        let mut tx = self.locks.begin().await.map_err(StorageError::db(op))?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(lock_key(&self.schema, id))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        Ok(locked
+            .then(|| Box::new(PostgresMaintenanceLock { _tx: tx }) as Box<dyn MaintenanceLock>))
     }
 }
 
@@ -865,6 +906,17 @@ impl Runs for PostgresStore {
         Ok(done.rows_affected())
     }
 }
+
+/// A board's maintenance lock: an advisory lock held by an open transaction on the lock pool.
+/// Dropping it rolls the transaction back, which releases the lock (the connection sends the
+/// rollback before it serves anyone else; if it broke, the server ended the session and the
+/// lock with it).
+#[derive(Debug)]
+struct PostgresMaintenanceLock {
+    _tx: Transaction<'static, Postgres>,
+}
+
+impl MaintenanceLock for PostgresMaintenanceLock {}
 
 /// A compaction staged in an open transaction; dropping it rolls back.
 #[derive(Debug)]

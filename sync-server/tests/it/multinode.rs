@@ -9,17 +9,24 @@
 //! `CI=true`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ai_agent::{BudgetLimits, LlmConfig, RunCaps};
+use async_trait::async_trait;
 use harness::fixture::Fixture;
 use harness::llm::{self as fake, FakeLlm, Reply, text_turn};
-use harness::{TestServer, WAIT, config, http};
+use harness::{TestClient, TestServer, WAIT, config, http, new_doc, notes};
 use serde_json::{Value, json};
 use sync_server::assistant::AssistantConfig;
 use sync_server::ids::BoardId;
 use sync_server::server::Config;
-use sync_server::storage::{NewRun, RunState};
+use sync_server::storage::layered::Layered;
+use sync_server::storage::replay::replay_into;
+use sync_server::storage::{
+    CompactionStats, MaintenanceLock, NewRun, NewSnapshot, PendingCompaction, RunState, Snapshots,
+    Storage, StorageError,
+};
 
 const JSON: Option<&str> = Some("application/json");
 
@@ -196,6 +203,223 @@ async fn a_run_whose_heartbeat_expired_stops_blocking() {
     let run = fx.store.get_run(&board, "dead-run").await.unwrap().unwrap();
     assert_eq!(run.state, RunState::Interrupted);
     c.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    fx.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Maintenance
+
+/// The value of the sample `series` on `node`'s `/metrics` (0 if absent).
+async fn metric(node: &TestServer, series: &str) -> f64 {
+    let text = String::from_utf8(http(node.addr, "GET", "/metrics", None, b"").await.body).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse::<f64>().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+async fn wait_metric(node: &TestServer, series: &str, at_least: f64) {
+    tokio::time::timeout(WAIT, async {
+        while metric(node, series).await < at_least {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{series} never reached {at_least}"));
+}
+
+/// The board as stored: its notes, and the sequence its snapshot covers (0 if none).
+async fn stored_notes(store: &dyn Storage, id: &str) -> (Vec<String>, i64) {
+    let stored = store.load(&BoardId::parse(id).unwrap()).await.unwrap();
+    let doc = new_doc();
+    replay_into(&doc, &stored).unwrap();
+    let snapshot_seq = stored.snapshot.as_ref().map_or(0, |s| s.seq);
+    (notes(&doc).into_keys().collect(), snapshot_seq)
+}
+
+fn compacting_config() -> Config {
+    let mut cfg = config();
+    cfg.board.compact_rows = 4;
+    cfg
+}
+
+/// While one node holds a board's maintenance lock, another node's compaction and automatic
+/// version of it are skipped (counted in `sync_compactions_skipped_total` and
+/// `sync_versions_skipped_total`, nothing written, nothing lost); once the lock is free, it
+/// compacts and saves its version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_is_skipped_while_another_node_holds_the_lock() {
+    let Some(fx) = Fixture::postgres().await else {
+        return;
+    };
+    let mut cfg = compacting_config();
+    cfg.board.checkpoint_rows = 4;
+    let node = TestServer::start(cfg, fx.reopen().await).await;
+    let board = BoardId::parse("locked").unwrap();
+    // Another node compacting the board: it holds the lock.
+    let held = fx
+        .store
+        .try_lock_maintenance(&board)
+        .await
+        .unwrap()
+        .unwrap();
+    let client = TestClient::connect(node.addr, "locked", true).await;
+    client.wait_synced().await;
+    for i in 0..12 {
+        client.put_note(&format!("n{i}"), "x");
+        client.wait_all_acked().await;
+    }
+    let text = String::from_utf8(http(node.addr, "GET", "/metrics", None, b"").await.body).unwrap();
+    std::fs::write("/tmp/metrics.txt", &text).unwrap();
+    wait_metric(&node, "sync_compactions_skipped_total", 1.0).await;
+    wait_metric(&node, "sync_versions_skipped_total", 1.0).await;
+    assert_eq!(metric(&node, "sync_compactions_total").await, 0.0);
+    assert!(fx.store.list_versions(&board).await.unwrap().is_empty());
+    let (kept, snapshot_seq) = stored_notes(fx.store.as_ref(), "locked").await;
+    assert_eq!(
+        snapshot_seq, 0,
+        "no snapshot written while the lock is held"
+    );
+    assert_eq!(kept.len(), 12);
+
+    drop(held);
+    // Retried once as many rows as the threshold were appended.
+    for i in 12..24 {
+        client.put_note(&format!("n{i}"), "x");
+        client.wait_all_acked().await;
+    }
+    wait_metric(&node, "sync_compactions_total", 1.0).await;
+    wait_metric(&node, "sync_versions_saved_total", 1.0).await;
+    let (kept, snapshot_seq) = stored_notes(fx.store.as_ref(), "locked").await;
+    assert!(snapshot_seq > 0);
+    assert_eq!(kept.len(), 24, "{kept:?}");
+    client.close().await;
+    node.shutdown().await.unwrap();
+    fx.finish().await;
+}
+
+/// Compactions seen from the store: how many are being written at once (across every node
+/// sharing these counters), the most ever, and how many committed. Each write is slowed down
+/// so that two compactions not kept apart would overlap.
+#[derive(Debug)]
+struct Watched {
+    inner: Arc<dyn Storage>,
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    in_flight: AtomicUsize,
+    most: AtomicUsize,
+    committed: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct WatchedCompaction<'a> {
+    inner: Option<Box<dyn PendingCompaction + 'a>>,
+    counters: Arc<Counters>,
+}
+
+#[async_trait]
+impl PendingCompaction for WatchedCompaction<'_> {
+    async fn commit(mut self: Box<Self>) -> Result<CompactionStats, StorageError> {
+        let stats = self.inner.take().unwrap().commit().await;
+        if stats.is_ok() {
+            self.counters.committed.fetch_add(1, Ordering::SeqCst);
+        }
+        stats
+    }
+}
+
+impl Drop for WatchedCompaction<'_> {
+    fn drop(&mut self) {
+        self.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Snapshots for Watched {
+    async fn begin_compaction(
+        &self,
+        id: &BoardId,
+        snapshot: NewSnapshot<'_>,
+    ) -> Result<Box<dyn PendingCompaction + '_>, StorageError> {
+        let now = self.counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.counters.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        match self.inner.begin_compaction(id, snapshot).await {
+            Ok(inner) => Ok(Box::new(WatchedCompaction {
+                inner: Some(inner),
+                counters: self.counters.clone(),
+            })),
+            Err(e) => {
+                self.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
+                Err(e)
+            }
+        }
+    }
+
+    async fn try_lock_maintenance(
+        &self,
+        id: &BoardId,
+    ) -> Result<Option<Box<dyn MaintenanceLock>>, StorageError> {
+        self.inner.try_lock_maintenance(id).await
+    }
+}
+
+/// Two nodes with the same board loaded, each with a client writing, each compacting every
+/// few rows: no two compactions of the board are ever written at once, both nodes' compactions
+/// land, and the stored board (snapshot and log) holds every note either client wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_never_compact_a_board_at_once_and_lose_nothing() {
+    let Some(fx) = Fixture::postgres().await else {
+        return;
+    };
+    let counters = Arc::new(Counters::default());
+    let watched = |store: Arc<dyn Storage>| -> Arc<dyn Storage> {
+        let snapshots = Arc::new(Watched {
+            inner: store.clone(),
+            counters: counters.clone(),
+        });
+        Arc::new(Layered::over(store).with_snapshots(snapshots))
+    };
+    let a = TestServer::start(compacting_config(), watched(fx.reopen().await)).await;
+    let b = TestServer::start(compacting_config(), watched(fx.reopen().await)).await;
+    let on_a = TestClient::connect(a.addr, "contested", true).await;
+    on_a.wait_synced().await;
+    let on_b = TestClient::connect(b.addr, "contested", true).await;
+    on_b.wait_synced().await;
+    const EDITS: usize = 40;
+    let write = |client: TestClient, name: &'static str| async move {
+        for i in 0..EDITS {
+            client.put_note(&format!("{name}-{i}"), "x");
+            client.wait_all_acked().await;
+        }
+        client
+    };
+    let (on_a, on_b) = tokio::join!(write(on_a, "a"), write(on_b, "b"));
+    // Both nodes compacted (or were kept apart trying).
+    let tried = |node| async move {
+        metric(node, "sync_compactions_total").await
+            + metric(node, "sync_compactions_skipped_total").await
+    };
+    assert!(tried(&a).await >= 1.0 && tried(&b).await >= 1.0);
+    assert!(counters.committed.load(Ordering::SeqCst) >= 2);
+    assert_eq!(
+        counters.most.load(Ordering::SeqCst),
+        1,
+        "two compactions of the board were written at once"
+    );
+    let (kept, snapshot_seq) = stored_notes(fx.store.as_ref(), "contested").await;
+    assert!(snapshot_seq > 0);
+    assert_eq!(kept.len(), 2 * EDITS, "{kept:?}");
+    on_a.close().await;
+    on_b.close().await;
+    a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
     fx.finish().await;
 }

@@ -1812,6 +1812,8 @@ async fn metrics_are_exposed_and_move() {
         ("sync_evictions", "counter"),
         ("sync_compactions", "counter"),
         ("sync_versions_saved", "counter"),
+        ("sync_compactions_skipped", "counter"),
+        ("sync_versions_skipped", "counter"),
         ("http_request_duration_seconds", "histogram"),
     ] {
         assert!(
@@ -1835,6 +1837,8 @@ async fn metrics_are_exposed_and_move() {
         "sync_evictions_total",
         "sync_compactions_total",
         "sync_versions_saved_total",
+        "sync_compactions_skipped_total",
+        "sync_versions_skipped_total",
         "http_request_duration_seconds_count",
     ] {
         assert_eq!(

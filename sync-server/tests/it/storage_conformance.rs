@@ -11,8 +11,8 @@ use sync_server::ids::{BoardId, VersionId};
 use sync_server::storage::compaction::compact_board;
 use sync_server::storage::replay::{ReplayError, RowRef, replay_into};
 use sync_server::storage::{
-    NewRun, NewSnapshot, NewUpdate, NewVersion, RunRecord, RunResult, RunState, StorageError,
-    StoredBoard, VersionKind,
+    Backend, NewRun, NewSnapshot, NewUpdate, NewVersion, RunRecord, RunResult, RunState,
+    StorageError, StoredBoard, VersionKind,
 };
 use yrs::Doc;
 
@@ -1361,6 +1361,43 @@ async fn runs_go_with_their_board(fx: Fixture) {
     fx.finish().await;
 }
 
+/// A board's maintenance lock is held by one taker at a time, across every store of the
+/// database; other boards' locks are apart; dropping it releases it (on PostgreSQL a moment
+/// later, once its connection sent the rollback).
+async fn maintenance_lock_is_exclusive(fx: Fixture) {
+    let (a, b) = (board("maint-a"), board("maint-b"));
+    let other_node = fx.reopen().await;
+    let held = fx.store.try_lock_maintenance(&a).await.unwrap();
+    assert!(held.is_some());
+    assert!(fx.store.try_lock_maintenance(&a).await.unwrap().is_none());
+    // Servers share a PostgreSQL database; a SQLite database has one (its lock is its store's).
+    let shared = fx.store.backend() == Backend::Postgres;
+    if shared {
+        assert!(other_node.try_lock_maintenance(&a).await.unwrap().is_none());
+    }
+    let b_held = other_node.try_lock_maintenance(&b).await.unwrap();
+    assert!(b_held.is_some(), "another board's lock is free");
+    drop(held);
+    let again = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(lock) = other_node.try_lock_maintenance(&a).await.unwrap() {
+                return lock;
+            }
+            sleep_ms(10).await;
+        }
+    })
+    .await
+    .expect("a dropped lock is released");
+    if shared {
+        assert!(fx.store.try_lock_maintenance(&a).await.unwrap().is_none());
+    }
+    drop((again, b_held));
+    if !fx.is_memory() {
+        other_node.close().await;
+    }
+    fx.finish().await;
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -1414,6 +1451,7 @@ conformance!(
     one_running_run_per_board,
     concurrent_run_claims,
     runs_go_with_their_board,
+    maintenance_lock_is_exclusive,
 );
 
 /// PostgreSQL: appends (commits) have connections of their own, so they complete while every

@@ -27,6 +27,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use self::appender::Appender;
 use self::checkpoint::IdleCheckpoint;
 
+use super::maintenance::{LocalLocks, MaintenanceLock};
 use super::rows::{
     BoardRow, RUN_COLUMNS, RunRow, VersionRow, blob_format, board_info, count_to_db,
     is_fk_violation, is_unique_violation, run_record, version_info,
@@ -63,6 +64,8 @@ pub struct SqliteStore {
     gate: Arc<Mutex<()>>,
     /// Something was written since the last idle checkpoint (`checkpoint.rs`).
     dirty: Arc<AtomicBool>,
+    /// Boards whose maintenance runs now (one server per SQLite database).
+    maintenance: LocalLocks,
 }
 
 /// A write transaction on `writer`, holding the write gate until it ends. Dereferences to the
@@ -161,6 +164,7 @@ impl SqliteStore {
             appender,
             gate,
             dirty,
+            maintenance: LocalLocks::default(),
         })
     }
 
@@ -458,6 +462,14 @@ impl Snapshots for SqliteStore {
                 snapshot_bytes: snapshot.data.len() as u64,
             },
         }))
+    }
+
+    async fn try_lock_maintenance(
+        &self,
+        id: &BoardId,
+    ) -> Result<Option<Box<dyn MaintenanceLock>>, StorageError> {
+        // One server uses this database: the lock is this process's.
+        Ok(self.maintenance.try_lock(id))
     }
 }
 
