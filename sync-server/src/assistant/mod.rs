@@ -23,6 +23,7 @@
 //! 4. The outcome (state, tool calls, tokens, what changed) is recorded once, and the board is
 //!    released. Only then does the caller get `done`: a prompt sent on `done` is accepted.
 
+mod budgets;
 mod changes;
 mod peer;
 mod revert;
@@ -35,8 +36,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ai_agent::{
-    BudgetLimits, Budgets, LlmClient, LlmConfig, LlmError, RunCaps, RunEvent, RunRequest,
-    RunStatus, Viewport,
+    BudgetLedger, BudgetLimits, Budgets, LlmClient, LlmConfig, LlmError, RunCaps, RunEvent,
+    RunRequest, RunStatus, Viewport,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -67,7 +68,8 @@ pub struct AssistantConfig {
     pub llm: LlmConfig,
     /// Limits on each run.
     pub caps: RunCaps,
-    /// Token budgets and request rates (in this process; they start over on restart).
+    /// Token budgets and request rates, kept in the database: shared by every server on it,
+    /// and kept across restarts.
     pub budgets: BudgetLimits,
     /// Longest prompt accepted, in characters.
     pub max_prompt_chars: usize,
@@ -154,7 +156,10 @@ pub(crate) struct AssistantDeps {
 #[derive(Debug)]
 pub(crate) struct Model {
     llm: LlmClient,
-    budgets: Budgets,
+    limits: BudgetLimits,
+    /// In this process until the service is built, then the store's
+    /// ([`budgets::StoredBudgets`]).
+    budgets: Arc<dyn BudgetLedger>,
     caps: RunCaps,
     max_prompt_chars: usize,
     run_expiry: Duration,
@@ -166,7 +171,8 @@ impl Model {
     pub(crate) fn new(config: AssistantConfig) -> Result<Self, LlmError> {
         Ok(Self {
             llm: LlmClient::new(config.llm)?,
-            budgets: Budgets::new(config.budgets),
+            limits: config.budgets,
+            budgets: Arc::new(Budgets::new(config.budgets)),
             caps: config.caps,
             max_prompt_chars: config.max_prompt_chars,
             run_expiry: config.run_expiry.max(Duration::from_millis(30)),
@@ -191,9 +197,18 @@ pub(crate) struct Assistant {
 impl Assistant {
     /// The service, running with `model` (none: runs are refused).
     pub(crate) fn new(model: Option<Model>, deps: AssistantDeps) -> Self {
+        let model = model.map(|mut model| {
+            model.budgets = Arc::new(budgets::StoredBudgets::spawn(
+                model.limits,
+                deps.store.clone(),
+                &deps.tracker,
+                deps.shutdown.clone(),
+            ));
+            Arc::new(model)
+        });
         Self {
             deps,
-            model: model.map(Arc::new),
+            model,
             active: Mutex::new(HashMap::new()),
         }
     }
@@ -340,7 +355,7 @@ impl Assistant {
                 let outcome = ai_agent::run(
                     &model.llm,
                     &peer,
-                    &model.budgets,
+                    model.budgets.as_ref(),
                     run,
                     &model.caps,
                     agent_events,

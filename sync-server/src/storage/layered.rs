@@ -15,9 +15,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    Backend, BoardInfo, Boards, MaintenanceLock, NewRun, NewSnapshot, NewUpdate, NewVersion,
-    PendingCompaction, RunRecord, RunResult, Runs, Snapshots, Storage, StorageError, StoredBoard,
-    UnixMillis, UpdateLog, Version, VersionInfo, Versions,
+    Backend, BoardInfo, Boards, BudgetUpdate, MaintenanceLock, NewRun, NewSnapshot, NewUpdate,
+    NewVersion, PendingCompaction, RunRecord, RunResult, Runs, Snapshots, Storage, StorageError,
+    StoredBoard, UnixMillis, UpdateLog, Version, VersionInfo, Versions,
 };
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -246,6 +246,14 @@ impl Runs for Layered {
 
     async fn interrupt_stale_runs(&self, alive_before: UnixMillis) -> Result<u64, StorageError> {
         self.runs.interrupt_stale_runs(alive_before).await
+    }
+
+    async fn update_budgets(
+        &self,
+        scopes: &[&str],
+        update: BudgetUpdate<'_>,
+    ) -> Result<bool, StorageError> {
+        self.runs.update_budgets(scopes, update).await
     }
 }
 

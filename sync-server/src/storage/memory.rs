@@ -8,10 +8,10 @@ use async_trait::async_trait;
 
 use super::maintenance::{LocalLocks, MaintenanceLock};
 use super::{
-    Backend, BlobFormat, BoardInfo, Boards, CompactionStats, NewRun, NewSnapshot, NewUpdate,
-    NewVersion, PendingCompaction, RunRecord, RunResult, RunState, Runs, Snapshots, StorageError,
-    StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis, UpdateLog, Version, VersionInfo,
-    Versions, now_millis,
+    Backend, BlobFormat, BoardInfo, Boards, BudgetRow, BudgetUpdate, CompactionStats, NewRun,
+    NewSnapshot, NewUpdate, NewVersion, PendingCompaction, RunRecord, RunResult, RunState, Runs,
+    Snapshots, StorageError, StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis, UpdateLog,
+    Version, VersionInfo, Versions, now_millis,
 };
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -31,6 +31,8 @@ struct State {
     /// Ids of deleted boards, until created again.
     deleted: BTreeSet<BoardId>,
     next_version: i64,
+    /// The assistant's budgets by scope.
+    budgets: HashMap<String, BudgetRow>,
 }
 
 /// The in-memory backend. Cloning shares the same data.
@@ -471,6 +473,31 @@ impl Runs for MemoryStore {
             r.undone_by = None;
         }
         Ok(())
+    }
+
+    async fn update_budgets(
+        &self,
+        scopes: &[&str],
+        update: BudgetUpdate<'_>,
+    ) -> Result<bool, StorageError> {
+        // Read, changed and written under one lock.
+        let mut state = self.lock();
+        let mut rows: Vec<BudgetRow> = scopes
+            .iter()
+            .map(|&scope| {
+                state.budgets.get(scope).cloned().unwrap_or(BudgetRow {
+                    scope: scope.to_owned(),
+                    ..BudgetRow::default()
+                })
+            })
+            .collect();
+        if !update(&mut rows) {
+            return Ok(false);
+        }
+        for row in rows {
+            state.budgets.insert(row.scope.clone(), row);
+        }
+        Ok(true)
     }
 
     async fn interrupt_stale_runs(&self, alive_before: UnixMillis) -> Result<u64, StorageError> {

@@ -42,7 +42,7 @@ use serde::Serialize;
 
 pub use self::error::StorageError;
 pub use self::maintenance::MaintenanceLock;
-pub use self::runs::{NewRun, RunRecord, RunResult, RunState};
+pub use self::runs::{BudgetRow, BudgetUpdate, NewRun, RunRecord, RunResult, RunState};
 pub use self::url::{DatabaseUrl, StorageOptions, open, redact};
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -471,6 +471,17 @@ pub trait Runs: Send + Sync + fmt::Debug {
     /// at start-up and before listing, with a cutoff of now minus the heartbeat expiry, so
     /// the live runs of other servers on the same database are never touched.
     async fn interrupt_stale_runs(&self, alive_before: UnixMillis) -> Result<u64, StorageError>;
+
+    /// The assistant's budgets, shared by every server on the database: reads the rows of
+    /// `scopes` (in that order; a missing row as zeros), lets `update` change them, and writes
+    /// them back, in **one transaction** with the rows locked against every other update, so
+    /// concurrent callers on any server never overspend. If `update` returns `false`, nothing
+    /// is written. Returns what `update` returned.
+    async fn update_budgets(
+        &self,
+        scopes: &[&str],
+        update: BudgetUpdate<'_>,
+    ) -> Result<bool, StorageError>;
 }
 
 /// How many updates each board has in a batch, boards in order of first appearance.

@@ -21,10 +21,10 @@ use super::rows::{
     is_fk_violation, is_unique_violation, run_record, version_info,
 };
 use super::{
-    Backend, BlobFormat, BoardInfo, Boards, CompactionStats, NewRun, NewSnapshot, NewUpdate,
-    NewVersion, PendingCompaction, RunRecord, RunResult, RunState, Runs, Snapshots, StorageError,
-    StorageOptions, StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis, UpdateLog, Version,
-    VersionInfo, Versions, now_millis,
+    Backend, BlobFormat, BoardInfo, Boards, BudgetRow, BudgetUpdate, CompactionStats, NewRun,
+    NewSnapshot, NewUpdate, NewVersion, PendingCompaction, RunRecord, RunResult, RunState, Runs,
+    Snapshots, StorageError, StorageOptions, StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis,
+    UpdateLog, Version, VersionInfo, Versions, now_millis,
 };
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -890,6 +890,71 @@ impl Runs for PostgresStore {
         .await
         .map_err(StorageError::db("release undo"))?;
         Ok(())
+    }
+
+    async fn update_budgets(
+        &self,
+        scopes: &[&str],
+        update: BudgetUpdate<'_>,
+    ) -> Result<bool, StorageError> {
+        let op = "update budgets";
+        let mut tx = self.tx(op).await?;
+        // Every row exists, then all are locked in scope order, so concurrent updates on any
+        // server wait for each other and never in a cycle.
+        sqlx::query(
+            "INSERT INTO assistant_budgets (scope) SELECT UNNEST($1::text[]) \
+             ON CONFLICT (scope) DO NOTHING",
+        )
+        .bind(scopes)
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        let stored: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT scope, day, used, reserved, tat_ms FROM assistant_budgets \
+             WHERE scope = ANY($1) ORDER BY scope FOR UPDATE",
+        )
+        .bind(scopes)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        let mut rows: Vec<BudgetRow> = scopes
+            .iter()
+            .map(|&scope| {
+                stored.iter().find(|r| r.0 == scope).map_or_else(
+                    || BudgetRow {
+                        scope: scope.to_owned(),
+                        ..BudgetRow::default()
+                    },
+                    |(scope, day, used, reserved, tat_ms)| BudgetRow {
+                        scope: scope.clone(),
+                        day: *day,
+                        used: *used,
+                        reserved: *reserved,
+                        tat_ms: *tat_ms,
+                    },
+                )
+            })
+            .collect();
+        if !update(&mut rows) {
+            // Dropping `tx` rolls back the rows inserted above.
+            return Ok(false);
+        }
+        for row in &rows {
+            sqlx::query(
+                "UPDATE assistant_budgets SET day = $2, used = $3, reserved = $4, tat_ms = $5 \
+                 WHERE scope = $1",
+            )
+            .bind(&row.scope)
+            .bind(row.day)
+            .bind(row.used)
+            .bind(row.reserved)
+            .bind(row.tat_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        }
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(true)
     }
 
     async fn interrupt_stale_runs(&self, alive_before: UnixMillis) -> Result<u64, StorageError> {

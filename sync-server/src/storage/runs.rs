@@ -148,3 +148,22 @@ pub struct RunRecord {
     /// Who undid it.
     pub undone_by: Option<String>,
 }
+
+/// One scope of the assistant's shared budgets, as stored (see `ai_agent::ScopeState`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BudgetRow {
+    /// `""`: all users together; `user:<name>`: one user.
+    pub scope: String,
+    /// The UTC day `used` and `reserved` belong to (days since the Unix epoch).
+    pub day: i64,
+    /// Tokens settled (or charged) that day.
+    pub used: i64,
+    /// Tokens held by model calls in flight.
+    pub reserved: i64,
+    /// The request-rate cell: when the next request is expected, Unix milliseconds.
+    pub tat_ms: i64,
+}
+
+/// Changes budget rows in place; returns whether to write them (`false`: refused, nothing
+/// changes).
+pub type BudgetUpdate<'a> = &'a mut (dyn FnMut(&mut [BudgetRow]) -> bool + Send);

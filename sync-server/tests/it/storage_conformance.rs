@@ -1398,6 +1398,57 @@ async fn maintenance_lock_is_exclusive(fx: Fixture) {
     fx.finish().await;
 }
 
+/// Budget rows are read, changed and written as one: 40 concurrent increments from two stores
+/// of the database lose none; a refused update writes nothing; rows start at zero.
+async fn budget_updates_are_atomic(fx: Fixture) {
+    let other_node = fx.reopen().await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = if i % 2 == 0 {
+            fx.store.clone()
+        } else {
+            other_node.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut add = |rows: &mut [sync_server::storage::BudgetRow]| {
+                rows[0].used += 1;
+                rows[1].reserved += 2;
+                true
+            };
+            store
+                .update_budgets(&["", "user:u"], &mut add)
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap());
+    }
+    let mut refuse = |rows: &mut [sync_server::storage::BudgetRow]| {
+        rows[0].used = 1_000;
+        false
+    };
+    assert!(!fx.store.update_budgets(&[""], &mut refuse).await.unwrap());
+    let mut seen = Vec::new();
+    let mut read = |rows: &mut [sync_server::storage::BudgetRow]| {
+        seen = rows.to_vec();
+        false
+    };
+    fx.store
+        .update_budgets(&["user:u", "", "user:new"], &mut read)
+        .await
+        .unwrap();
+    let got: Vec<(&str, i64, i64)> = seen
+        .iter()
+        .map(|r| (r.scope.as_str(), r.used, r.reserved))
+        .collect();
+    assert_eq!(got, [("user:u", 0, 80), ("", 40, 0), ("user:new", 0, 0)]);
+    if !fx.is_memory() {
+        other_node.close().await;
+    }
+    fx.finish().await;
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -1452,6 +1503,7 @@ conformance!(
     concurrent_run_claims,
     runs_go_with_their_board,
     maintenance_lock_is_exclusive,
+    budget_updates_are_atomic,
 );
 
 /// PostgreSQL: appends (commits) have connections of their own, so they complete while every

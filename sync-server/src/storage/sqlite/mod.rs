@@ -33,10 +33,10 @@ use super::rows::{
     is_fk_violation, is_unique_violation, run_record, version_info,
 };
 use super::{
-    Backend, BlobFormat, BoardInfo, Boards, CompactionStats, NewRun, NewSnapshot, NewUpdate,
-    NewVersion, PendingCompaction, RunRecord, RunResult, RunState, Runs, Snapshots, StorageError,
-    StorageOptions, StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis, UpdateLog, Version,
-    VersionInfo, Versions, now_millis,
+    Backend, BlobFormat, BoardInfo, Boards, BudgetRow, BudgetUpdate, CompactionStats, NewRun,
+    NewSnapshot, NewUpdate, NewVersion, PendingCompaction, RunRecord, RunResult, RunState, Runs,
+    Snapshots, StorageError, StorageOptions, StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis,
+    UpdateLog, Version, VersionInfo, Versions, now_millis,
 };
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -820,6 +820,54 @@ impl Runs for SqliteStore {
         .await
         .map_err(StorageError::db(op))?;
         tx.commit().await.map_err(StorageError::db(op))
+    }
+
+    async fn update_budgets(
+        &self,
+        scopes: &[&str],
+        update: BudgetUpdate<'_>,
+    ) -> Result<bool, StorageError> {
+        let op = "update budgets";
+        // The write transaction (and the write gate) keeps every other update out.
+        let mut tx = self.write_tx(op).await?;
+        let mut rows = Vec::with_capacity(scopes.len());
+        for &scope in scopes {
+            let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(
+                "SELECT day, used, reserved, tat_ms FROM assistant_budgets WHERE scope = ?",
+            )
+            .bind(scope)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+            let (day, used, reserved, tat_ms) = row.unwrap_or_default();
+            rows.push(BudgetRow {
+                scope: scope.to_owned(),
+                day,
+                used,
+                reserved,
+                tat_ms,
+            });
+        }
+        if !update(&mut rows) {
+            return Ok(false);
+        }
+        for row in &rows {
+            sqlx::query(
+                "INSERT INTO assistant_budgets (scope, day, used, reserved, tat_ms) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope) DO UPDATE SET day = excluded.day, \
+                 used = excluded.used, reserved = excluded.reserved, tat_ms = excluded.tat_ms",
+            )
+            .bind(&row.scope)
+            .bind(row.day)
+            .bind(row.used)
+            .bind(row.reserved)
+            .bind(row.tat_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        }
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(true)
     }
 
     async fn interrupt_stale_runs(&self, alive_before: UnixMillis) -> Result<u64, StorageError> {
