@@ -18,8 +18,9 @@
 //! - [`peer`]: the boundary to the board's owner ([`BoardPeer`], [`Edit`], [`Edited`],
 //!   [`Presence`], [`PeerError`]).
 //! - [`mod@run`]: the run loop ([`run()`](run::run)), its request, caps, events and outcome.
-//! - [`budget`]: in-process token budgets and request rates, reserved atomically across scopes
-//!   ([`Budgets`], [`Reservation`]).
+//! - [`budget`]: token budgets and request rates, reserved atomically across scopes
+//!   ([`Budgets`] in process, [`Reservation`]; [`BudgetLedger`] for a ledger kept elsewhere,
+//!   with the rules over stored counters, [`reserve_in`] and [`release_in`]).
 //!
 //! # Rules the crate keeps
 //!
@@ -37,7 +38,10 @@ pub mod peer;
 pub mod run;
 pub mod tools;
 
-pub use budget::{BudgetError, BudgetLimits, BudgetSnapshot, Budgets, Reservation};
+pub use budget::{
+    BudgetError, BudgetLedger, BudgetLimits, BudgetSnapshot, Budgets, Hold, Release, Reservation,
+    ScopeState, release_in, reserve_in,
+};
 pub use llm::{LlmClient, LlmConfig, LlmError};
 pub use peer::{BoardPeer, Edit, Edited, PeerError, Presence};
 pub use run::{

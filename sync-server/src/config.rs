@@ -437,6 +437,7 @@ impl AssistantArgs {
                 user_requests_per_minute: some32(self.assistant_user_requests_per_minute),
             },
             max_prompt_chars: self.assistant_max_prompt_chars.max(1),
+            run_expiry: crate::assistant::DEFAULT_RUN_EXPIRY,
         })
     }
 }

@@ -164,6 +164,10 @@ pub struct Metrics {
     pub compactions: Counter,
     /// Versions saved (automatic and named).
     pub versions_saved: Counter,
+    /// Compactions skipped: another server held the board's maintenance lock.
+    pub compactions_skipped: Counter,
+    /// Automatic versions skipped: another server held the board's maintenance lock.
+    pub versions_skipped: Counter,
     /// Assistant tool calls handled (applied or not).
     pub assistant_tool_calls: Counter,
     /// Assistant undos applied.
@@ -202,6 +206,8 @@ impl Metrics {
         let evictions = Counter::default();
         let compactions = Counter::default();
         let versions_saved = Counter::default();
+        let compactions_skipped = Counter::default();
+        let versions_skipped = Counter::default();
         let errors = Family::<ErrorLabels, Counter>::default();
         for &kind in kind::ALL {
             let _ = errors.get_or_create(&ErrorLabels { kind });
@@ -288,6 +294,16 @@ impl Metrics {
             "Versions saved",
             versions_saved.clone(),
         );
+        r.register(
+            "sync_compactions_skipped",
+            "Compactions skipped: another server held the board's maintenance lock",
+            compactions_skipped.clone(),
+        );
+        r.register(
+            "sync_versions_skipped",
+            "Automatic versions skipped: another server held the board's maintenance lock",
+            versions_skipped.clone(),
+        );
         r.register("sync_errors", "Errors by kind", errors.clone());
         r.register(
             "http_requests",
@@ -335,6 +351,8 @@ impl Metrics {
             evictions,
             compactions,
             versions_saved,
+            compactions_skipped,
+            versions_skipped,
             assistant_tool_calls,
             assistant_undos,
             cluster,

@@ -15,8 +15,9 @@ use async_trait::async_trait;
 use sync_server::ids::{BoardId, Seq, VersionId};
 use sync_server::storage::layered::Layered;
 use sync_server::storage::{
-    Backend, BoardInfo, Boards, NewSnapshot, NewUpdate, NewVersion, PendingCompaction, Snapshots,
-    Storage, StorageError, StoredBoard, UpdateLog, Version, VersionInfo, Versions,
+    Backend, BoardInfo, Boards, MaintenanceLock, NewSnapshot, NewUpdate, NewVersion,
+    PendingCompaction, Snapshots, Storage, StorageError, StoredBoard, UpdateLog, Version,
+    VersionInfo, Versions,
 };
 
 use crate::WAIT;
@@ -280,6 +281,13 @@ impl Snapshots for CompactionGate {
     ) -> Result<Box<dyn PendingCompaction + '_>, StorageError> {
         self.gate.pass().await;
         self.inner.begin_compaction(id, snapshot).await
+    }
+
+    async fn try_lock_maintenance(
+        &self,
+        id: &BoardId,
+    ) -> Result<Option<Box<dyn MaintenanceLock>>, StorageError> {
+        self.inner.try_lock_maintenance(id).await
     }
 }
 

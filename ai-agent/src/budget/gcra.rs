@@ -25,6 +25,16 @@ fn parameters(per_minute: u32) -> (Duration, Duration) {
 }
 
 impl Gcra {
+    /// A cell whose next request is expected at `tat` (as stored elsewhere).
+    pub(crate) fn at(tat: Tick) -> Self {
+        Gcra { tat }
+    }
+
+    /// When the next request is expected.
+    pub(crate) fn tat(&self) -> Tick {
+        self.tat
+    }
+
     /// `Err(wait)` if a request now would exceed `per_minute`.
     pub(crate) fn check(&self, now: Tick, per_minute: u32) -> Result<(), Duration> {
         let (_, tolerance) = parameters(per_minute);

@@ -1,4 +1,7 @@
-//! In-process token budgets and request rates, reserved atomically across scopes.
+//! Token budgets and request rates, reserved atomically across scopes: in this process
+//! ([`Budgets`]), or in a ledger kept elsewhere through [`BudgetLedger`] (a database several
+//! servers share), which applies the same rules over stored counters ([`reserve_in`],
+//! [`release_in`]; see `shared.rs`).
 //!
 //! Scopes: the global and the per-user **token budget per UTC day**, and the global and the
 //! per-user **request rate per minute** (one request = one model call). [`Budgets::reserve`]
@@ -17,6 +20,7 @@
 //! before count for neither day's `used` (the reservation itself still held the budget).
 
 mod gcra;
+mod shared;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -26,6 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use gcra::{Gcra, Tick};
+pub use shared::{BudgetLedger, Hold, Release, ScopeState, release_in, reserve_in};
 
 /// Users remembered before idle ones are forgotten.
 const PRUNE_ABOVE: usize = 10_000;
@@ -81,6 +86,10 @@ pub enum BudgetError {
         /// What was asked for.
         requested: u64,
     },
+    /// The budgets could not be checked (a shared ledger's database failed): nothing was
+    /// reserved, and the call is not made.
+    #[error("the assistant's budgets cannot be checked right now")]
+    Unavailable,
     /// Too many model calls in the last minute.
     #[error("too many assistant requests ({scope} rate limit); retry in {} ms", .retry_after.as_millis())]
     RateLimited {
@@ -268,7 +277,7 @@ impl Budgets {
             u.rate.admit(now.tick, rpm);
         }
         Ok(Reservation {
-            budgets: self.clone(),
+            owner: Owner::Budgets(self.clone()),
             user: user.to_string(),
             amount,
             day: now.day,
@@ -343,11 +352,20 @@ fn roll_day(state: &mut State, now: Now) {
     }
 }
 
+/// Who ends a reservation.
+#[derive(Debug)]
+enum Owner {
+    /// This process's budgets.
+    Budgets(Budgets),
+    /// Another ledger (see [`BudgetLedger`]).
+    Other(Arc<dyn Release>),
+}
+
 /// Tokens held for one model call. See the module docs for its life cycle.
 #[derive(Debug)]
 #[must_use = "dropping a reservation refunds it (unsent) or charges it in full (sent)"]
 pub struct Reservation {
-    budgets: Budgets,
+    owner: Owner,
     user: String,
     amount: u64,
     day: u64,
@@ -371,7 +389,21 @@ impl Reservation {
     /// connection) gives everything back.
     pub fn settle(mut self, actual_total_tokens: u64) {
         self.done = true;
-        self.budgets.release(&self, actual_total_tokens, false);
+        self.release(actual_total_tokens, false);
+    }
+
+    fn release(&self, charge: u64, refund_rate: bool) {
+        match &self.owner {
+            Owner::Budgets(budgets) => budgets.release(self, charge, refund_rate),
+            Owner::Other(releaser) => {
+                let hold = Hold {
+                    user: self.user.clone(),
+                    amount: self.amount,
+                    day: self.day,
+                };
+                releaser.release(&hold, charge, refund_rate);
+            }
+        }
     }
 }
 
@@ -381,9 +413,9 @@ impl Drop for Reservation {
             return;
         }
         if self.sent {
-            self.budgets.release(self, self.amount, false);
+            self.release(self.amount, false);
         } else {
-            self.budgets.release(self, 0, true);
+            self.release(0, true);
         }
     }
 }

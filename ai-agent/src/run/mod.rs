@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::budget::Budgets;
+use crate::budget::BudgetLedger;
 use crate::llm::LlmClient;
 use crate::peer::BoardPeer;
 
@@ -174,7 +174,7 @@ pub enum RunEvent {
 pub async fn run(
     llm: &LlmClient,
     peer: &dyn BoardPeer,
-    budgets: &Budgets,
+    budgets: &dyn BudgetLedger,
     request: RunRequest,
     caps: &RunCaps,
     events: mpsc::Sender<RunEvent>,

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{RunCaps, RunEvent, RunOutcome, RunRequest, RunStatus, ToolCallRecord, Usage, prompt};
-use crate::budget::{Budgets, estimate_tokens};
+use crate::budget::{BudgetLedger, estimate_tokens};
 use crate::llm::{Finish, LlmClient, ToolCallRequest, Turn};
 use crate::peer::{BoardPeer, Presence};
 use crate::tools::{self, CallReport, Effect, ToolContext, ToolName};
@@ -37,7 +37,7 @@ enum Stop {
 pub(super) struct Runner<'a> {
     llm: &'a LlmClient,
     peer: &'a dyn BoardPeer,
-    budgets: &'a Budgets,
+    budgets: &'a dyn BudgetLedger,
     request: RunRequest,
     caps: RunCaps,
     events: mpsc::Sender<RunEvent>,
@@ -55,7 +55,7 @@ impl<'a> Runner<'a> {
     pub(super) fn new(
         llm: &'a LlmClient,
         peer: &'a dyn BoardPeer,
-        budgets: &'a Budgets,
+        budgets: &'a dyn BudgetLedger,
         request: RunRequest,
         caps: &RunCaps,
         events: mpsc::Sender<RunEvent>,
@@ -268,6 +268,7 @@ impl<'a> Runner<'a> {
         let mut reservation = self
             .budgets
             .reserve(&self.request.user, amount)
+            .await
             .map_err(|e| Stop::Failed(e.to_string()))?;
         reservation.mark_sent();
         // Interrupted: the reservation is dropped as sent and charged in full.

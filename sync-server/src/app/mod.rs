@@ -170,7 +170,7 @@ impl AppBuilder {
                 shutdown: shutdown.clone(),
             },
         ));
-        match assistant.interrupt_stale_runs().await {
+        match assistant.interrupt_runs_at_start().await {
             Ok(0) => {}
             Ok(n) => info!(
                 runs = n,

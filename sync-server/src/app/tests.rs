@@ -352,6 +352,7 @@ async fn app(keys: &Keys, fixture: Fixture) -> (Router, AppHandle, String) {
             prompt: "tidy up",
             model: "none",
             before_version: None,
+            expired_before: 0,
         };
         store.start_run(&board, run).await.unwrap();
     }

@@ -23,6 +23,7 @@
 //! 4. The outcome (state, tool calls, tokens, what changed) is recorded once, and the board is
 //!    released. Only then does the caller get `done`: a prompt sent on `done` is accepted.
 
+mod budgets;
 mod changes;
 mod peer;
 mod revert;
@@ -35,8 +36,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ai_agent::{
-    BudgetLimits, Budgets, LlmClient, LlmConfig, LlmError, RunCaps, RunEvent, RunRequest,
-    RunStatus, Viewport,
+    BudgetLedger, BudgetLimits, Budgets, LlmClient, LlmConfig, LlmError, RunCaps, RunEvent,
+    RunRequest, RunStatus, Viewport,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -50,12 +51,15 @@ use crate::board::{BoardCmd, BoardError, Read, VersionMeta};
 use crate::ids::BoardId;
 use crate::metrics::Metrics;
 use crate::storage::{
-    NewRun, RunRecord, RunResult, RunState, Storage, StorageError, VersionInfo, VersionKind,
-    now_millis,
+    Backend, NewRun, RunRecord, RunResult, RunState, Storage, StorageError, VersionInfo,
+    VersionKind, now_millis,
 };
 
 /// How long a finished run waits for its caller to take the `done` event.
 const DONE_GRACE: Duration = Duration::from_secs(30);
+
+/// [`AssistantConfig::run_expiry`] by default, and when no model service is configured.
+pub const DEFAULT_RUN_EXPIRY: Duration = Duration::from_secs(30);
 
 /// How the assistant is set up.
 #[derive(Debug, Clone)]
@@ -64,10 +68,16 @@ pub struct AssistantConfig {
     pub llm: LlmConfig,
     /// Limits on each run.
     pub caps: RunCaps,
-    /// Token budgets and request rates (in this process; they start over on restart).
+    /// Token budgets and request rates, kept in the database: shared by every server on it,
+    /// and kept across restarts.
     pub budgets: BudgetLimits,
     /// Longest prompt accepted, in characters.
     pub max_prompt_chars: usize,
+    /// A working run refreshes its heartbeat in the database every third of this; a running
+    /// run whose heartbeat is older belongs to a server that stopped: it no longer holds its
+    /// board, and is recorded `interrupted`. A run that cannot refresh its heartbeat for this
+    /// long stops itself (cancelled), since another server may now take the board.
+    pub run_expiry: Duration,
 }
 
 /// Why a run could not start, or a run could not be undone. Nothing was changed.
@@ -146,9 +156,13 @@ pub(crate) struct AssistantDeps {
 #[derive(Debug)]
 pub(crate) struct Model {
     llm: LlmClient,
-    budgets: Budgets,
+    limits: BudgetLimits,
+    /// In this process until the service is built, then the store's
+    /// ([`budgets::StoredBudgets`]).
+    budgets: Arc<dyn BudgetLedger>,
     caps: RunCaps,
     max_prompt_chars: usize,
+    run_expiry: Duration,
 }
 
 impl Model {
@@ -157,9 +171,11 @@ impl Model {
     pub(crate) fn new(config: AssistantConfig) -> Result<Self, LlmError> {
         Ok(Self {
             llm: LlmClient::new(config.llm)?,
-            budgets: Budgets::new(config.budgets),
+            limits: config.budgets,
+            budgets: Arc::new(Budgets::new(config.budgets)),
             caps: config.caps,
             max_prompt_chars: config.max_prompt_chars,
+            run_expiry: config.run_expiry.max(Duration::from_millis(30)),
         })
     }
 
@@ -181,9 +197,18 @@ pub(crate) struct Assistant {
 impl Assistant {
     /// The service, running with `model` (none: runs are refused).
     pub(crate) fn new(model: Option<Model>, deps: AssistantDeps) -> Self {
+        let model = model.map(|mut model| {
+            model.budgets = Arc::new(budgets::StoredBudgets::spawn(
+                model.limits,
+                deps.store.clone(),
+                &deps.tracker,
+                deps.shutdown.clone(),
+            ));
+            Arc::new(model)
+        });
         Self {
             deps,
-            model: model.map(Arc::new),
+            model,
             active: Mutex::new(HashMap::new()),
         }
     }
@@ -236,23 +261,7 @@ impl Assistant {
         let claim = self.claim(&request.board, &run_id)?;
 
         let deps = &self.deps;
-        // Saved by the board's actor, holding every change back until it is: the version is
-        // exactly the board as the run finds it.
-        let before = VersionMeta {
-            kind: VersionKind::Auto,
-            label: None,
-            author: Some(format!("ai:{run_id}")),
-            reason: Some("before assistant run".into()),
-        };
-        let version = deps
-            .boards
-            .call(&request.board, |reply| {
-                BoardCmd::Read(Read::SaveVersion {
-                    meta: before.clone(),
-                    reply,
-                })
-            })
-            .await??;
+        // The claim across servers: the run's row, `running`, at most one per board.
         deps.store
             .start_run(
                 &request.board,
@@ -261,10 +270,50 @@ impl Assistant {
                     user: request.user.as_deref(),
                     prompt: &prompt,
                     model: model.llm.model(),
-                    before_version: Some(version.id),
+                    before_version: None,
+                    expired_before: expired_before(model.run_expiry),
                 },
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                StorageError::RunActive { run, .. } => AssistantError::Busy(run),
+                e => AssistantError::Storage(e),
+            })?;
+        // Saved by the board's actor, holding every change back until it is: the version is
+        // exactly the board as the run finds it.
+        let before = VersionMeta {
+            kind: VersionKind::Auto,
+            label: None,
+            author: Some(format!("ai:{run_id}")),
+            reason: Some("before assistant run".into()),
+        };
+        let saved = deps
+            .boards
+            .call(&request.board, |reply| {
+                BoardCmd::Read(Read::SaveVersion {
+                    meta: before.clone(),
+                    reply,
+                })
+            })
+            .await
+            .map_err(AssistantError::from)
+            .and_then(|r| r.map_err(AssistantError::from));
+        let version = match saved {
+            Ok(version) => version,
+            Err(e) => {
+                // The run never started: give the board back.
+                self.abandon(&request.board, &run_id, &e.to_string()).await;
+                return Err(e);
+            }
+        };
+        if let Err(e) = deps
+            .store
+            .set_run_version(&request.board, &run_id, version.id)
+            .await
+        {
+            self.abandon(&request.board, &run_id, &e.to_string()).await;
+            return Err(e.into());
+        }
         info!(board = %request.board, run_id, "assistant run started");
 
         let (events, rx) = mpsc::channel(64);
@@ -301,18 +350,30 @@ impl Assistant {
                 }
                 done
             };
-            let (outcome, done) = tokio::join!(
-                ai_agent::run(
+            let ended = CancellationToken::new();
+            let work = async {
+                let outcome = ai_agent::run(
                     &model.llm,
                     &peer,
-                    &model.budgets,
+                    model.budgets.as_ref(),
                     run,
                     &model.caps,
                     agent_events,
                     claim.cancel.clone(),
-                ),
-                forward
+                )
+                .await;
+                ended.cancel();
+                outcome
+            };
+            let heartbeat = heartbeat(
+                deps.store.as_ref(),
+                &board,
+                run_id_for_log,
+                model.run_expiry,
+                &ended,
+                &claim.cancel,
             );
+            let (outcome, done, ()) = tokio::join!(work, forward, heartbeat);
             let changes = peer.changes().encode();
             let tool_calls = serde_json::to_string(&outcome.tool_calls)
                 .unwrap_or_else(|_| "[]".into());
@@ -358,7 +419,27 @@ impl Assistant {
         })
     }
 
-    /// Claims `board` for `run_id`; the claim is released when dropped.
+    /// Records a run that claimed its board but could not start as failed, which gives the
+    /// board back.
+    async fn abandon(&self, board: &BoardId, run_id: &str, why: &str) {
+        let result = RunResult {
+            state: RunState::Failed,
+            error: Some(why),
+            summary: "",
+            tool_calls: "[]",
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            objects_created: 0,
+            objects_deleted: 0,
+            steps: 0,
+            changes: &[],
+        };
+        if let Err(e) = self.deps.store.finish_run(board, run_id, result).await {
+            warn!(board = %board, run_id, error = %e, "could not record a run that failed to start");
+        }
+    }
+
+    /// Claims `board` for `run_id` in this process; the claim is released when dropped.
     fn claim(self: &Arc<Self>, board: &BoardId, run_id: &str) -> Result<Claim, AssistantError> {
         let mut active = self.active();
         if let Some(a) = active.get(board) {
@@ -380,21 +461,36 @@ impl Assistant {
         })
     }
 
-    /// Marks runs still `running` past the longest a run may take (plus a minute) as
-    /// `interrupted`: their server stopped. Without a model service, a run's longest is 10
-    /// minutes.
-    pub(crate) async fn interrupt_stale_runs(&self) -> Result<u64, StorageError> {
-        let longest = self
-            .model
+    /// How long a running run's heartbeat may be silent before its run counts as interrupted.
+    fn run_expiry(&self) -> Duration {
+        self.model
             .as_ref()
-            .map_or(Duration::from_secs(600), |m| m.caps.wall_time);
-        let stale = longest + Duration::from_secs(60);
-        let cutoff = now_millis() - i64::try_from(stale.as_millis()).unwrap_or(i64::MAX);
+            .map_or(DEFAULT_RUN_EXPIRY, |m| m.run_expiry)
+    }
+
+    /// Marks runs still `running` whose heartbeat expired as `interrupted`: their server
+    /// stopped. Runs other servers are working on refresh theirs, so they are left alone.
+    pub(crate) async fn interrupt_stale_runs(&self) -> Result<u64, StorageError> {
+        let cutoff = expired_before(self.run_expiry());
         self.deps.store.interrupt_stale_runs(cutoff).await
     }
 
-    /// The board's runs, newest first, at most `limit`, and the one working now, if any (stale
-    /// runs are marked interrupted first).
+    /// At start-up: marks interrupted the runs left `running` by a server that stopped. A
+    /// SQLite (or in-memory) database has one server, this one, so every run still `running`
+    /// was left by it; on PostgreSQL other servers may be working on runs right now, so only
+    /// runs whose heartbeat expired are (a run this server left before a crash keeps its board
+    /// until its heartbeat expires, [`AssistantConfig::run_expiry`]).
+    pub(crate) async fn interrupt_runs_at_start(&self) -> Result<u64, StorageError> {
+        match self.deps.store.backend() {
+            Backend::Postgres => self.interrupt_stale_runs().await,
+            Backend::Sqlite | Backend::Memory => {
+                self.deps.store.interrupt_stale_runs(now_millis() + 1).await
+            }
+        }
+    }
+
+    /// The board's runs, newest first, at most `limit`, and the one working now, if any, on
+    /// this server or another (stale runs are marked interrupted first).
     pub(crate) async fn runs(
         &self,
         board: &BoardId,
@@ -402,7 +498,12 @@ impl Assistant {
     ) -> Result<(Vec<RunRecord>, Option<String>), StorageError> {
         self.interrupt_stale_runs().await?;
         let runs = self.deps.store.list_runs(board, limit).await?;
-        Ok((runs, self.active_run(board)))
+        let active = self.active_run(board).or_else(|| {
+            runs.iter()
+                .find(|r| r.state == RunState::Running)
+                .map(|r| r.id.clone())
+        });
+        Ok((runs, active))
     }
 
     /// One run of the board (stale runs are marked interrupted first).
@@ -452,6 +553,47 @@ impl Drop for Claim {
             .is_some_and(|a| a.run_id == self.run_id)
         {
             active.remove(&self.board);
+        }
+    }
+}
+
+/// The heartbeat cutoff: a running run whose heartbeat is older than this has expired.
+fn expired_before(expiry: Duration) -> i64 {
+    now_millis() - i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Refreshes a working run's heartbeat every third of `expiry` until `ended`. If the run lost
+/// its claim (marked interrupted by another server after its heartbeat expired), or the
+/// heartbeat could not be refreshed for `expiry`, the run is cancelled: another server may be
+/// working on the board now.
+async fn heartbeat(
+    store: &dyn Storage,
+    board: &BoardId,
+    run_id: &str,
+    expiry: Duration,
+    ended: &CancellationToken,
+    cancel: &CancellationToken,
+) {
+    let mut last_ok = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = ended.cancelled() => return,
+            () = tokio::time::sleep(expiry / 3) => {}
+        }
+        match store.touch_run(board, run_id).await {
+            Ok(true) => last_ok = tokio::time::Instant::now(),
+            Ok(false) => {
+                warn!(board = %board, run_id, "the run lost its claim on the board; stopping it");
+                cancel.cancel();
+                return;
+            }
+            Err(e) => {
+                warn!(board = %board, run_id, error = %e, "could not refresh the run's heartbeat");
+                if last_ok.elapsed() >= expiry {
+                    cancel.cancel();
+                    return;
+                }
+            }
         }
     }
 }

@@ -9,6 +9,15 @@
 //! rows of another writer still unread. Otherwise the stored rows themselves are folded; the
 //! actor does that only when no such quiet moment came for a while (folding costs a read and a
 //! replay, encoding the doc costs neither).
+//!
+//! **One server at a time.** Compaction, automatic versions and retention of a board run
+//! under the board's maintenance lock ([`Snapshots::try_lock_maintenance`]: an advisory lock
+//! on PostgreSQL, where several servers share the database). A job that finds it held is
+//! skipped ([`JobError::LockHeld`]: counted, not logged as a failure) and tried again later.
+//! On a shared database ([`folds_stored_rows`]) the jobs always fold the stored rows, never a
+//! server's doc: another server may have appended rows this one has not read yet.
+//!
+//! [`Snapshots::try_lock_maintenance`]: crate::storage::Snapshots::try_lock_maintenance
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,7 +29,7 @@ use super::registry::Shared;
 use crate::ids::{BoardId, Seq};
 use crate::storage::compaction::{CompactionError, compact_board};
 use crate::storage::{
-    CompactionStats, NewSnapshot, NewVersion, StorageError, VersionInfo, VersionKind,
+    Backend, CompactionStats, NewSnapshot, NewVersion, StorageError, VersionInfo, VersionKind,
 };
 use crate::transfer::{TransferError, stored_state};
 
@@ -39,6 +48,17 @@ pub(crate) enum JobError {
     /// The task ended without answering (the runtime is shutting down).
     #[error("the task stopped before it answered")]
     Stopped,
+    /// Skipped: the board's maintenance lock is held (another server is compacting the
+    /// board or saving its automatic version). Not a failure.
+    #[error("another server holds the board's maintenance lock")]
+    LockHeld,
+}
+
+/// Whether the board's upkeep folds its stored rows rather than the doc: on a database
+/// several servers share (PostgreSQL), another server may have appended rows this one has not
+/// read yet, so only the stored rows are the board. SQLite and memory serve one server.
+pub(super) fn folds_stored_rows(shared: &Shared) -> bool {
+    shared.store.backend() == Backend::Postgres
 }
 
 /// A job's answer, once it comes.
@@ -80,7 +100,8 @@ fn spawn<T: Send + 'static>(
 
 /// Folds the board's log into a snapshot; `None` if there was nothing to fold. From the doc's
 /// state if the actor could vouch for it ([`Source::Doc`]: the doc held exactly the stored
-/// rows up to `seq`), otherwise from the stored rows themselves.
+/// rows up to `seq`), otherwise from the stored rows themselves. Under the board's maintenance
+/// lock ([`JobError::LockHeld`] if another holds it).
 pub(super) fn compact(
     shared: &Arc<Shared>,
     id: &BoardId,
@@ -89,6 +110,9 @@ pub(super) fn compact(
     let store = shared.store.clone();
     let board = id.clone();
     spawn(shared, id, async move {
+        let Some(_lock) = store.try_lock_maintenance(&board).await? else {
+            return Err(JobError::LockHeld);
+        };
         match source {
             Source::Stored => Ok(compact_board(store.as_ref(), &board).await?),
             Source::Doc { state, seq } => {
@@ -103,8 +127,57 @@ pub(super) fn compact(
     })
 }
 
-/// Saves a version of the board from `source`, then, for automatic versions, applies
-/// retention (keeping `keep_auto`).
+/// Saves an automatic version (author `server`, `reason`) of the board from `source`, then
+/// applies retention, under the board's maintenance lock ([`JobError::LockHeld`] if another
+/// holds it). If an automatic version of the server's covering more than `since` (the newest
+/// this actor knows of) was saved meanwhile, by another server, that one is the answer and
+/// nothing is saved.
+pub(super) fn checkpoint(
+    shared: &Arc<Shared>,
+    board: &BoardId,
+    source: Source,
+    reason: &'static str,
+    since: Seq,
+) -> Job<VersionInfo> {
+    let (store, id) = (shared.store.clone(), board.clone());
+    let keep = shared.config.board.keep_auto_versions;
+    let metrics = shared.metrics.clone();
+    spawn(shared, board, async move {
+        let Some(_lock) = store.try_lock_maintenance(&id).await? else {
+            return Err(JobError::LockHeld);
+        };
+        let meta = automatic(reason);
+        let taken = store.list_versions(&id).await?.into_iter().find(|v| {
+            v.kind == VersionKind::Auto && v.author == meta.author && v.covers_seq > since
+        });
+        if let Some(taken) = taken {
+            return Ok(taken);
+        }
+        let (state, seq) = match source {
+            Source::Doc { state, seq } => (state, seq),
+            Source::Stored => stored_state(store.as_ref(), &id).await?,
+        };
+        let version = NewVersion {
+            kind: meta.kind,
+            label: meta.label.as_deref(),
+            author: meta.author.as_deref(),
+            reason: meta.reason.as_deref(),
+            covers_seq: seq,
+            data: &state,
+        };
+        let saved = store.save_version(&id, version).await?;
+        metrics.versions_saved.inc();
+        if let Err(e) = store.prune_versions(&id, keep).await {
+            tracing::warn!(board = %id, error = %e, "version retention failed");
+        }
+        Ok(saved)
+    })
+}
+
+/// Saves a version of the board from `source` (on request: named, or automatic before a
+/// restore or an assistant run), then, for automatic versions, applies retention (keeping
+/// `keep_auto`) if the board's maintenance lock is free (otherwise the server holding it
+/// applies retention).
 pub(super) fn save_version(
     shared: &Arc<Shared>,
     board: &BoardId,
@@ -129,10 +202,15 @@ pub(super) fn save_version(
         };
         let saved = store.save_version(&id, version).await?;
         metrics.versions_saved.inc();
-        if meta.kind == VersionKind::Auto
-            && let Err(e) = store.prune_versions(&id, keep).await
-        {
-            tracing::warn!(board = %id, error = %e, "version retention failed");
+        if meta.kind == VersionKind::Auto {
+            let pruned = match store.try_lock_maintenance(&id).await {
+                Ok(Some(_lock)) => store.prune_versions(&id, keep).await.map(drop),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = pruned {
+                tracing::warn!(board = %id, error = %e, "version retention failed");
+            }
         }
         Ok(saved)
     })

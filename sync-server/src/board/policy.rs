@@ -111,6 +111,13 @@ impl Upkeep {
         self.compaction_retry_at = last_seq + config.compact_rows;
     }
 
+    /// A compaction was skipped (another server holds the board's maintenance lock, and is
+    /// likely compacting it): tried again, like after a failure, once as many rows as its
+    /// threshold were appended.
+    pub(super) fn compaction_skipped(&mut self, last_seq: Seq, config: &BoardConfig) {
+        self.compaction_failed(last_seq, config);
+    }
+
     // ----- automatic versions -----
 
     /// Whether an automatic version is due after a commit: `checkpoint_rows` since the last
@@ -140,6 +147,11 @@ impl Upkeep {
             || now.duration_since(self.checkpoint_at)
                 >= config.checkpoint_interval * CHECKPOINT_OVERDUE as u32;
         Some(if overdue { Due::Overdue } else { Due::Quiet })
+    }
+
+    /// The sequence the newest automatic version this board knows of covers.
+    pub(super) fn checkpoint_seq(&self) -> Seq {
+        self.checkpoint_seq
     }
 
     pub(super) fn checkpoint_started(&mut self) {

@@ -30,6 +30,15 @@ pub enum StorageError {
         /// The newest sequence in the log.
         last_seq: Seq,
     },
+    /// Another assistant run of the board is working (on this server or another one sharing
+    /// the database): a board has one run at a time.
+    #[error("run {run} is working on board `{board}`")]
+    RunActive {
+        /// The board.
+        board: BoardId,
+        /// The run working on it.
+        run: String,
+    },
     /// A stored row could not be understood (an unknown format code or version kind).
     #[error("board `{board}`: {row} is unreadable: {reason}")]
     CorruptRow {

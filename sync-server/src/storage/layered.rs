@@ -15,9 +15,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    Backend, BoardInfo, Boards, NewRun, NewSnapshot, NewUpdate, NewVersion, PendingCompaction,
-    RunRecord, RunResult, Runs, Snapshots, Storage, StorageError, StoredBoard, UnixMillis,
-    UpdateLog, Version, VersionInfo, Versions,
+    Backend, BoardInfo, Boards, BudgetUpdate, MaintenanceLock, NewRun, NewSnapshot, NewUpdate,
+    NewVersion, PendingCompaction, RunRecord, RunResult, Runs, Snapshots, Storage, StorageError,
+    StoredBoard, UnixMillis, UpdateLog, Version, VersionInfo, Versions,
 };
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -162,6 +162,13 @@ impl Snapshots for Layered {
     ) -> Result<Box<dyn PendingCompaction + '_>, StorageError> {
         self.snapshots.begin_compaction(id, snapshot).await
     }
+
+    async fn try_lock_maintenance(
+        &self,
+        id: &BoardId,
+    ) -> Result<Option<Box<dyn MaintenanceLock>>, StorageError> {
+        self.snapshots.try_lock_maintenance(id).await
+    }
 }
 
 #[async_trait]
@@ -199,6 +206,19 @@ impl Versions for Layered {
 impl Runs for Layered {
     async fn start_run(&self, id: &BoardId, run: NewRun<'_>) -> Result<RunRecord, StorageError> {
         self.runs.start_run(id, run).await
+    }
+
+    async fn touch_run(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
+        self.runs.touch_run(id, run).await
+    }
+
+    async fn set_run_version(
+        &self,
+        id: &BoardId,
+        run: &str,
+        version: VersionId,
+    ) -> Result<bool, StorageError> {
+        self.runs.set_run_version(id, run, version).await
     }
 
     async fn finish_run(
@@ -240,8 +260,16 @@ impl Runs for Layered {
         self.runs.release_undo(id, run).await
     }
 
-    async fn interrupt_stale_runs(&self, started_before: UnixMillis) -> Result<u64, StorageError> {
-        self.runs.interrupt_stale_runs(started_before).await
+    async fn interrupt_stale_runs(&self, alive_before: UnixMillis) -> Result<u64, StorageError> {
+        self.runs.interrupt_stale_runs(alive_before).await
+    }
+
+    async fn update_budgets(
+        &self,
+        scopes: &[&str],
+        update: BudgetUpdate<'_>,
+    ) -> Result<bool, StorageError> {
+        self.runs.update_budgets(scopes, update).await
     }
 }
 

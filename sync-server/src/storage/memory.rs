@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 
+use super::maintenance::{LocalLocks, MaintenanceLock};
 use super::{
-    Backend, BlobFormat, BoardInfo, Boards, CompactionStats, NewRun, NewSnapshot, NewUpdate,
-    NewVersion, PendingCompaction, RunRecord, RunResult, RunState, Runs, Snapshots, StorageError,
-    StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis, UpdateLog, Version, VersionInfo,
-    Versions, now_millis,
+    Backend, BlobFormat, BoardInfo, Boards, BudgetRow, BudgetUpdate, CompactionStats, NewRun,
+    NewSnapshot, NewUpdate, NewVersion, PendingCompaction, RunRecord, RunResult, RunState, Runs,
+    Snapshots, StorageError, StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis, UpdateLog,
+    Version, VersionInfo, Versions, now_millis,
 };
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -30,12 +31,15 @@ struct State {
     /// Ids of deleted boards, until created again.
     deleted: BTreeSet<BoardId>,
     next_version: i64,
+    /// The assistant's budgets by scope.
+    budgets: HashMap<String, BudgetRow>,
 }
 
 /// The in-memory backend. Cloning shares the same data.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
+    maintenance: LocalLocks,
 }
 
 impl MemoryStore {
@@ -225,6 +229,14 @@ impl Snapshots for MemoryStore {
             },
         }))
     }
+
+    async fn try_lock_maintenance(
+        &self,
+        id: &BoardId,
+    ) -> Result<Option<Box<dyn MaintenanceLock>>, StorageError> {
+        // One server uses this database: the lock is this process's.
+        Ok(self.maintenance.try_lock(id))
+    }
 }
 
 #[async_trait]
@@ -311,6 +323,22 @@ impl Runs for MemoryStore {
                 format!("run id {:?} is taken", run.id),
             )));
         }
+        // The board's claim: interrupt a running run whose server stopped, then refuse if
+        // another is still running, all under one lock.
+        let now = now_millis();
+        let board = board_mut(&mut state, id)?;
+        for r in board.runs.values_mut() {
+            if r.state == RunState::Running && r.alive_at < run.expired_before {
+                r.state = RunState::Interrupted;
+                r.finished_at = Some(now);
+            }
+        }
+        if let Some(active) = board.runs.values().find(|r| r.state == RunState::Running) {
+            return Err(StorageError::RunActive {
+                board: id.clone(),
+                run: active.id.clone(),
+            });
+        }
         let record = RunRecord {
             id: run.id.to_owned(),
             board: id.clone(),
@@ -326,8 +354,9 @@ impl Runs for MemoryStore {
             objects_created: 0,
             objects_deleted: 0,
             steps: 0,
-            started_at: now_millis(),
+            started_at: now,
             finished_at: None,
+            alive_at: now,
             before_version: run.before_version,
             changes: Vec::new(),
             undone_at: None,
@@ -337,6 +366,31 @@ impl Runs for MemoryStore {
             .runs
             .insert(record.id.clone(), record.clone());
         Ok(record)
+    }
+
+    async fn touch_run(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
+        let mut state = self.lock();
+        match run_mut(&mut state, id, run) {
+            Some(r) if r.state == RunState::Running => {
+                r.alive_at = now_millis();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn set_run_version(
+        &self,
+        id: &BoardId,
+        run: &str,
+        version: VersionId,
+    ) -> Result<bool, StorageError> {
+        let mut state = self.lock();
+        let Some(r) = run_mut(&mut state, id, run) else {
+            return Ok(false);
+        };
+        r.before_version = Some(version);
+        Ok(true)
     }
 
     async fn finish_run(
@@ -421,12 +475,37 @@ impl Runs for MemoryStore {
         Ok(())
     }
 
-    async fn interrupt_stale_runs(&self, started_before: UnixMillis) -> Result<u64, StorageError> {
+    async fn update_budgets(
+        &self,
+        scopes: &[&str],
+        update: BudgetUpdate<'_>,
+    ) -> Result<bool, StorageError> {
+        // Read, changed and written under one lock.
+        let mut state = self.lock();
+        let mut rows: Vec<BudgetRow> = scopes
+            .iter()
+            .map(|&scope| {
+                state.budgets.get(scope).cloned().unwrap_or(BudgetRow {
+                    scope: scope.to_owned(),
+                    ..BudgetRow::default()
+                })
+            })
+            .collect();
+        if !update(&mut rows) {
+            return Ok(false);
+        }
+        for row in rows {
+            state.budgets.insert(row.scope.clone(), row);
+        }
+        Ok(true)
+    }
+
+    async fn interrupt_stale_runs(&self, alive_before: UnixMillis) -> Result<u64, StorageError> {
         let mut state = self.lock();
         let now = now_millis();
         let mut interrupted = 0;
         for r in state.boards.values_mut().flat_map(|b| b.runs.values_mut()) {
-            if r.state == RunState::Running && r.started_at < started_before {
+            if r.state == RunState::Running && r.alive_at < alive_before {
                 r.state = RunState::Interrupted;
                 r.finished_at = Some(now);
                 interrupted += 1;

@@ -10,6 +10,8 @@
 //!   `rows` holds the row shapes and conversions they share.
 //! - [`replay`]: turns a [`StoredBoard`] into a `yrs::Doc`, naming the row that fails.
 //! - [`compaction`]: folds a board's log into a snapshot through [`Snapshots::begin_compaction`].
+//! - [`maintenance`]: the maintenance lock ([`Snapshots::try_lock_maintenance`]): a board's
+//!   compaction, automatic versions and retention on one server at a time.
 //! - [`open`]: picks a backend from a database URL.
 //!
 //! # Model
@@ -24,6 +26,7 @@
 pub mod compaction;
 mod error;
 pub mod layered;
+pub mod maintenance;
 pub mod memory;
 pub mod postgres;
 pub mod replay;
@@ -38,7 +41,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub use self::error::StorageError;
-pub use self::runs::{NewRun, RunRecord, RunResult, RunState};
+pub use self::maintenance::MaintenanceLock;
+pub use self::runs::{BudgetRow, BudgetUpdate, NewRun, RunRecord, RunResult, RunState};
 pub use self::url::{DatabaseUrl, StorageOptions, open, redact};
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -398,6 +402,17 @@ pub trait Snapshots: Send + Sync + fmt::Debug {
         id: &BoardId,
         snapshot: NewSnapshot<'_>,
     ) -> Result<Box<dyn PendingCompaction + '_>, StorageError>;
+
+    /// Takes board `id`'s **maintenance lock** if it is free, or `None` if it is held (by
+    /// another server on the same database, or by another job of this one). A board's
+    /// compaction, automatic versions and version retention run under it, so on one server at
+    /// a time. Held until the returned lock is dropped (on PostgreSQL released a moment later,
+    /// once its connection has sent the rollback); a server that dies releases it.
+    /// PostgreSQL: an advisory lock (see [`maintenance`]); SQLite and memory: this process's.
+    async fn try_lock_maintenance(
+        &self,
+        id: &BoardId,
+    ) -> Result<Option<Box<dyn MaintenanceLock>>, StorageError>;
 }
 
 /// A board's saved versions.
@@ -431,10 +446,28 @@ pub trait Versions: Send + Sync + fmt::Debug {
 /// The record of a board's assistant runs.
 #[async_trait]
 pub trait Runs: Send + Sync + fmt::Debug {
-    /// Records a run as started (state `running`, no tool calls, no tokens). Fails with
+    /// Records a run as started (state `running`, no tool calls, no tokens, its heartbeat
+    /// now): the run's **claim on its board**, across every server sharing the database. First
+    /// marks interrupted the board's running runs whose heartbeat is older than
+    /// `run.expired_before` (their server stopped). Fails with [`StorageError::RunActive`]
+    /// naming the run if another run of the board is still running,
     /// [`StorageError::BoardNotFound`] if the board is missing, or a database error if the run
     /// id is taken.
     async fn start_run(&self, id: &BoardId, run: NewRun<'_>) -> Result<RunRecord, StorageError>;
+
+    /// A working run's heartbeat: sets its `alive_at` to now. Returns whether the run is still
+    /// `running`; `false` means its claim is gone (marked interrupted after its heartbeat
+    /// expired, finished, or deleted with its board) and nothing was written.
+    async fn touch_run(&self, id: &BoardId, run: &str) -> Result<bool, StorageError>;
+
+    /// Records the version saved before a run (saved once the run claimed the board).
+    /// Returns whether the run exists.
+    async fn set_run_version(
+        &self,
+        id: &BoardId,
+        run: &str,
+        version: VersionId,
+    ) -> Result<bool, StorageError>;
 
     /// Records how a run ended: sets every field of `result` and `finished_at` (now). Returns
     /// whether the run existed. Overwrites an `interrupted` state (a run marked stale by
@@ -477,10 +510,23 @@ pub trait Runs: Send + Sync + fmt::Debug {
     /// `undone_by`).
     async fn release_undo(&self, id: &BoardId, run: &str) -> Result<(), StorageError>;
 
-    /// Marks every `running` run (of any board) started before `started_before` as
-    /// `interrupted`, with `finished_at` now. Returns how many. Called at start-up and before
-    /// listing, with a cutoff past the longest a run may last.
-    async fn interrupt_stale_runs(&self, started_before: UnixMillis) -> Result<u64, StorageError>;
+    /// Marks every `running` run (of any board) whose heartbeat (`alive_at`) is older than
+    /// `alive_before` as `interrupted`, with `finished_at` now: their server stopped (a live
+    /// server refreshes its runs' heartbeats well within the expiry). Returns how many. Called
+    /// at start-up and before listing, with a cutoff of now minus the heartbeat expiry, so
+    /// the live runs of other servers on the same database are never touched.
+    async fn interrupt_stale_runs(&self, alive_before: UnixMillis) -> Result<u64, StorageError>;
+
+    /// The assistant's budgets, shared by every server on the database: reads the rows of
+    /// `scopes` (in that order; a missing row as zeros), lets `update` change them, and writes
+    /// them back, in **one transaction** with the rows locked against every other update, so
+    /// concurrent callers on any server never overspend. If `update` returns `false`, nothing
+    /// is written. Returns what `update` returned.
+    async fn update_budgets(
+        &self,
+        scopes: &[&str],
+        update: BudgetUpdate<'_>,
+    ) -> Result<bool, StorageError>;
 }
 
 /// How many updates each board has in a batch, boards in order of first appearance.

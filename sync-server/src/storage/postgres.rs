@@ -15,15 +15,16 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
+use super::maintenance::{MaintenanceLock, lock_key};
 use super::rows::{
     BoardRow, RUN_COLUMNS, RunRow, VersionRow, blob_format, board_info, count_to_db,
     is_fk_violation, is_unique_violation, run_record, version_info,
 };
 use super::{
-    Backend, BlobFormat, BoardInfo, Boards, CompactionStats, NewRun, NewSnapshot, NewUpdate,
-    NewVersion, PendingCompaction, RunRecord, RunResult, RunState, Runs, Snapshots, StorageError,
-    StorageOptions, StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis, UpdateLog, Version,
-    VersionInfo, Versions, now_millis,
+    Backend, BlobFormat, BoardInfo, Boards, BudgetRow, BudgetUpdate, CompactionStats, NewRun,
+    NewSnapshot, NewUpdate, NewVersion, PendingCompaction, RunRecord, RunResult, RunState, Runs,
+    Snapshots, StorageError, StorageOptions, StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis,
+    UpdateLog, Version, VersionInfo, Versions, now_millis,
 };
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -33,13 +34,24 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 /// committer makes one append at a time; the second serves an import meanwhile.
 pub const APPEND_CONNECTIONS: u32 = 2;
 
+/// Connections that hold boards' maintenance locks, in a pool of their own: each held lock
+/// keeps one (an open transaction), so at most this many maintenance jobs run at once on a
+/// server, and the jobs' own reads and writes on the general pool never wait for a lock's
+/// connection (nor the other way round).
+pub const MAINTENANCE_CONNECTIONS: u32 = 2;
+
 /// The PostgreSQL backend.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
-    /// Everything but appends.
+    /// Everything but appends and maintenance locks.
     pool: PgPool,
     /// Appends only.
     appends: PgPool,
+    /// Maintenance locks only.
+    locks: PgPool,
+    /// The schema the tables are in: part of every maintenance lock's key, since advisory
+    /// locks are the database's, not the schema's.
+    schema: String,
 }
 
 impl PostgresStore {
@@ -67,13 +79,26 @@ impl PostgresStore {
             .await
             .map_err(StorageError::db("connect"))?;
         MIGRATOR.run(&pool).await?;
+        let schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await
+            .map_err(StorageError::db("connect"))?;
         let appends = PgPoolOptions::new()
             .max_connections(APPEND_CONNECTIONS)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(StorageError::db("connect"))?;
-        Ok(Self { pool, appends })
+        let locks = PgPoolOptions::new()
+            .max_connections(MAINTENANCE_CONNECTIONS)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect);
+        Ok(Self {
+            pool,
+            appends,
+            locks,
+            schema,
+        })
     }
 
     async fn tx(&self, op: &'static str) -> Result<Transaction<'static, Postgres>, StorageError> {
@@ -342,6 +367,7 @@ impl Boards for PostgresStore {
     }
 
     async fn close(&self) {
+        self.locks.close().await;
         self.appends.close().await;
         self.pool.close().await;
     }
@@ -542,6 +568,21 @@ impl Snapshots for PostgresStore {
             },
         }))
     }
+
+    async fn try_lock_maintenance(
+        &self,
+        id: &BoardId,
+    ) -> Result<Option<Box<dyn MaintenanceLock>>, StorageError> {
+        let op = "lock maintenance";
+        let mut tx = self.locks.begin().await.map_err(StorageError::db(op))?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(lock_key(&self.schema, id))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        Ok(locked
+            .then(|| Box::new(PostgresMaintenanceLock { _tx: tx }) as Box<dyn MaintenanceLock>))
+    }
 }
 
 #[async_trait]
@@ -671,29 +712,104 @@ impl Versions for PostgresStore {
 impl Runs for PostgresStore {
     async fn start_run(&self, id: &BoardId, run: NewRun<'_>) -> Result<RunRecord, StorageError> {
         let op = "start run";
-        let row: RunRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO assistant_runs \
-             (id, board_id, user_id, prompt, model, state, started_at, before_version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {RUN_COLUMNS}"
-        )))
-        .bind(run.id)
-        .bind(id.as_str())
-        .bind(run.user)
-        .bind(run.prompt)
-        .bind(run.model)
-        .bind(RunState::Running.as_str())
-        .bind(now_millis())
-        .bind(run.before_version.map(|v| v.0))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| {
-            if is_fk_violation(&e) {
-                StorageError::BoardNotFound(id.clone())
-            } else {
-                StorageError::db(op)(e)
+        // A conflict names the running run; if it ended between the insert and that read, the
+        // insert is tried again.
+        for _ in 0..3 {
+            let now = now_millis();
+            let mut tx = self.tx(op).await?;
+            // The board's claim: interrupt a running run whose server stopped, then insert
+            // unless another run of the board is running (the partial unique index
+            // `assistant_runs_one_running`; a concurrent insert waits for this one to commit).
+            sqlx::query(
+                "UPDATE assistant_runs SET state = 'interrupted', finished_at = $1 \
+                 WHERE board_id = $2 AND state = 'running' AND alive_at < $3",
+            )
+            .bind(now)
+            .bind(id.as_str())
+            .bind(run.expired_before)
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+            let row: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO assistant_runs \
+                 (id, board_id, user_id, prompt, model, state, started_at, alive_at, \
+                  before_version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
+                 ON CONFLICT (board_id) WHERE state = 'running' DO NOTHING \
+                 RETURNING {RUN_COLUMNS}"
+            )))
+            .bind(run.id)
+            .bind(id.as_str())
+            .bind(run.user)
+            .bind(run.prompt)
+            .bind(run.model)
+            .bind(RunState::Running.as_str())
+            .bind(now)
+            .bind(run.before_version.map(|v| v.0))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_fk_violation(&e) {
+                    StorageError::BoardNotFound(id.clone())
+                } else {
+                    StorageError::db(op)(e)
+                }
+            })?;
+            if let Some(row) = row {
+                tx.commit().await.map_err(StorageError::db(op))?;
+                return run_record(id, row);
             }
-        })?;
-        run_record(id, row)
+            // A statement of its own sees the conflicting run, committed meanwhile.
+            let active: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM assistant_runs WHERE board_id = $1 AND state = 'running'",
+            )
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+            if let Some(active) = active {
+                return Err(StorageError::RunActive {
+                    board: id.clone(),
+                    run: active,
+                });
+            }
+        }
+        Err(StorageError::RunActive {
+            board: id.clone(),
+            run: "unknown".into(),
+        })
+    }
+
+    async fn touch_run(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE assistant_runs SET alive_at = $1 \
+             WHERE board_id = $2 AND id = $3 AND state = 'running'",
+        )
+        .bind(now_millis())
+        .bind(id.as_str())
+        .bind(run)
+        .execute(&self.pool)
+        .await
+        .map_err(StorageError::db("touch run"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_run_version(
+        &self,
+        id: &BoardId,
+        run: &str,
+        version: VersionId,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE assistant_runs SET before_version = $1 WHERE board_id = $2 AND id = $3",
+        )
+        .bind(version.0)
+        .bind(id.as_str())
+        .bind(run)
+        .execute(&self.pool)
+        .await
+        .map_err(StorageError::db("set run version"))?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn finish_run(
@@ -816,20 +932,96 @@ impl Runs for PostgresStore {
         Ok(())
     }
 
-    async fn interrupt_stale_runs(&self, started_before: UnixMillis) -> Result<u64, StorageError> {
+    async fn update_budgets(
+        &self,
+        scopes: &[&str],
+        update: BudgetUpdate<'_>,
+    ) -> Result<bool, StorageError> {
+        let op = "update budgets";
+        let mut tx = self.tx(op).await?;
+        // Every row exists, then all are locked in scope order, so concurrent updates on any
+        // server wait for each other and never in a cycle.
+        sqlx::query(
+            "INSERT INTO assistant_budgets (scope) SELECT UNNEST($1::text[]) \
+             ON CONFLICT (scope) DO NOTHING",
+        )
+        .bind(scopes)
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        let stored: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT scope, day, used, reserved, tat_ms FROM assistant_budgets \
+             WHERE scope = ANY($1) ORDER BY scope FOR UPDATE",
+        )
+        .bind(scopes)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        let mut rows: Vec<BudgetRow> = scopes
+            .iter()
+            .map(|&scope| {
+                stored.iter().find(|r| r.0 == scope).map_or_else(
+                    || BudgetRow {
+                        scope: scope.to_owned(),
+                        ..BudgetRow::default()
+                    },
+                    |(scope, day, used, reserved, tat_ms)| BudgetRow {
+                        scope: scope.clone(),
+                        day: *day,
+                        used: *used,
+                        reserved: *reserved,
+                        tat_ms: *tat_ms,
+                    },
+                )
+            })
+            .collect();
+        if !update(&mut rows) {
+            // Dropping `tx` rolls back the rows inserted above.
+            return Ok(false);
+        }
+        for row in &rows {
+            sqlx::query(
+                "UPDATE assistant_budgets SET day = $2, used = $3, reserved = $4, tat_ms = $5 \
+                 WHERE scope = $1",
+            )
+            .bind(&row.scope)
+            .bind(row.day)
+            .bind(row.used)
+            .bind(row.reserved)
+            .bind(row.tat_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        }
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(true)
+    }
+
+    async fn interrupt_stale_runs(&self, alive_before: UnixMillis) -> Result<u64, StorageError> {
         let done = sqlx::query(
             "UPDATE assistant_runs SET state = $1, finished_at = $2 \
-             WHERE state = 'running' AND started_at < $3",
+             WHERE state = 'running' AND alive_at < $3",
         )
         .bind(RunState::Interrupted.as_str())
         .bind(now_millis())
-        .bind(started_before)
+        .bind(alive_before)
         .execute(&self.pool)
         .await
         .map_err(StorageError::db("interrupt stale runs"))?;
         Ok(done.rows_affected())
     }
 }
+
+/// A board's maintenance lock: an advisory lock held by an open transaction on the lock pool.
+/// Dropping it rolls the transaction back, which releases the lock (the connection sends the
+/// rollback before it serves anyone else; if it broke, the server ended the session and the
+/// lock with it).
+#[derive(Debug)]
+struct PostgresMaintenanceLock {
+    _tx: Transaction<'static, Postgres>,
+}
+
+impl MaintenanceLock for PostgresMaintenanceLock {}
 
 /// A compaction staged in an open transaction; dropping it rolls back.
 #[derive(Debug)]

@@ -50,7 +50,7 @@ pub(super) fn version_info(board: &BoardId, row: VersionRow) -> Result<VersionIn
 /// are always read through their board).
 pub(super) const RUN_COLUMNS: &str = "id, user_id, prompt, model, state, error, summary, \
      tool_calls, prompt_tokens, completion_tokens, objects_created, objects_deleted, steps, \
-     started_at, finished_at, before_version, changes, undone_at, undone_by";
+     started_at, finished_at, alive_at, before_version, changes, undone_at, undone_by";
 
 /// A row of `assistant_runs`, as both SQL backends read it ([`RUN_COLUMNS`]). Every count
 /// is a 64-bit integer column in both dialects.
@@ -71,6 +71,7 @@ pub(super) struct RunRow {
     steps: i64,
     started_at: i64,
     finished_at: Option<i64>,
+    alive_at: i64,
     before_version: Option<i64>,
     changes: Vec<u8>,
     undone_at: Option<i64>,
@@ -100,6 +101,7 @@ pub(super) fn run_record(board: &BoardId, row: RunRow) -> Result<RunRecord, Stor
         steps: u32::try_from(row.steps).unwrap_or(0),
         started_at: row.started_at,
         finished_at: row.finished_at,
+        alive_at: row.alive_at,
         before_version: row.before_version.map(VersionId),
         changes: row.changes,
         undone_at: row.undone_at,

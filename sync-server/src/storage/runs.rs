@@ -13,8 +13,9 @@ use crate::ids::{BoardId, VersionId};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
-    /// Working now (or its server stopped before it could finish; see
-    /// [`Runs::interrupt_stale_runs`](super::Runs::interrupt_stale_runs)).
+    /// Working now: its server refreshes its heartbeat (`alive_at`). A running run whose
+    /// heartbeat expired belongs to a server that stopped; see
+    /// [`Runs::interrupt_stale_runs`](super::Runs::interrupt_stale_runs).
     Running,
     /// The model finished.
     Completed,
@@ -67,8 +68,12 @@ pub struct NewRun<'a> {
     /// The model the run uses.
     pub model: &'a str,
     /// The automatic version saved just before the run (undo restores deleted content from
-    /// it).
+    /// it). Usually set after the run claimed its board
+    /// ([`Runs::set_run_version`](super::Runs::set_run_version)).
     pub before_version: Option<VersionId>,
+    /// Running runs of the board whose heartbeat is older than this are marked interrupted
+    /// before the run claims the board: their server stopped.
+    pub expired_before: UnixMillis,
 }
 
 /// How a run ended, to record once.
@@ -131,6 +136,8 @@ pub struct RunRecord {
     pub started_at: UnixMillis,
     /// When it ended, if it did.
     pub finished_at: Option<UnixMillis>,
+    /// Its server's last heartbeat while it ran (its start, then refreshed while it works).
+    pub alive_at: UnixMillis,
     /// The automatic version saved just before it.
     pub before_version: Option<VersionId>,
     /// What it changed, for undo (empty if nothing, or while running).
@@ -141,3 +148,22 @@ pub struct RunRecord {
     /// Who undid it.
     pub undone_by: Option<String>,
 }
+
+/// One scope of the assistant's shared budgets, as stored (see `ai_agent::ScopeState`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BudgetRow {
+    /// `""`: all users together; `user:<name>`: one user.
+    pub scope: String,
+    /// The UTC day `used` and `reserved` belong to (days since the Unix epoch).
+    pub day: i64,
+    /// Tokens settled (or charged) that day.
+    pub used: i64,
+    /// Tokens held by model calls in flight.
+    pub reserved: i64,
+    /// The request-rate cell: when the next request is expected, Unix milliseconds.
+    pub tat_ms: i64,
+}
+
+/// Changes budget rows in place; returns whether to write them (`false`: refused, nothing
+/// changes).
+pub type BudgetUpdate<'a> = &'a mut (dyn FnMut(&mut [BudgetRow]) -> bool + Send);

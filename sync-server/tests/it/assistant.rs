@@ -27,6 +27,7 @@ fn assistant(fake: &FakeLlm) -> AssistantConfig {
         caps: RunCaps::default(),
         budgets: BudgetLimits::default(),
         max_prompt_chars: 4000,
+        run_expiry: sync_server::assistant::DEFAULT_RUN_EXPIRY,
     }
 }
 

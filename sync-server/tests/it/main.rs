@@ -12,6 +12,7 @@ mod cli;
 mod cluster;
 mod hocuspocus;
 mod hostile;
+mod multinode;
 mod protocol_fuzz;
 mod races;
 mod randomized;

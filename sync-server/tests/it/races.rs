@@ -631,6 +631,7 @@ async fn an_undo_completes_when_its_caller_disconnects() {
             caps: ai_agent::RunCaps::default(),
             budgets: ai_agent::BudgetLimits::default(),
             max_prompt_chars: 4000,
+            run_expiry: sync_server::assistant::DEFAULT_RUN_EXPIRY,
         }),
         ..config()
     };

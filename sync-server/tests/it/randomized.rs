@@ -1226,6 +1226,7 @@ async fn run_seed(seed: u64, ops: usize, log: Log) -> String {
         caps: RunCaps::default(),
         budgets: BudgetLimits::default(),
         max_prompt_chars: 4000,
+        run_expiry: sync_server::assistant::DEFAULT_RUN_EXPIRY,
     });
 
     let db = SqliteDb::new();

@@ -1812,6 +1812,8 @@ async fn metrics_are_exposed_and_move() {
         ("sync_evictions", "counter"),
         ("sync_compactions", "counter"),
         ("sync_versions_saved", "counter"),
+        ("sync_compactions_skipped", "counter"),
+        ("sync_versions_skipped", "counter"),
         ("http_request_duration_seconds", "histogram"),
     ] {
         assert!(
@@ -1835,6 +1837,8 @@ async fn metrics_are_exposed_and_move() {
         "sync_evictions_total",
         "sync_compactions_total",
         "sync_versions_saved_total",
+        "sync_compactions_skipped_total",
+        "sync_versions_skipped_total",
         "http_request_duration_seconds_count",
     ] {
         assert_eq!(
@@ -2276,6 +2280,7 @@ async fn run_reads_do_not_wait_for_writes() {
                 prompt: "p",
                 model: "m",
                 before_version: None,
+                expired_before: 0,
             },
         )
         .await
@@ -2309,16 +2314,20 @@ async fn run_reads_do_not_wait_for_writes() {
     }
     drop(pending);
 
-    // A run whose server stopped two hours ago.
+    // A run whose server stopped two hours ago (on a board of its own: `gated` has its
+    // running run).
+    let stopped = sync_server::ids::BoardId::parse("stopped").unwrap();
+    store.create_board(&stopped).await.unwrap();
     store
         .start_run(
-            &id,
+            &stopped,
             sync_server::storage::NewRun {
                 id: "r-dead",
                 user: None,
                 prompt: "p",
                 model: "m",
                 before_version: None,
+                expired_before: 0,
             },
         )
         .await
@@ -2326,30 +2335,30 @@ async fn run_reads_do_not_wait_for_writes() {
     let conn = rusqlite::Connection::open(db.dir.path().join("boards.db")).unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
     conn.execute(
-        "UPDATE assistant_runs SET started_at = started_at - 7200000 WHERE id = 'r-dead'",
+        "UPDATE assistant_runs SET started_at = started_at - 7200000, \
+         alive_at = alive_at - 7200000 WHERE id = 'r-dead'",
         [],
     )
     .unwrap();
     drop(conn);
-    let runs = http(addr, "GET", "/v1/boards/gated/assistant/runs", None, &[]).await;
-    assert_eq!(runs.status, 200, "{}", body_text(&runs));
-    let states: HashMap<String, String> = runs.json()["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
+    let mut states: HashMap<String, String> = HashMap::new();
+    for board in ["gated", "stopped"] {
+        let path = format!("/v1/boards/{board}/assistant/runs");
+        let runs = http(addr, "GET", &path, None, &[]).await;
+        assert_eq!(runs.status, 200, "{}", body_text(&runs));
+        states.extend(runs.json()["runs"].as_array().unwrap().iter().map(|r| {
             (
                 r["id"].as_str().unwrap().to_owned(),
                 r["state"].as_str().unwrap().to_owned(),
             )
-        })
-        .collect();
+        }));
+    }
     assert_eq!(states["r-dead"], "interrupted", "{states:?}");
     assert_eq!(states["r-fresh"], "running", "{states:?}");
     let one = http(
         addr,
         "GET",
-        "/v1/boards/gated/assistant/runs/r-dead",
+        "/v1/boards/stopped/assistant/runs/r-dead",
         None,
         &[],
     )

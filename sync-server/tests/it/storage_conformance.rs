@@ -11,8 +11,8 @@ use sync_server::ids::{BoardId, VersionId};
 use sync_server::storage::compaction::compact_board;
 use sync_server::storage::replay::{ReplayError, RowRef, replay_into};
 use sync_server::storage::{
-    NewRun, NewSnapshot, NewUpdate, NewVersion, RunRecord, RunResult, RunState, StorageError,
-    StoredBoard, VersionKind,
+    Backend, NewRun, NewSnapshot, NewUpdate, NewVersion, RunRecord, RunResult, RunState,
+    StorageError, StoredBoard, VersionKind,
 };
 use yrs::Doc;
 
@@ -642,6 +642,8 @@ fn new_run(id: &str) -> NewRun<'_> {
         prompt: "Räume die Notizen auf 🧹, 整理してください",
         model: "test-model",
         before_version: None,
+        // Nothing has expired: a running run of the board refuses the new one.
+        expired_before: 0,
     }
 }
 
@@ -741,14 +743,14 @@ async fn runs_round_trip(fx: Fixture) {
     assert_eq!(fx.store.get_run(&other, &started.id).await.unwrap(), None);
     assert_eq!(fx.store.get_run(&id, "no-such-run").await.unwrap(), None);
 
-    // Run ids are unique, on the same board and across boards; the first run is untouched.
-    for b in [&id, &other] {
-        let dup = fx.store.start_run(b, new_run(&started.id)).await;
-        assert!(
-            matches!(dup, Err(StorageError::Database { .. })),
-            "duplicate run id on {b}: {dup:?}"
-        );
-    }
+    // Run ids are unique across boards (on its own board, the running run refuses any other
+    // first); the first run is untouched.
+    let dup = fx.store.start_run(&other, new_run(&started.id)).await;
+    assert!(
+        matches!(dup, Err(StorageError::Database { .. })),
+        "duplicate run id on {other}: {dup:?}"
+    );
+    assert!(fx.store.start_run(&id, new_run(&started.id)).await.is_err());
     assert_eq!(run_of(&fx, &id, &started.id).await, started);
 
     let changes: Vec<u8> = (0..=255u8).chain([0, 0, 0xff]).collect();
@@ -834,6 +836,12 @@ async fn runs_round_trip(fx: Fixture) {
         reopened.get_run(&id, &started.id).await.unwrap().unwrap(),
         expected
     );
+    // Ended, it no longer holds its board, and its id is still taken there.
+    let dup = fx.store.start_run(&id, new_run(&started.id)).await;
+    assert!(
+        matches!(dup, Err(StorageError::Database { .. })),
+        "duplicate run id on {id}: {dup:?}"
+    );
     reopened.close().await;
     fx.finish().await;
 }
@@ -846,21 +854,27 @@ async fn runs_listed_newest_first(fx: Fixture) {
     fx.store.create_board(&other).await.unwrap();
     assert!(fx.store.list_runs(&id, 10).await.unwrap().is_empty());
 
+    // One run of a board at a time: each ends before the next starts (the last is running).
+    let start = |run: &'static str, then: Option<RunState>| {
+        let (store, id) = (fx.store.clone(), id.clone());
+        async move {
+            store.start_run(&id, new_run(run)).await.unwrap();
+            if let Some(state) = then {
+                store.finish_run(&id, run, ended(state)).await.unwrap();
+            }
+        }
+    };
     // Start time comes before id: "b-first" is older than "a-second".
-    fx.store.start_run(&id, new_run("b-first")).await.unwrap();
+    start("b-first", Some(RunState::Completed)).await;
     sleep_ms(5).await;
-    fx.store.start_run(&id, new_run("a-second")).await.unwrap();
+    start("a-second", Some(RunState::Failed)).await;
     sleep_ms(5).await;
     // Started within the same millisecond or not, these order by id among themselves.
-    for run in ["t-1", "t-2", "t-3"] {
-        fx.store.start_run(&id, new_run(run)).await.unwrap();
-    }
+    start("t-1", Some(RunState::Cancelled)).await;
+    start("t-2", Some(RunState::Capped)).await;
+    start("t-3", None).await;
     fx.store
         .start_run(&other, new_run("elsewhere"))
-        .await
-        .unwrap();
-    fx.store
-        .finish_run(&id, "b-first", ended(RunState::Completed))
         .await
         .unwrap();
 
@@ -1068,27 +1082,43 @@ async fn concurrent_undo_claims(fx: Fixture) {
     fx.finish().await;
 }
 
-/// Stale running runs of every board are marked interrupted; runs that ended, and runs
-/// started after the cutoff, are left alone; a run that finishes after all overwrites it.
+/// Running runs of every board whose heartbeat is older than the cutoff are marked
+/// interrupted; runs that ended, runs started after the cutoff and runs whose heartbeat was
+/// refreshed since are left alone; a run that finishes after all overwrites it.
 async fn stale_runs_are_interrupted(fx: Fixture) {
-    let (a, b) = (board("stale-a"), board("stale-b"));
-    fx.store.create_board(&a).await.unwrap();
-    fx.store.create_board(&b).await.unwrap();
-    fx.store
-        .start_run(&a, new_run("old-running"))
-        .await
-        .unwrap();
+    let (a, b, c, d) = (
+        board("stale-a"),
+        board("stale-b"),
+        board("stale-c"),
+        board("stale-d"),
+    );
+    for id in [&a, &b, &c, &d] {
+        fx.store.create_board(id).await.unwrap();
+    }
     fx.store.start_run(&a, new_run("old-ended")).await.unwrap();
-    let old_b = fx.store.start_run(&b, new_run("old-b")).await.unwrap();
     fx.store
         .finish_run(&a, "old-ended", ended(RunState::Failed))
         .await
         .unwrap();
+    fx.store
+        .start_run(&a, new_run("old-running"))
+        .await
+        .unwrap();
+    let old_b = fx.store.start_run(&b, new_run("old-b")).await.unwrap();
+    let touched = fx.store.start_run(&d, new_run("touched")).await.unwrap();
     let old_ended = run_of(&fx, &a, "old-ended").await;
     sleep_ms(5).await;
-    let fresh = fx.store.start_run(&a, new_run("fresh")).await.unwrap();
+    let fresh = fx.store.start_run(&c, new_run("fresh")).await.unwrap();
     assert!(fresh.started_at > old_b.started_at);
-    // Everything started before `fresh` is stale.
+    assert_eq!(fresh.alive_at, fresh.started_at);
+    // A heartbeat: started with the stale ones, alive since.
+    assert!(fx.store.touch_run(&d, "touched").await.unwrap());
+    let touched = RunRecord {
+        alive_at: run_of(&fx, &d, "touched").await.alive_at,
+        ..touched
+    };
+    assert!(touched.alive_at >= fresh.started_at);
+    // Every heartbeat older than `fresh`'s start is stale.
     let cutoff = fresh.started_at;
 
     assert_eq!(fx.store.interrupt_stale_runs(cutoff).await.unwrap(), 2);
@@ -1097,9 +1127,12 @@ async fn stale_runs_are_interrupted(fx: Fixture) {
         assert_eq!(r.state, RunState::Interrupted, "{run}");
         assert!(r.finished_at.unwrap() >= r.started_at, "{run}");
         assert_eq!((r.summary.as_str(), r.tool_calls.as_str()), ("", "[]"));
+        // Its claim is gone: no heartbeat is taken, and its board takes a new run.
+        assert!(!fx.store.touch_run(board_id, run).await.unwrap(), "{run}");
     }
     assert_eq!(run_of(&fx, &a, "old-ended").await, old_ended);
-    assert_eq!(run_of(&fx, &a, "fresh").await, fresh);
+    assert_eq!(run_of(&fx, &c, "fresh").await, fresh);
+    assert_eq!(run_of(&fx, &d, "touched").await, touched);
     assert_eq!(fx.store.interrupt_stale_runs(cutoff).await.unwrap(), 0);
 
     // The run did finish after all: its result replaces `interrupted`.
@@ -1114,9 +1147,161 @@ async fn stale_runs_are_interrupted(fx: Fixture) {
     assert_eq!(r.summary, "finished late");
     assert_eq!(r.changes, b"late changes");
 
-    // A cutoff past everything catches the fresh run too, and only it.
-    assert_eq!(fx.store.interrupt_stale_runs(i64::MAX).await.unwrap(), 1);
-    assert_eq!(run_of(&fx, &a, "fresh").await.state, RunState::Interrupted);
+    // A cutoff past everything catches the fresh and the touched run too, and only them.
+    assert_eq!(fx.store.interrupt_stale_runs(i64::MAX).await.unwrap(), 2);
+    assert_eq!(run_of(&fx, &c, "fresh").await.state, RunState::Interrupted);
+    assert_eq!(
+        run_of(&fx, &d, "touched").await.state,
+        RunState::Interrupted
+    );
+    fx.finish().await;
+}
+
+/// A run's row is its claim on the board: while it runs, no other run of the board starts
+/// (refused naming it), on any store of the database; other boards are free; once it ended,
+/// or once its heartbeat is older than the new run's `expired_before`, the board takes a new
+/// run (the expired one is marked interrupted). The version saved before a run is recorded
+/// after it claimed the board.
+async fn one_running_run_per_board(fx: Fixture) {
+    let (a, b) = (board("claim-a"), board("claim-b"));
+    fx.store.create_board(&a).await.unwrap();
+    fx.store.create_board(&b).await.unwrap();
+    let other_node = fx.reopen().await;
+    fx.store.start_run(&a, new_run("first")).await.unwrap();
+    for store in [&fx.store, &other_node] {
+        match store.start_run(&a, new_run("second")).await {
+            Err(StorageError::RunActive { board, run }) => {
+                assert_eq!((board, run.as_str()), (a.clone(), "first"));
+            }
+            other => panic!("expected RunActive, got {other:?}"),
+        }
+    }
+    assert_eq!(fx.store.get_run(&a, "second").await.unwrap(), None);
+    other_node
+        .start_run(&b, new_run("elsewhere"))
+        .await
+        .unwrap();
+
+    // Heartbeats: only a running run takes one.
+    let first = run_of(&fx, &a, "first").await;
+    sleep_ms(3).await;
+    assert!(other_node.touch_run(&a, "first").await.unwrap());
+    assert!(run_of(&fx, &a, "first").await.alive_at > first.alive_at);
+    assert!(!fx.store.touch_run(&a, "no-such-run").await.unwrap());
+    assert!(!fx.store.touch_run(&b, "first").await.unwrap());
+
+    // The version before a run.
+    let version = fx
+        .store
+        .save_version(
+            &a,
+            NewVersion {
+                kind: VersionKind::Auto,
+                label: None,
+                author: Some("ai:first"),
+                reason: Some("before assistant run"),
+                covers_seq: 0,
+                data: b"\x00\x00",
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        fx.store
+            .set_run_version(&a, "first", version.id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        run_of(&fx, &a, "first").await.before_version,
+        Some(version.id)
+    );
+    assert!(
+        !fx.store
+            .set_run_version(&b, "first", version.id)
+            .await
+            .unwrap()
+    );
+
+    // Ended: the board is free.
+    fx.store
+        .finish_run(&a, "first", ended(RunState::Completed))
+        .await
+        .unwrap();
+    let second = other_node.start_run(&a, new_run("second")).await.unwrap();
+
+    // Expired: a new run past its heartbeat takes the board and marks it interrupted.
+    let expired_before = second.alive_at + 1;
+    let third = fx
+        .store
+        .start_run(
+            &a,
+            NewRun {
+                expired_before,
+                ..new_run("third")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(third.state, RunState::Running);
+    let second = run_of(&fx, &a, "second").await;
+    assert_eq!(second.state, RunState::Interrupted);
+    assert!(second.finished_at.is_some());
+    // Its server, back, finds its claim gone.
+    assert!(!other_node.touch_run(&a, "second").await.unwrap());
+    other_node.close().await;
+    fx.finish().await;
+}
+
+/// Of concurrent starts on one board, from two stores of the database, exactly one claims it;
+/// every other is refused naming the winner.
+async fn concurrent_run_claims(fx: Fixture) {
+    const STARTERS: usize = 12;
+    let id = board("claim-race");
+    fx.store.create_board(&id).await.unwrap();
+    let other_node = fx.reopen().await;
+    let mut tasks = Vec::new();
+    for i in 0..STARTERS {
+        let store = if i % 2 == 0 {
+            fx.store.clone()
+        } else {
+            other_node.clone()
+        };
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let run = format!("run-{i}");
+            match store.start_run(&id, new_run(&run)).await {
+                Ok(r) => Ok(r.id),
+                Err(StorageError::RunActive { run, .. }) => Err(run),
+                Err(e) => panic!("{e}"),
+            }
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut named = BTreeSet::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(run) => winners.push(run),
+            Err(active) => {
+                named.insert(active);
+            }
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    assert!(named.iter().all(|r| *r == winners[0]), "named: {named:?}");
+    let running: Vec<RunRecord> = fx
+        .store
+        .list_runs(&id, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.state == RunState::Running)
+        .collect();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].id, winners[0]);
+    if !fx.is_memory() {
+        other_node.close().await;
+    }
     fx.finish().await;
 }
 
@@ -1217,6 +1402,94 @@ async fn ranges_and_last_seqs(fx: Fixture) {
     fx.finish().await;
 }
 
+/// A board's maintenance lock is held by one taker at a time, across every store of the
+/// database; other boards' locks are apart; dropping it releases it (on PostgreSQL a moment
+/// later, once its connection sent the rollback).
+async fn maintenance_lock_is_exclusive(fx: Fixture) {
+    let (a, b) = (board("maint-a"), board("maint-b"));
+    let other_node = fx.reopen().await;
+    let held = fx.store.try_lock_maintenance(&a).await.unwrap();
+    assert!(held.is_some());
+    assert!(fx.store.try_lock_maintenance(&a).await.unwrap().is_none());
+    // Servers share a PostgreSQL database; a SQLite database has one (its lock is its store's).
+    let shared = fx.store.backend() == Backend::Postgres;
+    if shared {
+        assert!(other_node.try_lock_maintenance(&a).await.unwrap().is_none());
+    }
+    let b_held = other_node.try_lock_maintenance(&b).await.unwrap();
+    assert!(b_held.is_some(), "another board's lock is free");
+    drop(held);
+    let again = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(lock) = other_node.try_lock_maintenance(&a).await.unwrap() {
+                return lock;
+            }
+            sleep_ms(10).await;
+        }
+    })
+    .await
+    .expect("a dropped lock is released");
+    if shared {
+        assert!(fx.store.try_lock_maintenance(&a).await.unwrap().is_none());
+    }
+    drop((again, b_held));
+    if !fx.is_memory() {
+        other_node.close().await;
+    }
+    fx.finish().await;
+}
+
+/// Budget rows are read, changed and written as one: 40 concurrent increments from two stores
+/// of the database lose none; a refused update writes nothing; rows start at zero.
+async fn budget_updates_are_atomic(fx: Fixture) {
+    let other_node = fx.reopen().await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = if i % 2 == 0 {
+            fx.store.clone()
+        } else {
+            other_node.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut add = |rows: &mut [sync_server::storage::BudgetRow]| {
+                rows[0].used += 1;
+                rows[1].reserved += 2;
+                true
+            };
+            store
+                .update_budgets(&["", "user:u"], &mut add)
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap());
+    }
+    let mut refuse = |rows: &mut [sync_server::storage::BudgetRow]| {
+        rows[0].used = 1_000;
+        false
+    };
+    assert!(!fx.store.update_budgets(&[""], &mut refuse).await.unwrap());
+    let mut seen = Vec::new();
+    let mut read = |rows: &mut [sync_server::storage::BudgetRow]| {
+        seen = rows.to_vec();
+        false
+    };
+    fx.store
+        .update_budgets(&["user:u", "", "user:new"], &mut read)
+        .await
+        .unwrap();
+    let got: Vec<(&str, i64, i64)> = seen
+        .iter()
+        .map(|r| (r.scope.as_str(), r.used, r.reserved))
+        .collect();
+    assert_eq!(got, [("user:u", 0, 80), ("", 40, 0), ("user:new", 0, 0)]);
+    if !fx.is_memory() {
+        other_node.close().await;
+    }
+    fx.finish().await;
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -1267,8 +1540,12 @@ conformance!(
     run_changes_saved_while_running,
     concurrent_undo_claims,
     stale_runs_are_interrupted,
+    one_running_run_per_board,
+    concurrent_run_claims,
     runs_go_with_their_board,
     ranges_and_last_seqs,
+    maintenance_lock_is_exclusive,
+    budget_updates_are_atomic,
 );
 
 /// PostgreSQL: appends (commits) have connections of their own, so they complete while every

@@ -1,5 +1,7 @@
 //! Starting automatic versions and compactions when [`Upkeep`] says they are due, from
-//! durable state only (see [`super::maintenance`]), and taking their outcomes.
+//! durable state only (see [`super::maintenance`]), and taking their outcomes. Both run under
+//! the board's maintenance lock; on a database several servers share they fold the stored
+//! rows, never the doc.
 
 use super::*;
 
@@ -20,12 +22,12 @@ impl BoardActor {
         let Some(source) = self.durable_source(due) else {
             return;
         };
-        let meta = maintenance::automatic(reason);
-        self.checkpoint = Some(maintenance::save_version(
+        self.checkpoint = Some(maintenance::checkpoint(
             &self.shared,
             &self.id,
             source,
-            meta,
+            reason,
+            self.upkeep.checkpoint_seq(),
         ));
         self.upkeep.checkpoint_started();
     }
@@ -51,6 +53,13 @@ impl BoardActor {
                 // Rows committed while it was being saved may want the next one already.
                 self.checkpoint_if_wanted();
             }
+            Err(maintenance::JobError::LockHeld) => {
+                // Another server is saving one: tried again after another interval (or as
+                // many rows), when the one it saved is found and counts.
+                debug!(board = %self.id, "automatic version skipped: another server holds the board's maintenance lock");
+                self.shared.metrics.versions_skipped.inc();
+                self.upkeep.checkpointed(None, Instant::now());
+            }
             Err(e) => {
                 // Tried again after another interval (or as many rows) at the latest.
                 warn!(board = %self.id, error = %e, "automatic version failed");
@@ -72,11 +81,15 @@ impl BoardActor {
         self.upkeep.compaction_started();
     }
 
-    /// Where durable state comes from now: the doc, if it holds exactly the stored rows up to
-    /// `last_seq` (nothing in flight, no rows of another writer unread); otherwise the stored
-    /// rows if the work is overdue, or nothing yet.
+    /// Where durable state comes from now. On a database several servers share, the stored
+    /// rows, always: another server may have appended rows this doc lacks, even below its
+    /// sequence, and the doc cannot vouch for them. Otherwise the doc, if it holds exactly the
+    /// stored rows up to `last_seq` (nothing in flight, no rows of another writer unread); or
+    /// else the stored rows if the work is overdue, or nothing yet.
     fn durable_source(&self, due: Due) -> Option<Source> {
-        if self.pipeline.is_quiescent() && self.pipeline.is_complete() {
+        if maintenance::folds_stored_rows(&self.shared) {
+            Some(Source::Stored)
+        } else if self.pipeline.is_quiescent() && self.pipeline.is_complete() {
             Some(Source::Doc {
                 state: self
                     .doc
@@ -102,6 +115,15 @@ impl BoardActor {
                 if let Some(size) = self.upkeep.compacted(stats.as_ref()) {
                     self.size.set(size);
                 }
+            }
+            Err(maintenance::JobError::LockHeld) => {
+                // Another server is compacting the board (or saving its version): tried again
+                // once as many rows as the threshold were appended.
+                debug!(board = %self.id, "compaction skipped: another server holds the board's maintenance lock");
+                self.shared.metrics.compactions_skipped.inc();
+                let config = &self.shared.config.board;
+                self.upkeep
+                    .compaction_skipped(self.pipeline.last_seq(), config);
             }
             Err(e) => {
                 warn!(board = %self.id, error = %e, "compaction failed; retrying later");

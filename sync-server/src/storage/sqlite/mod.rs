@@ -27,15 +27,16 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use self::appender::Appender;
 use self::checkpoint::IdleCheckpoint;
 
+use super::maintenance::{LocalLocks, MaintenanceLock};
 use super::rows::{
     BoardRow, RUN_COLUMNS, RunRow, VersionRow, blob_format, board_info, count_to_db,
     is_fk_violation, is_unique_violation, run_record, version_info,
 };
 use super::{
-    Backend, BlobFormat, BoardInfo, Boards, CompactionStats, NewRun, NewSnapshot, NewUpdate,
-    NewVersion, PendingCompaction, RunRecord, RunResult, RunState, Runs, Snapshots, StorageError,
-    StorageOptions, StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis, UpdateLog, Version,
-    VersionInfo, Versions, now_millis,
+    Backend, BlobFormat, BoardInfo, Boards, BudgetRow, BudgetUpdate, CompactionStats, NewRun,
+    NewSnapshot, NewUpdate, NewVersion, PendingCompaction, RunRecord, RunResult, RunState, Runs,
+    Snapshots, StorageError, StorageOptions, StoredBoard, StoredSnapshot, StoredUpdate, UnixMillis,
+    UpdateLog, Version, VersionInfo, Versions, now_millis,
 };
 use crate::ids::{BoardId, Seq, VersionId};
 
@@ -63,6 +64,8 @@ pub struct SqliteStore {
     gate: Arc<Mutex<()>>,
     /// Something was written since the last idle checkpoint (`checkpoint.rs`).
     dirty: Arc<AtomicBool>,
+    /// Boards whose maintenance runs now (one server per SQLite database).
+    maintenance: LocalLocks,
 }
 
 /// A write transaction on `writer`, holding the write gate until it ends. Dereferences to the
@@ -161,6 +164,7 @@ impl SqliteStore {
             appender,
             gate,
             dirty,
+            maintenance: LocalLocks::default(),
         })
     }
 
@@ -459,6 +463,14 @@ impl Snapshots for SqliteStore {
             },
         }))
     }
+
+    async fn try_lock_maintenance(
+        &self,
+        id: &BoardId,
+    ) -> Result<Option<Box<dyn MaintenanceLock>>, StorageError> {
+        // One server uses this database: the lock is this process's.
+        Ok(self.maintenance.try_lock(id))
+    }
 }
 
 #[async_trait]
@@ -591,11 +603,26 @@ impl Versions for SqliteStore {
 impl Runs for SqliteStore {
     async fn start_run(&self, id: &BoardId, run: NewRun<'_>) -> Result<RunRecord, StorageError> {
         let op = "start run";
+        let now = now_millis();
         let mut tx = self.write_tx(op).await?;
-        let row: RunRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        // The board's claim, in one transaction: interrupt a running run whose server
+        // stopped, then insert unless another run of the board is running (the partial unique
+        // index `assistant_runs_one_running`).
+        sqlx::query(
+            "UPDATE assistant_runs SET state = 'interrupted', finished_at = ? \
+             WHERE board_id = ? AND state = 'running' AND alive_at < ?",
+        )
+        .bind(now)
+        .bind(id.as_str())
+        .bind(run.expired_before)
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        let row: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO assistant_runs \
-             (id, board_id, user_id, prompt, model, state, started_at, before_version) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {RUN_COLUMNS}"
+             (id, board_id, user_id, prompt, model, state, started_at, alive_at, before_version) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (board_id) WHERE state = 'running' DO NOTHING RETURNING {RUN_COLUMNS}"
         )))
         .bind(run.id)
         .bind(id.as_str())
@@ -603,9 +630,10 @@ impl Runs for SqliteStore {
         .bind(run.prompt)
         .bind(run.model)
         .bind(RunState::Running.as_str())
-        .bind(now_millis())
+        .bind(now)
+        .bind(now)
         .bind(run.before_version.map(|v| v.0))
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|e| {
             if is_fk_violation(&e) {
@@ -614,8 +642,59 @@ impl Runs for SqliteStore {
                 StorageError::db(op)(e)
             }
         })?;
+        let Some(row) = row else {
+            let active: String = sqlx::query_scalar(
+                "SELECT id FROM assistant_runs WHERE board_id = ? AND state = 'running'",
+            )
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+            return Err(StorageError::RunActive {
+                board: id.clone(),
+                run: active,
+            });
+        };
         tx.commit().await.map_err(StorageError::db(op))?;
         run_record(id, row)
+    }
+
+    async fn touch_run(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
+        let op = "touch run";
+        let mut tx = self.write_tx(op).await?;
+        let done = sqlx::query(
+            "UPDATE assistant_runs SET alive_at = ? \
+             WHERE board_id = ? AND id = ? AND state = 'running'",
+        )
+        .bind(now_millis())
+        .bind(id.as_str())
+        .bind(run)
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_run_version(
+        &self,
+        id: &BoardId,
+        run: &str,
+        version: VersionId,
+    ) -> Result<bool, StorageError> {
+        let op = "set run version";
+        let mut tx = self.write_tx(op).await?;
+        let done = sqlx::query(
+            "UPDATE assistant_runs SET before_version = ? WHERE board_id = ? AND id = ?",
+        )
+        .bind(version.0)
+        .bind(id.as_str())
+        .bind(run)
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn finish_run(
@@ -743,16 +822,64 @@ impl Runs for SqliteStore {
         tx.commit().await.map_err(StorageError::db(op))
     }
 
-    async fn interrupt_stale_runs(&self, started_before: UnixMillis) -> Result<u64, StorageError> {
+    async fn update_budgets(
+        &self,
+        scopes: &[&str],
+        update: BudgetUpdate<'_>,
+    ) -> Result<bool, StorageError> {
+        let op = "update budgets";
+        // The write transaction (and the write gate) keeps every other update out.
+        let mut tx = self.write_tx(op).await?;
+        let mut rows = Vec::with_capacity(scopes.len());
+        for &scope in scopes {
+            let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(
+                "SELECT day, used, reserved, tat_ms FROM assistant_budgets WHERE scope = ?",
+            )
+            .bind(scope)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+            let (day, used, reserved, tat_ms) = row.unwrap_or_default();
+            rows.push(BudgetRow {
+                scope: scope.to_owned(),
+                day,
+                used,
+                reserved,
+                tat_ms,
+            });
+        }
+        if !update(&mut rows) {
+            return Ok(false);
+        }
+        for row in &rows {
+            sqlx::query(
+                "INSERT INTO assistant_budgets (scope, day, used, reserved, tat_ms) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope) DO UPDATE SET day = excluded.day, \
+                 used = excluded.used, reserved = excluded.reserved, tat_ms = excluded.tat_ms",
+            )
+            .bind(&row.scope)
+            .bind(row.day)
+            .bind(row.used)
+            .bind(row.reserved)
+            .bind(row.tat_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        }
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(true)
+    }
+
+    async fn interrupt_stale_runs(&self, alive_before: UnixMillis) -> Result<u64, StorageError> {
         let op = "interrupt stale runs";
         // Listing and reading runs call this every time, and a stale run is rare (its server
         // stopped while it worked): look on the read pool first, and take the write gate (and
-        // a write transaction's fsync) only if there is one. A run cannot turn stale in between:
-        // every run started since is past the cutoff.
+        // a write transaction's fsync) only if there is one. A run that turns stale in between
+        // is caught next time.
         let stale: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM assistant_runs WHERE state = 'running' AND started_at < ? LIMIT 1",
+            "SELECT 1 FROM assistant_runs WHERE state = 'running' AND alive_at < ? LIMIT 1",
         )
-        .bind(started_before)
+        .bind(alive_before)
         .fetch_optional(&self.reader)
         .await
         .map_err(StorageError::db(op))?;
@@ -762,11 +889,11 @@ impl Runs for SqliteStore {
         let mut tx = self.write_tx(op).await?;
         let done = sqlx::query(
             "UPDATE assistant_runs SET state = ?, finished_at = ? \
-             WHERE state = 'running' AND started_at < ?",
+             WHERE state = 'running' AND alive_at < ?",
         )
         .bind(RunState::Interrupted.as_str())
         .bind(now_millis())
-        .bind(started_before)
+        .bind(alive_before)
         .execute(&mut *tx)
         .await
         .map_err(StorageError::db(op))?;
