@@ -140,7 +140,9 @@ events {
     worker_connections 1024;
 }
 http {
-    access_log ${dir}/access.log;
+    log_format upstreams '$msec $status "$request" upstream=[$upstream_addr] '
+                         'upstream_status=[$upstream_status] connect=[$upstream_connect_time] time=$request_time';
+    access_log ${dir}/access.log upstreams;
     client_body_temp_path ${dir}/client_body;
     proxy_temp_path ${dir}/proxy;
     fastcgi_temp_path ${dir}/fastcgi;
@@ -192,8 +194,10 @@ export class Nginx {
     ])
   }
 
-  async errorLog () {
-    try { return await readFile(path.join(this.dir, 'error.log'), 'utf8') } catch (e) { return `(no error log: ${e.message})` }
+  async errorLog () { return await this.readLog('error.log') }
+  async accessLog () { return await this.readLog('access.log') }
+  async readLog (name) {
+    try { return await readFile(path.join(this.dir, name), 'utf8') } catch (e) { return `(no ${name}: ${e.message})` }
   }
 
   async stop () {
@@ -403,6 +407,7 @@ export class ClusterHarness extends Harness {
     if (this.nginx) {
       console.error(`\n--- [${this.name}] nginx (port ${this.nginx.port}) config ---\n${readFileSync(this.nginx.confPath, 'utf8')}`)
       console.error(`\n--- [${this.name}] nginx error log ---\n${await this.nginx.errorLog()}${this.nginx.log.join('')}`)
+      console.error(`\n--- [${this.name}] nginx access log (a WebSocket is logged when it ends) ---\n${await this.nginx.accessLog()}`)
     }
     for (const r of this.redisServers) console.error(`\n--- [${this.name}] ${r.label} ---\n${r.log.join('')}`)
   }
