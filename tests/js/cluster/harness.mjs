@@ -295,6 +295,7 @@ export class ClusterHarness extends Harness {
 
   /** nginx in front of every node started so far. */
   async startNginx () {
+    if (!existsSync(NGINX_BIN)) throw new Error(`${NGINX_BIN} is missing: scripts/install-nginx.sh installs Debian's nginx (or set NGINX_BIN)`)
     const dir = await this.tempDir()
     const port = await freePort()
     const nginx = new Nginx(dir, port)

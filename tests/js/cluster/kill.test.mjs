@@ -101,7 +101,7 @@ test('a node killed mid-stream: its clients move to the others through nginx, no
     const missing = entries.filter(e => !log.has(e))
     assert.deepEqual(missing, [], `${name}'s edits are all there`)
   }
-  assert.equal(log.size, n * writers.length)
+  assert.equal(writers[0].doc.getArray('log').length, n * writers.length, 'no entry twice')
   assert.equal(content(await h.exportBoard(board)), content(writers[0].doc), 'PostgreSQL holds what the writers show')
   for (const node of h.nodes.slice(1)) {
     assert.ok(await h.metric(node, 'sync_cluster_nodes_gone_total') >= 1, `${node.label} counted node0 gone`)
