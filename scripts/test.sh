@@ -10,12 +10,15 @@
 #   5. rustfmt and clippy with warnings denied;
 #   6. every Rust test in the workspace;
 #   7. the Node interop tests against the server binary;
-#   8. client-wasm in headless Chromium (Debian's chromium, installed if missing, driven by
+#   8. the multi-node tests: three server processes on one PostgreSQL with Redis between them,
+#      behind Debian's nginx (installed if missing, when the tests will run) as DEPLOYMENT.md
+#      configures it;
+#   9. client-wasm in headless Chromium (Debian's chromium, installed if missing, driven by
 #      playwright-core) against the server binary; screenshots in target/browser-screenshots/.
 #
-# PostgreSQL tests read TEST_DATABASE_URL; under CI=true they must run, otherwise they are
-# skipped with a message when it is unset. Set SKIP_WASM=1 to skip steps 4 and 8 while
-# iterating (refused under CI=true).
+# PostgreSQL tests read TEST_DATABASE_URL, and the multi-node tests TEST_REDIS_URL too; under
+# CI=true they must run, otherwise they are skipped with a message when it is unset. Set
+# SKIP_WASM=1 to skip steps 4 and 9 while iterating (refused under CI=true).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -54,6 +57,12 @@ cargo test --workspace --locked
 step "interop tests: real yjs + y-websocket clients against the server binary"
 cargo build -p sync-server --locked
 node --test tests/js/interop/
+
+step "multi-node tests: three nodes, PostgreSQL, Redis, nginx, y-websocket clients"
+if [ "${CI:-}" = true ] || { [ -n "${TEST_DATABASE_URL:-}" ] && [ -n "${TEST_REDIS_URL:-}" ]; }; then
+    scripts/install-nginx.sh
+fi
+node --test tests/js/cluster/
 
 if [ "${SKIP_WASM:-0}" != 1 ]; then
     step "client-wasm in headless Chromium"

@@ -169,3 +169,36 @@ test('a full disk fails commits, shows nothing undurable, keeps what was committ
   assert.deepEqual(missing, [], 'every note a peer saw before the disk filled up survives')
   console.log(`# disk full after ${written} notes of 16 KiB: the observer had seen ${seen.length}, all recovered`)
 }))
+
+// KNOWN SERVER BUG (found by tests/js/cluster/rolling.test.mjs; marked `todo` so the suite stays
+// green until it is fixed, then drop `todo`): a SIGTERM while clients are sending closes some of
+// them with 1011 "board unavailable; reconnect" instead of 1012 "server restarting". Not about
+// several nodes: one node on SQLite shows it in about 2 shutdowns of 10 with ten writers. Likely
+// path: sync-server/src/ws/reader.rs, where a frame read after the board's actor stopped fails
+// `handle.send(cmd)` and closes with Refusal::BoardUnavailable whether or not the server is
+// shutting down (join_refusal in ws/session.rs does check `shutdown`).
+test('a graceful shutdown closes every socket with 1012, even sockets sending at that moment', {
+  skip: NEEDS_OUR_SERVER,
+  todo: 'server bug: some sockets get 1011 "board unavailable; reconnect" (ws/reader.rs)',
+  timeout: 60000
+}, t => withHarness(t, async h => {
+  const db = await h.database('sqlite')
+  for (let round = 0; round < 10; round++) {
+    const server = await h.startServer(db)
+    const board = boardId('shutdown-codes')
+    const writers = []
+    for (let i = 0; i < 10; i++) writers.push(await h.syncedClient(server, board))
+    let n = 0
+    const loop = setInterval(() => { n++; for (const c of writers) c.doc.getArray('log').push([n]) }, 2)
+    try {
+      await sleep(300)
+      assert.deepEqual(await server.stop(), { code: 0, signal: null })
+      await waitFor(() => writers.every(c => c.closes.length > 0), { message: 'every writer to see its socket close' })
+    } finally {
+      clearInterval(loop)
+    }
+    const codes = writers.map(c => c.closes[0])
+    for (const c of writers) h.destroyClient(c)
+    assert.deepEqual(codes.filter(c => c.code !== 1012), [], `round ${round}: every close is 1012`)
+  }
+}))

@@ -189,10 +189,11 @@ export class ServerProcess {
  * settings for it were cleared.
  */
 /**
- * Starts `sync-server` on port 0. `fileSizeLimitKiB` runs it under `ulimit -f` with SIGXFSZ
- * ignored, so that a write past that size fails with EFBIG, as on a full disk.
+ * Starts `sync-server` on `port` (default 0: a free one). `fileSizeLimitKiB` runs it under
+ * `ulimit -f` with SIGXFSZ ignored, so that a write past that size fails with EFBIG, as on a
+ * full disk.
  */
-export async function startServer (databaseUrl, { label = 'server', timeout = 20000, args = [], env: extraEnv = {}, fileSizeLimitKiB } = {}) {
+export async function startServer (databaseUrl, { label = 'server', timeout = 20000, args = [], env: extraEnv = {}, fileSizeLimitKiB, port = 0 } = {}) {
   const env = { ...process.env }
   // The tests need the open development mode on one node, whatever the caller's shell has.
   for (const k of ['AUTH_SECRET', 'AUTH_SECRET_FILE', 'REDIS_URL', 'DATABASE_URL', 'PORT', 'BIND', 'INSECURE', 'LOG_FORMAT',
@@ -200,7 +201,7 @@ export async function startServer (databaseUrl, { label = 'server', timeout = 20
     'COMMIT_MAX_UPDATES', 'SHUTDOWN_TIMEOUT_SECS']) delete env[k]
   env.NO_COLOR = '1'
   Object.assign(env, extraEnv)
-  const serverArgs = ['serve', '--bind', '127.0.0.1', '--port', '0', '--database-url', databaseUrl, ...args]
+  const serverArgs = ['serve', '--bind', '127.0.0.1', '--port', String(port), '--database-url', databaseUrl, ...args]
   const limited = fileSizeLimitKiB
     ? ['/bin/sh', ['-c', `trap '' XFSZ; ulimit -f ${Number(fileSizeLimitKiB)}; exec "$0" "$@"`, SERVER_BIN, ...serverArgs]]
     : [SERVER_BIN, serverArgs]
