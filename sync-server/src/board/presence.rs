@@ -80,6 +80,9 @@ pub(super) struct Applied {
     pub(super) frame: Option<Bytes>,
     /// Entries dropped because they belonged to another user's connection.
     pub(super) dropped: usize,
+    /// For the sender only: the board's removal of client states it announces at a clock the
+    /// removal has passed (see [`Presence::apply`]).
+    pub(super) correction: Option<Bytes>,
 }
 
 #[derive(Debug)]
@@ -149,10 +152,35 @@ impl Presence {
                 }
         });
         let dropped = before - update.clients.len();
+        // A client coming back after its state was removed (its connection closed, here or on
+        // another node) announces the clock it had, which the removal passed: its states would
+        // be ignored until its clock overtook the board's. Told of the removal, a y-protocols
+        // client announces itself again with a newer clock.
+        let stale: Vec<ClientID> = update
+            .clients
+            .iter()
+            .filter(|(id, entry)| {
+                entry.json.as_ref() != "null"
+                    && self
+                        .awareness
+                        .meta(**id)
+                        .is_some_and(|(clock, _)| clock >= entry.clock)
+                    && self
+                        .awareness
+                        .state::<serde::de::IgnoredAny>(**id)
+                        .is_none()
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let correction = (!stale.is_empty())
+            .then(|| self.awareness.update_with_clients(stale).ok())
+            .flatten()
+            .map(protocol::awareness);
         if update.clients.is_empty() {
             return Ok(Applied {
                 frame: None,
                 dropped,
+                correction,
             });
         }
         let clients: Vec<ClientID> = update.clients.keys().copied().collect();
@@ -161,6 +189,7 @@ impl Presence {
             return Ok(Applied {
                 frame: None,
                 dropped,
+                correction,
             });
         };
         for client in clients {
@@ -173,6 +202,7 @@ impl Presence {
         Ok(Applied {
             frame: Some(reencode.unwrap_or_else(|| frame.clone())),
             dropped,
+            correction,
         })
     }
 

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::board::link::{Delivery, Side};
@@ -44,6 +45,9 @@ pub(super) struct Reader {
     /// The most permits one update takes (all of them, for an update as large as the budget).
     pub(super) max_uncommitted: u32,
     pub(super) metrics: Arc<Metrics>,
+    /// The server's shutdown: a board that stopped because of it closes the socket with 1012
+    /// (restarting), not as unavailable.
+    pub(super) shutdown: CancellationToken,
 }
 
 impl Reader {
@@ -54,6 +58,7 @@ impl Reader {
         expires_at: Option<Instant>,
         limits: &Limits,
         metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
     ) -> Self {
         let budget = uncommitted_budget(limits);
         Self {
@@ -67,6 +72,7 @@ impl Reader {
             uncommitted: Arc::new(Semaphore::new(budget as usize)),
             max_uncommitted: budget,
             metrics,
+            shutdown,
         }
     }
 }
@@ -195,7 +201,14 @@ where
             }
         };
         if handle.send(cmd).await.is_err() {
-            link.close(Refusal::BoardUnavailable.count(&session.metrics));
+            // The board's actor stopped: because the server is shutting down (the writer may
+            // not have seen it yet), or it failed.
+            let refusal = if session.shutdown.is_cancelled() {
+                Refusal::ServerRestart
+            } else {
+                Refusal::BoardUnavailable
+            };
+            link.close(refusal.count(&session.metrics));
             break;
         }
     }

@@ -64,6 +64,7 @@ pub(super) async fn run<St, Si, E>(
         admitted.grant.remaining().map(|left| Instant::now() + left),
         &deps.limits,
         metrics.clone(),
+        deps.shutdown.clone(),
     );
     debug!(wants_acks, role = %admitted.grant.role, "joined");
     // The writer is a task of its own: a fan-out wakes it alone, without polling the reader's

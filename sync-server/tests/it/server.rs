@@ -732,3 +732,47 @@ async fn awareness_is_relayed_echoed_and_cleared() {
 
     server.shutdown().await.unwrap();
 }
+
+/// A client coming back after its presence was removed announces the clock it had, which the
+/// removal passed: the server tells it of the removal (a y-protocols client then announces
+/// itself with a newer clock), and its next state reaches everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_back_after_its_presence_was_removed_is_told_and_seen_again() {
+    let server = TestServer::start(config(), memory_store().await).await;
+    let board = "presence-back";
+    let observer = TestClient::connect(server.addr, board, false).await;
+    observer.wait_synced().await;
+    let id = yrs::block::ClientID::new(0x5eed);
+    let first = TestClient::connect(server.addr, board, false).await;
+    first.wait_synced().await;
+    first.send_raw(awareness_frame(&[(id, 1, r#"{"name":"Ada"}"#)]));
+    observer
+        .wait_for("Ada", |s| {
+            s.seen.awareness_of(id).is_some_and(|j| j.contains("Ada"))
+        })
+        .await;
+    first.close().await;
+    // The server removed the state at clock 2.
+    observer
+        .wait_for("Ada removed", |s| {
+            s.seen.awareness_of(id).as_deref() == Some("null")
+        })
+        .await;
+    let back = TestClient::connect(server.addr, board, false).await;
+    back.wait_synced().await;
+    back.send_raw(awareness_frame(&[(id, 2, r#"{"name":"Ada again"}"#)]));
+    back.wait_for("the removal, told to the client coming back", |s| {
+        s.seen.awareness.iter().any(|u| {
+            u.clients
+                .get(&id)
+                .is_some_and(|e| e.clock == 2 && &*e.json == "null")
+        })
+    })
+    .await;
+    back.send_raw(awareness_frame(&[(id, 3, r#"{"name":"Ada again"}"#)]));
+    observer
+        .wait_for("Ada seen again", |s| {
+            s.seen.awareness_of(id).is_some_and(|j| j.contains("again"))
+        })
+        .await;
+}

@@ -32,7 +32,6 @@ test('rolling restart through nginx: every node in turn gets SIGTERM and returns
     }
   }, 20)
   const timings = []
-  const wrongCodes = []
   try {
     await sleep(500)
     for (let i = 0; i < h.nodes.length; i++) {
@@ -42,17 +41,11 @@ test('rolling restart through nginx: every node in turn gets SIGTERM and returns
       assert.deepEqual(status, { code: 0, signal: null }, `node${i} exits 0 on SIGTERM`)
       await h.waitReady(h.nodes[i], 'ready')
       const back = Date.now() - started
-      // Its clients were told to reconnect (1012) and did, through the proxy. A known server
-      // bug closes a socket that is sending at that moment with 1011 "board unavailable;
-      // reconnect" instead (pinned by the `todo` test in interop/durability.test.mjs); clients
-      // reconnect either way, so here it is only reported.
+      // Its clients were told to reconnect (1012), even those sending at that moment, and
+      // did, through the proxy.
       for (const c of onNode) {
         const last = c.closes.at(-1)
-        if (last?.code === 1011 && last.reason === 'board unavailable; reconnect') {
-          wrongCodes.push(`${c.name} on node${i}`)
-        } else {
-          assert.equal(last?.code, 1012, `${c.name} closed with 1012: ${JSON.stringify(c.closes)}`)
-        }
+        assert.equal(last?.code, 1012, `${c.name} closed with 1012: ${JSON.stringify(c.closes)}`)
       }
       await waitFor(() => writers.every(c => c.provider.synced), {
         timeout: 10000,
@@ -66,7 +59,6 @@ test('rolling restart through nginx: every node in turn gets SIGTERM and returns
     clearInterval(loop)
   }
   t.diagnostic(timings.join('; '))
-  if (wrongCodes.length) t.diagnostic(`known server bug: closed with 1011 instead of 1012: ${wrongCodes.join(', ')}`)
 
   await waitFor(() => converged(writers.map(c => c.doc)), {
     timeout: 10000,

@@ -170,16 +170,10 @@ test('a full disk fails commits, shows nothing undurable, keeps what was committ
   console.log(`# disk full after ${written} notes of 16 KiB: the observer had seen ${seen.length}, all recovered`)
 }))
 
-// KNOWN SERVER BUG (found by tests/js/cluster/rolling.test.mjs; marked `todo` so the suite stays
-// green until it is fixed, then drop `todo`): a SIGTERM while clients are sending closes some of
-// them with 1011 "board unavailable; reconnect" instead of 1012 "server restarting". Not about
-// several nodes: one node on SQLite shows it in about 2 shutdowns of 10 with ten writers. Likely
-// path: sync-server/src/ws/reader.rs, where a frame read after the board's actor stopped fails
-// `handle.send(cmd)` and closes with Refusal::BoardUnavailable whether or not the server is
-// shutting down (join_refusal in ws/session.rs does check `shutdown`).
+// Found by tests/js/cluster/rolling.test.mjs: a frame read after the board's actor stopped for
+// the shutdown closed its socket as "board unavailable" (1011); it must say "restarting".
 test('a graceful shutdown closes every socket with 1012, even sockets sending at that moment', {
   skip: NEEDS_OUR_SERVER,
-  todo: 'server bug: some sockets get 1011 "board unavailable; reconnect" (ws/reader.rs)',
   timeout: 60000
 }, t => withHarness(t, async h => {
   const db = await h.database('sqlite')

@@ -14,6 +14,9 @@ impl BoardActor {
                     self.shared.metrics.error(kind::AWARENESS_SPOOF);
                     info!(board = %self.id, conn, dropped = applied.dropped, "awareness entries of another user's client dropped");
                 }
+                if let Some(correction) = applied.correction {
+                    self.send(conn, correction);
+                }
                 if let Some(frame) = applied.frame {
                     // Echoed to everyone, the sender included: it keeps clients' watchdogs
                     // quiet.

@@ -610,7 +610,13 @@ impl<'a> Socket<'a> {
             Msg::Auth(_) | Msg::Close => return true,
         };
         if handle.send(cmd).await.is_err() {
-            self.close(Refusal::BoardUnavailable);
+            // The board's actor stopped: because the server is shutting down, or it failed.
+            let refusal = if self.sessions.deps.shutdown.is_cancelled() {
+                Refusal::ServerRestart
+            } else {
+                Refusal::BoardUnavailable
+            };
+            self.close(refusal);
             return false;
         }
         true
