@@ -153,19 +153,7 @@ pub(super) fn checkpoint(
         if let Some(taken) = taken {
             return Ok(taken);
         }
-        let (state, seq) = match source {
-            Source::Doc { state, seq } => (state, seq),
-            Source::Stored => stored_state(store.as_ref(), &id).await?,
-        };
-        let version = NewVersion {
-            kind: meta.kind,
-            label: meta.label.as_deref(),
-            author: meta.author.as_deref(),
-            reason: meta.reason.as_deref(),
-            covers_seq: seq,
-            data: &state,
-        };
-        let saved = store.save_version(&id, version).await?;
+        let saved = write_version(store.as_ref(), &id, source, &meta).await?;
         metrics.versions_saved.inc();
         if let Err(e) = store.prune_versions(&id, keep).await {
             tracing::warn!(board = %id, error = %e, "version retention failed");
@@ -188,19 +176,7 @@ pub(super) fn save_version(
     let keep = shared.config.board.keep_auto_versions;
     let metrics = shared.metrics.clone();
     spawn(shared, board, async move {
-        let (state, seq) = match source {
-            Source::Doc { state, seq } => (state, seq),
-            Source::Stored => stored_state(store.as_ref(), &id).await?,
-        };
-        let version = NewVersion {
-            kind: meta.kind,
-            label: meta.label.as_deref(),
-            author: meta.author.as_deref(),
-            reason: meta.reason.as_deref(),
-            covers_seq: seq,
-            data: &state,
-        };
-        let saved = store.save_version(&id, version).await?;
+        let saved = write_version(store.as_ref(), &id, source, &meta).await?;
         metrics.versions_saved.inc();
         if meta.kind == VersionKind::Auto {
             let pruned = match store.try_lock_maintenance(&id).await {
@@ -214,6 +190,28 @@ pub(super) fn save_version(
         }
         Ok(saved)
     })
+}
+
+/// Writes a version of the board from `source`.
+async fn write_version(
+    store: &dyn crate::storage::Storage,
+    id: &BoardId,
+    source: Source,
+    meta: &VersionMeta,
+) -> Result<VersionInfo, JobError> {
+    let (state, seq) = match source {
+        Source::Doc { state, seq } => (state, seq),
+        Source::Stored => stored_state(store, id).await?,
+    };
+    let version = NewVersion {
+        kind: meta.kind,
+        label: meta.label.as_deref(),
+        author: meta.author.as_deref(),
+        reason: meta.reason.as_deref(),
+        covers_seq: seq,
+        data: &state,
+    };
+    Ok(store.save_version(id, version).await?)
 }
 
 /// Reads the board's stored rows with `after < seq < before`: rows another writer committed

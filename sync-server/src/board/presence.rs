@@ -227,6 +227,13 @@ impl Presence {
         let gone: Vec<ClientID> = self.owned.remove(&conn)?.into_iter().collect();
         for id in &gone {
             self.owners.remove(id);
+        }
+        self.clear(gone)
+    }
+
+    /// Removes the states of `gone`; returns the frame announcing it, if there were any.
+    fn clear(&mut self, gone: Vec<ClientID>) -> Option<Bytes> {
+        for id in &gone {
             self.awareness.remove_state(*id);
         }
         if gone.is_empty() {
@@ -286,15 +293,8 @@ impl Presence {
         let gone: Vec<ClientID> = self.remote.remove(node)?.into_iter().collect();
         for id in &gone {
             self.remote_owners.remove(id);
-            self.awareness.remove_state(*id);
         }
-        if gone.is_empty() {
-            return None;
-        }
-        self.awareness
-            .update_with_clients(gone)
-            .ok()
-            .map(protocol::awareness)
+        self.clear(gone)
     }
 
     /// The states of this node's connections and its own entry (not those of other nodes), as
