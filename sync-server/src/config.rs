@@ -289,8 +289,8 @@ pub struct ClusterArgs {
     /// Prefix of the Redis channels this deployment uses.
     #[arg(long, env = "REDIS_PREFIX", default_value = "boards")]
     pub redis_prefix: String,
-    /// Milliseconds a held board may go without news from other nodes before the database is
-    /// checked for rows it lacks (a lost last message has no successor to reveal it).
+    /// How often, in milliseconds, this node checks the database for rows the boards it holds
+    /// lack (a lost last message has no successor to reveal it).
     #[arg(long, env = "HEAL_INTERVAL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..))]
     pub heal_interval_ms: u64,
     /// Milliseconds without a heartbeat after which another node counts as gone (its

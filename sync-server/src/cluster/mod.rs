@@ -55,8 +55,8 @@ pub struct ClusterConfig {
     /// Prefix of every Redis channel this deployment uses (several deployments can share one
     /// Redis).
     pub prefix: String,
-    /// How long a held board may go without news before the database is checked for rows it
-    /// lacks (a lost last message has no successor to reveal the gap).
+    /// How often the database is checked for rows the boards this node holds lack (a lost
+    /// last message has no successor to reveal the gap).
     pub heal_interval: Duration,
     /// A node not heard from for this long is gone: its clients' presence is cleared.
     pub node_timeout: Duration,
