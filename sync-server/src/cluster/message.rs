@@ -42,7 +42,8 @@ pub(crate) fn valid_node_id(id: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Body {
     /// Rows the sender committed for the board: each `(last, count)` is rows
-    /// `last - count + 1 ..= last`, ascending; `updates` is what they hold (merged or not).
+    /// `last - count + 1 ..= last`, ascending; `updates` is what they hold (merged or not), or
+    /// nothing when that was too large to carry (the receivers read the rows).
     Update {
         rows: Vec<(Seq, u32)>,
         updates: Vec<Bytes>,

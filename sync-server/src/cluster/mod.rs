@@ -147,6 +147,11 @@ pub(crate) enum Inbound {
     Resync,
 }
 
+/// Largest updates carried in one message; past it, the rows are announced without them and
+/// read from the database by the nodes that hold the board (an import, a restore of a large
+/// board): Redis and every node's inbox stay small.
+pub(crate) const MAX_INLINE_BYTES: usize = 256 << 10;
+
 /// Messages queued to a board actor, at most; past it they are dropped (counted): the actor
 /// finds what it missed at its next check of the database.
 const INBOX: usize = 1024;
@@ -387,16 +392,21 @@ impl Cluster {
         })
     }
 
-    /// Publishes rows this node committed for `board`, after the commit.
+    /// Publishes rows this node committed for `board`, after the commit. Updates larger than
+    /// [`MAX_INLINE_BYTES`] together are left out: the message then says only which rows
+    /// there are, and the other nodes read them from the database (Redis carries hints).
     pub(crate) fn publish_update(
         &self,
         board: &BoardId,
         rows: Vec<(Seq, u32)>,
-        updates: Vec<Bytes>,
+        mut updates: Vec<Bytes>,
     ) {
         if let Some(inner) = &self.inner {
             if rows.is_empty() {
                 return;
+            }
+            if updates.iter().map(Bytes::len).sum::<usize>() > MAX_INLINE_BYTES {
+                updates.clear();
             }
             inner.publish(inner.channel(board), Body::Update { rows, updates });
         }

@@ -152,6 +152,31 @@ async fn a_gap_revealed_by_a_later_message_is_read_from_the_database_at_once() {
 }
 
 #[tokio::test]
+async fn an_update_too_large_to_carry_is_announced_and_read_from_the_database() {
+    let Some(redis) = skip_without_redis() else {
+        return;
+    };
+    let Some(c) = Nodes::start(2, &redis, NO_CHECK).await else {
+        return;
+    };
+    let board = "too-large-to-carry";
+    let a = TestClient::connect(c.nodes[0].addr, board, true).await;
+    let b = TestClient::connect(c.nodes[1].addr, board, true).await;
+    a.wait_synced().await;
+    b.wait_synced().await;
+    let big = "x".repeat(300 << 10);
+    a.put_note("big", &big);
+    b.wait_for("the large note on the other node", |s| {
+        harness::notes(&s.doc)
+            .get("big")
+            .is_some_and(|t| t.len() == big.len())
+    })
+    .await;
+    assert!(metric(&c.nodes[1], "sync_cluster_heals_total").await >= 1.0);
+    c.finish().await;
+}
+
+#[tokio::test]
 async fn a_lost_last_message_is_healed_within_the_interval() {
     let Some(redis) = skip_without_redis() else {
         return;

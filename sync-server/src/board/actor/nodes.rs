@@ -55,6 +55,11 @@ impl BoardActor {
         if last <= self.pipeline.last_seq() {
             return;
         }
+        if updates.is_empty() {
+            // Announced without their content (too large to carry): read them.
+            self.behind(last);
+            return;
+        }
         let decoded: Option<Vec<Update>> = updates
             .iter()
             .map(|u| std::panic::catch_unwind(|| Update::decode_v1(u)).ok()?.ok())
