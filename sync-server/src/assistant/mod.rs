@@ -227,15 +227,21 @@ impl Assistant {
         self.active().get(board).map(|a| a.run_id.clone())
     }
 
-    /// Cancels `run_id` if it is the run working on `board`. Returns whether it was.
-    pub(crate) fn cancel(&self, board: &BoardId, run_id: &str) -> bool {
-        match self.active().get(board) {
+    /// Cancels `run_id` if it is the run working on `board`: at once if it works on this
+    /// server, otherwise by asking through the database (the server it works on stops it
+    /// within a second). Returns whether it was working.
+    pub(crate) async fn cancel(&self, board: &BoardId, run_id: &str) -> Result<bool, StorageError> {
+        let local = match self.active().get(board) {
             Some(a) if a.run_id == run_id => {
                 a.cancel.cancel();
                 true
             }
             _ => false,
+        };
+        if local {
+            return Ok(true);
         }
+        self.deps.store.request_cancel(board, run_id).await
     }
 
     /// Starts a run; see the module docs for the steps.
@@ -557,12 +563,16 @@ impl Drop for Claim {
     }
 }
 
+/// How often a working run checks whether another server asked to cancel it.
+const CANCEL_CHECK: Duration = Duration::from_secs(1);
+
 /// The heartbeat cutoff: a running run whose heartbeat is older than this has expired.
 fn expired_before(expiry: Duration) -> i64 {
     now_millis() - i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Refreshes a working run's heartbeat every third of `expiry` until `ended`. If the run lost
+/// Refreshes a working run's heartbeat every third of `expiry` until `ended`, and every second
+/// checks whether another server asked to cancel it (then cancels it). If the run lost
 /// its claim (marked interrupted by another server after its heartbeat expired), or the
 /// heartbeat could not be refreshed for `expiry`, the run is cancelled: another server may be
 /// working on the board now.
@@ -575,11 +585,23 @@ async fn heartbeat(
     cancel: &CancellationToken,
 ) {
     let mut last_ok = tokio::time::Instant::now();
+    let beat = expiry / 3;
+    let mut next_beat = tokio::time::Instant::now() + beat;
     loop {
         tokio::select! {
             () = ended.cancelled() => return,
-            () = tokio::time::sleep(expiry / 3) => {}
+            () = tokio::time::sleep(CANCEL_CHECK.min(beat)) => {}
         }
+        // Asked to stop by another server (`request_cancel`)?
+        if let Ok(true) = store.cancel_requested(board, run_id).await {
+            info!(board = %board, run_id, "cancelled from another server");
+            cancel.cancel();
+            return;
+        }
+        if tokio::time::Instant::now() < next_beat {
+            continue;
+        }
+        next_beat = tokio::time::Instant::now() + beat;
         match store.touch_run(board, run_id).await {
             Ok(true) => last_ok = tokio::time::Instant::now(),
             Ok(false) => {

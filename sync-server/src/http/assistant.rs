@@ -150,7 +150,11 @@ pub(crate) async fn cancel(
     ApiPath((raw, run)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let id = existing(store.as_ref(), &caller, &raw, Role::Write).await?;
-    if !assistant.cancel(&id, &run) {
+    let working = assistant
+        .cancel(&id, &run)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    if !working {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "run_not_active",

@@ -212,6 +212,14 @@ impl Runs for Layered {
         self.runs.touch_run(id, run).await
     }
 
+    async fn request_cancel(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
+        self.runs.request_cancel(id, run).await
+    }
+
+    async fn cancel_requested(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
+        self.runs.cancel_requested(id, run).await
+    }
+
     async fn set_run_version(
         &self,
         id: &BoardId,

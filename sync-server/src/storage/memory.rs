@@ -23,6 +23,8 @@ struct Board {
     versions: BTreeMap<VersionId, Version>,
     /// Assistant runs by id; they go with the board.
     runs: HashMap<String, RunRecord>,
+    /// Runs whose cancelling was asked for.
+    cancel_requested: std::collections::HashSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -97,6 +99,7 @@ fn new_board(id: &BoardId) -> Board {
         log: BTreeMap::new(),
         versions: BTreeMap::new(),
         runs: HashMap::new(),
+        cancel_requested: std::collections::HashSet::new(),
     }
 }
 
@@ -377,6 +380,23 @@ impl Runs for MemoryStore {
             }
             _ => Ok(false),
         }
+    }
+
+    async fn request_cancel(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
+        let mut state = self.lock();
+        let running = run_mut(&mut state, id, run).is_some_and(|r| r.state == RunState::Running);
+        if running && let Some(board) = state.boards.get_mut(id) {
+            board.cancel_requested.insert(run.to_owned());
+        }
+        Ok(running)
+    }
+
+    async fn cancel_requested(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
+        let state = self.lock();
+        Ok(state
+            .boards
+            .get(id)
+            .is_some_and(|b| b.cancel_requested.contains(run)))
     }
 
     async fn set_run_version(

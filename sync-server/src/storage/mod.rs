@@ -460,6 +460,14 @@ pub trait Runs: Send + Sync + fmt::Debug {
     /// expired, finished, or deleted with its board) and nothing was written.
     async fn touch_run(&self, id: &BoardId, run: &str) -> Result<bool, StorageError>;
 
+    /// Asks for a working run to be cancelled, from any server: the run's server sees it at
+    /// its next [`Runs::cancel_requested`] and stops the run. Returns whether the run is
+    /// `running` (and so was asked).
+    async fn request_cancel(&self, id: &BoardId, run: &str) -> Result<bool, StorageError>;
+
+    /// Whether cancelling the run was asked for ([`Runs::request_cancel`]).
+    async fn cancel_requested(&self, id: &BoardId, run: &str) -> Result<bool, StorageError>;
+
     /// Records the version saved before a run (saved once the run claimed the board).
     /// Returns whether the run exists.
     async fn set_run_version(

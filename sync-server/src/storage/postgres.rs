@@ -794,6 +794,31 @@ impl Runs for PostgresStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn request_cancel(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE assistant_runs SET cancel_requested = TRUE \
+             WHERE board_id = $1 AND id = $2 AND state = 'running'",
+        )
+        .bind(id.as_str())
+        .bind(run)
+        .execute(&self.pool)
+        .await
+        .map_err(StorageError::db("request cancel"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn cancel_requested(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
+        let asked: Option<bool> = sqlx::query_scalar(
+            "SELECT cancel_requested FROM assistant_runs WHERE board_id = $1 AND id = $2",
+        )
+        .bind(id.as_str())
+        .bind(run)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StorageError::db("cancel requested"))?;
+        Ok(asked.unwrap_or(false))
+    }
+
     async fn set_run_version(
         &self,
         id: &BoardId,

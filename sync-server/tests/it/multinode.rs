@@ -89,6 +89,55 @@ async fn active_run(node: &TestServer, board: &str) -> String {
     .expect("a run becomes active")
 }
 
+/// A run working on node A is cancelled from node B: B asks through the database, A stops the
+/// run within about a second, and it is recorded cancelled; cancelling a run that is not
+/// working is refused on either node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_on_one_node_is_cancelled_from_another() {
+    let Some(fx) = Fixture::postgres().await else {
+        return;
+    };
+    // A's model call would take 20 s.
+    let fake = FakeLlm::start(vec![Reply::Stall(Duration::from_secs(20))]).await;
+    let expiry = Duration::from_secs(30);
+    let a =
+        Arc::new(TestServer::start(node_config(assistant(&fake, expiry)), fx.store.clone()).await);
+    let b = TestServer::start(node_config(assistant(&fake, expiry)), fx.reopen().await).await;
+    create_board(&a, "cancelled").await;
+    let working = {
+        let a = a.clone();
+        tokio::spawn(async move { prompt(&a, "cancelled", "a long one").await })
+    };
+    let run_id = active_run(&b, "cancelled").await;
+    let path = format!("/v1/boards/cancelled/assistant/runs/{run_id}/cancel");
+    let asked = tokio::time::Instant::now();
+    let answer = http(b.addr, "POST", &path, JSON, b"").await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.json()["cancelling"], true);
+    let (status, outcome) = tokio::time::timeout(Duration::from_secs(5), working)
+        .await
+        .expect("the run stops within 5 s of the cancel")
+        .unwrap();
+    let took = asked.elapsed();
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["status"], "cancelled", "{outcome}");
+    assert!(
+        took < Duration::from_secs(3),
+        "stopped {took:?} after the cancel"
+    );
+    // Nothing is working now: a cancel is refused on both nodes.
+    for node in [&*a, &b] {
+        let again = http(node.addr, "POST", &path, JSON, b"").await;
+        assert_eq!(again.status, 409);
+        assert_eq!(again.json()["error"]["code"], "run_not_active");
+    }
+}
+
 /// A run that works on node A holds its board on node B too: a prompt there is refused 409
 /// `assistant_busy` naming A's run, for longer than several heartbeat expiries (A's heartbeat
 /// keeps the claim alive); once A's run ended, B's prompt is accepted.

@@ -1490,6 +1490,36 @@ async fn budget_updates_are_atomic(fx: Fixture) {
     fx.finish().await;
 }
 
+/// Any server may ask for a working run to be cancelled; only a working run can be, and the
+/// run's server sees the request (another store of the database, as another server would).
+async fn cancel_requests(fx: Fixture) {
+    let id = board("cancel-requests");
+    fx.store.create_board(&id).await.unwrap();
+    fx.store.start_run(&id, new_run("working")).await.unwrap();
+    let other_node = fx.reopen().await;
+    assert!(!fx.store.cancel_requested(&id, "working").await.unwrap());
+    assert!(other_node.request_cancel(&id, "working").await.unwrap());
+    assert!(fx.store.cancel_requested(&id, "working").await.unwrap());
+    assert!(!other_node.request_cancel(&id, "no-such-run").await.unwrap());
+    assert!(!fx.store.cancel_requested(&id, "no-such-run").await.unwrap());
+    fx.store
+        .finish_run(&id, "working", ended(RunState::Cancelled))
+        .await
+        .unwrap();
+    fx.store.start_run(&id, new_run("next")).await.unwrap();
+    assert!(!fx.store.cancel_requested(&id, "next").await.unwrap());
+    fx.store
+        .finish_run(&id, "next", ended(RunState::Completed))
+        .await
+        .unwrap();
+    assert!(
+        !other_node.request_cancel(&id, "next").await.unwrap(),
+        "a finished run is not asked"
+    );
+    assert!(!fx.store.cancel_requested(&id, "next").await.unwrap());
+    fx.finish().await;
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -1544,6 +1574,7 @@ conformance!(
     concurrent_run_claims,
     runs_go_with_their_board,
     ranges_and_last_seqs,
+    cancel_requests,
     maintenance_lock_is_exclusive,
     budget_updates_are_atomic,
 );

@@ -676,6 +676,34 @@ impl Runs for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn request_cancel(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
+        let op = "request cancel";
+        let mut tx = self.write_tx(op).await?;
+        let done = sqlx::query(
+            "UPDATE assistant_runs SET cancel_requested = 1 \
+             WHERE board_id = ? AND id = ? AND state = 'running'",
+        )
+        .bind(id.as_str())
+        .bind(run)
+        .execute(&mut *tx)
+        .await
+        .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn cancel_requested(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
+        let asked: Option<i64> = sqlx::query_scalar(
+            "SELECT cancel_requested FROM assistant_runs WHERE board_id = ? AND id = ?",
+        )
+        .bind(id.as_str())
+        .bind(run)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(StorageError::db("cancel requested"))?;
+        Ok(asked.is_some_and(|a| a != 0))
+    }
+
     async fn set_run_version(
         &self,
         id: &BoardId,
