@@ -150,11 +150,12 @@ pub(crate) enum Inbound {
 /// Largest updates carried in one message; past it, the rows are announced without them and
 /// read from the database by the nodes that hold the board (an import, a restore of a large
 /// board): Redis and every node's inbox stay small.
-pub(crate) const MAX_INLINE_BYTES: usize = 256 << 10;
+pub(crate) const MAX_INLINE_BYTES: usize = 64 << 10;
 
 /// Messages queued to a board actor, at most; past it they are dropped (counted): the actor
-/// finds what it missed at its next check of the database.
-const INBOX: usize = 1024;
+/// finds what it missed at its next check of the database. With [`MAX_INLINE_BYTES`], a
+/// board's inbox holds at most 16 MiB of updates.
+const INBOX: usize = 256;
 
 /// The cluster link, shared by the board actors. `Cluster::single()` is a node alone: nothing
 /// is published, nothing is received.
