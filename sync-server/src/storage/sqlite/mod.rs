@@ -179,6 +179,21 @@ impl SqliteStore {
         Ok(WriteTx { tx, _gate: gate })
     }
 
+    /// Runs one statement in a write transaction of its own; returns whether it changed a row.
+    async fn write_one(
+        &self,
+        op: &'static str,
+        statement: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.write_tx(op).await?;
+        let done = statement
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
+        tx.commit().await.map_err(StorageError::db(op))?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Creates a board, with `content` as its first log row if given, in one transaction.
     async fn create(
         &self,
@@ -569,16 +584,10 @@ impl Versions for SqliteStore {
     }
 
     async fn delete_version(&self, id: &BoardId, version: VersionId) -> Result<bool, StorageError> {
-        let op = "delete version";
-        let mut tx = self.write_tx(op).await?;
-        let done = sqlx::query("DELETE FROM board_versions WHERE board_id = ? AND id = ?")
+        let statement = sqlx::query("DELETE FROM board_versions WHERE board_id = ? AND id = ?")
             .bind(id.as_str())
-            .bind(version.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(StorageError::db(op))?;
-        tx.commit().await.map_err(StorageError::db(op))?;
-        Ok(done.rows_affected() > 0)
+            .bind(version.0);
+        self.write_one("delete version", statement).await
     }
 
     async fn prune_versions(&self, id: &BoardId, keep_auto: u32) -> Result<u64, StorageError> {
@@ -660,36 +669,24 @@ impl Runs for SqliteStore {
     }
 
     async fn touch_run(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
-        let op = "touch run";
-        let mut tx = self.write_tx(op).await?;
-        let done = sqlx::query(
+        let statement = sqlx::query(
             "UPDATE assistant_runs SET alive_at = ? \
              WHERE board_id = ? AND id = ? AND state = 'running'",
         )
         .bind(now_millis())
         .bind(id.as_str())
-        .bind(run)
-        .execute(&mut *tx)
-        .await
-        .map_err(StorageError::db(op))?;
-        tx.commit().await.map_err(StorageError::db(op))?;
-        Ok(done.rows_affected() > 0)
+        .bind(run);
+        self.write_one("touch run", statement).await
     }
 
     async fn request_cancel(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
-        let op = "request cancel";
-        let mut tx = self.write_tx(op).await?;
-        let done = sqlx::query(
+        let statement = sqlx::query(
             "UPDATE assistant_runs SET cancel_requested = 1 \
              WHERE board_id = ? AND id = ? AND state = 'running'",
         )
         .bind(id.as_str())
-        .bind(run)
-        .execute(&mut *tx)
-        .await
-        .map_err(StorageError::db(op))?;
-        tx.commit().await.map_err(StorageError::db(op))?;
-        Ok(done.rows_affected() > 0)
+        .bind(run);
+        self.write_one("request cancel", statement).await
     }
 
     async fn cancel_requested(&self, id: &BoardId, run: &str) -> Result<bool, StorageError> {
@@ -710,19 +707,13 @@ impl Runs for SqliteStore {
         run: &str,
         version: VersionId,
     ) -> Result<bool, StorageError> {
-        let op = "set run version";
-        let mut tx = self.write_tx(op).await?;
-        let done = sqlx::query(
+        let statement = sqlx::query(
             "UPDATE assistant_runs SET before_version = ? WHERE board_id = ? AND id = ?",
         )
         .bind(version.0)
         .bind(id.as_str())
-        .bind(run)
-        .execute(&mut *tx)
-        .await
-        .map_err(StorageError::db(op))?;
-        tx.commit().await.map_err(StorageError::db(op))?;
-        Ok(done.rows_affected() > 0)
+        .bind(run);
+        self.write_one("set run version", statement).await
     }
 
     async fn finish_run(
@@ -731,9 +722,7 @@ impl Runs for SqliteStore {
         run: &str,
         result: RunResult<'_>,
     ) -> Result<bool, StorageError> {
-        let op = "finish run";
-        let mut tx = self.write_tx(op).await?;
-        let done = sqlx::query(
+        let statement = sqlx::query(
             "UPDATE assistant_runs SET state = ?, error = ?, summary = ?, tool_calls = ?, \
              prompt_tokens = ?, completion_tokens = ?, objects_created = ?, objects_deleted = ?, \
              steps = ?, changes = ?, finished_at = ? WHERE board_id = ? AND id = ?",
@@ -750,12 +739,8 @@ impl Runs for SqliteStore {
         .bind(result.changes)
         .bind(now_millis())
         .bind(id.as_str())
-        .bind(run)
-        .execute(&mut *tx)
-        .await
-        .map_err(StorageError::db(op))?;
-        tx.commit().await.map_err(StorageError::db(op))?;
-        Ok(done.rows_affected() > 0)
+        .bind(run);
+        self.write_one("finish run", statement).await
     }
 
     async fn list_runs(&self, id: &BoardId, limit: u32) -> Result<Vec<RunRecord>, StorageError> {
@@ -819,20 +804,14 @@ impl Runs for SqliteStore {
         run: &str,
         changes: &[u8],
     ) -> Result<bool, StorageError> {
-        let op = "save run changes";
-        let mut tx = self.write_tx(op).await?;
-        let done = sqlx::query(
+        let statement = sqlx::query(
             "UPDATE assistant_runs SET changes = ? \
              WHERE board_id = ? AND id = ? AND state = 'running'",
         )
         .bind(changes)
         .bind(id.as_str())
-        .bind(run)
-        .execute(&mut *tx)
-        .await
-        .map_err(StorageError::db(op))?;
-        tx.commit().await.map_err(StorageError::db(op))?;
-        Ok(done.rows_affected() > 0)
+        .bind(run);
+        self.write_one("save run changes", statement).await
     }
 
     async fn release_undo(&self, id: &BoardId, run: &str) -> Result<(), StorageError> {
