@@ -22,6 +22,7 @@
 // (`TEST_REDIS_URL`) or `redis-server`, and nginx (`NGINX_BIN`, default /usr/sbin/nginx;
 // `scripts/install-nginx.sh` installs Debian's). Without `CI=true` a test that lacks one is
 // skipped with the reason printed; under `CI=true` it runs, and fails.
+import assert from 'node:assert/strict'
 import { spawn, execFile } from 'node:child_process'
 import { existsSync, readFileSync, accessSync, constants as fsConstants } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
@@ -441,6 +442,54 @@ export async function withCluster (t, fn) {
 }
 
 /** Every client's JSON of `doc`, for assertion messages. */
+/**
+ * Writers appending to one log, and each bumping its counter in `meta`, every `ms`, in one
+ * transaction; `stop()` ends it and returns what each wrote.
+ */
+export function stream (writers, ms = 20) {
+  const written = new Map(writers.map(c => [c.name, []]))
+  let n = 0
+  const loop = setInterval(() => {
+    n++
+    for (const c of writers) {
+      const entry = `${c.name}-${n}`
+      c.doc.transact(() => {
+        c.doc.getArray('log').push([entry])
+        c.doc.getMap('meta').set(c.name, n)
+      })
+      written.get(c.name).push(entry)
+    }
+  }, ms)
+  return {
+    written,
+    get rounds () { return n },
+    stop () { clearInterval(loop); return written }
+  }
+}
+
+/**
+ * Every writer converges and holds every entry anyone wrote, and PostgreSQL holds what they
+ * show. With `rounds` (nothing but the stream was written): no entry twice, and each writer's
+ * last counter.
+ */
+export async function assertNothingLost (h, board, writers, written, { rounds } = {}) {
+  await waitFor(() => converged(writers.map(c => c.doc)), {
+    timeout: 10000,
+    message: 'every writer to converge',
+    describe: () => describeDocs(writers, d => d.getArray('log').length)
+  })
+  const log = new Set(writers[0].doc.getArray('log').toArray())
+  for (const [name, entries] of written) {
+    assert.deepEqual(entries.filter(e => !log.has(e)), [], `${name}'s edits are all there`)
+  }
+  if (rounds !== undefined) {
+    assert.equal(writers[0].doc.getArray('log').length, rounds * writers.length, 'no entry twice')
+    const meta = writers[0].doc.getMap('meta').toJSON()
+    for (const c of writers) assert.equal(meta[c.name], rounds, `${c.name}'s last counter`)
+  }
+  assert.equal(content(await h.exportBoard(board)), content(writers[0].doc), 'PostgreSQL holds what the writers show')
+}
+
 export function describeDocs (clients, pick = content) {
   return clients.map(c => `${c.name}@node${c.upstream()}: ${String(pick(c.doc)).slice(0, 400)}`).join('\n')
 }

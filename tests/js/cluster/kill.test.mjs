@@ -4,7 +4,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  withCluster, waitFor, sleep, boardId, requirements, converged, content, describeDocs
+  withCluster, waitFor, sleep, boardId, requirements, stream, assertNothingLost
 } from './harness.mjs'
 
 const skip = requirements()
@@ -29,19 +29,7 @@ test('a node killed mid-stream: its clients move to the others through nginx, no
   })
 
   // Every writer appends to one log and bumps its counter every 10 ms, all along.
-  const written = new Map(writers.map(c => [c.name, []]))
-  let n = 0
-  const loop = setInterval(() => {
-    n++
-    for (const c of writers) {
-      const entry = `${c.name}-${n}`
-      c.doc.transact(() => {
-        c.doc.getArray('log').push([entry])
-        c.doc.getMap('meta').set(c.name, n)
-      })
-      written.get(c.name).push(entry)
-    }
-  }, 10)
+  const s = stream(writers, 10)
   try {
     await sleep(1000)
     await h.nodes[0].kill()
@@ -87,24 +75,13 @@ test('a node killed mid-stream: its clients move to the others through nginx, no
     assert.ok(presenceMs < NODE_TIMEOUT_MS + 2500, `presence cleared ${presenceMs} ms after the kill`)
     await sleep(300)
   } finally {
-    clearInterval(loop)
+    s.stop()
   }
 
   // No edit lost: every entry every writer made is in every replica and in the database.
-  await waitFor(() => converged(writers.map(c => c.doc)), {
-    timeout: 10000,
-    message: 'every writer to converge',
-    describe: () => describeDocs(writers, d => d.getArray('log').length)
-  })
-  const log = new Set(writers[0].doc.getArray('log').toArray())
-  for (const [name, entries] of written) {
-    const missing = entries.filter(e => !log.has(e))
-    assert.deepEqual(missing, [], `${name}'s edits are all there`)
-  }
-  assert.equal(writers[0].doc.getArray('log').length, n * writers.length, 'no entry twice')
-  assert.equal(content(await h.exportBoard(board)), content(writers[0].doc), 'PostgreSQL holds what the writers show')
+  await assertNothingLost(h, board, writers, s.written, { rounds: s.rounds })
   for (const node of h.nodes.slice(1)) {
     assert.ok(await h.metric(node, 'sync_cluster_nodes_gone_total') >= 1, `${node.label} counted node0 gone`)
   }
-  t.diagnostic(`${n} rounds of ${writers.length} writers`)
+  t.diagnostic(`${s.rounds} rounds of ${writers.length} writers`)
 }))

@@ -5,43 +5,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  withCluster, waitFor, sleep, boardId, requirements, converged, content, describeDocs
+  withCluster, waitFor, sleep, boardId, requirements, stream, assertNothingLost
 } from './harness.mjs'
 
 const skip = requirements({ redis: 'own' })
-
-/** Writers appending to one log every `ms`; `stop()` ends it and returns what each wrote. */
-function stream (writers, ms = 20) {
-  const written = new Map(writers.map(c => [c.name, []]))
-  let n = 0
-  const loop = setInterval(() => {
-    n++
-    for (const c of writers) {
-      const entry = `${c.name}-${n}`
-      c.doc.getArray('log').push([entry])
-      written.get(c.name).push(entry)
-    }
-  }, ms)
-  return {
-    written,
-    get rounds () { return n },
-    stop () { clearInterval(loop); return written }
-  }
-}
-
-/** Every writer converges, holds every entry anyone wrote, and so does PostgreSQL. */
-async function assertNothingLost (h, board, writers, written) {
-  await waitFor(() => converged(writers.map(c => c.doc)), {
-    timeout: 10000,
-    message: 'every writer to converge',
-    describe: () => describeDocs(writers, d => d.getArray('log').length)
-  })
-  const log = new Set(writers[0].doc.getArray('log').toArray())
-  for (const [name, entries] of written) {
-    assert.deepEqual(entries.filter(e => !log.has(e)), [], `${name}'s edits are all there`)
-  }
-  assert.equal(content(await h.exportBoard(board)), content(writers[0].doc), 'PostgreSQL holds what the writers show')
-}
 
 function assertAllRunning (h) {
   for (const node of h.nodes) assert.ok(node.running, `${node.label} is running (${JSON.stringify(node.exitStatus)})`)

@@ -5,7 +5,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  withCluster, waitFor, sleep, boardId, requirements, converged, content, describeDocs
+  withCluster, waitFor, sleep, boardId, requirements, content, stream, assertNothingLost
 } from './harness.mjs'
 
 const skip = requirements()
@@ -18,19 +18,7 @@ test('rolling restart through nginx: every node in turn gets SIGTERM and returns
   for (let i = 0; i < 6; i++) writers.push(await h.syncedClient(proxy, board, { name: `w${i}` }))
   assert.deepEqual(writers.map(c => c.upstream()).sort(), [0, 0, 1, 1, 2, 2])
 
-  const written = new Map(writers.map(c => [c.name, []]))
-  let n = 0
-  const loop = setInterval(() => {
-    n++
-    for (const c of writers) {
-      const entry = `${c.name}-${n}`
-      c.doc.transact(() => {
-        c.doc.getArray('log').push([entry])
-        c.doc.getMap('meta').set(c.name, n)
-      })
-      written.get(c.name).push(entry)
-    }
-  }, 20)
+  const s = stream(writers, 20)
   const timings = []
   try {
     await sleep(500)
@@ -56,26 +44,14 @@ test('rolling restart through nginx: every node in turn gets SIGTERM and returns
       await sleep(500)
     }
   } finally {
-    clearInterval(loop)
+    s.stop()
   }
   t.diagnostic(timings.join('; '))
 
-  await waitFor(() => converged(writers.map(c => c.doc)), {
-    timeout: 10000,
-    message: 'every writer to converge',
-    describe: () => describeDocs(writers, d => d.getArray('log').length)
-  })
-  const log = new Set(writers[0].doc.getArray('log').toArray())
-  for (const [name, entries] of written) {
-    assert.deepEqual(entries.filter(e => !log.has(e)), [], `${name}'s edits are all there`)
-  }
-  assert.equal(writers[0].doc.getArray('log').length, n * writers.length, 'no entry twice')
-  const meta = writers[0].doc.getMap('meta').toJSON()
-  for (const c of writers) assert.equal(meta[c.name], n, `${c.name}'s last counter`)
-  assert.equal(content(await h.exportBoard(board)), content(writers[0].doc), 'PostgreSQL holds what the writers show')
+  await assertNothingLost(h, board, writers, s.written, { rounds: s.rounds })
   for (const node of h.nodes) {
     assert.ok(node.running, `${node.label} runs`)
     assert.equal(content(await h.fetchState(node, board)), content(writers[0].doc), `${node.label} serves the same board`)
   }
-  t.diagnostic(`${n} rounds of ${writers.length} writers; reconnects: ${writers.map(c => c.upstreams.join('>')).join(', ')}`)
+  t.diagnostic(`${s.rounds} rounds of ${writers.length} writers; reconnects: ${writers.map(c => c.upstreams.join('>')).join(', ')}`)
 }))
