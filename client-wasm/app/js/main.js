@@ -19,6 +19,7 @@ async function start () {
   if (match) {
     const board = decodeURIComponent(match[1])
     if (!BOARD_ID.test(board)) return fatal(`"${board}" is not a board id (1-128 characters of letters, digits, ".", "_" and "-").`)
+    performance.mark('board-app:start')
     await init()
     await showBoard(root, board)
   } else {

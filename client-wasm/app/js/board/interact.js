@@ -109,8 +109,7 @@ export class Interaction {
     const sel = [...this.app.selection].filter(id => this.scene.get(id))
     let box = this.selBox
     const shapes = sel.filter(id => this.scene.get(id).kind !== 'connector')
-    for (const el of this.scene.layer.querySelectorAll('.selected')) if (!this.app.selection.has(el.dataset.id)) el.classList.remove('selected')
-    for (const id of sel) this.scene.element(id)?.classList.add('selected')
+    this.scene.markSelected(new Set(sel))
     this.context.hidden = !sel.length || this.app.readOnly
     if (!shapes.length) { box?.remove(); this.selBox = null; return }
     if (!box) {
@@ -274,6 +273,8 @@ export class Interaction {
     const hit = this.hit(e)
     if (hit) {
       const o = this.scene.get(hit)
+      // Far out the board is a picture: come close to the object first.
+      if (this.scene.far) this.scene.focusOn(o.kind === 'connector' ? this.scene.toBoard(e.clientX, e.clientY) : center(this.scene.geom(hit)), 1)
       if (o.kind === 'connector') return this.app.text.editLabel(hit)
       if (EDITABLE.has(o.kind)) return this.app.text.start(hit)
     } else if (this.tool === 'select') {
@@ -286,7 +287,7 @@ export class Interaction {
 
   wheel (e) {
     e.preventDefault()
-    const r = this.app.viewport.getBoundingClientRect()
+    const r = this.scene.rect()
     if (e.ctrlKey || e.metaKey) {
       this.scene.zoomAt(Math.exp(-e.deltaY * 0.0015), e.clientX - r.left, e.clientY - r.top)
     } else {
@@ -406,7 +407,7 @@ export class Interaction {
   redo () { if (!this.app.readOnly && this.app.client.redo()) this.app.text.refresh() }
 
   zoomBy (f) {
-    const r = this.app.viewport.getBoundingClientRect()
+    const r = this.scene.rect()
     this.scene.zoomAt(f, r.width / 2, r.height / 2)
   }
 
@@ -419,6 +420,7 @@ export class Interaction {
 
   /** The object under a pointer event (under the pointer itself while the viewport captures it). */
   hit (e) {
+    if (this.scene.far) return this.scene.pick(this.scene.toBoard(e.clientX, e.clientY))
     const target = e.target === this.app.viewport || e.type === 'pointerup' ? document.elementFromPoint(e.clientX, e.clientY) : e.target
     const el = target?.closest?.('[data-id]')
     return el && this.scene.get(el.dataset.id) ? el.dataset.id : null

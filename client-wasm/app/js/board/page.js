@@ -55,8 +55,12 @@ export async function showBoard (root, board) {
   const options = { url: `${proto}//${location.host}/v1/sync`, board, presence: { user }, connect: !expired() }
   // Called before every connection, so a fresh link opened in this tab is picked up.
   if (token()) options.token = async () => token()
+  performance.mark('board-app:open')
   const client = await BoardClient.open(options)
+  performance.mark('board-app:opened')
   const scene = new Scene(viewport)
+  // Focused while the canvas is still empty: focusing later would lay every object out at once.
+  viewport.focus({ preventScroll: true })
   const app = {
     board, client, scene, user, root, viewport, context,
     readOnly: readOnlyToken,
@@ -169,6 +173,6 @@ export async function showBoard (root, board) {
   app.setReadOnly(readOnlyToken || !!client.status().readOnly)
   client.on('status', () => { if (client.status().readOnly && !app.readOnly) app.setReadOnly(true) })
   window.addEventListener('board-app:token', () => { client.connect() })
-  viewport.focus()
   app.ready = true
+  performance.mark('board-app:ready')
 }

@@ -109,13 +109,7 @@ export class People {
       if (!this.isLocal(oid) && scene.get(oid)) scene.override(oid, geom(g))
     }
     // Others' selections: an outline in their colour.
-    for (const el of scene.layer.querySelectorAll('.peer-selected')) {
-      if (!remoteSel.has(el.dataset.id)) { el.classList.remove('peer-selected'); el.style.removeProperty('--peer') }
-    }
-    for (const [oid, color] of remoteSel) {
-      const el = scene.element(oid)
-      if (el) { el.classList.add('peer-selected'); el.style.setProperty('--peer', color) }
-    }
+    scene.markPeers(remoteSel)
     const me = this.app.user
     this.listEl.replaceChildren(h('span', { className: 'avatar me', title: `${me.name} (you)`, style: { background: me.color } }, initials(me.name)), ...list)
     this.listEl.dataset.count = String(list.length)

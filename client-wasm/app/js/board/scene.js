@@ -1,13 +1,19 @@
-// The board's picture: one element per object inside a "world" element that pans and zooms with
-// a single CSS transform. Objects are positioned with transforms (no layout on a move), painted
-// in the order of their `z` key (DOM order), and connectors are redrawn when either end moves.
+// The board's picture. Near (zoom at least FAR), each object on or near the screen is an element
+// inside a "world" element that pans and zooms with a single CSS transform; objects are placed
+// with transforms (no layout on a move), painted in the order of their `z` key (DOM order), and
+// connectors are redrawn when either end moves. Only objects within a margin around the view
+// have elements (culling), so a big board costs what is on screen. Far out, text is unreadable
+// and thousands of objects may be on screen: they are drawn on one canvas instead.
 // Geometry can be overridden per object (a drag in progress, here or at another peer) without
 // touching the document.
 import { h, svg, safeColor } from '../dom.js'
-import { center, outlinePoint } from './geometry.js'
+import { center, outlinePoint, bounds, contains, overlaps, corners } from './geometry.js'
 
 const DEFAULT_SIZE = { sticky: [200, 200], rect: [160, 100], ellipse: [160, 100], text: [200, 40], frame: [480, 320] }
 const KNOWN = new Set(['sticky', 'rect', 'ellipse', 'text', 'frame', 'connector'])
+/** Below this zoom the board is drawn on a canvas. */
+export const FAR = 0.3
+const FILL = { sticky: '#fff59d', rect: '#e3f2fd', ellipse: '#e8f5e9', text: 'rgba(0,0,0,0)', frame: 'rgba(255,255,255,0.5)' }
 
 /** Paint order: by `z`, then by id (as crdt-schema orders them). */
 const before = (a, b) => (a.z < b.z) || (a.z === b.z && a.id < b.id)
@@ -21,8 +27,9 @@ export class Scene {
     this.layer = h('div', { className: 'layer objects' })
     this.overlay = h('div', { className: 'layer overlay' })
     this.world = h('div', { className: 'world' }, this.layer, this.overlay)
-    viewport.append(this.world)
-    /** id -> { o: the object as crdt-schema reads it, el } */
+    this.canvas = h('canvas', { className: 'far-canvas', hidden: true })
+    viewport.append(this.canvas, this.world)
+    /** id -> { o: the object as crdt-schema reads it, el: its element while it has one } */
     this.items = new Map()
     /** ids in paint order */
     this.order = []
@@ -30,51 +37,81 @@ export class Scene {
     this.ends = new Map()
     /** id -> geometry override `{pos, size, rotation}` (live drags) */
     this.overrides = new Map()
+    /** ids with an element in the layer */
+    this.attached = new Set()
+    /** the part of the board (board coordinates) that has elements */
+    this.area = null
+    /** decorations: this browser's selection, and others' (id -> colour) */
+    this.selected = new Set()
+    this.peerSelected = new Map()
     this.view = { x: 0, y: 0, zoom: 1 }
+    this.far = false
     this.dirty = new Set()
     this.frame = 0
+    this.viewDirty = false
+    this.canvasDirty = false
     this.onViewChange = () => {}
+    // The viewport's box, kept from layout as it happens: reading it on demand
+    // (getBoundingClientRect) would force a layout of every object after each change.
+    this.box = viewport.getBoundingClientRect()
+    new ResizeObserver(() => {
+      this.box = viewport.getBoundingClientRect()
+      this.viewDirty = true
+      this.schedule()
+    }).observe(viewport)
   }
+
+  /** The viewport's box in client coordinates (`left`, `top`, `width`, `height`). */
+  rect () { return this.box }
 
   // --- the view -------------------------------------------------------------------------
 
   /** Sets the view: board point p appears at screen point `p * zoom + (x, y)`. */
   setView (x, y, zoom) {
-    const z = Math.min(8, Math.max(0.05, zoom))
+    const z = Math.min(8, Math.max(0.02, zoom))
     const zoomed = z !== this.view.zoom
     this.view = { x, y, zoom: z }
     this.world.style.transform = `translate(${x}px, ${y}px) scale(${z})`
     if (zoomed) this.overlay.style.setProperty('--inv-zoom', String(1 / z))
+    this.viewDirty = true
+    this.schedule()
     this.onViewChange(this.view)
   }
 
   /** Zooms by `factor` keeping screen point `(sx, sy)` (viewport coordinates) in place. */
   zoomAt (factor, sx, sy) {
     const { x, y, zoom } = this.view
-    const z = Math.min(8, Math.max(0.05, zoom * factor))
+    const z = Math.min(8, Math.max(0.02, zoom * factor))
     const k = z / zoom
     this.setView(sx - (sx - x) * k, sy - (sy - y) * k, z)
   }
 
-  /** Board coordinates of a pointer event (or of client coordinates). */
+  /** Board coordinates of client coordinates. */
   toBoard (clientX, clientY) {
-    const r = this.viewport.getBoundingClientRect()
+    const r = this.box
     return [(clientX - r.left - this.view.x) / this.view.zoom, (clientY - r.top - this.view.y) / this.view.zoom]
   }
 
   /** The visible part of the board, in board coordinates. */
   visible () {
-    const r = this.viewport.getBoundingClientRect()
+    const r = this.box
     const { x, y, zoom } = this.view
     return { x: -x / zoom, y: -y / zoom, w: r.width / zoom, h: r.height / zoom }
   }
 
-  /** Fits `rect` (board coordinates) in the viewport, with a margin. */
+  /** Fits `rect` (board coordinates) in the viewport, with a margin; at most at 100%. */
   fit (rect) {
-    const r = this.viewport.getBoundingClientRect()
+    const r = this.box
     if (!rect || !r.width) return this.setView(r.width / 2, r.height / 2, 1)
-    const zoom = Math.min(1, Math.max(0.05, Math.min((r.width - 80) / rect.w, (r.height - 80) / rect.h)))
+    const zoom = Math.min(1, Math.max(0.02, Math.min((r.width - 80) / Math.max(rect.w, 1), (r.height - 80) / Math.max(rect.h, 1))))
     this.setView(r.width / 2 - (rect.x + rect.w / 2) * zoom, r.height / 2 - (rect.y + rect.h / 2) * zoom, zoom)
+  }
+
+  /** Centres board point `p` at `zoom` and draws at once (before editing there, say). */
+  focusOn (p, zoom) {
+    const r = this.box
+    this.setView(r.width / 2 - p[0] * zoom, r.height / 2 - p[1] * zoom, zoom)
+    this.flush()
   }
 
   // --- objects --------------------------------------------------------------------------
@@ -83,18 +120,18 @@ export class Scene {
   setAll (objects) {
     this.items.clear()
     this.ends.clear()
-    this.order = []
-    const sorted = objects.map(o => ({ ...o, z: o.z ?? '' })).sort((a, b) => before(a, b) ? -1 : before(b, a) ? 1 : 0)
-    const frag = document.createDocumentFragment()
-    for (const o of sorted) {
-      const el = this.make(o)
-      this.items.set(o.id, { o, el })
-      this.order.push(o.id)
+    this.attached.clear()
+    this.layer.replaceChildren()
+    this.area = null
+    const list = objects.map(o => ({ ...o, z: o.z ?? '' })).sort((a, b) => before(a, b) ? -1 : before(b, a) ? 1 : 0)
+    this.order = list.map(o => o.id)
+    for (const o of list) {
+      this.items.set(o.id, { o, el: null })
       this.link(o)
-      frag.append(el)
     }
-    this.layer.replaceChildren(frag)
-    for (const id of this.order) this.paint(id)
+    this.viewDirty = true
+    this.canvasDirty = true
+    this.schedule()
   }
 
   /** Adds or updates one object (null `o` removes `id`). */
@@ -102,32 +139,34 @@ export class Scene {
     const item = this.items.get(id)
     if (!o) {
       if (!item) return
-      item.el.remove()
+      this.detach(id)
       this.unlink(item.o)
-      this.items.delete(id)
       this.order.splice(this.indexOf(item.o), 1)
+      this.items.delete(id)
       this.overrides.delete(id)
       this.touchEnds(id)
+      this.canvasDirty = true
+      this.schedule()
       return
     }
     o = { ...o, z: o.z ?? '' }
     if (!item || item.o.kind !== o.kind) {
       if (item) this.upsert(id, null)
-      const el = this.make(o)
-      this.items.set(id, { o, el })
-      this.place(o, el)
+      this.items.set(id, { o, el: null })
+      this.insertOrder(o)
       this.link(o)
     } else {
       const old = item.o
       if (old.z !== o.z) {
         this.order.splice(this.indexOf(old), 1)
         item.o = o
-        this.place(o, item.el)
+        this.insertOrder(o)
+        if (item.el) { this.detach(id); item.el = null }
       }
       if (old.from !== o.from || old.to !== o.to) { this.unlink(old); this.link(o) }
       item.o = o
     }
-    this.paint(id)
+    this.touch(id)
     this.touchEnds(id)
   }
 
@@ -135,9 +174,8 @@ export class Scene {
   override (id, geom) {
     if (geom) this.overrides.set(id, geom)
     else if (!this.overrides.delete(id)) return
-    this.dirty.add(id)
+    this.touch(id)
     this.touchEnds(id)
-    this.schedule()
   }
 
   /** The object's geometry as shown (an override if any, else the document's). */
@@ -155,7 +193,16 @@ export class Scene {
 
   get (id) { return this.items.get(id)?.o }
 
-  element (id) { return this.items.get(id)?.el }
+  /** The object's element, drawing it now if it has none (it is then near the view). */
+  element (id) {
+    const item = this.items.get(id)
+    if (!item) return null
+    if (!item.el && !this.far) {
+      this.attach(id)
+      this.paint(id)
+    }
+    return item.el
+  }
 
   /** Ids of the objects whose frame is `frameId`. */
   children (frameId) {
@@ -164,7 +211,7 @@ export class Scene {
     return out
   }
 
-  /** The topmost frame (other than `except`) containing board point `p`. */
+  /** The topmost frame (other than those in `except`) containing board point `p`. */
   frameAt (p, except) {
     for (let i = this.order.length - 1; i >= 0; i--) {
       const id = this.order[i]
@@ -174,6 +221,185 @@ export class Scene {
       if (p[0] >= g.pos[0] && p[0] <= g.pos[0] + g.size[0] && p[1] >= g.pos[1] && p[1] <= g.pos[1] + g.size[1]) return id
     }
     return null
+  }
+
+  /** The topmost object at board point `p` (connectors within a few pixels), or null. */
+  pick (p) {
+    const slack = 6 / this.view.zoom
+    for (let i = this.order.length - 1; i >= 0; i--) {
+      const id = this.order[i]
+      const o = this.items.get(id).o
+      if (o.kind === 'connector') {
+        const ends = this.connectorEnds(o)
+        if (ends && distToSegment(p, ends[0], ends[1]) <= slack) return id
+      } else if (contains(this.geom(id), p)) {
+        return id
+      }
+    }
+    return null
+  }
+
+  /** Marks this browser's selection. */
+  markSelected (ids) {
+    for (const id of this.selected) if (!ids.has(id)) this.touch(id)
+    for (const id of ids) if (!this.selected.has(id)) this.touch(id)
+    this.selected = new Set(ids)
+  }
+
+  /** Marks others' selections (`id -> colour`). */
+  markPeers (marks) {
+    for (const id of this.peerSelected.keys()) if (!marks.has(id)) this.touch(id)
+    for (const [id, c] of marks) if (this.peerSelected.get(id) !== c) this.touch(id)
+    this.peerSelected = marks
+  }
+
+  // --- drawing --------------------------------------------------------------------------
+
+  touch (id) {
+    this.dirty.add(id)
+    this.canvasDirty = true
+    this.schedule()
+  }
+
+  schedule () {
+    if (this.frame) return
+    this.frame = requestAnimationFrame(() => { this.frame = 0; this.draw() })
+  }
+
+  /** Draws everything pending now (used before screenshots, and by `focusOn`). */
+  flush () {
+    if (this.frame) cancelAnimationFrame(this.frame)
+    this.frame = 0
+    this.draw()
+  }
+
+  draw () {
+    const far = this.view.zoom < FAR
+    if (far !== this.far) {
+      this.far = far
+      this.layer.hidden = far
+      this.canvas.hidden = !far
+      this.viewDirty = true
+      this.canvasDirty = true
+    }
+    if (far) {
+      this.dirty.clear()
+      if (this.viewDirty || this.canvasDirty) this.drawCanvas()
+      this.viewDirty = false
+      this.canvasDirty = false
+      return
+    }
+    if (this.viewDirty) {
+      this.viewDirty = false
+      const v = this.visible()
+      if (!this.area || !inside(v, this.area)) this.cull(v)
+    }
+    const ids = [...this.dirty]
+    this.dirty.clear()
+    for (const id of ids) {
+      const item = this.items.get(id)
+      if (!item) continue
+      if (!item.el) {
+        if (this.area && this.near(id, this.area)) { this.attach(id); this.paint(id) }
+      } else {
+        this.paint(id)
+      }
+    }
+  }
+
+  /** Gives elements to the objects near view `v` (a view and a half around it), in order. */
+  cull (v) {
+    const area = { x: v.x - v.w, y: v.y - v.h, w: v.w * 3, h: v.h * 3 }
+    this.area = area
+    const els = []
+    const now = new Set()
+    for (const id of this.order) {
+      if (!this.near(id, area)) continue
+      const item = this.items.get(id)
+      if (!item.el) item.el = this.make(item.o)
+      now.add(id)
+      els.push(item.el)
+    }
+    const fresh = [...now].filter(id => !this.attached.has(id))
+    this.attached = now
+    this.layer.replaceChildren(...els)
+    for (const id of fresh) this.paint(id)
+    for (const id of this.dirty) if (now.has(id)) this.paint(id)
+    this.dirty.clear()
+  }
+
+  near (id, area) {
+    const o = this.items.get(id).o
+    if (o.kind === 'connector') {
+      const e = this.connectorEnds(o)
+      if (!e) return false
+      return overlaps(area, { x: Math.min(e[0][0], e[1][0]), y: Math.min(e[0][1], e[1][1]), w: Math.abs(e[0][0] - e[1][0]) + 1, h: Math.abs(e[0][1] - e[1][1]) + 1 })
+    }
+    const g = this.geom(id)
+    if (!g.rotation) return overlaps(area, { x: g.pos[0], y: g.pos[1], w: g.size[0], h: g.size[1] + (o.kind === 'frame' ? 30 : 0) })
+    return overlaps(area, bounds([g]))
+  }
+
+  /** Puts `id`'s element into the layer, before the next object in paint order that has one. */
+  attach (id) {
+    const item = this.items.get(id)
+    if (!item.el) item.el = this.make(item.o)
+    if (this.attached.has(id)) return
+    let next = null
+    for (let i = this.indexOf(item.o) + 1; i < this.order.length; i++) {
+      if (this.attached.has(this.order[i])) { next = this.items.get(this.order[i]).el; break }
+    }
+    this.layer.insertBefore(item.el, next)
+    this.attached.add(id)
+  }
+
+  detach (id) {
+    const item = this.items.get(id)
+    if (item?.el) item.el.remove()
+    this.attached.delete(id)
+  }
+
+  drawCanvas () {
+    const r = this.box
+    const dpr = window.devicePixelRatio || 1
+    const w = Math.round(r.width * dpr); const hgt = Math.round(r.height * dpr)
+    if (this.canvas.width !== w || this.canvas.height !== hgt) { this.canvas.width = w; this.canvas.height = hgt }
+    const ctx = this.canvas.getContext('2d')
+    ctx.setTransform(1, 0, 0, 1, 0, 0)
+    ctx.clearRect(0, 0, w, hgt)
+    const { x, y, zoom } = this.view
+    ctx.setTransform(zoom * dpr, 0, 0, zoom * dpr, x * dpr, y * dpr)
+    const v = this.visible()
+    ctx.lineWidth = 1 / zoom
+    for (const id of this.order) {
+      const o = this.items.get(id).o
+      if (o.kind === 'connector') {
+        const e = this.connectorEnds(o)
+        if (!e) continue
+        ctx.strokeStyle = safeColor(o.color) || '#4b5565'
+        ctx.lineWidth = 2 / zoom
+        ctx.beginPath(); ctx.moveTo(e[0][0], e[0][1]); ctx.lineTo(e[1][0], e[1][1]); ctx.stroke()
+        ctx.lineWidth = 1 / zoom
+        continue
+      }
+      const g = this.geom(id)
+      const b = g.rotation ? bounds([g]) : { x: g.pos[0], y: g.pos[1], w: g.size[0], h: g.size[1] }
+      if (!overlaps(v, b)) continue
+      ctx.fillStyle = safeColor(o.color) || FILL[o.kind] || '#fafafa'
+      ctx.strokeStyle = this.selected.has(id) ? '#2f5dff' : (this.peerSelected.get(id) || (o.kind === 'frame' ? '#9aa3b5' : 'rgba(0,0,0,0.2)'))
+      ctx.beginPath()
+      if (o.kind === 'ellipse') {
+        const [cx, cy] = center(g)
+        ctx.ellipse(cx, cy, g.size[0] / 2, g.size[1] / 2, (g.rotation || 0) * Math.PI / 180, 0, Math.PI * 2)
+      } else if (g.rotation) {
+        const c = corners(g)
+        ctx.moveTo(c[0][0], c[0][1]); for (const p of c.slice(1)) ctx.lineTo(p[0], p[1]); ctx.closePath()
+      } else {
+        ctx.rect(g.pos[0], g.pos[1], g.size[0], g.size[1])
+      }
+      ctx.fill()
+      ctx.stroke()
+    }
   }
 
   // --- internals ------------------------------------------------------------------------
@@ -186,13 +412,12 @@ export class Scene {
       if (m && before(m, o)) lo = mid + 1
       else hi = mid
     }
-    // Equal keys: find the exact id around lo.
-    for (let i = Math.max(0, lo - 1); i < this.order.length; i++) if (this.order[i] === o.id) return i
+    for (let i = Math.max(0, lo - 1); i < this.order.length && i <= lo + 1; i++) if (this.order[i] === o.id) return i
     return this.order.indexOf(o.id)
   }
 
-  /** Inserts `o` into the paint order and the DOM. */
-  place (o, el) {
+  /** Inserts `o` into the paint order. */
+  insertOrder (o) {
     let lo = 0; let hi = this.order.length
     while (lo < hi) {
       const mid = (lo + hi) >> 1
@@ -200,8 +425,6 @@ export class Scene {
       else hi = mid
     }
     this.order.splice(lo, 0, o.id)
-    const next = this.order[lo + 1]
-    this.layer.insertBefore(el, next ? this.items.get(next).el : null)
   }
 
   link (o) {
@@ -221,27 +444,17 @@ export class Scene {
   touchEnds (id) {
     const set = this.ends.get(id)
     if (!set || !set.size) return
-    for (const c of set) this.dirty.add(c)
-    this.schedule()
+    for (const c of set) this.touch(c)
   }
 
-  schedule () {
-    if (this.frame) return
-    this.frame = requestAnimationFrame(() => {
-      this.frame = 0
-      const ids = [...this.dirty]
-      this.dirty.clear()
-      for (const id of ids) this.paint(id)
-    })
-  }
-
-  /** Paints everything now (used by tests and before screenshots). */
-  flush () {
-    if (this.frame) cancelAnimationFrame(this.frame)
-    this.frame = 0
-    const ids = [...this.dirty]
-    this.dirty.clear()
-    for (const id of ids) this.paint(id)
+  /** Where a connector starts and ends (on its objects' outlines), or null. */
+  connectorEnds (o) {
+    const a = this.items.get(o.from)
+    const b = this.items.get(o.to)
+    if (!a || !b || a.o.kind === 'connector' || b.o.kind === 'connector') return null
+    const ga = this.geom(o.from)
+    const gb = this.geom(o.to)
+    return [outlinePoint(ga, a.o.kind, center(gb)), outlinePoint(gb, b.o.kind, center(ga))]
   }
 
   make (o) {
@@ -263,8 +476,16 @@ export class Scene {
 
   paint (id) {
     const item = this.items.get(id)
-    if (!item) return
+    if (!item?.el) return
     const { o, el } = item
+    el.classList.toggle('selected', this.selected.has(id))
+    const peer = this.peerSelected.get(id)
+    if ((el.dataset.peer || '') !== (peer || '')) {
+      el.dataset.peer = peer || ''
+      el.classList.toggle('peer-selected', !!peer)
+      if (peer) el.style.setProperty('--peer', peer)
+      else el.style.removeProperty('--peer')
+    }
     if (o.kind === 'connector') return this.paintConnector(o, el)
     const g = this.geom(id)
     el.style.transform = `translate(${g.pos[0]}px, ${g.pos[1]}px)${g.rotation ? ` rotate(${g.rotation}deg)` : ''}`
@@ -273,7 +494,8 @@ export class Scene {
     const color = safeColor(o.color) || ''
     if (el.dataset.color !== color) {
       el.dataset.color = color
-      el.style.setProperty('--fill', color || null)
+      if (color) el.style.setProperty('--fill', color)
+      else el.style.removeProperty('--fill')
     }
     const text = o.text ?? ''
     if (el.parts.text.textContent !== text && !el.classList.contains('editing')) el.parts.text.textContent = text
@@ -281,23 +503,31 @@ export class Scene {
   }
 
   paintConnector (o, el) {
-    const a = this.items.get(o.from)
-    const b = this.items.get(o.to)
     const { hit, line, label } = el.parts
-    if (!a || !b) { el.style.display = 'none'; return }
+    const e = this.connectorEnds(o)
+    if (!e) { el.style.display = 'none'; return }
     el.style.display = ''
-    const ga = this.geom(o.from)
-    const gb = this.geom(o.to)
-    const p = outlinePoint(ga, a.o.kind, center(gb))
-    const q = outlinePoint(gb, b.o.kind, center(ga))
+    const [p, q] = e
     for (const l of [hit, line]) {
       l.setAttribute('x1', p[0]); l.setAttribute('y1', p[1]); l.setAttribute('x2', q[0]); l.setAttribute('y2', q[1])
     }
-    line.style.stroke = safeColor(o.color) || ''
+    const color = safeColor(o.color)
+    if (color) line.style.stroke = color
+    else line.style.removeProperty('stroke')
     label.setAttribute('x', (p[0] + q[0]) / 2)
     label.setAttribute('y', (p[1] + q[1]) / 2 - 6)
     if (label.textContent !== (o.label ?? '')) label.textContent = o.label ?? ''
   }
+}
+
+/** Whether rectangle `a` lies inside rectangle `b`. */
+const inside = (a, b) => a.x >= b.x && a.y >= b.y && a.x + a.w <= b.x + b.w && a.y + a.h <= b.y + b.h
+
+function distToSegment (p, a, b) {
+  const dx = b[0] - a[0]; const dy = b[1] - a[1]
+  const len = dx * dx + dy * dy
+  const t = len ? Math.max(0, Math.min(1, ((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / len)) : 0
+  return Math.hypot(p[0] - (a[0] + t * dx), p[1] - (a[1] + t * dy))
 }
 
 export { DEFAULT_SIZE }

@@ -27,6 +27,7 @@ export class Status {
     app.root.querySelector('.stage').append(this.banner)
     this.zoom.onclick = () => app.interaction.fitAll()
     app.scene.onViewChange = (v) => { this.zoom.textContent = `${Math.round(v.zoom * 100)}%` }
+    app.scene.onViewChange(app.scene.view)
     const c = app.client
     for (const e of ['status', 'pending', 'saved', 'synced', 'denied', 'error']) c.on(e, (d) => this.update(e, d))
     window.addEventListener('online', () => this.update())

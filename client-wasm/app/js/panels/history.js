@@ -97,7 +97,7 @@ export class HistoryPanel {
     scene.fit(bounds(data.board.objects.filter(o => o.kind !== 'connector').map(o => scene.geom(o.id))))
     viewport.addEventListener('wheel', (e) => {
       e.preventDefault()
-      const r = viewport.getBoundingClientRect()
+      const r = scene.rect()
       if (e.ctrlKey) scene.zoomAt(Math.exp(-e.deltaY * 0.0015), e.clientX - r.left, e.clientY - r.top)
       else scene.setView(scene.view.x - e.deltaX, scene.view.y - e.deltaY, scene.view.zoom)
     }, { passive: false })
