@@ -165,6 +165,7 @@ export class Scene {
       }
       if (old.from !== o.from || old.to !== o.to) { this.unlink(old); this.link(o) }
       item.o = o
+      item.fill = undefined
     }
     this.touch(id)
     this.touchEnds(id)
@@ -370,36 +371,50 @@ export class Scene {
     const { x, y, zoom } = this.view
     ctx.setTransform(zoom * dpr, 0, 0, zoom * dpr, x * dpr, y * dpr)
     const v = this.visible()
+    // Runs of objects with the same fill and outline go in one path: a fill and a stroke per
+    // run, not per object (thousands of objects on screen here).
+    let fill = null; let stroke = null; let open = false
+    const flushRun = () => { if (open) { ctx.fill(); ctx.stroke(); open = false } }
     ctx.lineWidth = 1 / zoom
     for (const id of this.order) {
-      const o = this.items.get(id).o
-      if (o.kind === 'connector') {
-        const e = this.connectorEnds(o)
-        if (!e) continue
-        ctx.strokeStyle = safeColor(o.color) || '#4b5565'
-        ctx.lineWidth = 2 / zoom
-        ctx.beginPath(); ctx.moveTo(e[0][0], e[0][1]); ctx.lineTo(e[1][0], e[1][1]); ctx.stroke()
-        ctx.lineWidth = 1 / zoom
-        continue
+      const item = this.items.get(id)
+      const o = item.o
+      if (o.kind === 'connector') continue
+      const ov = this.overrides.get(id)
+      const pos = ov?.pos ?? o.pos ?? [0, 0]
+      const size = ov?.size ?? o.size ?? DEFAULT_SIZE[o.kind] ?? [120, 80]
+      const rot = ov?.rotation ?? o.rotation ?? 0
+      if (!rot && (pos[0] > v.x + v.w || pos[1] > v.y + v.h || pos[0] + size[0] < v.x || pos[1] + size[1] < v.y)) continue
+      if (item.fill === undefined) item.fill = safeColor(o.color) || FILL[o.kind] || '#fafafa'
+      const s = this.selected.has(id) ? '#2f5dff' : (this.peerSelected.get(id) || (o.kind === 'frame' ? '#9aa3b5' : 'rgba(0,0,0,0.2)'))
+      if (item.fill !== fill || s !== stroke) {
+        flushRun()
+        if (item.fill !== fill) { fill = item.fill; ctx.fillStyle = fill }
+        if (s !== stroke) { stroke = s; ctx.strokeStyle = s }
       }
-      const g = this.geom(id)
-      const b = g.rotation ? bounds([g]) : { x: g.pos[0], y: g.pos[1], w: g.size[0], h: g.size[1] }
-      if (!overlaps(v, b)) continue
-      ctx.fillStyle = safeColor(o.color) || FILL[o.kind] || '#fafafa'
-      ctx.strokeStyle = this.selected.has(id) ? '#2f5dff' : (this.peerSelected.get(id) || (o.kind === 'frame' ? '#9aa3b5' : 'rgba(0,0,0,0.2)'))
-      ctx.beginPath()
+      if (!open) { ctx.beginPath(); open = true }
       if (o.kind === 'ellipse') {
-        const [cx, cy] = center(g)
-        ctx.ellipse(cx, cy, g.size[0] / 2, g.size[1] / 2, (g.rotation || 0) * Math.PI / 180, 0, Math.PI * 2)
-      } else if (g.rotation) {
-        const c = corners(g)
-        ctx.moveTo(c[0][0], c[0][1]); for (const p of c.slice(1)) ctx.lineTo(p[0], p[1]); ctx.closePath()
+        ctx.moveTo(pos[0] + size[0], pos[1] + size[1] / 2)
+        ctx.ellipse(pos[0] + size[0] / 2, pos[1] + size[1] / 2, size[0] / 2, size[1] / 2, rot * Math.PI / 180, 0, Math.PI * 2)
+      } else if (rot) {
+        const c = corners({ pos, size, rotation: rot })
+        ctx.moveTo(c[0][0], c[0][1]); for (let i = 1; i < 4; i++) ctx.lineTo(c[i][0], c[i][1]); ctx.closePath()
       } else {
-        ctx.rect(g.pos[0], g.pos[1], g.size[0], g.size[1])
+        ctx.rect(pos[0], pos[1], size[0], size[1])
       }
-      ctx.fill()
-      ctx.stroke()
     }
+    flushRun()
+    ctx.lineWidth = 2 / zoom
+    ctx.beginPath()
+    for (const id of this.order) {
+      const o = this.items.get(id).o
+      if (o.kind !== 'connector') continue
+      const e = this.connectorEnds(o)
+      if (!e) continue
+      ctx.moveTo(e[0][0], e[0][1]); ctx.lineTo(e[1][0], e[1][1])
+    }
+    ctx.strokeStyle = '#4b5565'
+    ctx.stroke()
   }
 
   // --- internals ------------------------------------------------------------------------
