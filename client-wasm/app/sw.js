@@ -1,0 +1,1 @@
+// service worker: version __APP_VERSION__; assets __APP_ASSETS__
