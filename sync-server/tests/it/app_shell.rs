@@ -1,10 +1,11 @@
 //! The board app the server embeds (`client-wasm/app/`): the shell at `/` and `/b/{board}`,
-//! the service worker, versioned files, their headers, ETags and gzip.
+//! the service worker, versioned files, their headers, ETags and gzip; and `token --url`.
 
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::Command;
 
 use harness::*;
 
@@ -300,4 +301,49 @@ async fn open_mode_guards_the_app() {
         assert_eq!(ok.status, 200, "{path}");
     }
     server.shutdown().await.unwrap();
+}
+
+/// `token --url BASE` prints the token, then a link to the board (or the board list, for `*`)
+/// with the token in the fragment; a BASE that is not an http(s) origin is refused.
+#[test]
+fn token_prints_a_link() {
+    let token = |board: &str, url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sync-server"))
+            .args(["token", "--board", board, "--role", "write", "--url", url])
+            .env("AUTH_SECRET", "app-shell test secret 3c9f1e7a5b2d4c6e8f0a")
+            .env_remove("AUTH_SECRET_FILE")
+            .output()
+            .unwrap()
+    };
+    let out = token("my-board", "http://127.0.0.1:8080/");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0].split('.').count(), 3, "a JWT first: {stdout}");
+    assert_eq!(
+        lines[1],
+        format!("http://127.0.0.1:8080/b/my-board#token={}", lines[0])
+    );
+    assert!(!stderr.contains(lines[0]), "the token stays off stderr");
+
+    let out = token("*", "https://boards.example.com");
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[1],
+        format!("https://boards.example.com/#token={}", lines[0])
+    );
+
+    for bad in ["ftp://x", "boards.example.com", "https://x/path"] {
+        let out = token("my-board", bad);
+        assert!(!out.status.success(), "{bad}");
+        assert!(out.stdout.is_empty(), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--url"),
+            "{bad}"
+        );
+    }
 }
