@@ -8,10 +8,15 @@
 #      `cargo install` into target/tools if that version is missing (about two minutes);
 #   3. wasm-opt -Oz (Debian's binaryen, installed if missing) shrinks the .wasm;
 #   4. wasm-bindgen --target web writes the JS glue and declarations;
-#   5. prints the raw and gzip sizes.
+#   5. prints the raw and gzip sizes;
+#   6. compares client_wasm.js and client_wasm_bg.wasm with the committed copy the server
+#      embeds, client-wasm/app/pkg/: fails if they differ (the build is reproducible, see
+#      scripts/check-wasm.sh, so a difference means the sources changed since the copy was
+#      made), or, with --update, copies them there (then commit them).
 #
-# Usage: scripts/build-client.sh
+# Usage: scripts/build-client.sh [--update]
 # Env:   CHECK_WASM_SKIP_APT=1  skip the package steps (fails if the tools are missing).
+#        UPDATE_APP_PKG=1       same as --update.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +27,14 @@ fail() {
     printf '[build-client] ERROR: %s\n' "$*" >&2
     exit 1
 }
+
+UPDATE="${UPDATE_APP_PKG:-0}"
+for arg in "$@"; do
+    case "$arg" in
+    --update) UPDATE=1 ;;
+    *) fail "unknown argument: $arg (usage: scripts/build-client.sh [--update])" ;;
+    esac
+done
 
 # --- 1. wasm32 build --------------------------------------------------------------------
 scripts/check-wasm.sh
@@ -72,3 +85,32 @@ raw=$(stat -c %s "$BG")
 gz=$(gzip -9c "$BG" | wc -c)
 glue=$(gzip -9c "$OUT/client_wasm.js" | wc -c)
 echo "client-wasm: $OUT ready; .wasm $raw bytes ($gz gzip), glue $glue gzip, total $((gz + glue)) bytes gzip"
+
+# --- 6. the copy the server embeds -------------------------------------------------------
+APP_PKG=client-wasm/app/pkg
+FILES=(client_wasm.js client_wasm_bg.wasm)
+describe() {
+    if [ -f "$1" ]; then
+        printf '  %-36s %9s bytes  sha256 %s\n' "$1" "$(stat -c %s "$1")" "$(sha256sum "$1" | cut -d' ' -f1)" >&2
+    else
+        printf '  %-36s missing\n' "$1" >&2
+    fi
+}
+differ=()
+for f in "${FILES[@]}"; do
+    cmp -s "$OUT/$f" "$APP_PKG/$f" || differ+=("$f")
+done
+if [ ${#differ[@]} -eq 0 ]; then
+    echo "client-wasm: $APP_PKG is up to date"
+elif [ "$UPDATE" = 1 ]; then
+    mkdir -p "$APP_PKG"
+    for f in "${differ[@]}"; do cp "$OUT/$f" "$APP_PKG/$f"; done
+    echo "client-wasm: updated $APP_PKG (${differ[*]}); commit it"
+else
+    log "the module built from these sources differs from the copy the server embeds:"
+    for f in "${differ[@]}"; do
+        describe "$OUT/$f"
+        describe "$APP_PKG/$f"
+    done
+    fail "$APP_PKG is out of date; run scripts/build-client.sh --update (or UPDATE_APP_PKG=1 scripts/test.sh) and commit $APP_PKG"
+fi

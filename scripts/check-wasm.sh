@@ -9,6 +9,12 @@
 #      target/wasm, so the host target/ cache of the rustup toolchain is never invalidated.
 # No wasm-bindgen JS glue is generated here.
 #
+# The module is reproducible: the same sources build the same bytes in any checkout directory,
+# with any CARGO_HOME. rustc writes source paths into the module (panic locations: the
+# registry's crates by absolute path, files generated under target/ too), so the build maps the
+# repository root to /workspace and CARGO_HOME to /cargo (`--remap-path-prefix`); std's
+# source is Debian's, at the same path everywhere.
+#
 # Usage: scripts/check-wasm.sh [extra cargo build args, e.g. -v]
 # Env:   CHECK_WASM_SKIP_APT=1  skip the package step (fails if the tools are missing).
 set -euo pipefail
@@ -74,6 +80,10 @@ sysroot="$("$DEB_RUSTC" --print sysroot)"
 log "using $("$DEB_CARGO" --version) / $("$DEB_RUSTC" --version)"
 
 # --- 2. Build ---------------------------------------------------------------------------
+CARGO_HOME_DIR="$(cd "${CARGO_HOME:-$HOME/.cargo}" 2>/dev/null && pwd || echo "${CARGO_HOME:-$HOME/.cargo}")"
+case "$ROOT$CARGO_HOME_DIR" in
+*'"'* | *'\'* | *=*) fail "the checkout or CARGO_HOME path holds a quote, backslash or '=': $ROOT, $CARGO_HOME_DIR" ;;
+esac
 # Sized for download, not speed: the browser fetches this module on every cold start.
 args=(build --release --target "$TARGET" -Z build-std=std,panic_abort --target-dir "$TARGET_DIR"
     --config "target.$TARGET.linker=\"$WASM_LD\""
@@ -81,18 +91,20 @@ args=(build --release --target "$TARGET" -Z build-std=std,panic_abort --target-d
     --config 'profile.release.codegen-units=1' --config 'profile.release.debug=false'
     --config 'profile.release.panic="abort"'
     # Code behind cfg(target_arch = "wasm32") is compiled only here: its warnings fail too.
-    --config 'build.rustflags=["-D", "warnings"]')
+    # No checkout or CARGO_HOME path in the module (see the top).
+    --config "build.rustflags=[\"-D\", \"warnings\", \"--remap-path-prefix=$ROOT=/workspace\", \"--remap-path-prefix=$CARGO_HOME_DIR=/cargo\"]")
 if [ -f Cargo.lock ]; then args+=(--locked); fi
 for c in "${CRATES[@]}"; do args+=(-p "$c"); done
 args+=("$@")
 
 # PATH puts the Debian tools first; RUSTC/RUSTDOC pin them even if a caller exported the
-# rustup ones; RUSTC_BOOTSTRAP=1 lets the stable compiler accept -Z build-std.
-# No extra rustflags are needed: getrandom 0.4 picks its wasm_js backend from the crate
-# feature alone (yrs enables fastrand/js -> getrandom/wasm_js on wasm32).
+# rustup ones; RUSTC_BOOTSTRAP=1 lets the stable compiler accept -Z build-std. A caller's
+# RUSTFLAGS would replace build.rustflags (and the path remapping): unset.
+# getrandom needs no rustflags: 0.4 picks its wasm_js backend from the crate feature alone
+# (yrs enables fastrand/js -> getrandom/wasm_js on wasm32).
 log "running: $DEB_CARGO ${args[*]}"
 t0=$SECONDS
-env -u RUSTC_WRAPPER -u RUSTUP_TOOLCHAIN \
+env -u RUSTC_WRAPPER -u RUSTUP_TOOLCHAIN -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS \
     PATH="/usr/bin:$PATH" RUSTC="$DEB_RUSTC" RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
     "$DEB_CARGO" "${args[@]}" || fail "cargo build for $TARGET failed (see errors above)"
 log "build took $((SECONDS - t0))s; artifacts in $TARGET_DIR/$TARGET/release"

@@ -6,7 +6,8 @@
 #   3. every relative link in the Markdown tracked by git resolves, to a tracked file and, for a
 #      `#fragment` on a Markdown file, to one of its headings (scripts/check-links.mjs);
 #   4. client-wasm builds for the browser (scripts/build-client.sh: Debian's wasm32 toolchain,
-#      wasm-bindgen-cli and binaryen installed if missing);
+#      wasm-bindgen-cli and binaryen installed if missing), byte for byte as the copy the
+#      server embeds, client-wasm/app/pkg/ (UPDATE_APP_PKG=1 refreshes that copy instead);
 #   5. rustfmt and clippy with warnings denied;
 #   6. every Rust test in the workspace;
 #   7. the Node interop tests against the server binary;
@@ -40,7 +41,7 @@ if [ "${SKIP_WASM:-0}" = 1 ] && [ "${CI:-}" = true ]; then
     exit 1
 fi
 if [ "${SKIP_WASM:-0}" != 1 ]; then
-    step "client-wasm for the browser"
+    step "client-wasm for the browser, the same as the server's copy (client-wasm/app/pkg)"
     scripts/build-client.sh
 fi
 

@@ -94,6 +94,11 @@ pub struct TokenArgs {
     /// Who it is for (recorded as the author of versions and assistant runs).
     #[arg(long)]
     pub user: Option<String>,
+    /// The server's address as browsers reach it, `http(s)://HOST[:PORT]`: also print a link
+    /// that opens the board in the board app with the token (`BASE/b/BOARD#token=...`, or
+    /// `BASE/#token=...` for `*`).
+    #[arg(long, value_name = "BASE", value_parser = base_url)]
+    pub url: Option<String>,
     /// The signing secret.
     #[command(flatten)]
     pub secret: SecretArgs,
@@ -109,6 +114,40 @@ impl TokenArgs {
             ttl: self.ttl,
         })
     }
+
+    /// With `--url`, the link that opens the board app with `token`, in the URL's fragment
+    /// (browsers never send it to a server, nor in a `Referer`).
+    pub fn link(&self, token: &str) -> Option<String> {
+        let base = self.url.as_deref()?;
+        Some(match self.board.as_str() {
+            "*" => format!("{base}/#token={token}"),
+            board => format!("{base}/b/{board}#token={token}"),
+        })
+    }
+}
+
+/// `--url`: an http or https origin (a trailing `/` dropped), nothing after the host and port,
+/// since the app is served at the server's root.
+fn base_url(raw: &str) -> Result<String, String> {
+    let base = raw.strip_suffix('/').unwrap_or(raw);
+    let authority = ["http://", "https://"]
+        .iter()
+        .find(|scheme| {
+            base.get(..scheme.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+        })
+        .map(|scheme| &base[scheme.len()..])
+        .ok_or("must start with http:// or https://")?;
+    if authority.is_empty() {
+        return Err("names no host".into());
+    }
+    if !authority
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-._~:[]%".contains(c))
+    {
+        return Err("must be http(s)://HOST[:PORT] only: no user, path, query or fragment".into());
+    }
+    Ok(base.to_owned())
 }
 
 /// Options of `export`.
@@ -530,7 +569,49 @@ impl ServeArgs {
 mod tests {
     use clap::Parser;
 
-    use super::Cli;
+    use super::{Cli, Command};
+
+    /// `token --url`: the link opens the board (or the board list, for `*`) with the token in
+    /// the fragment; the base must be a bare http(s) origin.
+    #[test]
+    fn token_link() {
+        let link = |args: &[&str]| {
+            let cli =
+                Cli::try_parse_from([&["sync-server", "token", "--role", "read"], args].concat())
+                    .map_err(|e| e.to_string())?;
+            let Some(Command::Token(token)) = cli.command else {
+                panic!("not the token command");
+            };
+            Ok::<_, String>(token.link("T.O.K"))
+        };
+        assert_eq!(
+            link(&["--board", "b1", "--url", "http://127.0.0.1:8080"]),
+            Ok(Some("http://127.0.0.1:8080/b/b1#token=T.O.K".into()))
+        );
+        assert_eq!(
+            link(&["--board", "*", "--url", "https://boards.example.com/"]),
+            Ok(Some("https://boards.example.com/#token=T.O.K".into()))
+        );
+        assert_eq!(
+            link(&["--board", "b1", "--url", "HTTP://[::1]:80"]),
+            Ok(Some("HTTP://[::1]:80/b/b1#token=T.O.K".into()))
+        );
+        assert_eq!(link(&["--board", "b1"]), Ok(None));
+        for bad in [
+            "ftp://host",
+            "host:8080",
+            "http://",
+            "https://host/path",
+            "https://host?x=1",
+            "https://host#f",
+            "https://user@host",
+            "https://ho st",
+            "javascript:alert(1)",
+        ] {
+            let refused = link(&["--board", "b1", "--url", bad]).expect_err(bad);
+            assert!(refused.contains("--url"), "{bad}: {refused}");
+        }
+    }
 
     fn open_any_host(args: &[&str]) -> bool {
         let cli = Cli::try_parse_from([&["sync-server"], args].concat()).expect("valid flags");

@@ -85,6 +85,9 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
         .mint(&request)
         .context("cannot mint the token")?;
     println!("{}", minted.token);
+    if let Some(link) = args.link(&minted.token) {
+        println!("{link}");
+    }
     eprintln!(
         "token for board `{}`, role {}, expires at {} (unix seconds)",
         request.scope, request.role, minted.expires_at

@@ -1,7 +1,7 @@
-//! The HTTP API (listed in README.md, "API") and the WebSocket upgrade: routes, their handlers, and the
-//! middleware around them. Handlers parse and authorize, then call the services they take
-//! ([`state`]): the boards and their store, the sessions ([`crate::ws`]), the assistant,
-//! restores.
+//! The HTTP API (listed in README.md, "API"), the WebSocket upgrade and the board app's files
+//! ([`webapp`]): routes, their handlers, and the middleware around them. Handlers parse and
+//! authorize, then call the services they take ([`state`]): the boards and their store, the
+//! sessions ([`crate::ws`]), the assistant, restores.
 
 mod assistant;
 mod auth;
@@ -16,6 +16,7 @@ mod state;
 mod sync;
 mod tokens;
 mod versions;
+mod webapp;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -64,6 +65,8 @@ pub(crate) fn router(services: Services) -> Router {
             "/v1/boards/{id}/assistant/runs/{run}/undo",
             post(assistant::undo),
         )
+        // The board app: `/`, `/b/{board}`, `/sw.js`, `/app/{version}/...`.
+        .merge(webapp::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe::observe,

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod app_shell;
 mod assistant;
 mod burst;
 mod cli;
