@@ -15,7 +15,9 @@
 #      behind Debian's nginx (installed if missing, when the tests will run) as DEPLOYMENT.md
 #      configures it;
 #   9. client-wasm in headless Chromium (Debian's chromium, installed if missing, driven by
-#      playwright-core) against the server binary; screenshots in target/browser-screenshots/.
+#      playwright-core) against the server binary; screenshots in target/browser-screenshots/;
+#  10. the board app (client-wasm/app) as the server binary serves it, in headless Chromium,
+#      driven through its interface; screenshots there too, each checked not to be blank.
 #
 # PostgreSQL tests read TEST_DATABASE_URL, and the multi-node tests TEST_REDIS_URL too; under
 # CI=true they must run, otherwise they are skipped with a message when it is unset. Set
@@ -69,6 +71,8 @@ if [ "${SKIP_WASM:-0}" != 1 ]; then
     step "client-wasm in headless Chromium"
     scripts/install-chromium.sh
     node --test tests/js/browser/
+    step "the board app in headless Chromium"
+    node --test tests/js/app/
 else
     echo "SKIPPED: client-wasm browser tests (SKIP_WASM=1)"
 fi

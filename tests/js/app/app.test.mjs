@@ -6,9 +6,9 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
-import { withHarness, boardId, SERVER_BIN } from '../interop/harness.mjs'
+import { withHarness, boardId, SERVER_BIN, Y } from '../interop/harness.mjs'
 import { FakeLlm, FAKE_KEY, FAKE_MODEL, call, toolReply, textReply } from '../interop/fake-llm.mjs'
-import { launchBrowser, until, openBoard, ready, shot, rows, serverRows, screenPoint, objectCenter, objectIds, saved } from './harness.mjs'
+import { launchBrowser, until, openBoard, ready, shot, rows, serverRows, screenPoint, objectCenter, objectIds, saved, watch } from './harness.mjs'
 
 let browser
 before(async () => { browser = await launchBrowser() })
@@ -263,7 +263,7 @@ test('export a board to a file and create a new board from it on the list page',
   const file = await download.path()
   assert.ok((await readFile(file)).length > 0)
 
-  const home = await ctx.newPage()
+  const home = watch(await ctx.newPage())
   await home.goto(`${server.httpUrl}/`)
   await until(home, () => document.documentElement.dataset.ready === 'true', null, { message: 'the list page' })
   assert.ok(await home.locator(`.board-list [data-board="${board}"]`).count() === 1, 'the board is listed')
@@ -287,7 +287,7 @@ test('with AUTH_SECRET: a link from `sync-server token --url` opens the board; a
   const writeLink = link('write', 'ada')
   assert.match(writeLink, new RegExp(`^${server.httpUrl}/b/${board}#token=`))
   const ctxW = await browser.newContext()
-  const w = await ctxW.newPage()
+  const w = watch(await ctxW.newPage())
   await w.goto(writeLink)
   await ready(w)
   assert.equal(new URL(w.url()).hash, '', 'the token leaves the address bar')
@@ -295,7 +295,7 @@ test('with AUTH_SECRET: a link from `sync-server token --url` opens the board; a
   await w.keyboard.type('by ada'); await w.keyboard.press('Escape')
   await saved(w)
 
-  const r = await (await browser.newContext()).newPage()
+  const r = watch(await (await browser.newContext()).newPage())
   await r.goto(link('read', 'rex'))
   await ready(r)
   await until(r, (id) => window.boardApp.client.object(id)?.text === 'by ada', note, { message: 'the reader to see the note' })
@@ -311,7 +311,8 @@ test('with AUTH_SECRET: a link from `sync-server token --url` opens the board; a
   await r.mouse.move(500, 300)
   await until(w, () => [...document.querySelectorAll('.cursor .name')].some(n => n.textContent === 'rex' || /Guest/.test(n.textContent)), null, { message: 'the reader\'s cursor on the writer\'s page' })
   await shot(r, 'app-14-read-only')
-  assert.deepEqual((await serverRows(server, board, null).catch(() => null)), null, 'the API needs a token')
+  assert.equal((await fetch(`${server.httpUrl}/v1/boards/${board}`)).status, 401, 'the API needs a token')
+  assert.deepEqual(await rows(r), await serverRows(server, board, new URL(link('read', 'rex')).hash.slice('#token='.length)))
   assert.deepEqual([...w.errors, ...r.errors], [])
 }))
 
@@ -327,4 +328,48 @@ test('a deleted board says so and stops reconnecting', OPTS, t => withHarness(t,
   assert.match(await a.locator('.banner').textContent(), /deleted/)
   assert.equal(await a.locator('.statusbar .conn').getAttribute('data-state'), 'refused')
   await shot(a, 'app-15-deleted')
+}))
+
+test('hostile content from a plain yjs peer is shown as text, never as markup, and breaks nothing', OPTS, t => withHarness(t, async h => {
+  const server = await h.startServer(await h.database('sqlite'))
+  const board = boardId('app-hostile')
+  const a = await openBoard(await browser.newContext(), server, board, { name: 'Ada' })
+  await a.evaluate(() => { window.alerted = false; window.alert = () => { window.alerted = true } })
+  const node = await h.syncedClient(server, board)
+  const markup = '<img src=x onerror="window.alerted=true"><b>bold</b>'
+  node.doc.transact(() => {
+    const objects = node.doc.getMap('objects')
+    const add = (id, fields) => {
+      const o = new Y.Map()
+      objects.set(id, o)
+      for (const [k, v] of Object.entries(fields)) o.set(k, v)
+      return o
+    }
+    const n = add('markup', { kind: 'sticky', pos: [0, 0], size: [200, 120], z: 'a1', color: 'red; background-image: url(http://127.0.0.1:1/x)' })
+    const t = new Y.Text(); n.set('text', t); t.insert(0, markup)
+    add('weird-kind', { kind: '<script>', pos: [260, 0], size: [120, 80], z: 'a2' })
+    add('bad-values', { kind: 'rect', pos: 'left', size: [-5, 1e308], rotation: 'x', z: 7 })
+    add('dangling', { kind: 'connector', from: 'markup', to: 'nowhere', z: 'a3' })
+    add('loop', { kind: 'connector', from: 'loop', to: 'loop', z: 'a4' })
+  })
+  node.provider.awareness.setLocalState({
+    user: { name: markup, color: 'url(javascript:alert(1))' },
+    cursor: { x: 'NaN', y: {} },
+    selection: ['markup', 42, null, ...Array.from({ length: 5000 }, (_, i) => `s${i}`)],
+    drag: { markup: [1e9, -1e9, 0, -3, 'x'], 'weird-kind': 'nope', __proto__: [1, 2, 3, 4] }
+  })
+  await until(a, () => window.boardApp.client.object('markup') && [...document.querySelectorAll('.people .avatar')].length === 2, null, { message: 'the hostile content to arrive' })
+  await a.evaluate(() => window.boardApp.scene.flush())
+  assert.equal(await a.locator('.obj img, .obj b, .people img, .cursor img').count(), 0, 'no markup was interpreted')
+  assert.equal(await a.evaluate(() => window.boardApp.scene.element('markup').textContent), markup, 'the text is shown as text')
+  assert.equal(await a.evaluate(() => window.boardApp.scene.element('markup').style.getPropertyValue('--fill')), '', 'a colour that is not a colour is ignored')
+  assert.equal(await a.evaluate(() => window.boardApp.scene.overrides.size), 0, 'malformed drags are ignored')
+  // The app still works: Ada draws, and it reaches the node peer.
+  const mine = await draw(a, 'sticky', [400, 300])
+  await a.keyboard.type('still fine'); await a.keyboard.press('Escape')
+  await saved(a)
+  assert.equal(node.doc.getMap('objects').get(mine)?.get('text')?.toString(), 'still fine')
+  await shot(a, 'app-16-hostile-peer')
+  assert.equal(await a.evaluate(() => window.alerted), false)
+  assert.deepEqual(a.errors, [])
 }))

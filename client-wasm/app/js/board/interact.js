@@ -377,7 +377,8 @@ export class Interaction {
     for (const id of this.app.selection) {
       const o = this.scene.get(id)
       if (!o || o.kind === 'connector') continue
-      const nid = this.create(o.kind, [o.pos[0] + 20, o.pos[1] + 20], o.size)
+      const g = this.scene.geom(id)
+      const nid = this.create(o.kind, [g.pos[0] + 20, g.pos[1] + 20], g.size)
       if (!nid) continue
       if (o.text) this.app.apply({ op: 'set_text', id: nid, text: o.text })
       if (o.color) this.app.apply({ op: 'set_color', id: nid, color: o.color })

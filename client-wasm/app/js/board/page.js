@@ -144,7 +144,7 @@ export async function showBoard (root, board) {
         if (e.meta) refreshTitle(b.meta)
         if (e.chat) panels.chat.render(b.chat)
       }
-      if (e.objects.length) app.interaction.prune()
+      if (e.objects.length) { app.interaction.prune(); fitOnce() }
     }
     app.people.reapply()
     app.emit('change', e)

@@ -186,9 +186,9 @@ export class Scene {
     const o = item.o
     const ov = this.overrides.get(id)
     return {
-      pos: ov?.pos ?? o.pos ?? [0, 0],
-      size: ov?.size ?? o.size ?? DEFAULT_SIZE[o.kind] ?? [120, 80],
-      rotation: ov?.rotation ?? o.rotation ?? 0
+      pos: point(ov?.pos ?? o.pos) ?? [0, 0],
+      size: extent(ov?.size ?? o.size) ?? DEFAULT_SIZE[o.kind] ?? [120, 80],
+      rotation: Number.isFinite(ov?.rotation ?? o.rotation) ? (ov?.rotation ?? o.rotation) : 0
     }
   }
 
@@ -380,10 +380,7 @@ export class Scene {
       const item = this.items.get(id)
       const o = item.o
       if (o.kind === 'connector') continue
-      const ov = this.overrides.get(id)
-      const pos = ov?.pos ?? o.pos ?? [0, 0]
-      const size = ov?.size ?? o.size ?? DEFAULT_SIZE[o.kind] ?? [120, 80]
-      const rot = ov?.rotation ?? o.rotation ?? 0
+      const { pos, size, rotation: rot } = this.geom(id)
       if (!rot && (pos[0] > v.x + v.w || pos[1] > v.y + v.h || pos[0] + size[0] < v.x || pos[1] + size[1] < v.y)) continue
       if (item.fill === undefined) item.fill = safeColor(o.color) || FILL[o.kind] || '#fafafa'
       const s = this.selected.has(id) ? '#2f5dff' : (this.peerSelected.get(id) || (o.kind === 'frame' ? '#9aa3b5' : 'rgba(0,0,0,0.2)'))
@@ -534,6 +531,11 @@ export class Scene {
     if (label.textContent !== (o.label ?? '')) label.textContent = o.label ?? ''
   }
 }
+
+// Geometry from the document is whatever a peer wrote: anything not a sane number is replaced.
+const LIMIT = 1e7
+const point = (p) => Array.isArray(p) && p.length === 2 && p.every(v => Number.isFinite(v) && Math.abs(v) <= LIMIT) ? p : null
+const extent = (s) => Array.isArray(s) && s.length === 2 && s.every(v => Number.isFinite(v) && v > 0 && v <= LIMIT) ? s : null
 
 /** Whether rectangle `a` lies inside rectangle `b`. */
 const inside = (a, b) => a.x >= b.x && a.y >= b.y && a.x + a.w <= b.x + b.w && a.y + a.h <= b.y + b.h

@@ -65,7 +65,11 @@ export class Status {
     if (event === 'error' && detail?.kind === 'token') this.error(detail.message)
     const refusal = state === 'refused' ? (expired() ? REFUSED.unauthorized : REFUSED[s.refused] || s.reason || 'The server refused this board.') : null
     this.banner.hidden = !refusal
-    this.banner.textContent = refusal || ''
+    if (refusal && this.banner.firstChild?.textContent !== refusal) {
+      this.banner.replaceChildren(h('span', {}, refusal), ' ', h('a', { href: '/' }, 'All boards'))
+    }
+    // Refused for good: nothing typed here could reach anyone.
+    if (refusal && !this.app.readOnly) this.app.setReadOnly(true)
     if (!this.counted) {
       this.counted = true
       this.count.textContent = `${this.app.scene.items.size} objects`

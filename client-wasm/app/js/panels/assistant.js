@@ -101,15 +101,18 @@ export class AssistantPanel {
       case 'tool': {
         let args = ''
         try { args = summarize(JSON.parse(data.arguments)) } catch { args = '' }
-        this.line(`${data.applied ? '✓' : '✗'} ${data.name.replace(/_/g, ' ')}${args ? `: ${args}` : ''}`, data.applied ? 'tool' : 'tool failed')
+        // A call that changed nothing is a read, unless its result says it failed.
+        const failed = !data.applied && data.result && typeof data.result === 'object' && (data.result.ok === false || 'error' in data.result || 'errors' in data.result)
+        const mark = data.applied ? '✓' : failed ? '✗' : '·'
+        this.line(`${mark} ${data.name}${args ? `: ${args}` : ''}`, `tool${failed ? ' failed' : data.applied ? '' : ' read'}`)
         break
       }
       case 'text':
-        if (data.text?.trim()) this.line(data.text, 'text')
+        if (data.text?.trim()) { this.line(data.text, 'text'); this.lastText = data.text }
         break
       case 'done': {
         const li = this.line(`${data.status}${data.error ? `: ${data.error}` : ''} · ${data.objects_created} created, ${data.objects_deleted} deleted`, `done ${data.status}`)
-        if (data.summary) this.line(data.summary, 'summary')
+        if (data.summary && data.summary !== this.lastText) this.line(data.summary, 'summary')
         if (data.tool_calls?.length && !this.app.readOnly) {
           const b = h('button', { className: 'secondary', dataset: { action: 'undo-run' }, onclick: () => this.undo(data.run_id, b) }, 'Undo this run')
           li.append(' ', b)
