@@ -373,3 +373,50 @@ test('hostile content from a plain yjs peer is shown as text, never as markup, a
   assert.equal(await a.evaluate(() => window.alerted), false)
   assert.deepEqual(a.errors, [])
 }))
+
+test('an expired link says so, and a fresh link opened in the same tab carries on without losing edits', OPTS, t => withHarness(t, async h => {
+  const secret = 'app-test-secret-that-is-long-enough-0123456789'
+  const server = await h.startServer(await h.database('sqlite'), { env: { AUTH_SECRET: secret } })
+  const board = boardId('app-expiry')
+  const mint = (ttl) => execFileSync(SERVER_BIN, ['token', '--board', board, '--role', 'write', '--user', 'ada', '--ttl', ttl], { env: { ...process.env, AUTH_SECRET: secret } }).toString().trim().split('\n')[0]
+  const page = watch(await (await browser.newContext()).newPage())
+  await page.goto(`${server.httpUrl}/b/${board}#token=${mint('4s')}`)
+  await ready(page)
+  const before = await draw(page, 'sticky', [100, 100])
+  await saved(page)
+  await until(page, () => document.querySelector('.statusbar .conn').textContent === 'Link expired', null, { timeout: 15000, message: '"Link expired"' })
+  assert.match(await page.locator('.banner').textContent(), /expired/)
+  await shot(page, 'app-17-link-expired')
+  // Opening a fresh link in the same tab reconnects; the board is editable again.
+  await page.evaluate((token) => { location.hash = `#token=${token}` }, mint('1h'))
+  await until(page, () => window.boardApp.client.status().state === 'online' && !window.boardApp.readOnly, null, { timeout: 15000, message: 'online again' })
+  assert.equal(new URL(page.url()).hash, '')
+  const after = await draw(page, 'rect', [400, 100])
+  await saved(page)
+  const ids = (await serverRows(server, board, mint('1h'))).map(r => r[0])
+  assert.deepEqual(ids, [before, after].sort())
+  assert.deepEqual(page.errors, [])
+}))
+
+test('an assistant run is cancelled from the panel', OPTS, t => withHarness(t, async h => {
+  const fake = await FakeLlm.start({
+    script: [
+      toolReply([call('call_1', 'createStickyNote', { text: 'first', x: 0, y: 0, color: 'yellow', frame: null })]),
+      textReply('Thinking about it at length, very slowly.', { textPieces: 40, delayMs: 250 }),
+      textReply('never reached')
+    ]
+  })
+  t.after(() => fake.close())
+  const server = await h.startServer(await h.database('sqlite'), { env: { OPENAI_BASE_URL: fake.baseUrl, OPENAI_API_KEY: FAKE_KEY, ASSISTANT_MODEL: FAKE_MODEL } })
+  const a = await openBoard(await browser.newContext(), server, boardId('app-ai-cancel'))
+  await a.click('[data-panel=assistant]')
+  await a.fill('.assistant .prompt', 'think hard')
+  await a.click('.assistant [data-action=run]')
+  await until(a, () => window.boardApp.client.board().objects.some(o => o.text === 'first'), null, { message: 'the first note' })
+  await a.click('.assistant [data-action=cancel]')
+  await until(a, () => document.querySelector('.assistant .progress li.done')?.textContent.startsWith('cancelled'), null, { timeout: 10000, message: 'the run cancelled' })
+  assert.equal(await a.locator('.assistant [data-action=cancel]').isVisible(), false)
+  assert.equal(await a.locator('.assistant [data-action=run]').isDisabled(), false, 'a new prompt can be run')
+  await shot(a, 'app-18-assistant-cancelled')
+  assert.deepEqual(a.errors, [])
+}))

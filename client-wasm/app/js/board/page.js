@@ -172,7 +172,13 @@ export async function showBoard (root, board) {
   }
   app.setReadOnly(readOnlyToken || !!client.status().readOnly)
   client.on('status', () => { if (client.status().readOnly && !app.readOnly) app.setReadOnly(true) })
-  window.addEventListener('board-app:token', () => { client.connect() })
+  // A fresh link opened in this tab: its token's role decides again, and the client reconnects
+  // (also after it gave up on an expired token).
+  window.addEventListener('board-app:token', () => {
+    app.setReadOnly(claims()?.role === 'read')
+    client.connect()
+    app.status.update()
+  })
   app.ready = true
   performance.mark('board-app:ready')
 }
