@@ -64,6 +64,18 @@ const MATRIX: &[(&str, &str, Payload, Fixture, [u16; 5])] = &[
     ("GET", "/healthz", NoBody, Board, [200, 200, 200, 200, 200]),
     ("GET", "/readyz", NoBody, Board, [200, 200, 200, 200, 200]),
     ("GET", "/metrics", NoBody, Board, [200, 200, 200, 200, 200]),
+    // The board app's files are public: its scripts use a token (from the page's fragment),
+    // fetching the app needs none.
+    ("GET", "/", NoBody, Empty, [200, 200, 200, 200, 200]),
+    ("GET", "/b/b", NoBody, Empty, [200, 200, 200, 200, 200]),
+    ("GET", "/sw.js", NoBody, Empty, [200, 200, 200, 200, 200]),
+    (
+        "GET",
+        "/app/000000000000/app.css",
+        NoBody,
+        Empty,
+        [404, 404, 404, 404, 404],
+    ),
     // A plain GET is not an upgrade, whoever sends it; a WebSocket's token is checked after
     // the upgrade and refused with a close code (`ws/tests.rs`).
     (
