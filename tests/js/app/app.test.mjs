@@ -5,8 +5,9 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { readFile } from 'node:fs/promises'
-import { withHarness, boardId, SERVER_BIN, Y } from '../interop/harness.mjs'
+import { readFile, readdir } from 'node:fs/promises'
+import path from 'node:path'
+import { withHarness, boardId, SERVER_BIN, Y, REPO_ROOT } from '../interop/harness.mjs'
 import { FakeLlm, FAKE_KEY, FAKE_MODEL, call, toolReply, textReply } from '../interop/fake-llm.mjs'
 import { launchBrowser, until, openBoard, ready, shot, rows, serverRows, screenPoint, objectCenter, objectIds, saved, watch } from './harness.mjs'
 
@@ -420,3 +421,11 @@ test('an assistant run is cancelled from the panel', OPTS, t => withHarness(t, a
   await shot(a, 'app-18-assistant-cancelled')
   assert.deepEqual(a.errors, [])
 }))
+
+test('the shell preloads every module of the app, so none waits for the import that names it', async () => {
+  const app = path.join(REPO_ROOT, 'client-wasm/app')
+  const html = await readFile(path.join(app, 'index.html'), 'utf8')
+  const preloaded = [...html.matchAll(/rel="modulepreload" href="\/app\/__APP_VERSION__\/([^"]+)"/g)].map(m => m[1]).sort()
+  const modules = (await readdir(path.join(app, 'js'), { recursive: true })).filter(f => f.endsWith('.js') && f !== 'main.js').map(f => `js/${f}`)
+  assert.deepEqual(preloaded, ['pkg/client_wasm.js', ...modules].sort())
+})

@@ -11,6 +11,8 @@ import { bounds, overlaps, resizeFrom, center, round } from './geometry.js'
 import { DEFAULT_SIZE } from './scene.js'
 
 export const DOC_INTERVAL = 250
+/** Drags of more objects than this reach the document on the drop only. */
+const LIVE_DOC_MAX = 20
 const PALETTE = ['#fff59d', '#ffcc80', '#ef9a9a', '#f48fb1', '#ce93d8', '#90caf9', '#80deea', '#a5d6a7', '#e0e0e0', '#ffffff', '#263238']
 // Icons are SVG paths on a 24 × 24 grid (no icon font: nothing to download, nothing missing).
 const TOOLS = [
@@ -459,8 +461,9 @@ export class Interaction {
       drag[id] = [g.pos[0], g.pos[1], g.size[0], g.size[1], g.rotation]
     }
     this.app.people.drag(drag)
+    // Many objects at once reach the document on the drop only: each is one operation.
     const now = performance.now()
-    if (now - d.last >= DOC_INTERVAL) {
+    if (d.items.size <= LIVE_DOC_MAX && now - d.last >= DOC_INTERVAL) {
       if (d.last) this.commit(d, false)
       d.last = now
     }
