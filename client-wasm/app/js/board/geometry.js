@@ -30,6 +30,11 @@ export function corners (g) {
 export function bounds (geoms) {
   let x0 = Infinity; let y0 = Infinity; let x1 = -Infinity; let y1 = -Infinity
   for (const g of geoms) {
+    if (!g.rotation) {
+      x0 = Math.min(x0, g.pos[0]); y0 = Math.min(y0, g.pos[1])
+      x1 = Math.max(x1, g.pos[0] + g.size[0]); y1 = Math.max(y1, g.pos[1] + g.size[1])
+      continue
+    }
     for (const [x, y] of corners(g)) {
       x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x); y1 = Math.max(y1, y)
     }
