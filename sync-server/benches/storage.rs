@@ -10,6 +10,10 @@
 //! across a board, about 49 bytes each; the run prints the average) to one board, as the
 //! server's group commit would; every commit is durable (SQLite WAL with `synchronous=FULL`;
 //! PostgreSQL `synchronous_commit=on`).
+//! Spread: the same appends, but each commit carries one update for each of 1, 10 or 100
+//! boards that already hold 300 rows each (many small boards, as a busy server's group commit
+//! sees them): what a commit costs per board it touches. Wall time and the process's CPU time
+//! (all threads, from /proc/self/stat) per commit.
 //! Cold load: a board with 100,000 logged updates is read by a freshly opened store and
 //! replayed into a `yrs::Doc`, before and after compaction.
 
@@ -30,6 +34,10 @@ const BATCH_SIZES: [usize; 3] = [1, 16, 256];
 const RUN_TIME: Duration = Duration::from_secs(4);
 const RUN_UPDATES: usize = 400_000;
 const LOAD_UPDATES: usize = 100_000;
+/// Boards per commit in the spread runs, each with this many rows before the run.
+const SPREAD_BOARDS: [usize; 3] = [1, 10, 100];
+const SPREAD_PREFILL: usize = 300;
+const SPREAD_COMMITS: usize = 2_000;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -66,13 +74,25 @@ async fn run() {
     }
 
     let mut load_rows = Vec::new();
+    let mut spread_rows = Vec::new();
     for (name, url, _) in &targets {
         let store = open(url, &StorageOptions::default()).await.unwrap();
         for batch in BATCH_SIZES {
             append_run(name, store.as_ref(), batch, &updates).await;
         }
+        for boards in SPREAD_BOARDS {
+            spread_rows.push(spread_run(name, store.as_ref(), boards, &updates).await);
+        }
         load_rows.push(cold_load(name, url, store.as_ref(), &updates[..LOAD_UPDATES]).await);
         store.close().await;
+    }
+    println!();
+    println!(
+        "| backend | boards per commit | commits | commit p50 | commit p99 | CPU per commit |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for row in spread_rows {
+        println!("{row}");
     }
     println!();
     println!(
@@ -117,6 +137,61 @@ async fn append_run(name: &str, store: &dyn Storage, batch: usize, updates: &[Ve
         ms(pct(0.50)),
         ms(pct(0.99)),
     );
+}
+
+/// Commits of one update to each of `boards` boards (each holding `SPREAD_PREFILL` rows).
+async fn spread_run(name: &str, store: &dyn Storage, boards: usize, updates: &[Vec<u8>]) -> String {
+    let ids: Vec<BoardId> = (0..boards)
+        .map(|i| BoardId::parse(&format!("spread-{boards}-{i:03}-board")).unwrap())
+        .collect();
+    for id in &ids {
+        store.create_board(id).await.unwrap();
+    }
+    let mut rows = updates.iter().cycle();
+    for _ in 0..SPREAD_PREFILL {
+        let items: Vec<NewUpdate<'_>> = ids
+            .iter()
+            .map(|id| NewUpdate {
+                board: id,
+                data: rows.next().unwrap(),
+            })
+            .collect();
+        store.append(&items).await.unwrap();
+    }
+    let mut latencies = Vec::with_capacity(SPREAD_COMMITS);
+    let cpu0 = process_cpu();
+    for _ in 0..SPREAD_COMMITS {
+        let items: Vec<NewUpdate<'_>> = ids
+            .iter()
+            .map(|id| NewUpdate {
+                board: id,
+                data: rows.next().unwrap(),
+            })
+            .collect();
+        let t = Instant::now();
+        store.append(&items).await.unwrap();
+        latencies.push(t.elapsed());
+    }
+    let cpu = process_cpu() - cpu0;
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    format!(
+        "| {name} | {boards} | {SPREAD_COMMITS} | {} | {} | {} |",
+        ms(pct(0.50)),
+        ms(pct(0.99)),
+        ms(cpu / SPREAD_COMMITS as u32),
+    )
+}
+
+/// CPU time of this process (user + system, all threads), from /proc/self/stat.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 async fn cold_load(name: &str, url: &str, store: &dyn Storage, updates: &[Vec<u8>]) -> String {
