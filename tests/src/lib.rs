@@ -14,7 +14,8 @@
 //! - [`faults`]: stores that fail, slow down or hold calls, each wrapping one part of the
 //!   `Storage` trait.
 //! - [`docs`]: documents as tests build and read them.
-//! - [`procfs`], [`report`]: the load generator's measurements and reports.
+//! - [`procfs`], [`report`]: the load generator's measurements and reports; [`stall`]: the
+//!   longest stall of a receiver.
 //!
 //! A test helper library: it fails the test (panics) on anything unexpected, by design.
 //!
@@ -32,6 +33,7 @@ pub mod node;
 pub mod procfs;
 pub mod report;
 pub mod server;
+pub mod stall;
 pub mod wire;
 
 use std::time::Duration;
