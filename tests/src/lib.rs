@@ -14,8 +14,8 @@
 //! - [`faults`]: stores that fail, slow down or hold calls, each wrapping one part of the
 //!   `Storage` trait.
 //! - [`docs`]: documents as tests build and read them.
-//! - [`procfs`], [`report`]: the load generator's measurements and reports; [`stall`]: the
-//!   longest stall of a receiver.
+//! - [`procfs`], [`report`], [`stall`]: the load generator's measurements (CPU and memory, the
+//!   longest stall of a receiver) and reports.
 //!
 //! A test helper library: it fails the test (panics) on anything unexpected, by design.
 //!
