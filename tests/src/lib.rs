@@ -14,8 +14,8 @@
 //! - [`faults`]: stores that fail, slow down or hold calls, each wrapping one part of the
 //!   `Storage` trait.
 //! - [`docs`]: documents as tests build and read them.
-//! - [`procfs`], [`report`], [`stall`]: the load generator's measurements (CPU and memory, the
-//!   longest stall of a receiver) and reports.
+//! - [`procfs`], [`report`], [`stall`], [`fsync`]: the load generator's measurements (CPU and
+//!   memory, the longest stall of a receiver, the disk's bare fsync) and reports.
 //!
 //! A test helper library: it fails the test (panics) on anything unexpected, by design.
 //!
@@ -27,6 +27,7 @@ pub mod client;
 pub mod docs;
 pub mod faults;
 pub mod fixture;
+pub mod fsync;
 pub mod http;
 pub mod llm;
 pub mod node;

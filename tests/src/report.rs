@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fsync::{self, FsyncResult};
+
 /// One scenario against one server.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ScenarioResult {
@@ -96,6 +98,26 @@ pub struct IncompleteReceiver {
     pub longest_stall_us: u64,
 }
 
+/// One line of a results file: a scenario's result or a bare-fsync measurement.
+#[derive(Debug, Clone)]
+pub enum Line {
+    /// A fan-out or idle scenario against one server.
+    Scenario(Box<ScenarioResult>),
+    /// The disk's bare fsync cost.
+    Fsync(FsyncResult),
+}
+
+/// Parses one JSON line: a line whose `kind` is `fsync` is a measurement of the disk, any
+/// other (the scenarios' lines carry no `kind`) a scenario's result.
+pub fn parse_line(line: &str) -> serde_json::Result<Line> {
+    let value: serde_json::Value = serde_json::from_str(line)?;
+    if value.get("kind").and_then(serde_json::Value::as_str) == Some(fsync::KIND) {
+        Ok(Line::Fsync(serde_json::from_value(value)?))
+    } else {
+        Ok(Line::Scenario(Box::new(serde_json::from_value(value)?)))
+    }
+}
+
 /// Server label of ours speaking the Hocuspocus dialect (`/v1/hocuspocus`).
 const OURS_HOCUSPOCUS: &str = "ours-hocuspocus";
 /// Server label of the Hocuspocus server itself (`@hocuspocus/server`).
@@ -120,11 +142,13 @@ fn opt_f(v: Option<f64>) -> Option<String> {
 /// Server label of ours over y-websocket.
 const OURS: &str = "ours";
 
-/// Markdown: a full table per (server, scenario) (the run with the median p99), the receivers incomplete after a drain, a comparison table
+/// Markdown: the disk's bare fsync cost (when measured), a full table per (server, scenario)
+/// (the run with the median p99), the receivers incomplete after a drain, a comparison table
 /// (ours ÷ reference, ours ÷ relay), the Hocuspocus dialect's table (ours over it ÷ ours over y-websocket, and the Hocuspocus server) when it
 /// ran, and the idle-memory table.
-pub fn markdown(results: &[ScenarioResult]) -> String {
+pub fn markdown(results: &[ScenarioResult], fsync: &[FsyncResult]) -> String {
     let mut out = String::new();
+    fsync_table(&mut out, fsync);
     let (fanout, all_p99) = median_runs(results);
     runs_table(&mut out, &fanout, &all_p99);
     incomplete_list(&mut out, results);
@@ -133,6 +157,25 @@ pub fn markdown(results: &[ScenarioResult]) -> String {
     dialect_table(&mut out, &scenarios);
     idle_table(&mut out, results);
     out
+}
+
+fn fsync_table(out: &mut String, fsync: &[FsyncResult]) {
+    for f in fsync {
+        let _ = writeln!(
+            out,
+            "Bare fsync in `{}` ({} × {} bytes per method):\n\n\
+             | method | median ms | p99 ms | max ms | mean ms |\n|---|---:|---:|---:|---:|",
+            f.dir, f.iterations, f.block_bytes
+        );
+        for m in &f.methods {
+            let _ = writeln!(
+                out,
+                "| {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                m.method, m.p50_ms, m.p99_ms, m.max_ms, m.mean_ms
+            );
+        }
+        out.push('\n');
+    }
 }
 
 /// The fan-out results, one per (server, scenario) in order of first appearance: of repeated
@@ -396,14 +439,17 @@ mod tests {
     }
 
     #[test]
-    fn lines_written_before_stalls_were_measured_parse() {
+    fn fsync_lines_and_old_scenario_lines_parse() {
+        let f = r#"{"kind":"fsync","dir":"/tmp","block_bytes":4096,"iterations":2,"methods":[{"method":"append + fsync","p50_ms":0.3,"p99_ms":0.5,"max_ms":0.6,"mean_ms":0.35}]}"#;
+        assert!(matches!(parse_line(f), Ok(Line::Fsync(r)) if r.methods.len() == 1));
+        // A line written before stalls were measured: the new fields default.
         let mut old = serde_json::to_value(run("ours", "a2", 1000, 1.0)).unwrap();
         let obj = old.as_object_mut().unwrap();
         for field in ["longest_stall_us", "drain_ms", "incomplete"] {
             obj.remove(field);
         }
-        let r: ScenarioResult = serde_json::from_value(old).unwrap();
-        assert!(r.incomplete.is_empty());
+        let line = serde_json::to_string(&old).unwrap();
+        assert!(matches!(parse_line(&line), Ok(Line::Scenario(r)) if r.incomplete.is_empty()));
     }
 
     #[test]
@@ -414,7 +460,7 @@ mod tests {
             lacked: 12,
             longest_stall_us: 1_500_000,
         });
-        let md = markdown(&[relay]);
+        let md = markdown(&[relay], &[]);
         assert!(
             md.contains("bench-a200-1-0/client-7 lacked 12 (longest stall 1500.00 ms)"),
             "{md}"

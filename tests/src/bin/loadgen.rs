@@ -26,8 +26,9 @@
 //! time it went without receiving anything while owed an update; the run reports the longest
 //! over receivers, so one stalled receiver cannot hide behind a good p99.
 //!
-//! Subcommands: `run` (a fan-out scenario), `idle` (memory per idle connection), `table`
-//! (markdown tables from the JSON lines written with `--json-out`).
+//! Subcommands: `run` (a fan-out scenario), `idle` (memory per idle connection), `fsync` (the
+//! disk's bare fsync cost in a directory), `table` (markdown tables from the JSON lines written
+//! with `--json-out`).
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -39,10 +40,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
-use harness::procfs;
 use harness::report::{self, IncompleteReceiver, ScenarioResult};
 use harness::stall::Receiver;
 use harness::wire::{self, Frame, hocuspocus};
+use harness::{fsync, procfs};
 use hdrhistogram::Histogram;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
@@ -64,6 +65,8 @@ enum Cmd {
     Run(RunArgs),
     /// Idle memory: many synced, silent connections spread over boards.
     Idle(IdleArgs),
+    /// The disk's bare fsync cost: 4 KiB writes made durable, in a directory.
+    Fsync(FsyncArgs),
     /// Print markdown tables from JSON-lines result files.
     Table(TableArgs),
 }
@@ -155,6 +158,19 @@ struct IdleArgs {
     /// Pause before each RSS reading (seconds).
     #[arg(long, default_value_t = 2.0)]
     settle: f64,
+}
+
+#[derive(Debug, clap::Args)]
+struct FsyncArgs {
+    /// Directory of the probe files: where the benchmark's databases live.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Writes per method.
+    #[arg(long, default_value_t = 500)]
+    iterations: usize,
+    /// Append the result as one JSON line (`"kind": "fsync"`) to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -1103,16 +1119,42 @@ fn append_line(path: &std::path::Path, line: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn fsync_probe(args: &FsyncArgs) -> anyhow::Result<()> {
+    let r = fsync::measure(&args.dir, args.iterations)
+        .with_context(|| format!("fsync probe in {}", args.dir.display()))?;
+    for m in &r.methods {
+        eprintln!(
+            "[fsync {}] {}: median {:.3} ms, p99 {:.3} ms, max {:.3} ms ({} × {} bytes)",
+            r.dir, m.method, m.p50_ms, m.p99_ms, m.max_ms, r.iterations, r.block_bytes
+        );
+    }
+    let line = serde_json::to_string(&r)?;
+    println!("{line}");
+    if let Some(path) = &args.json_out {
+        append_line(path, &line)?;
+    }
+    Ok(())
+}
+
 fn table(args: &TableArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
+    let mut fsyncs = Vec::new();
     for path in &args.files {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            results.push(serde_json::from_str::<ScenarioResult>(line)?);
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let parsed = report::parse_line(line)
+                .with_context(|| format!("{}:{}: not a result line", path.display(), n + 1))?;
+            match parsed {
+                report::Line::Scenario(r) => results.push(*r),
+                report::Line::Fsync(f) => fsyncs.push(f),
+            }
         }
     }
-    print!("{}", report::markdown(&results));
+    print!("{}", report::markdown(&results, &fsyncs));
     Ok(())
 }
 
@@ -1124,6 +1166,10 @@ fn main() -> anyhow::Result<()> {
     let ok = match cli.cmd {
         Cmd::Table(args) => {
             table(&args)?;
+            true
+        }
+        Cmd::Fsync(args) => {
+            fsync_probe(&args)?;
             true
         }
         Cmd::Run(args) => {
