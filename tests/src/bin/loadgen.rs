@@ -608,6 +608,21 @@ fn board_prefix(c: &Common) -> String {
         .unwrap_or_else(|| format!("bench-{}-{}", c.scenario, std::process::id()))
 }
 
+/// `n` docs with distinct random 32-bit client ids, as Yjs draws them (`random.uint32()`):
+/// yrs would draw 53-bit ids, which servers built on older yrs (y-sweet 0.9.1: yrs 0.19 reads a
+/// client id as a `u32`) truncate, so their updates would come back under another id. Also,
+/// updates are then as large as a browser's.
+fn yjs_docs(n: usize) -> Vec<Doc> {
+    let mut ids = std::collections::HashSet::with_capacity(n);
+    while ids.len() < n {
+        // The low 32 bits of a v4 UUID are random.
+        ids.insert(uuid::Uuid::new_v4().as_u128() as u32);
+    }
+    ids.into_iter()
+        .map(|id| Doc::with_client_id(u64::from(id)))
+        .collect()
+}
+
 #[derive(Debug)]
 struct Fleet {
     boards: Vec<Arc<BoardShared>>,
@@ -654,7 +669,7 @@ impl Fleet {
         let mut shared = Vec::with_capacity(boards);
         let mut docs = Vec::with_capacity(boards);
         for b in 0..boards {
-            let board_docs: Vec<Doc> = (0..clients).map(|_| Doc::new()).collect();
+            let board_docs = yjs_docs(clients);
             let senders = board_docs
                 .iter()
                 .take(draggers)
