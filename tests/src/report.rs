@@ -139,12 +139,13 @@ fn opt_f(v: Option<f64>) -> Option<String> {
     v.map(|x| format!("{x:.2}"))
 }
 
-/// Server label of ours over y-websocket.
+/// Server label of ours over y-websocket: the one compared with every other server.
 const OURS: &str = "ours";
 
 /// Markdown: the disk's bare fsync cost (when measured), a full table per (server, scenario)
-/// (the run with the median p99), the receivers incomplete after a drain, a comparison table
-/// (ours ÷ reference, ours ÷ relay), the Hocuspocus dialect's table (ours over it ÷ ours over y-websocket, and the Hocuspocus server) when it
+/// (the run with the median p99), the receivers incomplete after a drain, ours against each
+/// other server per scenario (p99 and CPU per 1,000 deliveries, ours ÷ peer), the Hocuspocus
+/// dialect's table (ours over it ÷ ours over y-websocket, and the Hocuspocus server) when it
 /// ran, and the idle-memory table.
 pub fn markdown(results: &[ScenarioResult], fsync: &[FsyncResult]) -> String {
     let mut out = String::new();
@@ -153,7 +154,7 @@ pub fn markdown(results: &[ScenarioResult], fsync: &[FsyncResult]) -> String {
     runs_table(&mut out, &fanout, &all_p99);
     incomplete_list(&mut out, results);
     let scenarios = by_scenario(&fanout);
-    comparison_table(&mut out, &scenarios);
+    peers_table(&mut out, &scenarios);
     dialect_table(&mut out, &scenarios);
     idle_table(&mut out, results);
     out
@@ -333,33 +334,37 @@ fn rat(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-/// Ours against the reference server and the relay, per scenario.
-fn comparison_table(out: &mut String, scenarios: &ByScenario<'_>) {
-    if scenarios.is_empty() {
+/// Ours against every other server of the same scenario: below 1 means ours is lower (better).
+fn peers_table(out: &mut String, scenarios: &ByScenario<'_>) {
+    let mut rows = String::new();
+    for (scenario, servers) in scenarios {
+        let Some(ours) = find(servers, OURS) else {
+            continue;
+        };
+        for (peer, r) in servers.iter().filter(|(s, _)| s != OURS) {
+            let _ = writeln!(
+                rows,
+                "| {scenario} | {peer} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} |",
+                ms(ours.p99_us),
+                ms(r.p99_us),
+                ratio(ours.p99_us as f64, r.p99_us as f64),
+                ours.cpu_ms_per_1k,
+                r.cpu_ms_per_1k,
+                ratio(ours.cpu_ms_per_1k, r.cpu_ms_per_1k),
+                ms(ours.longest_stall_us),
+                ms(r.longest_stall_us),
+            );
+        }
+    }
+    if rows.is_empty() {
         return;
     }
     out.push_str(
-        "| scenario | p99 relay | p99 reference | p99 ours | ours ÷ ref | ours ÷ relay | CPU/1k relay | CPU/1k reference | CPU/1k ours | ours ÷ ref | ours ÷ relay |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "Ours against each peer (÷: ours ÷ peer, below 1 is better for ours):\n\n\
+         | scenario | peer | p99 ours ms | p99 peer ms | p99 ÷ | CPU/1k ours | CPU/1k peer | CPU/1k ÷ | longest stall ours ms | longest stall peer ms |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for (scenario, servers) in scenarios {
-        let p99 = |s: &str| find(servers, s).map(|r| r.p99_us as f64);
-        let cpu = |s: &str| find(servers, s).map(|r| r.cpu_ms_per_1k);
-        let _ = writeln!(
-            out,
-            "| {scenario} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            cell_ms(p99("relay")),
-            cell_ms(p99("reference")),
-            cell_ms(p99(OURS)),
-            rat(p99(OURS), p99("reference")),
-            rat(p99(OURS), p99("relay")),
-            cell(cpu("relay")),
-            cell(cpu("reference")),
-            cell(cpu(OURS)),
-            rat(cpu(OURS), cpu("reference")),
-            rat(cpu(OURS), cpu("relay")),
-        );
-    }
+    out.push_str(&rows);
     out.push('\n');
 }
 
@@ -453,14 +458,27 @@ mod tests {
     }
 
     #[test]
-    fn incomplete_receivers_are_named() {
-        let mut relay = run("relay", "a200", 4000, 10.0);
-        relay.incomplete.push(IncompleteReceiver {
+    fn ours_is_compared_with_each_peer_and_incomplete_receivers_are_named() {
+        let mut ysweet = run("ysweet", "a200", 4000, 10.0);
+        ysweet.incomplete.push(IncompleteReceiver {
             receiver: "bench-a200-1-0/client-7".to_string(),
             lacked: 12,
             longest_stall_us: 1_500_000,
         });
-        let md = markdown(&[relay], &[]);
+        let results = [
+            run("relay", "a200", 2000, 8.0),
+            run("ours", "a200", 5000, 12.0),
+            ysweet,
+        ];
+        let md = markdown(&results, &[]);
+        assert!(
+            md.contains("| a200 | relay | 5.00 | 2.00 | 2.50 | 12.00 | 8.00 | 1.50 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| a200 | ysweet | 5.00 | 4.00 | 1.25 | 12.00 | 10.00 | 1.20 |"),
+            "{md}"
+        );
         assert!(
             md.contains("bench-a200-1-0/client-7 lacked 12 (longest stall 1500.00 ms)"),
             "{md}"

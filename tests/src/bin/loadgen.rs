@@ -26,6 +26,9 @@
 //! time it went without receiving anything while owed an update; the run reports the longest
 //! over receivers, so one stalled receiver cannot hide behind a good p99.
 //!
+//! With `--doc-api y-sweet`, boards are y-sweet documents: created and authorized through
+//! y-sweet's HTTP API, then joined at the WebSocket URL it returns (see [`ysweet`]).
+//!
 //! Subcommands: `run` (a fan-out scenario), `idle` (memory per idle connection), `fsync` (the
 //! disk's bare fsync cost in a directory), `table` (markdown tables from the JSON lines written
 //! with `--json-out`).
@@ -73,9 +76,13 @@ enum Cmd {
 
 #[derive(Debug, clap::Args)]
 struct Common {
-    /// WebSocket URL prefix; the board name is appended as a path segment.
+    /// WebSocket URL prefix; the board name is appended as a path segment. With
+    /// `--doc-api y-sweet`: the server's HTTP address (`http://host:port`).
     #[arg(long, env = "LOADGEN_URL_BASE")]
     url_base: String,
+    /// How a board's WebSocket URL is found.
+    #[arg(long, value_enum, default_value_t = DocApi::Path)]
+    doc_api: DocApi,
     /// Label of the server under test (`relay`, `reference`, `ours`).
     #[arg(long, default_value = "server")]
     server: String,
@@ -111,6 +118,16 @@ enum Dialect {
     YWebsocket,
     /// `@hocuspocus/provider`: the board's name in front of every frame, after an Auth message.
     Hocuspocus,
+}
+
+/// How a board's WebSocket URL is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DocApi {
+    /// `<url-base>/<board>` (y-websocket servers); the Hocuspocus dialect connects to
+    /// `<url-base>` itself.
+    Path,
+    /// y-sweet's document API, as `@y-sweet/client` uses it (see [`ysweet`]).
+    YSweet,
 }
 
 #[derive(Debug, clap::Args)]
@@ -652,13 +669,25 @@ struct Closed {
     receivers: Vec<(String, Arc<BoardShared>, Receiver)>,
 }
 
+/// The WebSocket URL of board `name` on the server at `base`.
+async fn board_url(common: &Common, base: &str, name: &str) -> anyhow::Result<String> {
+    match (common.doc_api, common.dialect) {
+        (DocApi::Path, Dialect::YWebsocket) => Ok(format!("{base}/{name}")),
+        (DocApi::Path, Dialect::Hocuspocus) => Ok(base.to_owned()),
+        (DocApi::YSweet, Dialect::YWebsocket) => ysweet::board_url(base, name).await,
+        (DocApi::YSweet, Dialect::Hocuspocus) => {
+            bail!("y-sweet speaks y-websocket's framing, not the Hocuspocus dialect")
+        }
+    }
+}
+
 impl Fleet {
-    fn new(
+    async fn new(
         common: &Common,
         boards: usize,
         clients: usize,
         draggers: usize,
-    ) -> (Self, Vec<Vec<Doc>>) {
+    ) -> anyhow::Result<(Self, Vec<Vec<Doc>>)> {
         let prefix = board_prefix(common);
         let base = common.url_base.trim_end_matches('/');
         let sender_base = common
@@ -677,13 +706,15 @@ impl Fleet {
                 .map(|(slot, d)| (d.client_id().get(), slot))
                 .collect();
             let name = format!("{prefix}-{b}");
-            let url_of = |base: &str| match common.dialect {
-                Dialect::YWebsocket => format!("{base}/{name}"),
-                Dialect::Hocuspocus => base.to_owned(),
+            let url = board_url(common, base, &name).await?;
+            let sender_url = if sender_base == base {
+                url.clone()
+            } else {
+                board_url(common, sender_base, &name).await?
             };
             shared.push(Arc::new(BoardShared {
-                url: url_of(base),
-                sender_url: url_of(sender_base),
+                url,
+                sender_url,
                 name,
                 dialect: common.dialect,
                 clients,
@@ -701,7 +732,7 @@ impl Fleet {
             tasks: Vec::new(),
             permits: Arc::new(Semaphore::new(common.connect_concurrency.max(1))),
         };
-        (fleet, docs)
+        Ok((fleet, docs))
     }
 
     fn spawn(&mut self, board: usize, doc: Doc, slot: Option<usize>, stagger: f64, rate: f64) {
@@ -870,7 +901,7 @@ async fn run(args: &RunArgs) -> anyhow::Result<ScenarioResult> {
     anyhow::ensure!(args.rate > 0.0, "rate must be positive");
     let clk = procfs::clk_tck();
     let rss_before = server_rss(&c.server_pid);
-    let (mut fleet, docs) = Fleet::new(c, args.boards, args.clients, args.draggers);
+    let (mut fleet, docs) = Fleet::new(c, args.boards, args.clients, args.draggers).await?;
     let total_draggers = (args.boards * args.draggers).max(1);
     for (b, board_docs) in docs.into_iter().enumerate() {
         for (i, doc) in board_docs.into_iter().enumerate() {
@@ -994,7 +1025,7 @@ async fn idle(args: &IdleArgs) -> anyhow::Result<ScenarioResult> {
     anyhow::ensure!(args.boards >= 1 && args.connections >= args.boards);
     let settle = Duration::from_secs_f64(args.settle);
     let per_board = args.connections.div_ceil(args.boards);
-    let (mut fleet, docs) = Fleet::new(c, args.boards, per_board, 0);
+    let (mut fleet, docs) = Fleet::new(c, args.boards, per_board, 0).await?;
     let rss0 = server_rss(&c.server_pid);
     // Connection i goes to board i % boards: first one per board, then the rest.
     let mut docs: Vec<std::vec::IntoIter<Doc>> = docs.into_iter().map(Vec::into_iter).collect();
@@ -1200,4 +1231,94 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// y-sweet's document API (0.9.1), used as `@y-sweet/client` uses it: `POST /doc/new` with
+/// `{"docId": board}` creates the document (or finds it), `POST /doc/<board>/auth` answers a
+/// client token `{url, docId, token?}`, and the client's y-websocket provider connects to
+/// `<url>/<docId>` (so the document's name is twice in the path: `/d/<doc>/ws/<doc>`), with
+/// `?token=` when the server has an auth key. Run without one (as in the benchmark), it gives
+/// no token and every client has full access. The frames are y-websocket's.
+mod ysweet {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use anyhow::{Context, bail};
+    use serde::Deserialize;
+
+    /// y-sweet's answer to `POST /doc/<id>/auth`.
+    #[derive(Debug, Deserialize)]
+    struct ClientToken {
+        url: String,
+        #[serde(rename = "docId")]
+        doc_id: String,
+        token: Option<String>,
+    }
+
+    /// How long one HTTP exchange may take.
+    const WITHIN: Duration = Duration::from_secs(10);
+
+    /// Creates board `board` on the y-sweet server at `base` (`http://host:port`) and returns
+    /// the WebSocket URL its clients connect to.
+    pub(super) async fn board_url(base: &str, board: &str) -> anyhow::Result<String> {
+        // y-sweet's alphabet for document names; it also keeps the request line well-formed.
+        if board.is_empty()
+            || !board
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!("y-sweet document names are [A-Za-z0-9_-]+, not {board:?}");
+        }
+        let addr = resolve(base).await?;
+        let create = serde_json::json!({ "docId": board }).to_string();
+        post_json(addr, "/doc/new", &create).await?;
+        let auth = serde_json::json!({ "authorization": "full" }).to_string();
+        let body = post_json(addr, &format!("/doc/{board}/auth"), &auth).await?;
+        let token: ClientToken =
+            serde_json::from_slice(&body).context("y-sweet's client token is not as expected")?;
+        let mut url = format!("{}/{}", token.url.trim_end_matches('/'), token.doc_id);
+        if let Some(t) = token.token {
+            url.push_str("?token=");
+            url.push_str(&query_escape(&t));
+        }
+        Ok(url)
+    }
+
+    async fn resolve(base: &str) -> anyhow::Result<SocketAddr> {
+        let rest = ["http://", "ws://"]
+            .iter()
+            .find_map(|scheme| base.strip_prefix(scheme))
+            .with_context(|| format!("y-sweet's address must be http://host:port, not {base}"))?;
+        let authority = rest.split('/').next().unwrap_or(rest);
+        tokio::net::lookup_host(authority)
+            .await
+            .with_context(|| format!("cannot resolve {authority}"))?
+            .next()
+            .with_context(|| format!("{authority} resolves to no address"))
+    }
+
+    async fn post_json(addr: SocketAddr, path: &str, body: &str) -> anyhow::Result<Vec<u8>> {
+        let headers = [("Content-Type", "application/json")];
+        let r =
+            harness::try_http_request(addr, None, "POST", path, &headers, body.as_bytes(), WITHIN)
+                .await
+                .map_err(|e| anyhow::anyhow!("POST {path}: {e}"))?;
+        if r.status != 200 {
+            bail!("POST {path}: HTTP {}: {}", r.status, r.text());
+        }
+        Ok(r.body)
+    }
+
+    /// Percent-encodes all but the URL's unreserved characters.
+    fn query_escape(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
 }
