@@ -99,11 +99,10 @@ fi
 
 mkdir -p "$DB_DIR"
 if ((FSYNC_ITERATIONS > 0)); then
+  # Its probe files are temporary files of its own in $DB_DIR, removed when it ends.
   echo "== bare fsync in $DB_DIR" >&2
-  probe_dir=$(mktemp -d -p "$DB_DIR")
-  taskset -c "$SERVER_CORE" "$LOADGEN" fsync --dir "$probe_dir" --iterations "$FSYNC_ITERATIONS" \
+  taskset -c "$SERVER_CORE" "$LOADGEN" fsync --dir "$DB_DIR" --iterations "$FSYNC_ITERATIONS" \
     --json-out "$RESULTS" >/dev/null || echo "!! the fsync probe failed" >&2
-  rm -rf "$probe_dir"
 fi
 
 SERVER_PID=
