@@ -3,15 +3,22 @@
 # (@y/websocket-server, in memory) and ours (sync-server, SQLite, durable), same scenarios; and
 # the Hocuspocus dialect: ours at /v1/hocuspocus (ours-hocuspocus) and the Hocuspocus server
 # itself (@hocuspocus/server 4.x, in memory: hocuspocus), driven by the same load generator
-# speaking @hocuspocus/provider's framing.
+# speaking @hocuspocus/provider's framing; and y-sweet 0.9.1 (in memory: ysweet), its boards
+# created and joined through its document API as @y-sweet/client does (loadgen --doc-api y-sweet).
+#
+# First it measures the disk's bare fsync where the databases live (loadgen fsync: 4 KiB writes
+# made durable three ways, median and p99): the floor a durable commit adds to a fan-out.
 #
 # Each scenario gets a freshly started server pinned to core 0; the load generator runs pinned to
 # core 1. Runs are ordered scenario by scenario, alternating servers, so that background load on
-# the machine hits all servers alike; each result records the CPU other processes used meanwhile. Results go to $OUT/results.jsonl (one JSON line per scenario and server) and a markdown
-# summary to $OUT/results.md (also printed).
+# the machine hits all servers alike; each result records the CPU other processes used meanwhile.
+# Results go to $OUT/results.jsonl (one JSON line per scenario and server, and one with
+# "kind": "fsync") and a markdown summary to $OUT/results.md (also printed): the fsync floor,
+# each run (p99 beside the longest stall a receiver saw), receivers incomplete after the drain,
+# and ours against each peer (p99 and CPU per 1,000 deliveries, ours ÷ peer).
 #
 # Environment:
-#   SERVERS="relay reference ours ours-hocuspocus hocuspocus"
+#   SERVERS="relay reference ours ours-hocuspocus hocuspocus ysweet"
 #                                    servers to run, in order
 #   SCENARIOS="a2 a10 a50 a200 b20 b100 b400 c d"
 #   DURATION=5                       measured seconds per fan-out scenario (plus 1 s warm-up)
@@ -23,13 +30,18 @@
 #   OURS_ARGS=""                     extra flags for ours, e.g. "--commit-interval-us 0"
 #   OURS_BASE=/path/to/sync-server   another build of ours, run as server "base" (add "base" to
 #                                    SERVERS) with the same flags: before and after, in one run
+#   BENCH_TOOLS=target/bench-tools   where y-sweet is installed (cargo install --root), when missing
+#   DB_DIR=${TMPDIR:-/tmp}           where ours' databases (a fresh directory per run) and the
+#                                    fsync probe's files go
+#   FSYNC_ITERATIONS=500             writes per method of the fsync probe (0: skip the probe)
 #
-# Exit status: non-zero if any scenario lost deliveries, saw disconnects or failed to run.
+# Exit status: non-zero if any scenario lost deliveries (a receiver incomplete after the drain),
+# saw disconnects or failed to run.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-SERVERS=${SERVERS:-"relay reference ours ours-hocuspocus hocuspocus"}
+SERVERS=${SERVERS:-"relay reference ours ours-hocuspocus hocuspocus ysweet"}
 SCENARIOS=${SCENARIOS:-"a2 a10 a50 a200 b20 b100 b400 c d"}
 DURATION=${DURATION:-5}
 REPEAT=${REPEAT:-3}
@@ -39,6 +51,12 @@ SERVER_CORE=${SERVER_CORE:-0}
 LOADGEN_CORE=${LOADGEN_CORE:-1}
 NODE_SERVER=$ROOT/tests/js/node_modules/@y/websocket-server/src/server.js
 HOCUSPOCUS_SERVER=$ROOT/tests/js/bench/hocuspocus-server.mjs
+BENCH_TOOLS=${BENCH_TOOLS:-$ROOT/target/bench-tools}
+DB_DIR=${DB_DIR:-${TMPDIR:-/tmp}}
+FSYNC_ITERATIONS=${FSYNC_ITERATIONS:-500}
+# Pinned: the version the goals of issue 19 are stated against.
+YSWEET_VERSION=0.9.1
+YSWEET=$BENCH_TOOLS/bin/y-sweet
 
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
@@ -59,6 +77,32 @@ if [[ " $SERVERS " == *" ours "* || " $SERVERS " == *" ours-hocuspocus "* ]]; th
     echo "!! sync-server does not build: skipping ours" >&2
     OURS_OK=0
   fi
+fi
+
+# y-sweet from crates.io, built once into $BENCH_TOOLS (about 7 minutes on 2 cores). `--locked`
+# is required: it builds y-sweet's own Cargo.lock. Without it cargo resolves afresh (axum 0.7.9,
+# tower 0.5), nothing enables tokio's "io-std" feature any more (tower 0.4's "make" used to), and
+# y-sweet's main.rs fails on `tokio::io::stdin` ("cannot find function `stdin` in module
+# `tokio::io`"): the tokio feature issue 19 mentions.
+install_ysweet() {
+  if [[ -x $YSWEET && "$("$YSWEET" version 2>/dev/null)" == "$YSWEET_VERSION" ]]; then
+    return 0
+  fi
+  echo "== installing y-sweet $YSWEET_VERSION into $BENCH_TOOLS (once; several minutes)" >&2
+  cargo install y-sweet --version "$YSWEET_VERSION" --locked --root "$BENCH_TOOLS"
+}
+YSWEET_OK=1
+if [[ " $SERVERS " == *" ysweet "* ]] && ! install_ysweet; then
+  echo "!! y-sweet $YSWEET_VERSION did not install: skipping ysweet" >&2
+  YSWEET_OK=0
+fi
+
+mkdir -p "$DB_DIR"
+if ((FSYNC_ITERATIONS > 0)); then
+  # Its probe files are temporary files of its own in $DB_DIR, removed when it ends.
+  echo "== bare fsync in $DB_DIR" >&2
+  taskset -c "$SERVER_CORE" "$LOADGEN" fsync --dir "$DB_DIR" --iterations "$FSYNC_ITERATIONS" \
+    --json-out "$RESULTS" >/dev/null || echo "!! the fsync probe failed" >&2
 fi
 
 SERVER_PID=
@@ -109,6 +153,18 @@ start_server() {
     port=${line##*:}
     URL_BASE=ws://127.0.0.1:$port
     ;;
+  ysweet)
+    [[ $YSWEET_OK == 1 ]] || return 1
+    # No store argument: documents live in memory only ("No store set" in its log). No --auth:
+    # open, like the others. It logs "Listening on ws://ADDR" with the port it bound.
+    taskset -c "$SERVER_CORE" "$YSWEET" serve --host 127.0.0.1 --port 0 >"$log" 2>&1 &
+    SERVER_PID=$!
+    line=$(wait_for "$log" 'Listening on ws://') || return 1
+    line=$(grep -Eo 'ws://[0-9.]+:[0-9]+' <<<"$line") || return 1
+    port=${line##*:}
+    # Its HTTP address: the load generator creates each board there and asks for its URL.
+    URL_BASE=http://127.0.0.1:$port
+    ;;
   ours | ours-hocuspocus | base)
     local bin=$OURS
     if [[ $name == base ]]; then
@@ -117,7 +173,7 @@ start_server() {
     else
       [[ $OURS_OK == 1 && -x $OURS ]] || return 1
     fi
-    TMPDIR_OURS=$(mktemp -d)
+    TMPDIR_OURS=$(mktemp -d -p "$DB_DIR")
     # Every load generator connection comes from 127.0.0.1 and drags faster than a person:
     # lift the per-address and per-connection limits the benchmark would otherwise trip.
     taskset -c "$SERVER_CORE" "$bin" serve --bind 127.0.0.1 --port 0 \
@@ -174,11 +230,12 @@ run_one() {
     stop_server
     return
   fi
-  local dialect=y-websocket
+  local dialect=y-websocket doc_api=path
   if [[ $server == ours-hocuspocus || $server == hocuspocus ]]; then dialect=hocuspocus; fi
+  if [[ $server == ysweet ]]; then doc_api=y-sweet; fi
   # shellcheck disable=SC2086
   if ! taskset -c "$LOADGEN_CORE" "$LOADGEN" $args --url-base "$URL_BASE" --server "$server" \
-    --server-pid "$SERVER_PID" --scenario "$scenario" --dialect "$dialect" \
+    --server-pid "$SERVER_PID" --scenario "$scenario" --dialect "$dialect" --doc-api "$doc_api" \
     --json-out "$RESULTS" >/dev/null; then
     FAILED+=("$server/$scenario")
   fi
@@ -205,10 +262,13 @@ done
 {
   echo "Machine: $(nproc) cores, $(lscpu | grep 'Model name' | sed 's/Model name: *//'), $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "Command: SERVERS=\"$SERVERS\" SCENARIOS=\"$SCENARIOS\" DURATION=$DURATION REPEAT=$REPEAT IDLE_CONNECTIONS=$IDLE_CONNECTIONS scripts/bench-fanout.sh"
+  if [[ " $SERVERS " == *" ysweet "* ]]; then
+    echo "y-sweet: $("$YSWEET" version 2>/dev/null || echo "not installed") (in memory, no auth)"
+  fi
   echo
   "$LOADGEN" table "$RESULTS"
   if ((${#SKIPPED[@]})); then echo "Skipped (server did not start or build): ${SKIPPED[*]}"; fi
-  if ((${#FAILED[@]})); then echo "**FAILED (missing deliveries, disconnects or errors): ${FAILED[*]}**"; fi
+  if ((${#FAILED[@]})); then echo "**FAILED (missing deliveries, incomplete receivers, disconnects or errors): ${FAILED[*]}**"; fi
 } | tee "$OUT/results.md"
 
 ((${#FAILED[@]} == 0))

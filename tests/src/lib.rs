@@ -14,7 +14,8 @@
 //! - [`faults`]: stores that fail, slow down or hold calls, each wrapping one part of the
 //!   `Storage` trait.
 //! - [`docs`]: documents as tests build and read them.
-//! - [`procfs`], [`report`]: the load generator's measurements and reports.
+//! - [`procfs`], [`report`], [`stall`], [`fsync`]: the load generator's measurements (CPU and
+//!   memory, the longest stall of a receiver, the disk's bare fsync) and reports.
 //!
 //! A test helper library: it fails the test (panics) on anything unexpected, by design.
 //!
@@ -26,12 +27,14 @@ pub mod client;
 pub mod docs;
 pub mod faults;
 pub mod fixture;
+pub mod fsync;
 pub mod http;
 pub mod llm;
 pub mod node;
 pub mod procfs;
 pub mod report;
 pub mod server;
+pub mod stall;
 pub mod wire;
 
 use std::time::Duration;

@@ -16,24 +16,37 @@
 //! that merge updates). Receivers decode but do not apply updates (less load-generator CPU).
 //!
 //! Deliveries are counted per receiver: expected = updates sent by the other clients of the board
-//! × receivers. Missing deliveries or disconnects make the run fail (exit code 1), loudly.
+//! × receivers. After the measured window the senders stop and the load generator drains: it
+//! waits for the outstanding deliveries as long as they keep coming (giving up after
+//! `--drain-timeout` without any, or `--drain-max` in all), so a slow pipeline is not reported
+//! as a lost one. Missing deliveries, a receiver incomplete after the drain (each is named, with
+//! what it lacked) or disconnects make the run fail (exit code 1), loudly.
 //!
-//! Subcommands: `run` (a fan-out scenario), `idle` (memory per idle connection), `table`
-//! (markdown tables from the JSON lines written with `--json-out`).
+//! Besides latency, each receiver measures its longest stall (`harness::stall`): the longest
+//! time it went without receiving anything while owed an update; the run reports the longest
+//! over receivers, so one stalled receiver cannot hide behind a good p99.
+//!
+//! With `--doc-api y-sweet`, boards are y-sweet documents: created and authorized through
+//! y-sweet's HTTP API, then joined at the WebSocket URL it returns (see [`ysweet`]).
+//!
+//! Subcommands: `run` (a fan-out scenario), `idle` (memory per idle connection), `fsync` (the
+//! disk's bare fsync cost in a directory), `table` (markdown tables from the JSON lines written
+//! with `--json-out`).
 
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
-use harness::procfs;
-use harness::report::{self, ScenarioResult};
+use harness::report::{self, IncompleteReceiver, ScenarioResult};
+use harness::stall::Receiver;
 use harness::wire::{self, Frame, hocuspocus};
+use harness::{fsync, procfs};
 use hdrhistogram::Histogram;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
@@ -55,15 +68,21 @@ enum Cmd {
     Run(RunArgs),
     /// Idle memory: many synced, silent connections spread over boards.
     Idle(IdleArgs),
+    /// The disk's bare fsync cost: 4 KiB writes made durable, in a directory.
+    Fsync(FsyncArgs),
     /// Print markdown tables from JSON-lines result files.
     Table(TableArgs),
 }
 
 #[derive(Debug, clap::Args)]
 struct Common {
-    /// WebSocket URL prefix; the board name is appended as a path segment.
+    /// WebSocket URL prefix; the board name is appended as a path segment. With
+    /// `--doc-api y-sweet`: the server's HTTP address (`http://host:port`).
     #[arg(long, env = "LOADGEN_URL_BASE")]
     url_base: String,
+    /// How a board's WebSocket URL is found.
+    #[arg(long, value_enum, default_value_t = DocApi::Path)]
+    doc_api: DocApi,
     /// Label of the server under test (`relay`, `reference`, `ours`).
     #[arg(long, default_value = "server")]
     server: String,
@@ -101,6 +120,16 @@ enum Dialect {
     Hocuspocus,
 }
 
+/// How a board's WebSocket URL is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DocApi {
+    /// `<url-base>/<board>` (y-websocket servers); the Hocuspocus dialect connects to
+    /// `<url-base>` itself.
+    Path,
+    /// y-sweet's document API, as `@y-sweet/client` uses it (see [`ysweet`]).
+    YSweet,
+}
+
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     #[command(flatten)]
@@ -123,9 +152,14 @@ struct RunArgs {
     /// Dragging before the measured window (seconds).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// How long to wait for outstanding deliveries after the window (seconds).
+    /// After the window, give up waiting for outstanding deliveries when none arrived for this
+    /// long (seconds).
     #[arg(long, default_value_t = 5.0)]
     drain_timeout: f64,
+    /// After the window, wait at most this long in all for outstanding deliveries, even while
+    /// they keep arriving (seconds).
+    #[arg(long, default_value_t = 10.0)]
+    drain_max: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,6 +175,19 @@ struct IdleArgs {
     /// Pause before each RSS reading (seconds).
     #[arg(long, default_value_t = 2.0)]
     settle: f64,
+}
+
+#[derive(Debug, clap::Args)]
+struct FsyncArgs {
+    /// Directory of the probe files: where the benchmark's databases live.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Writes per method.
+    #[arg(long, default_value_t = 500)]
+    iterations: usize,
+    /// Append the result as one JSON line (`"kind": "fsync"`) to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -191,6 +238,17 @@ impl BoardShared {
         let sent: usize = self.logs.iter().map(|l| lock(l).len()).sum();
         (sent * (self.clients - 1)) as u64
     }
+
+    /// When update `i` of sender `slot` was sent, if it was.
+    fn sent_at(&self, slot: usize, i: usize) -> Option<std::time::Instant> {
+        let log = lock(self.logs.get(slot)?);
+        log.get(i).map(|s| s.at.into_std())
+    }
+
+    /// Updates sender `slot` has sent.
+    fn sent(&self, slot: usize) -> usize {
+        self.logs.get(slot).map_or(0, |l| lock(l).len())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -202,6 +260,11 @@ struct Counters {
     disconnects: AtomicU64,
     retries: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// Start of the measured window: stalls count from here.
+    measure_start: OnceLock<std::time::Instant>,
+    /// End of the final drain: what arrives later is not counted (a receiver still lacking
+    /// something then is incomplete).
+    cutoff: OnceLock<std::time::Instant>,
 }
 
 impl Counters {
@@ -218,6 +281,11 @@ struct Outcome {
     hist: Histogram<u64>,
     measured: u64,
     error: Option<String>,
+    /// `<board>/client-<n>`.
+    name: String,
+    board: Arc<BoardShared>,
+    /// What it received, and its longest stall.
+    rx: Receiver,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -244,7 +312,11 @@ struct Client {
     phase: watch::Receiver<Phase>,
     counters: Arc<Counters>,
     permits: Arc<Semaphore>,
+    /// Index of this client on its board (draggers first).
+    index: usize,
+    /// Per sender slot, the end of the clock range received so far.
     last_seen: Vec<u32>,
+    rx: Receiver,
     hist: Histogram<u64>,
     measured: u64,
     note: Option<MapRef>,
@@ -258,9 +330,12 @@ impl Client {
             Err(e) => Some(format!("{e:#}")),
         };
         Outcome {
+            name: format!("{}/client-{}", self.board.name, self.index),
             hist: self.hist,
             measured: self.measured,
             error,
+            board: self.board,
+            rx: self.rx,
         }
     }
 
@@ -427,6 +502,11 @@ impl Client {
         if update.len() <= 2 {
             return Ok(()); // [0, 0]: empty update
         }
+        let now_std = now.into_std();
+        if self.counters.cutoff.get().is_some_and(|&c| now_std >= c) {
+            return Ok(()); // after the drain: too late to count
+        }
+        let mut first = true;
         for (client, end) in wire::insertion_ends(update)? {
             let Some(&slot) = self.board.senders.get(&client) else {
                 continue;
@@ -434,13 +514,20 @@ impl Client {
             if Some(slot) == self.slot {
                 continue; // our own update echoed back
             }
-            let last = self.last_seen[slot];
-            if end <= last {
+            if end <= self.last_seen[slot] {
                 continue;
             }
+            if first {
+                // The stall ending now is measured before anything of this message counts.
+                first = false;
+                let board = &self.board;
+                let since = self.counters.measure_start.get().copied();
+                self.rx
+                    .delivery(now_std, since, |slot, i| board.sent_at(slot, i));
+            }
             let log = lock(&self.board.logs[slot]);
-            let from = log.partition_point(|s| s.end <= last);
-            let to = log.partition_point(|s| s.end <= end);
+            let from = self.rx.next(slot).min(log.len());
+            let to = from + log[from..].partition_point(|s| s.end <= end);
             for s in &log[from..to] {
                 if s.measured {
                     let us = now.saturating_duration_since(s.at).as_micros();
@@ -454,6 +541,7 @@ impl Client {
                 .delivered
                 .fetch_add((to - from) as u64, Ordering::Relaxed);
             self.last_seen[slot] = end;
+            self.rx.advance(slot, to);
         }
         Ok(())
     }
@@ -537,6 +625,21 @@ fn board_prefix(c: &Common) -> String {
         .unwrap_or_else(|| format!("bench-{}-{}", c.scenario, std::process::id()))
 }
 
+/// `n` docs with distinct random 32-bit client ids, as Yjs draws them (`random.uint32()`):
+/// yrs would draw 53-bit ids, which servers built on older yrs (y-sweet 0.9.1: yrs 0.19 reads a
+/// client id as a `u32`) truncate, so their updates would come back under another id. Also,
+/// updates are then as large as a browser's.
+fn yjs_docs(n: usize) -> Vec<Doc> {
+    let mut ids = std::collections::HashSet::with_capacity(n);
+    while ids.len() < n {
+        // The low 32 bits of a v4 UUID are random.
+        ids.insert(uuid::Uuid::new_v4().as_u128() as u32);
+    }
+    ids.into_iter()
+        .map(|id| Doc::with_client_id(u64::from(id)))
+        .collect()
+}
+
 #[derive(Debug)]
 struct Fleet {
     boards: Vec<Arc<BoardShared>>,
@@ -544,15 +647,47 @@ struct Fleet {
     phase: watch::Sender<Phase>,
     tasks: Vec<tokio::task::JoinHandle<Outcome>>,
     permits: Arc<Semaphore>,
+    /// Clients spawned so far per board (the next one's index).
+    spawned: Vec<usize>,
+}
+
+/// How the drain after the measured window ended.
+#[derive(Debug, Clone, Copy)]
+struct Drained {
+    /// Expected deliveries that had not arrived.
+    missing: u64,
+    took: Duration,
+}
+
+/// What the clients measured, once they are all closed.
+#[derive(Debug)]
+struct Closed {
+    hist: Histogram<u64>,
+    measured: u64,
+    errors: Vec<String>,
+    /// Every client as a receiver: its name, board, and what it received.
+    receivers: Vec<(String, Arc<BoardShared>, Receiver)>,
+}
+
+/// The WebSocket URL of board `name` on the server at `base`.
+async fn board_url(common: &Common, base: &str, name: &str) -> anyhow::Result<String> {
+    match (common.doc_api, common.dialect) {
+        (DocApi::Path, Dialect::YWebsocket) => Ok(format!("{base}/{name}")),
+        (DocApi::Path, Dialect::Hocuspocus) => Ok(base.to_owned()),
+        (DocApi::YSweet, Dialect::YWebsocket) => ysweet::board_url(base, name).await,
+        (DocApi::YSweet, Dialect::Hocuspocus) => {
+            bail!("y-sweet speaks y-websocket's framing, not the Hocuspocus dialect")
+        }
+    }
 }
 
 impl Fleet {
-    fn new(
+    async fn new(
         common: &Common,
         boards: usize,
         clients: usize,
         draggers: usize,
-    ) -> (Self, Vec<Vec<Doc>>) {
+    ) -> anyhow::Result<(Self, Vec<Vec<Doc>>)> {
         let prefix = board_prefix(common);
         let base = common.url_base.trim_end_matches('/');
         let sender_base = common
@@ -563,7 +698,7 @@ impl Fleet {
         let mut shared = Vec::with_capacity(boards);
         let mut docs = Vec::with_capacity(boards);
         for b in 0..boards {
-            let board_docs: Vec<Doc> = (0..clients).map(|_| Doc::new()).collect();
+            let board_docs = yjs_docs(clients);
             let senders = board_docs
                 .iter()
                 .take(draggers)
@@ -571,13 +706,15 @@ impl Fleet {
                 .map(|(slot, d)| (d.client_id().get(), slot))
                 .collect();
             let name = format!("{prefix}-{b}");
-            let url_of = |base: &str| match common.dialect {
-                Dialect::YWebsocket => format!("{base}/{name}"),
-                Dialect::Hocuspocus => base.to_owned(),
+            let url = board_url(common, base, &name).await?;
+            let sender_url = if sender_base == base {
+                url.clone()
+            } else {
+                board_url(common, sender_base, &name).await?
             };
             shared.push(Arc::new(BoardShared {
-                url: url_of(base),
-                sender_url: url_of(sender_base),
+                url,
+                sender_url,
                 name,
                 dialect: common.dialect,
                 clients,
@@ -588,17 +725,20 @@ impl Fleet {
         }
         let (phase, _) = watch::channel(Phase::Sync);
         let fleet = Fleet {
+            spawned: vec![0; shared.len()],
             boards: shared,
             counters: Arc::default(),
             phase,
             tasks: Vec::new(),
             permits: Arc::new(Semaphore::new(common.connect_concurrency.max(1))),
         };
-        (fleet, docs)
+        Ok((fleet, docs))
     }
 
     fn spawn(&mut self, board: usize, doc: Doc, slot: Option<usize>, stagger: f64, rate: f64) {
         let b = &self.boards[board];
+        let index = self.spawned[board];
+        self.spawned[board] += 1;
         let client = Client {
             board: b.clone(),
             doc,
@@ -608,7 +748,9 @@ impl Fleet {
             phase: self.phase.subscribe(),
             counters: self.counters.clone(),
             permits: self.permits.clone(),
+            index,
             last_seen: vec![0; b.logs.len()],
+            rx: Receiver::new(b.logs.len(), slot),
             hist: new_hist(),
             measured: 0,
             note: None,
@@ -646,42 +788,92 @@ impl Fleet {
         self.boards.iter().map(|b| b.expected()).sum()
     }
 
-    /// Waits until every expected delivery arrived or the timeout passed; returns the shortfall.
-    async fn drain(&self, timeout: Duration) -> u64 {
+    /// Waits until every expected delivery arrived, for as long as deliveries keep arriving:
+    /// gives up when none arrived for `idle`, or after `max` in all (a pipeline that is slow but
+    /// alive is not reported as having lost deliveries, and a stuck one ends the run).
+    async fn drain(&self, idle: Duration, max: Duration) -> Drained {
         let start = Instant::now();
+        let mut progress_at = start;
+        let mut seen = self.counters.delivered.load(Ordering::Relaxed);
         loop {
             let expected = self.expected();
             let delivered = self.counters.delivered.load(Ordering::Relaxed);
-            if delivered >= expected || start.elapsed() > timeout {
-                return expected.saturating_sub(delivered);
+            if delivered != seen {
+                seen = delivered;
+                progress_at = Instant::now();
+            }
+            if delivered >= expected || progress_at.elapsed() > idle || start.elapsed() > max {
+                return Drained {
+                    missing: expected.saturating_sub(delivered),
+                    took: start.elapsed(),
+                };
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Ends counting: what arrives from now on is too late. Returns the deliveries missing now.
+    fn cut_off(&self) -> u64 {
+        let _ = self.counters.cutoff.set(std::time::Instant::now());
+        let delivered = self.counters.delivered.load(Ordering::Relaxed);
+        self.expected().saturating_sub(delivered)
     }
 
     fn set_phase(&self, p: Phase) {
         self.phase.send_replace(p);
     }
 
-    async fn close(mut self) -> (Histogram<u64>, u64, Vec<String>) {
+    async fn close(mut self) -> Closed {
         self.set_phase(Phase::Close);
-        let mut hist = new_hist();
-        let mut measured = 0;
-        let mut errors = Vec::new();
+        let mut closed = Closed {
+            hist: new_hist(),
+            measured: 0,
+            errors: Vec::new(),
+            receivers: Vec::new(),
+        };
         for t in self.tasks.drain(..) {
             match t.await {
                 Ok(o) => {
-                    let _ = hist.add(&o.hist);
-                    measured += o.measured;
+                    let _ = closed.hist.add(&o.hist);
+                    closed.measured += o.measured;
                     if let Some(e) = o.error {
-                        errors.push(e);
+                        closed.errors.push(e);
                     }
+                    closed.receivers.push((o.name, o.board, o.rx));
                 }
-                Err(e) => errors.push(format!("client task failed: {e}")),
+                Err(e) => closed.errors.push(format!("client task failed: {e}")),
             }
         }
-        (hist, measured, errors)
+        closed
     }
+}
+
+/// The longest stall over every receiver of a window that started at `since`, the open ones
+/// running to `end` (the end of the drain), and the receivers still lacking updates at `end`.
+fn stalls(
+    receivers: &[(String, Arc<BoardShared>, Receiver)],
+    since: std::time::Instant,
+    end: std::time::Instant,
+) -> (Duration, Vec<IncompleteReceiver>) {
+    let mut longest = Duration::ZERO;
+    let mut incomplete = Vec::new();
+    for (name, board, rx) in receivers {
+        let stall = rx.longest_at(end, since, |slot, i| board.sent_at(slot, i));
+        longest = longest.max(stall);
+        let lacked = rx.lacking(|slot| board.sent(slot));
+        if lacked > 0 {
+            incomplete.push(IncompleteReceiver {
+                receiver: name.clone(),
+                lacked,
+                longest_stall_us: micros(stall),
+            });
+        }
+    }
+    (longest, incomplete)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// CPU ticks of every server process together (`None` if none is given or one is gone).
@@ -709,7 +901,7 @@ async fn run(args: &RunArgs) -> anyhow::Result<ScenarioResult> {
     anyhow::ensure!(args.rate > 0.0, "rate must be positive");
     let clk = procfs::clk_tck();
     let rss_before = server_rss(&c.server_pid);
-    let (mut fleet, docs) = Fleet::new(c, args.boards, args.clients, args.draggers);
+    let (mut fleet, docs) = Fleet::new(c, args.boards, args.clients, args.draggers).await?;
     let total_draggers = (args.boards * args.draggers).max(1);
     for (b, board_docs) in docs.into_iter().enumerate() {
         for (i, doc) in board_docs.into_iter().enumerate() {
@@ -730,11 +922,14 @@ async fn run(args: &RunArgs) -> anyhow::Result<ScenarioResult> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let setup_missing = fleet
-        .drain(Duration::from_secs_f64(args.drain_timeout))
-        .await;
-    if setup_missing > 0 {
-        eprintln!("  !!! {setup_missing} setup deliveries (note creation) still missing");
+    let drain_idle = Duration::from_secs_f64(args.drain_timeout);
+    let drain_max = Duration::from_secs_f64(args.drain_max.max(args.drain_timeout));
+    let setup = fleet.drain(drain_idle, drain_max).await;
+    if setup.missing > 0 {
+        eprintln!(
+            "  !!! {} setup deliveries (note creation) still missing",
+            setup.missing
+        );
     }
     fleet.set_phase(Phase::Warmup);
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
@@ -743,13 +938,14 @@ async fn run(args: &RunArgs) -> anyhow::Result<ScenarioResult> {
     let self0 = self_ticks();
     let machine0 = procfs::machine_busy_ticks().unwrap_or(0);
     let t0 = Instant::now();
+    let _ = fleet.counters.measure_start.set(t0.into_std());
     fleet.set_phase(Phase::Measure);
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     fleet.set_phase(Phase::Stop);
     let window = t0.elapsed().as_secs_f64();
-    let missing = fleet
-        .drain(Duration::from_secs_f64(args.drain_timeout))
-        .await;
+    let drained = fleet.drain(drain_idle, drain_max).await;
+    let missing = fleet.cut_off();
+    let drain_end = std::time::Instant::now();
     let cpu1 = server_ticks(&c.server_pid);
     let self1 = self_ticks();
     let machine1 = procfs::machine_busy_ticks().unwrap_or(0);
@@ -765,10 +961,16 @@ async fn run(args: &RunArgs) -> anyhow::Result<ScenarioResult> {
         .map(|l| lock(l).iter().filter(|s| s.measured).count() as u64)
         .sum();
     let fleet_retries = fleet.counters.retries.load(Ordering::Relaxed);
-    let (hist, measured, errors) = fleet.close().await;
+    let Closed {
+        hist,
+        measured,
+        errors,
+        receivers,
+    } = fleet.close().await;
     for e in errors.iter().take(5) {
         eprintln!("  client error: {e}");
     }
+    let (longest_stall, incomplete) = stalls(&receivers, t0.into_std(), drain_end);
     let server_cpu_ms = match (cpu0, cpu1) {
         (Some(a), Some(b)) => procfs::ticks_to_ms(b.saturating_sub(a), clk),
         _ => 0.0,
@@ -811,6 +1013,9 @@ async fn run(args: &RunArgs) -> anyhow::Result<ScenarioResult> {
         loadgen_cpu_ms,
         other_cpu_pct,
         connect_retries: fleet_retries,
+        longest_stall_us: micros(longest_stall),
+        drain_ms: drained.took.as_secs_f64() * 1000.0,
+        incomplete,
         ..ScenarioResult::default()
     })
 }
@@ -820,7 +1025,7 @@ async fn idle(args: &IdleArgs) -> anyhow::Result<ScenarioResult> {
     anyhow::ensure!(args.boards >= 1 && args.connections >= args.boards);
     let settle = Duration::from_secs_f64(args.settle);
     let per_board = args.connections.div_ceil(args.boards);
-    let (mut fleet, docs) = Fleet::new(c, args.boards, per_board, 0);
+    let (mut fleet, docs) = Fleet::new(c, args.boards, per_board, 0).await?;
     let rss0 = server_rss(&c.server_pid);
     // Connection i goes to board i % boards: first one per board, then the rest.
     let mut docs: Vec<std::vec::IntoIter<Doc>> = docs.into_iter().map(Vec::into_iter).collect();
@@ -855,7 +1060,7 @@ async fn idle(args: &IdleArgs) -> anyhow::Result<ScenarioResult> {
     let rss2 = server_rss(&c.server_pid);
     let disconnects = fleet.counters.disconnects.load(Ordering::Relaxed);
     let connect_retries = fleet.counters.retries.load(Ordering::Relaxed);
-    let (_, _, errors) = fleet.close().await;
+    let Closed { errors, .. } = fleet.close().await;
     for e in errors.iter().take(5) {
         eprintln!("  client error: {e}");
     }
@@ -898,8 +1103,8 @@ fn emit(common: &Common, r: &ScenarioResult) -> anyhow::Result<bool> {
     } else {
         eprintln!(
             "[{} {}] {}: {} updates, {:.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, \
-             server CPU {:.0} ms = {:.2} ms/1k deliveries, RSS {:.1} MiB, loadgen CPU {:.0} ms, other processes {:.0}% of a core, \
-             missing {}, disconnects {}, connect retries {}",
+             longest stall {:.2} ms, server CPU {:.0} ms = {:.2} ms/1k deliveries, RSS {:.1} MiB, loadgen CPU {:.0} ms, \
+             other processes {:.0}% of a core, missing {}, disconnects {}, connect retries {}, drain {:.0} ms",
             r.server,
             r.scenario,
             r.description,
@@ -909,6 +1114,7 @@ fn emit(common: &Common, r: &ScenarioResult) -> anyhow::Result<bool> {
             r.p99_us as f64 / 1000.0,
             r.p999_us as f64 / 1000.0,
             r.max_us as f64 / 1000.0,
+            r.longest_stall_us as f64 / 1000.0,
             r.server_cpu_ms,
             r.cpu_ms_per_1k,
             r.server_rss_after_kb as f64 / 1024.0,
@@ -916,39 +1122,85 @@ fn emit(common: &Common, r: &ScenarioResult) -> anyhow::Result<bool> {
             r.other_cpu_pct,
             r.missing,
             r.disconnects,
-            r.connect_retries
+            r.connect_retries,
+            r.drain_ms
         );
     }
     let line = serde_json::to_string(r)?;
     println!("{line}");
     if let Some(path) = &common.json_out {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        writeln!(f, "{line}")?;
+        append_line(path, &line)?;
     }
-    let ok = r.missing == 0 && r.disconnects == 0;
+    let ok = r.missing == 0 && r.disconnects == 0 && r.incomplete.is_empty();
     if !ok {
         eprintln!(
-            "!!!!!! [{} {}] FAILED: {} of {} expected deliveries MISSING, {} disconnects !!!!!!",
-            r.server, r.scenario, r.missing, r.expected_total, r.disconnects
+            "!!!!!! [{} {}] FAILED: {} of {} expected deliveries MISSING, {} receivers incomplete after a {:.0} ms drain, {} disconnects !!!!!!",
+            r.server,
+            r.scenario,
+            r.missing,
+            r.expected_total,
+            r.incomplete.len(),
+            r.drain_ms,
+            r.disconnects
         );
+        for i in &r.incomplete {
+            eprintln!(
+                "!!!   {} lacked {} updates, longest stall {:.2} ms",
+                i.receiver,
+                i.lacked,
+                i.longest_stall_us as f64 / 1000.0
+            );
+        }
     }
     Ok(ok)
 }
 
+fn append_line(path: &std::path::Path, line: &str) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    writeln!(f, "{line}").with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn fsync_probe(args: &FsyncArgs) -> anyhow::Result<()> {
+    let r = fsync::measure(&args.dir, args.iterations)
+        .with_context(|| format!("fsync probe in {}", args.dir.display()))?;
+    for m in &r.methods {
+        eprintln!(
+            "[fsync {}] {}: median {:.3} ms, p99 {:.3} ms, max {:.3} ms ({} × {} bytes)",
+            r.dir, m.method, m.p50_ms, m.p99_ms, m.max_ms, r.iterations, r.block_bytes
+        );
+    }
+    let line = serde_json::to_string(&r)?;
+    println!("{line}");
+    if let Some(path) = &args.json_out {
+        append_line(path, &line)?;
+    }
+    Ok(())
+}
+
 fn table(args: &TableArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
+    let mut fsyncs = Vec::new();
     for path in &args.files {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            results.push(serde_json::from_str::<ScenarioResult>(line)?);
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let parsed = report::parse_line(line)
+                .with_context(|| format!("{}:{}: not a result line", path.display(), n + 1))?;
+            match parsed {
+                report::Line::Scenario(r) => results.push(*r),
+                report::Line::Fsync(f) => fsyncs.push(f),
+            }
         }
     }
-    print!("{}", report::markdown(&results));
+    print!("{}", report::markdown(&results, &fsyncs));
     Ok(())
 }
 
@@ -960,6 +1212,10 @@ fn main() -> anyhow::Result<()> {
     let ok = match cli.cmd {
         Cmd::Table(args) => {
             table(&args)?;
+            true
+        }
+        Cmd::Fsync(args) => {
+            fsync_probe(&args)?;
             true
         }
         Cmd::Run(args) => {
@@ -975,4 +1231,94 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// y-sweet's document API (0.9.1), used as `@y-sweet/client` uses it: `POST /doc/new` with
+/// `{"docId": board}` creates the document (or finds it), `POST /doc/<board>/auth` answers a
+/// client token `{url, docId, token?}`, and the client's y-websocket provider connects to
+/// `<url>/<docId>` (so the document's name is twice in the path: `/d/<doc>/ws/<doc>`), with
+/// `?token=` when the server has an auth key. Run without one (as in the benchmark), it gives
+/// no token and every client has full access. The frames are y-websocket's.
+mod ysweet {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use anyhow::{Context, bail};
+    use serde::Deserialize;
+
+    /// y-sweet's answer to `POST /doc/<id>/auth`.
+    #[derive(Debug, Deserialize)]
+    struct ClientToken {
+        url: String,
+        #[serde(rename = "docId")]
+        doc_id: String,
+        token: Option<String>,
+    }
+
+    /// How long one HTTP exchange may take.
+    const WITHIN: Duration = Duration::from_secs(10);
+
+    /// Creates board `board` on the y-sweet server at `base` (`http://host:port`) and returns
+    /// the WebSocket URL its clients connect to.
+    pub(super) async fn board_url(base: &str, board: &str) -> anyhow::Result<String> {
+        // y-sweet's alphabet for document names; it also keeps the request line well-formed.
+        if board.is_empty()
+            || !board
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!("y-sweet document names are [A-Za-z0-9_-]+, not {board:?}");
+        }
+        let addr = resolve(base).await?;
+        let create = serde_json::json!({ "docId": board }).to_string();
+        post_json(addr, "/doc/new", &create).await?;
+        let auth = serde_json::json!({ "authorization": "full" }).to_string();
+        let body = post_json(addr, &format!("/doc/{board}/auth"), &auth).await?;
+        let token: ClientToken =
+            serde_json::from_slice(&body).context("y-sweet's client token is not as expected")?;
+        let mut url = format!("{}/{}", token.url.trim_end_matches('/'), token.doc_id);
+        if let Some(t) = token.token {
+            url.push_str("?token=");
+            url.push_str(&query_escape(&t));
+        }
+        Ok(url)
+    }
+
+    async fn resolve(base: &str) -> anyhow::Result<SocketAddr> {
+        let rest = ["http://", "ws://"]
+            .iter()
+            .find_map(|scheme| base.strip_prefix(scheme))
+            .with_context(|| format!("y-sweet's address must be http://host:port, not {base}"))?;
+        let authority = rest.split('/').next().unwrap_or(rest);
+        tokio::net::lookup_host(authority)
+            .await
+            .with_context(|| format!("cannot resolve {authority}"))?
+            .next()
+            .with_context(|| format!("{authority} resolves to no address"))
+    }
+
+    async fn post_json(addr: SocketAddr, path: &str, body: &str) -> anyhow::Result<Vec<u8>> {
+        let headers = [("Content-Type", "application/json")];
+        let r =
+            harness::try_http_request(addr, None, "POST", path, &headers, body.as_bytes(), WITHIN)
+                .await
+                .map_err(|e| anyhow::anyhow!("POST {path}: {e}"))?;
+        if r.status != 200 {
+            bail!("POST {path}: HTTP {}: {}", r.status, r.text());
+        }
+        Ok(r.body)
+    }
+
+    /// Percent-encodes all but the URL's unreserved characters.
+    fn query_escape(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
 }
