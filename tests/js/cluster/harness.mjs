@@ -267,11 +267,29 @@ export class ClusterHarness extends Harness {
     this.db = await this.database('postgres')
     this.nodeOpts = { redisUrl, healMs, nodeTimeoutMs, args }
     for (let i = 0; i < n; i++) this.nodePorts.push(await freePort())
-    this.nodes = await Promise.all(this.nodePorts.map((_, i) => this.startNode(i)))
+    this.nodes = await Promise.all(this.nodePorts.map((_, i) => this.startNode(i, { newPortIfTaken: true })))
     return this.nodes
   }
 
-  async startNode (i) {
+  /**
+   * Starts node i on its port. A port found free can be taken before the node binds it (the
+   * kernel hands the same range out as the source ports of other tests' connections): before
+   * nginx names the ports (`newPortIfTaken`) the node moves to another free port; after, it
+   * tries the same port again for a few seconds.
+   */
+  async startNode (i, { newPortIfTaken = false } = {}) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.startNodeOnce(i)
+      } catch (e) {
+        if (!/Address already in use/.test(e.message) || attempt >= 5) throw e
+        if (newPortIfTaken) this.nodePorts[i] = await freePort()
+        else await sleep(500)
+      }
+    }
+  }
+
+  async startNodeOnce (i) {
     const { redisUrl, healMs, nodeTimeoutMs, args } = this.nodeOpts
     const run = this.servers.filter(s => s.nodeIndex === i).length + 1
     const node = await this.startServer(this.db, {
