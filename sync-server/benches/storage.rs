@@ -147,20 +147,9 @@ async fn spread_run(name: &str, store: &dyn Storage, boards: usize, updates: &[V
     for id in &ids {
         store.create_board(id).await.unwrap();
     }
+    // One commit: the next update for each board, in turn.
     let mut rows = updates.iter().cycle();
-    for _ in 0..SPREAD_PREFILL {
-        let items: Vec<NewUpdate<'_>> = ids
-            .iter()
-            .map(|id| NewUpdate {
-                board: id,
-                data: rows.next().unwrap(),
-            })
-            .collect();
-        store.append(&items).await.unwrap();
-    }
-    let mut latencies = Vec::with_capacity(SPREAD_COMMITS);
-    let cpu0 = process_cpu();
-    for _ in 0..SPREAD_COMMITS {
+    let mut commit = async || {
         let items: Vec<NewUpdate<'_>> = ids
             .iter()
             .map(|id| NewUpdate {
@@ -170,7 +159,15 @@ async fn spread_run(name: &str, store: &dyn Storage, boards: usize, updates: &[V
             .collect();
         let t = Instant::now();
         store.append(&items).await.unwrap();
-        latencies.push(t.elapsed());
+        t.elapsed()
+    };
+    for _ in 0..SPREAD_PREFILL {
+        commit().await;
+    }
+    let mut latencies = Vec::with_capacity(SPREAD_COMMITS);
+    let cpu0 = process_cpu();
+    for _ in 0..SPREAD_COMMITS {
+        latencies.push(commit().await);
     }
     let cpu = process_cpu() - cpu0;
     latencies.sort();
