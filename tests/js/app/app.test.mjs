@@ -95,6 +95,11 @@ test('two people draw, move and type on one board and converge with the server',
   await shot(a, 'app-3-typed-together')
   for (const page of [a, b]) await page.keyboard.press('Escape')
 
+  // Ada sends the note to the back: it paints first on Bo's page too.
+  await a.mouse.click(...await objectCenter(a, note))
+  await a.keyboard.press('[')
+  await until(b, (id) => window.boardApp.scene.layer.firstElementChild?.dataset.id === id, note, { message: 'the note at the back on Bo\'s page' })
+
   // Ada's cursor and name are shown to Bo.
   await a.mouse.move(300, 300)
   await until(b, () => [...document.querySelectorAll('.cursor .name')].some(n => n.textContent === 'Ada' && !n.parentElement.hidden), null, { message: 'Ada\'s cursor on Bo\'s page' })
@@ -124,7 +129,7 @@ test('offline: edits go on, survive a reload with no network, and merge when bac
   await a.keyboard.type('online'); await a.keyboard.press('Escape')
   await saved(a)
   // The service worker has the app shell before going offline.
-  await until(a, () => navigator.serviceWorker.controller !== null || navigator.serviceWorker.ready.then(() => true), null, { message: 'the service worker' })
+  assert.equal(await a.evaluate(() => navigator.serviceWorker.ready.then((r) => r.active?.state)), 'activated')
 
   await ctx.setOffline(true)
   await until(a, () => document.querySelector('.statusbar .conn').dataset.state === 'offline', null, { message: '"Offline" in the status bar' })

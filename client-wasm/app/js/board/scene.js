@@ -161,7 +161,8 @@ export class Scene {
         this.order.splice(this.indexOf(old), 1)
         item.o = o
         this.insertOrder(o)
-        if (item.el) { this.detach(id); item.el = null }
+        // Moved in paint order: the same element goes where it now belongs.
+        if (this.attached.has(id)) { this.detach(id); this.attach(id) }
       }
       if (old.from !== o.from || old.to !== o.to) { this.unlink(old); this.link(o) }
       item.o = o
@@ -198,7 +199,7 @@ export class Scene {
   element (id) {
     const item = this.items.get(id)
     if (!item) return null
-    if (!item.el && !this.far) {
+    if (!this.attached.has(id) && !this.far) {
       this.attach(id)
       this.paint(id)
     }
@@ -300,7 +301,7 @@ export class Scene {
     for (const id of ids) {
       const item = this.items.get(id)
       if (!item) continue
-      if (!item.el) {
+      if (!this.attached.has(id)) {
         if (this.area && this.near(id, this.area)) { this.attach(id); this.paint(id) }
       } else {
         this.paint(id)
