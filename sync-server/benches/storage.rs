@@ -12,8 +12,9 @@
 //! PostgreSQL `synchronous_commit=on`).
 //! Spread: the same appends, but each commit carries one update for each of 1, 10 or 100
 //! boards that already hold 300 rows each (many small boards, as a busy server's group commit
-//! sees them): what a commit costs per board it touches. Wall time and the process's CPU time
-//! (all threads, from /proc/self/stat) per commit.
+//! sees them): what a commit costs per board it touches. Wall time, the process's CPU time
+//! (all threads, from /proc/self/stat) and the bytes it wrote (`wchar` in /proc/self/io: WAL
+//! frames and checkpoints, a page and a frame header per dirty page) per commit.
 //! Cold load: a board with 100,000 logged updates is read by a freshly opened store and
 //! replayed into a `yrs::Doc`, before and after compaction.
 
@@ -88,9 +89,9 @@ async fn run() {
     }
     println!();
     println!(
-        "| backend | boards per commit | commits | commit p50 | commit p99 | CPU per commit |"
+        "| backend | boards per commit | commits | commit p50 | commit p99 | CPU per commit | KiB written per commit |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for row in spread_rows {
         println!("{row}");
     }
@@ -166,17 +167,20 @@ async fn spread_run(name: &str, store: &dyn Storage, boards: usize, updates: &[V
     }
     let mut latencies = Vec::with_capacity(SPREAD_COMMITS);
     let cpu0 = process_cpu();
+    let written0 = process_written();
     for _ in 0..SPREAD_COMMITS {
         latencies.push(commit().await);
     }
     let cpu = process_cpu() - cpu0;
+    let written = process_written() - written0;
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
     format!(
-        "| {name} | {boards} | {SPREAD_COMMITS} | {} | {} | {} |",
+        "| {name} | {boards} | {SPREAD_COMMITS} | {} | {} | {} | {:.1} |",
         ms(pct(0.50)),
         ms(pct(0.99)),
         ms(cpu / SPREAD_COMMITS as u32),
+        written as f64 / 1024.0 / SPREAD_COMMITS as f64,
     )
 }
 
@@ -189,6 +193,17 @@ fn process_cpu() -> Duration {
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     // USER_HZ is 100 on Linux.
     Duration::from_millis(ticks * 10)
+}
+
+/// Bytes this process passed to write calls so far (`wchar` in /proc/self/io).
+fn process_written() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap();
+    io.lines()
+        .find_map(|line| line.strip_prefix("wchar: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 async fn cold_load(name: &str, url: &str, store: &dyn Storage, updates: &[Vec<u8>]) -> String {

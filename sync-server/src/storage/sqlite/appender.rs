@@ -7,9 +7,16 @@
 //! Here a batch crosses to the thread once, is written with cached prepared statements (the
 //! update bytes bound as blobs, no text encoding), and one reply comes back.
 //!
+//! Rows go to the append journal, not to the per-board log: see `journal.rs`, which this thread
+//! also folds (after an append once due, when idle, at start and at close).
+//!
 //! The thread's connection is a second writer on the file beside sqlx's writer pool. The store
-//! serialises the two in process (its write gate), so neither waits in SQLite's busy handler
-//! for the other; another process on the same file is waited out by the busy timeout.
+//! serialises appends and the pool's writes in process (its write gate), so neither waits in
+//! SQLite's busy handler for the other. The one exception is a fold, which runs after an
+//! append's reply without the gate (taking it from this thread could deadlock with an append
+//! that holds it and waits for this thread): a pool write that starts meanwhile waits out the
+//! fold in the busy handler, a millisecond or two. Another process on the same file is waited
+//! out by the busy timeout.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,19 +29,14 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::checkpoint::IdleCheckpoint;
+use super::journal::{self, FoldClock, SeqCache};
 use crate::ids::{BoardId, Seq};
 use crate::storage::{NewUpdate, StorageError, count_per_board};
 
-/// Board `?1`'s `last_seq`; no row if the board does not exist.
-///
-/// A reservation is this read and then [`ADVANCE`], not one `UPDATE ... RETURNING`: inside the
-/// batch's `BEGIN IMMEDIATE` nothing can come between the two, and SQLite's `RETURNING` costs
-/// more than the rest of the reservation (callgrind, one update per commit: 11% fewer
-/// instructions in the whole server without it).
+/// Board `?1`'s `last_seq`; no row if the board does not exist. Read for a board the
+/// [`SeqCache`] does not hold: such a board has no journal rows, so this is its last sequence.
 const LAST_SEQ: &str = "SELECT last_seq FROM boards WHERE id = ?1";
-/// Sets board `?1`'s `last_seq` to `?2` and stamps it `?3`.
-const ADVANCE: &str = "UPDATE boards SET last_seq = ?2, updated_at = ?3 WHERE id = ?1";
-const INSERT: &str = "INSERT INTO board_updates (board_id, seq, data) VALUES (?1, ?2, ?3)";
+const INSERT: &str = "INSERT INTO board_journal (board_id, seq, data, at) VALUES (?1, ?2, ?3, ?4)";
 
 /// A batch to append, owned so it can cross to the thread: the boards with their row counts,
 /// and every row's bytes in one buffer.
@@ -69,6 +71,8 @@ pub(super) struct Settings<'a> {
     pub(super) wal_autocheckpoint: u32,
     pub(super) journal_size_limit: i64,
     pub(super) idle: IdleCheckpoint,
+    /// The boards with journal rows and their last sequence numbers, shared with the store.
+    pub(super) seqs: SeqCache,
 }
 
 /// The handle to the append thread.
@@ -80,14 +84,25 @@ pub(super) struct Appender {
 }
 
 impl Appender {
-    /// Opens the connection (the schema must exist) and starts the thread.
+    /// Opens the connection (the schema must exist), reads what the journal holds (rows an
+    /// earlier run left, folded once the thread is idle), and starts the thread.
     pub(super) fn start(settings: &Settings<'_>) -> Result<Self, StorageError> {
         let conn = open(settings).map_err(StorageError::sqlite("open"))?;
+        let seqs = settings.seqs.clone();
+        let mut clock = FoldClock::default();
+        let found = journal::seed(&conn, &seqs, &mut clock)
+            .map_err(StorageError::sqlite("read journal"))?;
+        if found > 0 {
+            tracing::info!(
+                rows = found,
+                "the append journal holds rows an earlier run left"
+            );
+        }
         let (jobs, inbox) = mpsc::channel();
         let idle = settings.idle.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-append".into())
-            .spawn(move || run(conn, &inbox, &idle))
+            .spawn(move || run(conn, &inbox, &idle, &seqs, clock))
             .map_err(|source| StorageError::Thread {
                 name: "sqlite-append",
                 source,
@@ -182,45 +197,89 @@ fn open(settings: &Settings<'_>) -> Result<Connection, rusqlite::Error> {
     Ok(conn)
 }
 
-/// The thread: one job at a time until every sender is gone, then close the connection. When
-/// no job came for `idle.after`, the idle checkpoint.
-fn run(conn: Connection, inbox: &mpsc::Receiver<Job>, idle: &IdleCheckpoint) {
+/// The thread: one job at a time until every sender is gone, then fold and close the
+/// connection. The journal is folded after a job once due; when no job came for a while, it is
+/// folded if it holds anything, and after `idle.after`, the idle checkpoint runs.
+fn run(
+    conn: Connection,
+    inbox: &mpsc::Receiver<Job>,
+    idle: &IdleCheckpoint,
+    seqs: &SeqCache,
+    mut clock: FoldClock,
+) {
     loop {
-        match inbox.recv_timeout(idle.after) {
+        let wait = if clock.pending() {
+            journal::FOLD_AGE.min(idle.after)
+        } else {
+            idle.after
+        };
+        match inbox.recv_timeout(wait) {
             Ok(job) => {
-                let result = write(&conn, &job);
+                let result = write(&conn, &job, seqs);
                 idle.dirty.store(true, Ordering::Release);
+                if result.is_ok() {
+                    clock.appended(job.rows.len() as u64);
+                }
                 // The committer may have stopped waiting (shutdown); the rows are durable
                 // either way.
                 let _ = job.reply.send(result);
+                if clock.due() {
+                    fold_now(&conn, seqs, &mut clock);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if clock.pending() => {
+                fold_now(&conn, seqs, &mut clock);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => idle.run(&conn),
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
+    }
+    if clock.pending() {
+        fold_now(&conn, seqs, &mut clock);
     }
     if let Err((_, e)) = conn.close() {
         tracing::warn!(error = %e, "closing the SQLite append connection failed");
     }
 }
 
+/// Folds the journal, logging a failure (the rows stay in the journal, read from there, and
+/// the next fold tries again).
+fn fold_now(conn: &Connection, seqs: &SeqCache, clock: &mut FoldClock) {
+    match journal::fold(conn, seqs, clock) {
+        Ok(rows) => tracing::trace!(rows, "folded the append journal"),
+        Err(e) => tracing::warn!(error = %e, "folding the append journal failed; will retry"),
+    }
+}
+
 /// Writes one job in one `BEGIN IMMEDIATE` transaction; on any failure nothing is written.
 /// `BEGIN` and `COMMIT` are cached statements too (rusqlite's `Transaction` would parse them
-/// anew for every batch).
-fn write(conn: &Connection, job: &Job) -> Result<Vec<Seq>, Failure> {
+/// anew for every batch). The boards' new last sequences reach `seqs` only once committed.
+fn write(conn: &Connection, job: &Job, seqs: &SeqCache) -> Result<Vec<Seq>, Failure> {
     if !conn.is_autocommit() {
         // A transaction a failed rollback left open would make every later `BEGIN` fail.
         conn.execute_batch("ROLLBACK")?;
     }
+    let mut cache = seqs.lock();
     run_cached(conn, "BEGIN IMMEDIATE")?;
-    let written = write_rows(conn, job).and_then(|seqs| {
+    let written = write_rows(conn, job, &cache).and_then(|written| {
         run_cached(conn, "COMMIT")?;
-        Ok(seqs)
+        Ok(written)
     });
-    if written.is_err() && !conn.is_autocommit() {
-        // If this fails too, the next job's check above tries again before it begins.
-        let _ = conn.execute_batch("ROLLBACK");
+    match written {
+        Ok((seqs, lasts)) => {
+            for ((board, _), last) in job.boards.iter().zip(lasts) {
+                cache.insert(board.clone(), last);
+            }
+            Ok(seqs)
+        }
+        Err(e) => {
+            if !conn.is_autocommit() {
+                // If this fails too, the next job's check above tries again before it begins.
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            Err(e)
+        }
     }
-    written
 }
 
 fn run_cached(conn: &Connection, sql: &str) -> Result<(), Failure> {
@@ -230,18 +289,25 @@ fn run_cached(conn: &Connection, sql: &str) -> Result<(), Failure> {
         .map_err(Failure::from)
 }
 
-/// Reserves each board's sequence numbers and inserts the rows, inside the open transaction.
-fn write_rows(conn: &Connection, job: &Job) -> Result<Vec<Seq>, Failure> {
+/// Finds each board's next sequence number (from `cache`, or the board's row) and inserts the
+/// rows into the journal, inside the open transaction. Returns each row's sequence number and
+/// each board's new last one.
+fn write_rows(
+    conn: &Connection,
+    job: &Job,
+    cache: &HashMap<BoardId, Seq>,
+) -> Result<(Vec<Seq>, Vec<Seq>), Failure> {
     let mut last_seq = conn.prepare_cached(LAST_SEQ)?;
-    let mut advance = conn.prepare_cached(ADVANCE)?;
     // Per board, the seq of its next row.
     let mut next = Vec::with_capacity(job.boards.len());
-    for (i, (board, n)) in job.boards.iter().enumerate() {
-        let last: i64 = last_seq
-            .query_row(params![board.as_str()], |row| row.get(0))
-            .optional()?
-            .ok_or(Failure::MissingBoard(i))?;
-        advance.execute(params![board.as_str(), last + n, job.now])?;
+    for (i, (board, _)) in job.boards.iter().enumerate() {
+        let last: i64 = match cache.get(board) {
+            Some(&last) => last,
+            None => last_seq
+                .query_row(params![board.as_str()], |row| row.get(0))
+                .optional()?
+                .ok_or(Failure::MissingBoard(i))?,
+        };
         next.push(last + 1);
     }
     let mut insert = conn.prepare_cached(INSERT)?;
@@ -253,10 +319,12 @@ fn write_rows(conn: &Connection, job: &Job) -> Result<Vec<Seq>, Failure> {
         insert.execute(params![
             job.boards[board].0.as_str(),
             seq,
-            &job.data[start..end]
+            &job.data[start..end],
+            job.now
         ])?;
         seqs.push(seq);
         start = end;
     }
-    Ok(seqs)
+    let lasts = next.into_iter().map(|n| n - 1).collect();
+    Ok((seqs, lasts))
 }
