@@ -20,15 +20,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::Ordering;
-use std::sync::{Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::checkpoint::IdleCheckpoint;
 use super::journal::{self, FoldClock, SeqCache};
 use crate::ids::{BoardId, Seq};
 use crate::storage::{NewUpdate, StorageError, count_per_board};
@@ -63,14 +62,14 @@ impl From<rusqlite::Error> for Failure {
     }
 }
 
-/// Connection settings for the append connection (the same as sqlx's writer's), and the
-/// idle checkpoint the thread runs.
+/// Connection settings for the append connection (the same as sqlx's writer's), and what the
+/// thread shares with the store.
 pub(super) struct Settings<'a> {
     pub(super) path: &'a Path,
     pub(super) busy_timeout: Duration,
-    pub(super) wal_autocheckpoint: u32,
     pub(super) journal_size_limit: i64,
-    pub(super) idle: IdleCheckpoint,
+    /// Set after every write, for the checkpoint thread.
+    pub(super) dirty: Arc<AtomicBool>,
     /// The boards with journal rows and their last sequence numbers, shared with the store.
     pub(super) seqs: SeqCache,
 }
@@ -99,10 +98,10 @@ impl Appender {
             );
         }
         let (jobs, inbox) = mpsc::channel();
-        let idle = settings.idle.clone();
+        let dirty = settings.dirty.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-append".into())
-            .spawn(move || run(conn, &inbox, &idle, &seqs, clock))
+            .spawn(move || run(conn, &inbox, &dirty, &seqs, clock))
             .map_err(|source| StorageError::Thread {
                 name: "sqlite-append",
                 source,
@@ -192,31 +191,34 @@ fn open(settings: &Settings<'_>) -> Result<Connection, rusqlite::Error> {
     // for every inserted row would only repeat that lookup.
     conn.pragma_update(None, "foreign_keys", false)?;
     conn.pragma_update(None, "temp_store", "memory")?;
-    conn.pragma_update(None, "wal_autocheckpoint", settings.wal_autocheckpoint)?;
+    // Checkpoints are the checkpoint thread's (`checkpoint.rs`), never a commit's.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "journal_size_limit", settings.journal_size_limit)?;
     Ok(conn)
 }
 
 /// The thread: one job at a time until every sender is gone, then fold and close the
-/// connection. The journal is folded after a job once due; when no job came for a while, it is
-/// folded if it holds anything, and after `idle.after`, the idle checkpoint runs.
+/// connection. The journal is folded after a job once due, and when no job came for
+/// [`journal::FOLD_AGE`] while it holds anything.
 fn run(
     conn: Connection,
     inbox: &mpsc::Receiver<Job>,
-    idle: &IdleCheckpoint,
+    dirty: &AtomicBool,
     seqs: &SeqCache,
     mut clock: FoldClock,
 ) {
     loop {
-        let wait = if clock.pending() {
-            journal::FOLD_AGE.min(idle.after)
+        let next = if clock.pending() {
+            inbox.recv_timeout(journal::FOLD_AGE)
         } else {
-            idle.after
+            inbox
+                .recv()
+                .map_err(|mpsc::RecvError| mpsc::RecvTimeoutError::Disconnected)
         };
-        match inbox.recv_timeout(wait) {
+        match next {
             Ok(job) => {
                 let result = write(&conn, &job, seqs);
-                idle.dirty.store(true, Ordering::Release);
+                dirty.store(true, Ordering::Release);
                 if result.is_ok() {
                     clock.appended(job.rows.len() as u64);
                 }
@@ -227,15 +229,16 @@ fn run(
                     fold_now(&conn, seqs, &mut clock);
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) if clock.pending() => {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
                 fold_now(&conn, seqs, &mut clock);
+                dirty.store(true, Ordering::Release);
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => idle.run(&conn),
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     if clock.pending() {
         fold_now(&conn, seqs, &mut clock);
+        dirty.store(true, Ordering::Release);
     }
     if let Err((_, e)) = conn.close() {
         tracing::warn!(error = %e, "closing the SQLite append connection failed");

@@ -1,80 +1,169 @@
-//! Truncating the WAL once the store is idle.
+//! Checkpointing the WAL on a thread of its own, off the commit path.
 //!
-//! SQLite's automatic checkpoints (every `wal_autocheckpoint` pages) copy the WAL into the
-//! database file but never shrink the WAL file, so a burst of writes leaves a large `-wal`
-//! behind for good. `journal_size_limit` trims it when a later writer restarts the log; and when
-//! no append has come for a while ([`StorageOptions::checkpoint_idle`]), the append thread runs
-//! `PRAGMA wal_checkpoint(TRUNCATE)`, which empties it.
+//! SQLite's automatic checkpoint runs inside the commit that takes the WAL past
+//! `wal_autocheckpoint` pages: that commit, and every append queued behind it, waits while the
+//! WAL is copied into the database file and the file is synced. Under load that was a stall of
+//! milliseconds every few hundred commits. So the store's writers turn automatic checkpoints
+//! off, and this thread, with a connection of its own, does them:
 //!
-//! The checkpoint runs only if something was written since the last one, only while no write
-//! holds the store's write gate (it takes the gate with `try_lock`: a write in progress means
-//! the store is not idle), and waits at most [`CHECKPOINT_BUSY_TIMEOUT`] for readers: if they
-//! are still in the way it stops without truncating and tries again after the next idle period.
-//! Appends that come meanwhile wait for the gate, so for one checkpoint of a WAL that
-//! autocheckpointing keeps small: milliseconds.
+//! - **While writes come**, every [`CHECK_EVERY`]: a `PASSIVE` checkpoint, which copies what
+//!   the WAL holds beside the writers (neither waits for the other).
+//! - **The WAL's restart.** A writer starts the WAL from the beginning again only if it finds
+//!   the whole WAL copied, which under steady appends a checkpoint beside them may never
+//!   leave. Once the WAL holds [`RESTART_FRAMES`] frames, the thread takes the store's write
+//!   gate and checkpoints again: only what was written since the first checkpoint, so a
+//!   millisecond or so with appends held, and the next writer restarts the WAL.
+//! - **Once idle** (no write for [`StorageOptions::checkpoint_idle`]): `TRUNCATE`, which also
+//!   empties the WAL file (a burst would otherwise leave a large `-wal` behind for good), only
+//!   while no write holds the gate (`try_lock`), waiting at most [`CHECKPOINT_BUSY_TIMEOUT`]
+//!   for readers; if they are in the way it tries again after the next idle period.
 //!
 //! [`StorageOptions::checkpoint_idle`]: crate::storage::StorageOptions::checkpoint_idle
 
-use std::sync::Arc;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Mutex;
 
+use crate::storage::StorageError;
+
+/// How often the thread looks for writes to checkpoint.
+pub(super) const CHECK_EVERY: Duration = Duration::from_millis(200);
+/// WAL frames (pages) after which the thread holds appends for a moment so the WAL restarts:
+/// SQLite's default `wal_autocheckpoint`, 4 MiB of 4 KiB pages.
+pub(super) const RESTART_FRAMES: i64 = 1000;
 /// The most the idle checkpoint waits for readers to leave the WAL's old frames.
 pub(super) const CHECKPOINT_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// What the append thread needs to checkpoint when idle.
+/// What the thread needs from the store.
 #[derive(Debug, Clone)]
-pub(super) struct IdleCheckpoint {
-    /// How long without appends counts as idle.
-    pub(super) after: Duration,
-    /// Set by every write (either connection); cleared by a checkpoint that truncated the WAL.
+pub(super) struct Settings {
+    /// How long without writes counts as idle.
+    pub(super) idle_after: Duration,
+    /// Set by every write (any connection of the store); cleared by the thread when it looks.
     pub(super) dirty: Arc<AtomicBool>,
     /// The store's write gate.
     pub(super) gate: Arc<Mutex<()>>,
-    /// The connection's usual busy timeout, restored after the checkpoint.
+    /// The usual busy timeout.
     pub(super) busy_timeout: Duration,
 }
 
-impl IdleCheckpoint {
-    /// Checkpoints and truncates the WAL through `conn` if anything was written since the last
-    /// time and no write is in progress. Called on the append thread when no append came for
-    /// [`IdleCheckpoint::after`].
-    pub(super) fn run(&self, conn: &Connection) {
-        if !self.dirty.load(Ordering::Acquire) {
-            return;
-        }
-        let Ok(_gate) = self.gate.try_lock() else {
-            return;
-        };
-        // Cleared before the checkpoint: no write of this process can start while the gate
-        // is held, and one that starts after sets it again.
-        self.dirty.store(false, Ordering::Release);
-        match self.truncate(conn) {
-            Ok(true) => tracing::debug!("idle: WAL checkpointed and truncated"),
-            Ok(false) => {
-                tracing::debug!("idle: WAL checkpoint stopped by readers; will try again");
-                self.dirty.store(true, Ordering::Release);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "idle WAL checkpoint failed");
-                self.dirty.store(true, Ordering::Release);
-            }
-        }
+/// The handle to the checkpoint thread.
+#[derive(Debug)]
+pub(super) struct Checkpointer {
+    /// Dropped to stop the thread.
+    stop: std::sync::Mutex<Option<mpsc::Sender<()>>>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Checkpointer {
+    /// Opens the thread's connection to the database at `path` (in WAL mode already) and
+    /// starts it.
+    pub(super) fn start(path: &Path, settings: Settings) -> Result<Self, StorageError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|conn| {
+            conn.busy_timeout(settings.busy_timeout)?;
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+            Ok(conn)
+        })
+        .map_err(StorageError::sqlite("open"))?;
+        let (stop, stopped) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || run(&conn, &stopped, &settings))
+            .map_err(|source| StorageError::Thread {
+                name: "sqlite-checkpoint",
+                source,
+            })?;
+        Ok(Self {
+            stop: std::sync::Mutex::new(Some(stop)),
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
     }
 
-    /// Runs `wal_checkpoint(TRUNCATE)` with a short busy timeout; `Ok(true)` if it completed
-    /// (the WAL is empty).
-    fn truncate(&self, conn: &Connection) -> rusqlite::Result<bool> {
-        conn.busy_timeout(CHECKPOINT_BUSY_TIMEOUT)?;
-        // One row: (busy, frames in the log, frames checkpointed); busy is 1 if the checkpoint
-        // could not finish.
-        let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-            row.get::<_, i64>(0)
-        });
-        conn.busy_timeout(self.busy_timeout)?;
-        Ok(busy? == 0)
+    /// Stops the thread and waits for the checkpoint it runs, if any.
+    pub(super) async fn close(&self) {
+        self.stop.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("the SQLite checkpoint thread panicked");
+            }
+        }
     }
+}
+
+fn run(conn: &Connection, stopped: &mpsc::Receiver<()>, settings: &Settings) {
+    // Whatever WAL an earlier run left is truncated once idle.
+    let mut untruncated = true;
+    let mut last_write = Instant::now();
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECK_EVERY) {
+        if settings.dirty.swap(false, Ordering::AcqRel) {
+            last_write = Instant::now();
+            untruncated = true;
+            passive(conn, settings);
+        } else if untruncated && last_write.elapsed() >= settings.idle_after {
+            untruncated = !truncate_if_idle(conn, settings);
+        }
+    }
+}
+
+/// A `PASSIVE` checkpoint; then, if the WAL has grown to [`RESTART_FRAMES`], another with the
+/// write gate held so the WAL restarts.
+fn passive(conn: &Connection, settings: &Settings) {
+    match checkpoint(conn, "PASSIVE") {
+        Ok((_, frames)) if frames >= RESTART_FRAMES => {
+            let _gate = settings.gate.blocking_lock();
+            if let Err(e) = checkpoint(conn, "PASSIVE") {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+    }
+}
+
+/// Checkpoints and truncates the WAL if no write is in progress; whether it did.
+fn truncate_if_idle(conn: &Connection, settings: &Settings) -> bool {
+    let Ok(_gate) = settings.gate.try_lock() else {
+        return false;
+    };
+    let truncated = conn
+        .busy_timeout(CHECKPOINT_BUSY_TIMEOUT)
+        .and_then(|()| checkpoint(conn, "TRUNCATE"))
+        .map(|(busy, _)| !busy);
+    if let Err(e) = conn.busy_timeout(settings.busy_timeout) {
+        tracing::warn!(error = %e, "restoring the checkpoint connection's busy timeout failed");
+    }
+    match truncated {
+        Ok(true) => {
+            tracing::debug!("idle: WAL checkpointed and truncated");
+            true
+        }
+        Ok(false) => {
+            tracing::debug!("idle: WAL checkpoint stopped by readers; will try again");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "idle WAL checkpoint failed");
+            false
+        }
+    }
+}
+
+/// Runs `PRAGMA wal_checkpoint(mode)`: whether it was stopped short (busy), and the frames in
+/// the WAL.
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(bool, i64)> {
+    // One row: (busy, frames in the log, frames checkpointed).
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+        Ok((row.get::<_, i64>(0)? != 0, row.get::<_, i64>(1)?))
+    })
 }

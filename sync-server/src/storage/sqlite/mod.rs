@@ -6,8 +6,9 @@
 //! write transaction starts with `BEGIN IMMEDIATE` and holds the store's write gate, so writers
 //! queue in process instead of spinning on `SQLITE_BUSY`, and another process on the same file
 //! (the CLI while a server runs) waits out the busy timeout. Reads use a separate pool of
-//! read-only connections, which WAL lets run beside the writers. Once the store is idle, the
-//! append thread truncates the WAL (`checkpoint.rs`).
+//! read-only connections, which WAL lets run beside the writers. A third thread checkpoints the
+//! WAL beside the writers, never inside a commit, and truncates it once the store is idle
+//! (`checkpoint.rs`).
 
 mod appender;
 mod checkpoint;
@@ -27,7 +28,7 @@ use sqlx::{Sqlite, SqliteConnection, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use self::appender::Appender;
-use self::checkpoint::IdleCheckpoint;
+use self::checkpoint::Checkpointer;
 use self::journal::{BOARD_COLUMNS, JOURNAL_JOIN, SeqCache};
 
 use super::maintenance::{LocalLocks, MaintenanceLock};
@@ -45,14 +46,11 @@ use crate::ids::{BoardId, Seq, VersionId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
-/// WAL pages after which SQLite checkpoints the WAL into the main file (SQLite's default,
-/// set explicitly so the behaviour is documented here rather than assumed).
-const WAL_AUTOCHECKPOINT_PAGES: u32 = 1000;
-
 /// `journal_size_limit`: when a writer restarts the WAL after a checkpoint, the file is cut
-/// back to this size. 16 MiB: four times what `WAL_AUTOCHECKPOINT_PAGES` lets the WAL reach
-/// between checkpoints (1000 pages of 4 KiB), so ordinary operation never trims and regrows
-/// it, while a long read that held checkpoints back leaves no larger file behind.
+/// back to this size. 16 MiB: four times what the checkpoint thread lets the WAL reach before
+/// it restarts (`checkpoint::RESTART_FRAMES`, 1000 pages of 4 KiB), so ordinary operation
+/// never trims and regrows it, while a long read that held checkpoints back leaves no larger
+/// file behind.
 const JOURNAL_SIZE_LIMIT_BYTES: i64 = 16 << 20;
 
 /// The SQLite backend.
@@ -65,7 +63,9 @@ pub struct SqliteStore {
     /// Held by every write (through `writer` or `appender`) for its whole transaction, so the
     /// two connections never wait for each other in SQLite's busy handler.
     gate: Arc<Mutex<()>>,
-    /// Something was written since the last idle checkpoint (`checkpoint.rs`).
+    /// Checkpoints the WAL (`checkpoint.rs`).
+    checkpointer: Checkpointer,
+    /// Something was written since the checkpoint thread last looked.
     dirty: Arc<AtomicBool>,
     /// The last sequence number of each board with journal rows (`journal.rs`), shared with
     /// the append thread.
@@ -127,7 +127,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true)
-            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
+            // Checkpoints are the checkpoint thread's, never a commit's.
+            .pragma("wal_autocheckpoint", "0")
             .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT_BYTES.to_string())
             // Statement journals (a multi-row INSERT inside a transaction keeps one) in memory
             // rather than in temporary files.
@@ -148,28 +149,29 @@ impl SqliteStore {
             .await
             .map_err(StorageError::db("open"))?;
         let gate = Arc::new(Mutex::new(()));
-        // Dirty from the start: whatever WAL an earlier run left is truncated once idle.
-        let dirty = Arc::new(AtomicBool::new(true));
+        let dirty = Arc::new(AtomicBool::new(false));
         let seqs = SeqCache::default();
         let appender = Appender::start(&appender::Settings {
             path: &path,
             busy_timeout: options.busy_timeout,
-            wal_autocheckpoint: WAL_AUTOCHECKPOINT_PAGES,
             journal_size_limit: JOURNAL_SIZE_LIMIT_BYTES,
-            idle: IdleCheckpoint {
-                after: options
-                    .checkpoint_idle
-                    .max(std::time::Duration::from_millis(1)),
+            dirty: dirty.clone(),
+            seqs: seqs.clone(),
+        })?;
+        let checkpointer = Checkpointer::start(
+            &path,
+            checkpoint::Settings {
+                idle_after: options.checkpoint_idle,
                 dirty: dirty.clone(),
                 gate: gate.clone(),
                 busy_timeout: options.busy_timeout,
             },
-            seqs: seqs.clone(),
-        })?;
+        )?;
         Ok(Self {
             writer,
             reader,
             appender,
+            checkpointer,
             gate,
             dirty,
             seqs,
@@ -394,6 +396,7 @@ impl Boards for SqliteStore {
 
     async fn close(&self) {
         self.appender.close().await;
+        self.checkpointer.close().await;
         self.writer.close().await;
         self.reader.close().await;
     }
@@ -1253,6 +1256,47 @@ mod tests {
         assert_eq!(
             datas(&stored),
             [(1, &b"1"[..]), (2, b"2"), (3, b"3"), (4, b"4")]
+        );
+        store.close().await;
+    }
+
+    /// Under steady appends the checkpoint thread still gets the WAL restarted (a checkpoint
+    /// beside the writers alone never would): the WAL holds a fraction of what was written
+    /// through it. And no commit runs a checkpoint itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wal_restarts_under_steady_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_in(dir.path()).await;
+        let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(autocheckpoint, 0, "commits never checkpoint");
+        let a = board("steady");
+        store.create_board(&a).await.unwrap();
+        let payload = vec![7u8; 4096];
+        let batch: Vec<NewUpdate<'_>> = (0..16)
+            .map(|_| NewUpdate {
+                board: &a,
+                data: &payload,
+            })
+            .collect();
+        let mut written = 0u64;
+        let started = std::time::Instant::now();
+        while started.elapsed() < checkpoint::CHECK_EVERY * 8 {
+            store.append(&batch).await.unwrap();
+            written += 16 * 4096;
+        }
+        // Frames in the WAL since it last restarted; a WAL that never restarted would hold
+        // every page appended.
+        let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        let pages = i64::try_from(written / 4096).unwrap();
+        assert!(
+            frames * 2 < pages,
+            "the WAL restarted: {frames} frames in the WAL after {pages} pages appended"
         );
         store.close().await;
     }
