@@ -53,12 +53,62 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "the", "board", "sprint", "review", "customer", "launch", "draft", "idea", "risk", "owner",
-    "deadline", "migrate", "database", "latency", "design", "sketch", "user", "research",
-    "interview", "feedback", "roadmap", "quarter", "goal", "metric", "budget", "team", "meeting",
-    "notes", "action", "item", "follow", "up", "with", "and", "for", "to", "of", "in", "on", "we",
-    "should", "could", "must", "maybe", "later", "now", "blocked", "done", "question", "answer",
-    "über", "naïve", "café", "→", "✓", "📌",
+    "the",
+    "board",
+    "sprint",
+    "review",
+    "customer",
+    "launch",
+    "draft",
+    "idea",
+    "risk",
+    "owner",
+    "deadline",
+    "migrate",
+    "database",
+    "latency",
+    "design",
+    "sketch",
+    "user",
+    "research",
+    "interview",
+    "feedback",
+    "roadmap",
+    "quarter",
+    "goal",
+    "metric",
+    "budget",
+    "team",
+    "meeting",
+    "notes",
+    "action",
+    "item",
+    "follow",
+    "up",
+    "with",
+    "and",
+    "for",
+    "to",
+    "of",
+    "in",
+    "on",
+    "we",
+    "should",
+    "could",
+    "must",
+    "maybe",
+    "later",
+    "now",
+    "blocked",
+    "done",
+    "question",
+    "answer",
+    "über",
+    "naïve",
+    "café",
+    "→",
+    "✓",
+    "📌",
 ];
 
 fn words(rng: &mut Rng, chars: usize) -> String {
@@ -73,7 +123,9 @@ fn words(rng: &mut Rng, chars: usize) -> String {
 }
 
 const KINDS: &[&str] = &["sticky", "sticky", "sticky", "rect", "ellipse", "text"];
-const COLORS: &[&str] = &["#ffeb3b", "#ff8a80", "#80d8ff", "#ccff90", "#e1bee7", "#ffffff"];
+const COLORS: &[&str] = &[
+    "#ffeb3b", "#ff8a80", "#80d8ff", "#ccff90", "#e1bee7", "#ffffff",
+];
 
 /// A board of at least `target_bytes` (encoded), built by `authors` clients (an object's
 /// author writes it, as on a shared board). Bodies are `200..=4000` characters.
@@ -117,7 +169,11 @@ pub fn whiteboard(target_bytes: usize, seed: u64) -> Board {
                 };
                 let o = objects_map.insert(&mut txn, id.as_str(), yrs::MapPrelim::default());
                 o.insert(&mut txn, "kind", kind);
-                o.insert(&mut txn, "pos", vec![(n % 300.0) * 240.0, (n / 300.0).floor() * 240.0]);
+                o.insert(
+                    &mut txn,
+                    "pos",
+                    vec![(n % 300.0) * 240.0, (n / 300.0).floor() * 240.0],
+                );
                 o.insert(
                     &mut txn,
                     "size",
@@ -237,9 +293,10 @@ pub struct Join {
 pub async fn join(url: &str, apply: bool, timeout: Duration) -> anyhow::Result<(Join, Ws)> {
     let t0 = Instant::now();
     let work = async {
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
-            .await
-            .with_context(|| format!("connect {url}"))?;
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
+                .await
+                .with_context(|| format!("connect {url}"))?;
         let doc = crate::new_doc();
         let sv = doc.transact().state_vector();
         ws.send(Message::Binary(wire::step1_frame(&sv))).await?;
@@ -372,8 +429,12 @@ pub async fn joins(
         match task.await.context("a joiner's task failed")? {
             Ok((j, ws)) => {
                 if j.bytes != r.first.bytes {
-                    r.first_error
-                        .get_or_insert_with(|| format!("a joiner got {} bytes, the first {}", j.bytes, r.first.bytes));
+                    r.first_error.get_or_insert_with(|| {
+                        format!(
+                            "a joiner got {} bytes, the first {}",
+                            j.bytes, r.first.bytes
+                        )
+                    });
                 }
                 times.push(Duration::from_secs_f64(j.received_ms / 1000.0));
                 open.push(tokio::spawn(keep_open(ws, close_rx.clone())));
@@ -411,10 +472,7 @@ mod tests {
         assert!(board.update.len() >= 1 << 20, "{}", board.update.len());
         assert!(board.update.len() < 2 << 20, "{}", board.update.len());
         let doc = crate::doc_from(&board.update);
-        assert_eq!(
-            object_count(&board.update).unwrap() as usize,
-            board.objects
-        );
+        assert_eq!(object_count(&board.update).unwrap() as usize, board.objects);
         assert!(chat_len(&doc) > 0);
         let view = crdt_free_read(&doc);
         assert!(view.contains("\"kind\":\"frame\"") && view.contains("\"kind\":\"connector\""));
@@ -436,9 +494,16 @@ mod tests {
             encoded_bytes: board.update.len() as u64,
             ..LargeResult::default()
         };
-        joins(&url, None, 10, Duration::from_secs(20), Duration::ZERO, &mut r)
-            .await
-            .unwrap();
+        joins(
+            &url,
+            None,
+            10,
+            Duration::from_secs(20),
+            Duration::ZERO,
+            &mut r,
+        )
+        .await
+        .unwrap();
         assert_eq!((r.joined, r.timeouts), (10, 0), "{r:?}");
         assert!(r.first_error.is_none(), "{r:?}");
         assert!(r.first.applied_ms.is_some() && r.first.bytes > 2 << 20);

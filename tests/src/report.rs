@@ -189,14 +189,15 @@ fn storm_table(out: &mut String, results: &[ScenarioResult]) {
     }
     out.push_str(
         "Reconnect storm (ms from the restart; done = offline edit durable and every other offline edit of the board received):\n\n\
-         | server | clients × boards | spread ms | stop ms | start ms | durable p50 / p99 / max | delivered p50 / p99 / max | done p50 / p99 / max | all done ms | done after own connect p99 / max | failures | disconnects | retries | closed 1012 | peak RSS MiB | RSS MiB | edits found after kill -9 |\n\
+         | server | clients × boards | spread ms | stop ms | start ms | durable p50 / p99 / max | delivered p50 / p99 / max | done p50 / p99 / max | all done ms | durable after own connect p50 / p99 / max | failures | disconnects | retries | closed 1012 | peak RSS MiB | RSS MiB | edits found after kill -9 |\n\
          |---|---:|---:|---:|---:|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    let three = |s: &crate::storm::Spread| format!("{:.0} / {:.0} / {:.0}", s.p50_ms, s.p99_ms, s.max_ms);
+    let three =
+        |s: &crate::storm::Spread| format!("{:.0} / {:.0} / {:.0}", s.p50_ms, s.p99_ms, s.max_ms);
     for (r, s) in storms {
         let _ = writeln!(
             out,
-            "| {} | {} × {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {:.0} / {:.0} | {} | {} | {} | {} | {} | {} | {} of {} |",
+            "| {} | {} × {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} of {} |",
             r.server,
             s.clients,
             s.boards,
@@ -211,8 +212,7 @@ fn storm_table(out: &mut String, results: &[ScenarioResult]) {
             } else {
                 format!("**{} of {} done**", s.done, s.clients)
             },
-            s.done_after_connect.p99_ms,
-            s.done_after_connect.max_ms,
+            three(&s.durable_after_connect),
             s.failures,
             s.disconnects,
             s.connect_retries,
@@ -255,7 +255,9 @@ fn large_table(out: &mut String, results: &[ScenarioResult]) {
             l.objects,
             mib(l.yrs_doc_kb),
             l.first.received_ms,
-            l.first.applied_ms.map_or("-".to_string(), |ms| format!("{ms:.0}")),
+            l.first
+                .applied_ms
+                .map_or("-".to_string(), |ms| format!("{ms:.0}")),
             l.joiners,
             l.joined,
             if l.timeouts > 0 {
@@ -560,6 +562,43 @@ mod tests {
             duration_s: 1.0,
             ..ScenarioResult::default()
         }
+    }
+
+    #[test]
+    fn storm_and_large_results_get_tables_of_their_own() {
+        let storm = ScenarioResult {
+            server: "ours".into(),
+            scenario: "storm".into(),
+            storm: Some(crate::storm::StormResult {
+                clients: 2000,
+                boards: 200,
+                done: 1999,
+                failures: 1,
+                verified_edits: 2000,
+                expected_edits: 2000,
+                ..Default::default()
+            }),
+            ..ScenarioResult::default()
+        };
+        let large = ScenarioResult {
+            server: "ours".into(),
+            scenario: "large".into(),
+            large: Some(crate::large::LargeResult {
+                encoded_bytes: 50_000_000,
+                peak_rss_kb: 146_484, // 150 MB: 3 ×
+                timeouts: 2,
+                ..Default::default()
+            }),
+            ..ScenarioResult::default()
+        };
+        let line = serde_json::to_string(&storm).unwrap();
+        assert!(matches!(parse_line(&line), Ok(Line::Scenario(r)) if r.storm.is_some()));
+        let md = markdown(&[storm, large, run("ours", "a2", 1000, 1.0)], &[]);
+        assert!(md.contains("**1999 of 2000 done**"), "{md}");
+        assert!(md.contains("| 2000 of 2000 |"), "{md}");
+        assert!(md.contains("| 3.0 |") && md.contains("| **2** |"), "{md}");
+        // Neither is counted as a fan-out run.
+        assert_eq!(md.matches("| ours | storm |").count(), 0, "{md}");
     }
 
     #[test]

@@ -146,6 +146,9 @@ pub struct StormResult {
     pub done_at: Spread,
     /// Per client: both, from its own reconnect instead of the restart.
     pub done_after_connect: Spread,
+    /// Per client: offline edit acknowledged durable, from its own reconnect.
+    #[serde(default)]
+    pub durable_after_connect: Spread,
     /// The restarted server's peak RSS (VmHWM) when every client was done (KiB).
     pub peak_rss_kb: u64,
     /// Its RSS then (KiB).
@@ -242,7 +245,11 @@ fn add_note(doc: &Doc, id: &str, n: usize) -> Vec<u8> {
     note.insert(&mut txn, "rotation", 0.0);
     note.insert(&mut txn, "z", format!("a{n:05}"));
     note.insert(&mut txn, "color", "#ffeb3b");
-    note.insert(&mut txn, "text", yrs::TextPrelim::new(format!("{id}: written offline")));
+    note.insert(
+        &mut txn,
+        "text",
+        yrs::TextPrelim::new(format!("{id}: written offline")),
+    );
     txn.encode_update_v1()
 }
 
@@ -625,6 +632,11 @@ fn summarize(cfg: &StormConfig, outcomes: &[Outcome], mut r: StormResult) -> Sto
         .iter()
         .filter_map(|o| Some(o.done()?.saturating_sub(o.connected?)))
         .collect();
+    let durable_after_connect: Vec<Duration> = outcomes
+        .iter()
+        .filter_map(|o| Some(o.durable?.saturating_sub(o.connected?)))
+        .collect();
+    r.durable_after_connect = Spread::of(&durable_after_connect);
     r.clients = n as u64;
     r.boards = cfg.boards as u64;
     r.spread_ms = ms(cfg.spread);
@@ -695,6 +707,7 @@ mod tests {
         assert_eq!(r.all_done_ms, 80.0);
         assert_eq!(r.done_at.max_ms, 80.0);
         assert_eq!(r.done_after_connect.max_ms, 60.0);
+        assert_eq!(r.durable_after_connect.max_ms, 60.0);
         assert_eq!(r.durable.max_ms, 80.0);
         assert_eq!(r.first_error.as_deref(), Some("gone"));
         assert!(!r.ok());
@@ -718,7 +731,11 @@ mod tests {
             let t0 = Instant::now();
             let listener = tokio::net::TcpListener::bind(self.addr).await?;
             let store = self.db.open().await;
-            self.server = Some(crate::TestServer::start_on(listener, crate::config(), store));
+            self.server = Some(crate::TestServer::start_on(
+                listener,
+                crate::config(),
+                store,
+            ));
             Ok(t0.elapsed())
         }
         async fn stop(&mut self) -> anyhow::Result<Duration> {

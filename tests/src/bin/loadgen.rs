@@ -1305,7 +1305,8 @@ async fn storm(args: &StormArgs) -> anyhow::Result<ScenarioResult> {
     }
     let (_dir, db) = fresh_db(&o.db_dir, "storm-")?;
     let port = harness::process::free_port()?;
-    let mut server = harness::process::ServerProcess::new(o.serve(&db), port, o.server_log.clone())?;
+    let mut server =
+        harness::process::ServerProcess::new(o.serve(&db), port, o.server_log.clone())?;
     server.start().await.context("first start")?;
     let cfg = harness::storm::StormConfig {
         boards: args.boards,
@@ -1344,7 +1345,10 @@ async fn yrs_doc_kb(file: &std::path::Path) -> anyhow::Result<u64> {
         .output()
         .await?;
     if !out.status.success() {
-        bail!("doc-memory failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "doc-memory failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8(out.stdout)?.trim().parse()?)
 }
@@ -1405,7 +1409,8 @@ async fn large(args: &LargeArgs) -> anyhow::Result<ScenarioResult> {
     }
     r.import_ms = t.elapsed().as_secs_f64() * 1000.0;
     let port = harness::process::free_port()?;
-    let mut server = harness::process::ServerProcess::new(o.serve(&db), port, o.server_log.clone())?;
+    let mut server =
+        harness::process::ServerProcess::new(o.serve(&db), port, o.server_log.clone())?;
     server.start().await?;
     tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
     let url = format!("ws://127.0.0.1:{port}/v1/sync/{name}");
@@ -1444,20 +1449,54 @@ fn emit_scenario(json_out: Option<&std::path::Path>, r: &ScenarioResult) -> anyh
     let ok = if let Some(s) = &r.storm {
         eprintln!(
             "[{} {}] {}: all done {:.0} ms; durable p50/p99/max {:.0}/{:.0}/{:.0} ms; delivered {:.0}/{:.0}/{:.0} ms; done {}/{} (failures {}, disconnects {}, retries {}); stop {:.0} ms, start {:.0} ms; peak RSS {:.1} MiB; edits found after kill -9: {}/{}{}",
-            r.server, r.scenario, r.description, s.all_done_ms, s.durable.p50_ms, s.durable.p99_ms, s.durable.max_ms,
-            s.delivered.p50_ms, s.delivered.p99_ms, s.delivered.max_ms, s.done, s.clients, s.failures, s.disconnects,
-            s.connect_retries, s.stop_ms, s.start_ms, s.peak_rss_kb as f64 / 1024.0, s.verified_edits, s.expected_edits,
-            s.first_error.as_ref().map_or(String::new(), |e| format!("; first error: {e}")),
+            r.server,
+            r.scenario,
+            r.description,
+            s.all_done_ms,
+            s.durable.p50_ms,
+            s.durable.p99_ms,
+            s.durable.max_ms,
+            s.delivered.p50_ms,
+            s.delivered.p99_ms,
+            s.delivered.max_ms,
+            s.done,
+            s.clients,
+            s.failures,
+            s.disconnects,
+            s.connect_retries,
+            s.stop_ms,
+            s.start_ms,
+            s.peak_rss_kb as f64 / 1024.0,
+            s.verified_edits,
+            s.expected_edits,
+            s.first_error
+                .as_ref()
+                .map_or(String::new(), |e| format!("; first error: {e}")),
         );
         s.ok()
     } else if let Some(l) = &r.large {
         eprintln!(
             "[{} {}] {}: first client received {:.0} ms, applied {:.0} ms; {} of {} joiners in time (p50/p99/max {:.0}/{:.0}/{:.0} ms); RSS idle {:.1}, one client {:.1}, max sampled {:.1}, peak {:.1}, steady {:.1}, after close {:.1} MiB; yrs doc {:.1} MiB{}",
-            r.server, r.scenario, r.description, l.first.received_ms, l.first.applied_ms.unwrap_or(0.0), l.joined, l.joiners,
-            l.join.p50_ms, l.join.p99_ms, l.join.max_ms, l.rss_idle_kb as f64 / 1024.0, l.rss_one_client_kb as f64 / 1024.0,
-            l.rss_max_sampled_kb as f64 / 1024.0, l.peak_rss_kb as f64 / 1024.0, l.rss_steady_kb as f64 / 1024.0,
-            l.rss_after_close_kb as f64 / 1024.0, l.yrs_doc_kb as f64 / 1024.0,
-            l.first_error.as_ref().map_or(String::new(), |e| format!("; first error: {e}")),
+            r.server,
+            r.scenario,
+            r.description,
+            l.first.received_ms,
+            l.first.applied_ms.unwrap_or(0.0),
+            l.joined,
+            l.joiners,
+            l.join.p50_ms,
+            l.join.p99_ms,
+            l.join.max_ms,
+            l.rss_idle_kb as f64 / 1024.0,
+            l.rss_one_client_kb as f64 / 1024.0,
+            l.rss_max_sampled_kb as f64 / 1024.0,
+            l.peak_rss_kb as f64 / 1024.0,
+            l.rss_steady_kb as f64 / 1024.0,
+            l.rss_after_close_kb as f64 / 1024.0,
+            l.yrs_doc_kb as f64 / 1024.0,
+            l.first_error
+                .as_ref()
+                .map_or(String::new(), |e| format!("; first error: {e}")),
         );
         l.timeouts == 0 && l.joined == l.joiners && l.first_error.is_none()
     } else {

@@ -35,9 +35,9 @@ impl BoardActor {
                         let update = self.doc.transact().encode_state_as_update_v1(&sv);
                         protocol::sync_step2(update)
                     };
-                    let undelivered =
-                        self.peers
-                            .send_sync_reply(conn, frame, &self.shared.metrics);
+                    let undelivered = self
+                        .peers
+                        .send_sync_reply(conn, frame, &self.shared.metrics);
                     self.settle(undelivered);
                 }
                 if answer == Step1Answer::Step2AndStep1 {

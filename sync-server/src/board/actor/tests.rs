@@ -292,7 +292,11 @@ async fn joiners_with_nothing_share_one_full_state_frame_until_the_doc_changes()
     h.step1(5, StateVector::default()).await;
     // Updates queued to the others meanwhile are not its concern; its link holds the step 2.
     let frame = next_frame(&late).await;
-    assert_ne!(frame.as_ptr(), frames[0].as_ptr(), "a stale frame was reused");
+    assert_ne!(
+        frame.as_ptr(),
+        frames[0].as_ptr(),
+        "a stale frame was reused"
+    );
     let text = step2_text(&frame);
     assert!(text.contains('a') && text.contains('b'), "{text}");
 }
