@@ -17,10 +17,26 @@
 # each run (p99 beside the longest stall a receiver saw), receivers incomplete after the drain,
 # and ours against each peer (p99 and CPU per 1,000 deliveries, ours ÷ peer).
 #
+# Three scenarios of issue 19 besides the fan-out (results in the same files and tables):
+#   storm   reconnect storm (ours only; loadgen storm starts, stops, restarts and kills our
+#           server itself): STORM_BOARDS × STORM_CLIENTS clients with ?ack=1 sync, the server
+#           stops (SIGTERM), each client makes one offline edit, the server starts again on the
+#           same database and port and the clients reconnect spread over STORM_SPREAD seconds.
+#           Per client from the restart: offline edit durable (acknowledged), every other
+#           offline edit of its board received; peak RSS; then kill -9, start, and every edit
+#           read back over HTTP.
+#   large   large board (ours only; loadgen large): a LARGE_MB board (update v1) generated in
+#           the board layout, imported with `sync-server import`, joined by one client, then
+#           by LARGE_JOINERS at once (each must get the whole state within 30 s); RSS idle, with
+#           one client, sampled during the joins, peak (VmHWM), steady, after close; and the RSS
+#           a yrs doc holding the board costs in a process of its own.
+#   d10k    the idle scenario at 10,000 connections (every server; the open-files limit is
+#           raised to the hard limit below, which must be above 10,000).
+#
 # Environment:
 #   SERVERS="relay reference ours ours-hocuspocus hocuspocus ysweet"
 #                                    servers to run, in order
-#   SCENARIOS="a2 a10 a50 a200 b20 b100 b400 c d"
+#   SCENARIOS="a2 a10 a50 a200 b20 b100 b400 c d storm large d10k"
 #   DURATION=5                       measured seconds per fan-out scenario (plus 1 s warm-up)
 #   REPEAT=3                         runs of each fan-out scenario per server; the tables show
 #                                    the run with the median p99 (this machine is shared: noisy)
@@ -34,6 +50,10 @@
 #   DB_DIR=${TMPDIR:-/tmp}           where ours' databases (a fresh directory per run) and the
 #                                    fsync probe's files go
 #   FSYNC_ITERATIONS=500             writes per method of the fsync probe (0: skip the probe)
+#   STORM_BOARDS=200 STORM_CLIENTS=10 STORM_SPREAD=1
+#                                    reconnect storm: boards, clients per board, seconds over
+#                                    which they reconnect after the restart
+#   LARGE_MB=50 LARGE_JOINERS=50     large board: encoded size (10^6 bytes), clients at once
 #
 # Exit status: non-zero if any scenario lost deliveries (a receiver incomplete after the drain),
 # saw disconnects or failed to run.
@@ -42,7 +62,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 SERVERS=${SERVERS:-"relay reference ours ours-hocuspocus hocuspocus ysweet"}
-SCENARIOS=${SCENARIOS:-"a2 a10 a50 a200 b20 b100 b400 c d"}
+SCENARIOS=${SCENARIOS:-"a2 a10 a50 a200 b20 b100 b400 c d storm large d10k"}
 DURATION=${DURATION:-5}
 REPEAT=${REPEAT:-3}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-5000}
@@ -54,6 +74,11 @@ HOCUSPOCUS_SERVER=$ROOT/tests/js/bench/hocuspocus-server.mjs
 BENCH_TOOLS=${BENCH_TOOLS:-$ROOT/target/bench-tools}
 DB_DIR=${DB_DIR:-${TMPDIR:-/tmp}}
 FSYNC_ITERATIONS=${FSYNC_ITERATIONS:-500}
+STORM_BOARDS=${STORM_BOARDS:-200}
+STORM_CLIENTS=${STORM_CLIENTS:-10}
+STORM_SPREAD=${STORM_SPREAD:-1}
+LARGE_MB=${LARGE_MB:-50}
+LARGE_JOINERS=${LARGE_JOINERS:-50}
 # Pinned: the version the goals of issue 19 are stated against.
 YSWEET_VERSION=0.9.1
 YSWEET=$BENCH_TOOLS/bin/y-sweet
@@ -217,12 +242,40 @@ scenario_args() {
   b400) echo "run --boards 1 --clients 10 --draggers 10 --rate 400 --duration $d" ;;
   c) echo "run --boards 100 --clients 5 --draggers 1 --rate 60 --duration $d" ;;
   d) echo "idle --boards 100 --connections $IDLE_CONNECTIONS --settle 2" ;;
+  d10k) echo "idle --boards 100 --connections 10000 --settle 2" ;;
+  storm) echo "storm --boards $STORM_BOARDS --clients $STORM_CLIENTS --spread $STORM_SPREAD" ;;
+  large) echo "large --size-mb $LARGE_MB --joiners $LARGE_JOINERS" ;;
   *) return 1 ;;
   esac
 }
 
+# storm and large: the load generator runs our server itself (it stops, kills and restarts
+# it), pinned like the others; other servers are not run (the scenarios measure ours).
+run_ours_itself() {
+  local server=$1 scenario=$2 args=$3
+  if [[ $server != ours ]]; then
+    return
+  fi
+  echo "== $server $scenario" >&2
+  if [[ $OURS_OK != 1 || ! -x $OURS ]]; then
+    SKIPPED+=("$server/$scenario")
+    return
+  fi
+  # shellcheck disable=SC2086
+  if ! taskset -c "$LOADGEN_CORE" "$LOADGEN" $args --server-bin "$OURS" --db-dir "$DB_DIR" \
+    --server-core "$SERVER_CORE" --server-args "${OURS_ARGS:-}" \
+    --server-log "$OUT/$server-$scenario-server.log" --server "$server" --scenario "$scenario" \
+    --json-out "$RESULTS" >/dev/null; then
+    FAILED+=("$server/$scenario")
+  fi
+}
+
 run_one() {
   local server=$1 scenario=$2 args=$3
+  if [[ $scenario == storm || $scenario == large ]]; then
+    run_ours_itself "$@"
+    return
+  fi
   echo "== $server $scenario" >&2
   if ! start_server "$server"; then
     echo "!! $server did not start (see $OUT/$server-server.log); skipping" >&2
@@ -251,7 +304,7 @@ SKIPPED=()
 for scenario in $SCENARIOS; do
   args=$(scenario_args "$scenario") || { echo "unknown scenario $scenario" >&2; exit 2; }
   reps=$REPEAT
-  [[ $scenario == d ]] && reps=1
+  [[ $scenario == d || $scenario == d10k || $scenario == storm || $scenario == large ]] && reps=1
   for ((rep = 1; rep <= reps; rep++)); do
     for server in $SERVERS; do
       run_one "$server" "$scenario" "$args"
@@ -261,7 +314,7 @@ done
 
 {
   echo "Machine: $(nproc) cores, $(lscpu | grep 'Model name' | sed 's/Model name: *//'), $(date -u +%Y-%m-%dT%H:%MZ)"
-  echo "Command: SERVERS=\"$SERVERS\" SCENARIOS=\"$SCENARIOS\" DURATION=$DURATION REPEAT=$REPEAT IDLE_CONNECTIONS=$IDLE_CONNECTIONS scripts/bench-fanout.sh"
+  echo "Command: SERVERS=\"$SERVERS\" SCENARIOS=\"$SCENARIOS\" DURATION=$DURATION REPEAT=$REPEAT IDLE_CONNECTIONS=$IDLE_CONNECTIONS STORM_BOARDS=$STORM_BOARDS STORM_CLIENTS=$STORM_CLIENTS STORM_SPREAD=$STORM_SPREAD LARGE_MB=$LARGE_MB LARGE_JOINERS=$LARGE_JOINERS scripts/bench-fanout.sh"
   if [[ " $SERVERS " == *" ysweet "* ]]; then
     echo "y-sweet: $("$YSWEET" version 2>/dev/null || echo "not installed") (in memory, no auth)"
   fi

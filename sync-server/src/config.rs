@@ -228,7 +228,8 @@ pub struct ServeArgs {
     #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
     /// Bytes queued for one slow connection before it is closed with 1013 (a single larger
-    /// frame, such as a big board's first sync, still goes out alone).
+    /// frame still goes out alone; a sync step 2 answer, such as a big board's first sync, is
+    /// not counted: the board's size bounds it).
     #[arg(long, env = "OUTBOUND_QUEUE_BYTES", default_value_t = 32 << 20)]
     pub outbound_queue_bytes: usize,
     /// Bytes of updates one connection may have sent that are not yet committed; past it the

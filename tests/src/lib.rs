@@ -16,6 +16,8 @@
 //! - [`docs`]: documents as tests build and read them.
 //! - [`procfs`], [`report`], [`stall`], [`fsync`]: the load generator's measurements (CPU and
 //!   memory, the longest stall of a receiver, the disk's bare fsync) and reports.
+//! - [`storm`], [`large`]: the load generator's reconnect storm and large-board scenarios;
+//!   [`process`]: the server binary as a child process they stop and start.
 //!
 //! A test helper library: it fails the test (panics) on anything unexpected, by design.
 //!
@@ -29,12 +31,15 @@ pub mod faults;
 pub mod fixture;
 pub mod fsync;
 pub mod http;
+pub mod large;
 pub mod llm;
 pub mod node;
+pub mod process;
 pub mod procfs;
 pub mod report;
 pub mod server;
 pub mod stall;
+pub mod storm;
 pub mod wire;
 
 use std::time::Duration;

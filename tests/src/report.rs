@@ -85,6 +85,19 @@ pub struct ScenarioResult {
     pub idle_marginal_kb_per_conn: Option<f64>,
     /// Idle scenario: RSS with one connection per board (KiB).
     pub idle_rss_one_per_board_kb: Option<u64>,
+    /// Reconnect-storm scenario (`loadgen storm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm: Option<crate::storm::StormResult>,
+    /// Large-board scenario (`loadgen large`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub large: Option<crate::large::LargeResult>,
+}
+
+impl ScenarioResult {
+    /// A fan-out run (not idle, storm or large).
+    fn is_fanout(&self) -> bool {
+        self.idle_connections.is_none() && self.storm.is_none() && self.large.is_none()
+    }
 }
 
 /// A receiver still lacking updates when the drain ended.
@@ -157,7 +170,115 @@ pub fn markdown(results: &[ScenarioResult], fsync: &[FsyncResult]) -> String {
     peers_table(&mut out, &scenarios);
     dialect_table(&mut out, &scenarios);
     idle_table(&mut out, results);
+    storm_table(&mut out, results);
+    large_table(&mut out, results);
     out
+}
+
+fn mib(kb: u64) -> String {
+    format!("{:.1}", kb as f64 / 1024.0)
+}
+
+fn storm_table(out: &mut String, results: &[ScenarioResult]) {
+    let storms: Vec<(&ScenarioResult, &crate::storm::StormResult)> = results
+        .iter()
+        .filter_map(|r| Some((r, r.storm.as_ref()?)))
+        .collect();
+    if storms.is_empty() {
+        return;
+    }
+    out.push_str(
+        "Reconnect storm (ms from the restart; done = offline edit durable and every other offline edit of the board received):\n\n\
+         | server | clients × boards | spread ms | stop ms | start ms | durable p50 / p99 / max | delivered p50 / p99 / max | done p50 / p99 / max | all done ms | durable after own connect p50 / p99 / max | failures | disconnects | retries | closed 1012 | peak RSS MiB | RSS MiB | edits found after kill -9 |\n\
+         |---|---:|---:|---:|---:|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let three =
+        |s: &crate::storm::Spread| format!("{:.0} / {:.0} / {:.0}", s.p50_ms, s.p99_ms, s.max_ms);
+    for (r, s) in storms {
+        let _ = writeln!(
+            out,
+            "| {} | {} × {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} of {} |",
+            r.server,
+            s.clients,
+            s.boards,
+            s.spread_ms,
+            s.stop_ms,
+            s.start_ms,
+            three(&s.durable),
+            three(&s.delivered),
+            three(&s.done_at),
+            if s.done == s.clients {
+                format!("{:.0}", s.all_done_ms)
+            } else {
+                format!("**{} of {} done**", s.done, s.clients)
+            },
+            three(&s.durable_after_connect),
+            s.failures,
+            s.disconnects,
+            s.connect_retries,
+            s.closed_1012,
+            mib(s.peak_rss_kb),
+            mib(s.rss_kb),
+            s.verified_edits,
+            s.expected_edits,
+        );
+    }
+    out.push('\n');
+}
+
+fn large_table(out: &mut String, results: &[ScenarioResult]) {
+    let large: Vec<(&ScenarioResult, &crate::large::LargeResult)> = results
+        .iter()
+        .filter_map(|r| Some((r, r.large.as_ref()?)))
+        .collect();
+    if large.is_empty() {
+        return;
+    }
+    out.push_str(
+        "Large board (RSS of the server; × = ÷ the encoded size):\n\n\
+         | server | encoded MB | objects | yrs doc MiB | first: received ms | first: applied ms | joiners | joined | timeouts | join p50 / p99 / max ms | RSS idle MiB | RSS 1 client MiB | RSS max sampled MiB | peak (VmHWM) MiB | peak × | steady MiB | steady × | after close MiB |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (r, l) in large {
+        let times = |kb: u64| {
+            if l.encoded_bytes == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}", kb as f64 * 1024.0 / l.encoded_bytes as f64)
+            }
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {} | {} | {:.0} | {} | {} | {} | {} | {:.0} / {:.0} / {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.server,
+            l.encoded_bytes as f64 / 1e6,
+            l.objects,
+            mib(l.yrs_doc_kb),
+            l.first.received_ms,
+            l.first
+                .applied_ms
+                .map_or("-".to_string(), |ms| format!("{ms:.0}")),
+            l.joiners,
+            l.joined,
+            if l.timeouts > 0 {
+                format!("**{}**", l.timeouts)
+            } else {
+                "0".to_string()
+            },
+            l.join.p50_ms,
+            l.join.p99_ms,
+            l.join.max_ms,
+            mib(l.rss_idle_kb),
+            mib(l.rss_one_client_kb),
+            mib(l.rss_max_sampled_kb),
+            mib(l.peak_rss_kb),
+            times(l.peak_rss_kb),
+            mib(l.rss_steady_kb),
+            times(l.rss_steady_kb),
+            mib(l.rss_after_close_kb),
+        );
+    }
+    out.push('\n');
 }
 
 fn fsync_table(out: &mut String, fsync: &[FsyncResult]) {
@@ -185,7 +306,7 @@ fn median_runs(
     results: &[ScenarioResult],
 ) -> (Vec<&ScenarioResult>, BTreeMap<(String, String), String>) {
     let mut groups: Vec<((String, String), Vec<&ScenarioResult>)> = Vec::new();
-    for r in results.iter().filter(|r| r.idle_connections.is_none()) {
+    for r in results.iter().filter(|r| r.is_fanout()) {
         let key = (r.server.clone(), r.scenario.clone());
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, runs)) => runs.push(r),
@@ -441,6 +562,43 @@ mod tests {
             duration_s: 1.0,
             ..ScenarioResult::default()
         }
+    }
+
+    #[test]
+    fn storm_and_large_results_get_tables_of_their_own() {
+        let storm = ScenarioResult {
+            server: "ours".into(),
+            scenario: "storm".into(),
+            storm: Some(crate::storm::StormResult {
+                clients: 2000,
+                boards: 200,
+                done: 1999,
+                failures: 1,
+                verified_edits: 2000,
+                expected_edits: 2000,
+                ..Default::default()
+            }),
+            ..ScenarioResult::default()
+        };
+        let large = ScenarioResult {
+            server: "ours".into(),
+            scenario: "large".into(),
+            large: Some(crate::large::LargeResult {
+                encoded_bytes: 50_000_000,
+                peak_rss_kb: 146_484, // 150 MB: 3 ×
+                timeouts: 2,
+                ..Default::default()
+            }),
+            ..ScenarioResult::default()
+        };
+        let line = serde_json::to_string(&storm).unwrap();
+        assert!(matches!(parse_line(&line), Ok(Line::Scenario(r)) if r.storm.is_some()));
+        let md = markdown(&[storm, large, run("ours", "a2", 1000, 1.0)], &[]);
+        assert!(md.contains("**1999 of 2000 done**"), "{md}");
+        assert!(md.contains("| 2000 of 2000 |"), "{md}");
+        assert!(md.contains("| 3.0 |") && md.contains("| **2** |"), "{md}");
+        // Neither is counted as a fan-out run.
+        assert_eq!(md.matches("| ours | storm |").count(), 0, "{md}");
     }
 
     #[test]

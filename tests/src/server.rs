@@ -31,6 +31,11 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start(config: Config, store: Arc<dyn Storage>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, config, store)
+    }
+
+    /// Starts on `listener` (a restart on the same address binds it again).
+    pub fn start_on(listener: TcpListener, config: Config, store: Arc<dyn Storage>) -> Self {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(run_with_store(config, store, listener, async move {

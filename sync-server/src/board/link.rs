@@ -3,8 +3,11 @@
 //!
 //! The queue is bounded in frames and in bytes: a connection that stops reading is closed as
 //! too slow once either bound is reached, so what it can make the server hold is bounded
-//! whatever the board's size. A frame larger than the byte bound still goes out alone (a big
-//! board's sync step 2), so the bound is never below one frame. The queue also remembers
+//! whatever the board's size. A frame larger than the byte bound still goes out alone, so the
+//! bound is never below one frame. A sync step 2 answer is outside the byte bound: a big
+//! board's first sync (50 MB) is larger than the bound (32 MiB by default) and is legitimately
+//! queued behind the board's step 1 or followed by live updates; it is bounded by the board's
+//! size instead, and the actor queues at most one per connection (see below). The queue also remembers
 //! whether a sync step 2 answer waits in it, so that a client asking again and again is
 //! answered once, not once per request.
 //!
@@ -123,7 +126,7 @@ struct Shared {
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<Bytes>,
-    /// Bytes in `frames`.
+    /// Bytes in `frames`, the sync step 2 answer not counted.
     bytes: usize,
     /// Whether `frames` holds a sync step 2 answer the writer has not taken yet.
     sync_reply: bool,
@@ -189,12 +192,17 @@ impl PeerLink {
             if state.closed {
                 return Delivery::Closed;
             }
-            let over_bytes = !state.frames.is_empty()
+            // Frames counted against the byte bound: all but the sync step 2 answer.
+            let others = state.frames.len() - usize::from(state.sync_reply);
+            let over_bytes = !sync_reply
+                && others > 0
                 && state.bytes.saturating_add(frame.len()) > self.0.max_bytes;
             if state.frames.len() >= self.0.capacity || over_bytes {
                 return Delivery::Full;
             }
-            state.bytes += frame.len();
+            if !sync_reply {
+                state.bytes += frame.len();
+            }
             state.sync_reply |= sync_reply;
             state.frames.push_back(frame);
             (state.frames.len(), state.writer.take())
@@ -403,6 +411,29 @@ mod tests {
         ));
         assert_eq!(link.offer(Bytes::from(vec![0; 6])), Delivery::Queued(1));
         assert_eq!(link.offer(Bytes::from(vec![0; 4])), Delivery::Queued(2));
+        assert_eq!(link.offer(Bytes::from_static(b"x")), Delivery::Full);
+    }
+
+    #[test]
+    fn a_sync_reply_larger_than_the_byte_bound_is_queued_beside_other_frames() {
+        // A 50 MB board's first sync on a link bounded at 32 MiB, scaled down: the board's step
+        // 1 waits in the queue, the step 2 comes, then live updates.
+        let link = PeerLink::new(100, 10);
+        assert_eq!(link.offer(Bytes::from(vec![0; 4])), Delivery::Queued(1));
+        assert_eq!(
+            link.offer_sync_reply(Bytes::from(vec![0; 50])),
+            Delivery::Queued(2)
+        );
+        assert_eq!(link.offer(Bytes::from(vec![0; 6])), Delivery::Queued(3));
+        // The bound still holds for everything else.
+        assert_eq!(link.offer(Bytes::from_static(b"x")), Delivery::Full);
+        // Alone, it goes out too, and what follows it is bounded as before.
+        let link = PeerLink::new(100, 10);
+        assert_eq!(
+            link.offer_sync_reply(Bytes::from(vec![0; 50])),
+            Delivery::Queued(1)
+        );
+        assert_eq!(link.offer(Bytes::from(vec![0; 25])), Delivery::Queued(2));
         assert_eq!(link.offer(Bytes::from_static(b"x")), Delivery::Full);
     }
 

@@ -29,9 +29,12 @@
 //! With `--doc-api y-sweet`, boards are y-sweet documents: created and authorized through
 //! y-sweet's HTTP API, then joined at the WebSocket URL it returns (see [`ysweet`]).
 //!
-//! Subcommands: `run` (a fan-out scenario), `idle` (memory per idle connection), `fsync` (the
-//! disk's bare fsync cost in a directory), `table` (markdown tables from the JSON lines written
-//! with `--json-out`).
+//! Subcommands: `run` (a fan-out scenario), `idle` (memory per idle connection), `storm` (the
+//! reconnect storm: clients with offline edits reconnecting within a second of a restart of our
+//! server; `harness::storm`), `large` (a large board joined by one client, then many at once;
+//! `harness::large`), `fsync` (the disk's bare fsync cost in a directory), `table` (markdown
+//! tables from the JSON lines written with `--json-out`). `storm` and `large` start our server
+//! themselves (`--server-bin`), since they stop, kill and restart it.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -68,6 +71,16 @@ enum Cmd {
     Run(RunArgs),
     /// Idle memory: many synced, silent connections spread over boards.
     Idle(IdleArgs),
+    /// Reconnect storm: clients with offline edits reconnect within a second of a restart.
+    Storm(StormArgs),
+    /// Large board: one client joins, then many at once.
+    Large(LargeArgs),
+    /// (For `large`.) RSS growth of this process applying a Yjs update file to a yrs doc.
+    #[command(hide = true)]
+    DocMemory {
+        /// A Yjs update v1.
+        file: PathBuf,
+    },
     /// The disk's bare fsync cost: 4 KiB writes made durable, in a directory.
     Fsync(FsyncArgs),
     /// Print markdown tables from JSON-lines result files.
@@ -173,6 +186,114 @@ struct IdleArgs {
     #[arg(long, default_value_t = 5000)]
     connections: usize,
     /// Pause before each RSS reading (seconds).
+    #[arg(long, default_value_t = 2.0)]
+    settle: f64,
+}
+
+/// Our server, started by the load generator itself on a fresh SQLite database.
+#[derive(Debug, clap::Args)]
+struct OursArgs {
+    /// Our server's binary (`target/release/sync-server`).
+    #[arg(long)]
+    server_bin: PathBuf,
+    /// Where the database goes (a fresh directory inside it, removed afterwards).
+    #[arg(long, default_value = "/tmp")]
+    db_dir: PathBuf,
+    /// Pin the server to this CPU (`taskset -c`).
+    #[arg(long)]
+    server_core: Option<usize>,
+    /// Extra flags for `sync-server serve`, space-separated.
+    #[arg(long, allow_hyphen_values = true, default_value = "")]
+    server_args: String,
+    /// The server's standard error goes here.
+    #[arg(long)]
+    server_log: Option<PathBuf>,
+    /// Label of the server under test.
+    #[arg(long, default_value = "ours")]
+    server: String,
+    /// Scenario label.
+    #[arg(long)]
+    scenario: Option<String>,
+    /// Append the result as one JSON line to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+impl OursArgs {
+    /// The command line of `sync-server <sub> ...`, pinned if asked.
+    fn command(&self, sub: &[&str]) -> Vec<String> {
+        let mut cmd = Vec::new();
+        if let Some(core) = self.server_core {
+            cmd.extend(["taskset".to_string(), "-c".to_string(), core.to_string()]);
+        }
+        cmd.push(self.server_bin.display().to_string());
+        cmd.extend(sub.iter().map(|s| (*s).to_string()));
+        cmd
+    }
+
+    /// `serve` on 127.0.0.1 at the port placeholder, on `db`, with the per-address and
+    /// per-connection limits lifted (every client of the load generator comes from one
+    /// address), and the extra flags.
+    fn serve(&self, db: &str) -> Vec<String> {
+        let mut cmd = self.command(&[
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            harness::process::PORT,
+            "--database-url",
+            db,
+            "--max-connections-per-address",
+            "0",
+            "--message-rate",
+            "0",
+            "--http-rate",
+            "0",
+        ]);
+        cmd.extend(self.server_args.split_whitespace().map(str::to_owned));
+        cmd
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct StormArgs {
+    #[command(flatten)]
+    ours: OursArgs,
+    /// Boards.
+    #[arg(long, default_value_t = 200)]
+    boards: usize,
+    /// Clients per board.
+    #[arg(long, default_value_t = 10)]
+    clients: usize,
+    /// Reconnects spread uniformly over this long after the restart (seconds).
+    #[arg(long, default_value_t = 1.0)]
+    spread: f64,
+    /// A client not done this long after its reconnect fails (seconds).
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// Connections doing their first sync at the same time (before the restart).
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct LargeArgs {
+    #[command(flatten)]
+    ours: OursArgs,
+    /// The board's encoded size (MB, 10^6 bytes).
+    #[arg(long, default_value_t = 50.0)]
+    size_mb: f64,
+    /// Seed of the generated board.
+    #[arg(long, default_value_t = 19)]
+    seed: u64,
+    /// Clients joining at once after the first.
+    #[arg(long, default_value_t = 50)]
+    joiners: usize,
+    /// A join whose whole state has not arrived after this long failed (seconds;
+    /// y-websocket drops a socket silent for 30 s).
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// Pause before each steady RSS reading (seconds).
     #[arg(long, default_value_t = 2.0)]
     settle: f64,
 }
@@ -1023,6 +1144,14 @@ async fn run(args: &RunArgs) -> anyhow::Result<ScenarioResult> {
 async fn idle(args: &IdleArgs) -> anyhow::Result<ScenarioResult> {
     let c = &args.common;
     anyhow::ensure!(args.boards >= 1 && args.connections >= args.boards);
+    if let Ok(Some(limit)) = procfs::nofile_limit()
+        && limit < args.connections as u64 + 64
+    {
+        bail!(
+            "open files limit {limit} < {} connections + 64: raise it (ulimit -n) first",
+            args.connections
+        );
+    }
     let settle = Duration::from_secs_f64(args.settle);
     let per_board = args.connections.div_ceil(args.boards);
     let (mut fleet, docs) = Fleet::new(c, args.boards, per_board, 0).await?;
@@ -1155,6 +1284,231 @@ fn emit(common: &Common, r: &ScenarioResult) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
+/// A fresh directory for a database inside `dir`, and its SQLite URL.
+fn fresh_db(dir: &std::path::Path, prefix: &str) -> anyhow::Result<(tempfile::TempDir, String)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(dir)
+        .with_context(|| format!("cannot make a directory in {}", dir.display()))?;
+    let url = format!("sqlite://{}/boards.db", tmp.path().display());
+    Ok((tmp, url))
+}
+
+async fn storm(args: &StormArgs) -> anyhow::Result<ScenarioResult> {
+    let o = &args.ours;
+    let needed = (args.boards * args.clients) as u64 + 64;
+    if let Ok(Some(limit)) = procfs::nofile_limit()
+        && limit < needed
+    {
+        bail!("open files limit {limit} < {needed}: raise it (ulimit -n) first");
+    }
+    let (_dir, db) = fresh_db(&o.db_dir, "storm-")?;
+    let port = harness::process::free_port()?;
+    let mut server =
+        harness::process::ServerProcess::new(o.serve(&db), port, o.server_log.clone())?;
+    server.start().await.context("first start")?;
+    let cfg = harness::storm::StormConfig {
+        boards: args.boards,
+        clients_per_board: args.clients,
+        spread: Duration::from_secs_f64(args.spread),
+        prefix: format!("storm-{}", std::process::id()),
+        connect_concurrency: args.connect_concurrency,
+        timeout: Duration::from_secs_f64(args.timeout),
+    };
+    let result = harness::storm::run(&mut server, &cfg).await;
+    let _ = server.stop().await;
+    let s = result?;
+    Ok(ScenarioResult {
+        server: o.server.clone(),
+        scenario: o.scenario.clone().unwrap_or_else(|| "storm".into()),
+        description: format!(
+            "reconnect storm: {} clients on {} boards, offline edit each, reconnecting over {} s after a restart",
+            s.clients, s.boards, args.spread
+        ),
+        boards: args.boards,
+        clients_per_board: args.clients,
+        disconnects: s.disconnects,
+        connect_retries: s.connect_retries,
+        server_rss_after_kb: s.rss_kb,
+        storm: Some(s),
+        ..ScenarioResult::default()
+    })
+}
+
+/// `loadgen doc-memory FILE` in a process of its own: what a yrs doc holding the update costs.
+async fn yrs_doc_kb(file: &std::path::Path) -> anyhow::Result<u64> {
+    let exe = std::env::current_exe()?;
+    let out = tokio::process::Command::new(exe)
+        .arg("doc-memory")
+        .arg(file)
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!(
+            "doc-memory failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+}
+
+fn doc_memory(file: &std::path::Path) -> anyhow::Result<()> {
+    use yrs::updates::decoder::Decode;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let before = procfs::rss_kb(std::process::id())?;
+    let doc = harness::new_doc();
+    {
+        let update = yrs::Update::decode_v1(&bytes)?;
+        doc.transact_mut().apply_update(update)?;
+    }
+    let after = procfs::rss_kb(std::process::id())?;
+    drop(bytes);
+    println!("{}", after.saturating_sub(before));
+    drop(doc);
+    Ok(())
+}
+
+async fn large(args: &LargeArgs) -> anyhow::Result<ScenarioResult> {
+    let o = &args.ours;
+    let (dir, db) = fresh_db(&o.db_dir, "large-")?;
+    let t = std::time::Instant::now();
+    let board = harness::large::whiteboard((args.size_mb * 1e6) as usize, args.seed);
+    eprintln!(
+        "  large: generated {} bytes, {} objects, {} characters of text in {:.1} s",
+        board.update.len(),
+        board.objects,
+        board.text_chars,
+        t.elapsed().as_secs_f64()
+    );
+    let file = dir.path().join("board.ydoc");
+    std::fs::write(&file, &board.update)?;
+    let mut r = harness::large::LargeResult {
+        encoded_bytes: board.update.len() as u64,
+        objects: board.objects as u64,
+        text_chars: board.text_chars as u64,
+        ..Default::default()
+    };
+    drop(board);
+    r.yrs_doc_kb = yrs_doc_kb(&file).await.unwrap_or_else(|e| {
+        eprintln!("  large: doc memory not measured: {e:#}");
+        0
+    });
+    // Imported as a user would a file this size: `sync-server import` (HTTP refuses bodies
+    // over --max-message-bytes, 16 MiB by default).
+    let name = "large-board";
+    let import = o.command(&["import", "--board", name, "--database-url", &db]);
+    let t = std::time::Instant::now();
+    let status = tokio::process::Command::new(&import[0])
+        .args(&import[1..])
+        .arg(&file)
+        .status()
+        .await?;
+    if !status.success() {
+        bail!("sync-server import failed");
+    }
+    r.import_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let port = harness::process::free_port()?;
+    let mut server =
+        harness::process::ServerProcess::new(o.serve(&db), port, o.server_log.clone())?;
+    server.start().await?;
+    tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
+    let url = format!("ws://127.0.0.1:{port}/v1/sync/{name}");
+    let result = harness::large::joins(
+        &url,
+        server.pid(),
+        args.joiners,
+        Duration::from_secs_f64(args.timeout),
+        Duration::from_secs_f64(args.settle),
+        &mut r,
+    )
+    .await;
+    let _ = server.stop().await;
+    result?;
+    Ok(ScenarioResult {
+        server: o.server.clone(),
+        scenario: o.scenario.clone().unwrap_or_else(|| "large".into()),
+        description: format!(
+            "large board: {:.1} MB encoded, 1 client then {} at once",
+            r.encoded_bytes as f64 / 1e6,
+            args.joiners
+        ),
+        boards: 1,
+        clients_per_board: args.joiners + 1,
+        server_rss_before_kb: r.rss_idle_kb,
+        server_rss_after_kb: r.rss_steady_kb,
+        large: Some(r),
+        ..ScenarioResult::default()
+    })
+}
+
+/// Prints a storm or large result and appends its JSON line; whether it met its bar (every
+/// client done and every edit found; every joiner in time).
+fn emit_scenario(json_out: Option<&std::path::Path>, r: &ScenarioResult) -> anyhow::Result<bool> {
+    let line = serde_json::to_string(r)?;
+    let ok = if let Some(s) = &r.storm {
+        eprintln!(
+            "[{} {}] {}: all done {:.0} ms; durable p50/p99/max {:.0}/{:.0}/{:.0} ms; delivered {:.0}/{:.0}/{:.0} ms; done {}/{} (failures {}, disconnects {}, retries {}); stop {:.0} ms, start {:.0} ms; peak RSS {:.1} MiB; edits found after kill -9: {}/{}{}",
+            r.server,
+            r.scenario,
+            r.description,
+            s.all_done_ms,
+            s.durable.p50_ms,
+            s.durable.p99_ms,
+            s.durable.max_ms,
+            s.delivered.p50_ms,
+            s.delivered.p99_ms,
+            s.delivered.max_ms,
+            s.done,
+            s.clients,
+            s.failures,
+            s.disconnects,
+            s.connect_retries,
+            s.stop_ms,
+            s.start_ms,
+            s.peak_rss_kb as f64 / 1024.0,
+            s.verified_edits,
+            s.expected_edits,
+            s.first_error
+                .as_ref()
+                .map_or(String::new(), |e| format!("; first error: {e}")),
+        );
+        s.ok()
+    } else if let Some(l) = &r.large {
+        eprintln!(
+            "[{} {}] {}: first client received {:.0} ms, applied {:.0} ms; {} of {} joiners in time (p50/p99/max {:.0}/{:.0}/{:.0} ms); RSS idle {:.1}, one client {:.1}, max sampled {:.1}, peak {:.1}, steady {:.1}, after close {:.1} MiB; yrs doc {:.1} MiB{}",
+            r.server,
+            r.scenario,
+            r.description,
+            l.first.received_ms,
+            l.first.applied_ms.unwrap_or(0.0),
+            l.joined,
+            l.joiners,
+            l.join.p50_ms,
+            l.join.p99_ms,
+            l.join.max_ms,
+            l.rss_idle_kb as f64 / 1024.0,
+            l.rss_one_client_kb as f64 / 1024.0,
+            l.rss_max_sampled_kb as f64 / 1024.0,
+            l.peak_rss_kb as f64 / 1024.0,
+            l.rss_steady_kb as f64 / 1024.0,
+            l.rss_after_close_kb as f64 / 1024.0,
+            l.yrs_doc_kb as f64 / 1024.0,
+            l.first_error
+                .as_ref()
+                .map_or(String::new(), |e| format!("; first error: {e}")),
+        );
+        l.timeouts == 0 && l.joined == l.joiners && l.first_error.is_none()
+    } else {
+        true
+    };
+    println!("{line}");
+    if let Some(path) = json_out {
+        append_line(path, &line)?;
+    }
+    Ok(ok)
+}
+
 fn append_line(path: &std::path::Path, line: &str) -> anyhow::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -1225,6 +1579,18 @@ fn main() -> anyhow::Result<()> {
         Cmd::Idle(args) => {
             let r = rt.block_on(idle(&args))?;
             emit(&args.common, &r)?
+        }
+        Cmd::Storm(args) => {
+            let r = rt.block_on(storm(&args))?;
+            emit_scenario(args.ours.json_out.as_deref(), &r)?
+        }
+        Cmd::Large(args) => {
+            let r = rt.block_on(large(&args))?;
+            emit_scenario(args.ours.json_out.as_deref(), &r)?
+        }
+        Cmd::DocMemory { file } => {
+            doc_memory(&file)?;
+            true
         }
     };
     if !ok {

@@ -119,6 +119,69 @@ struct BoardActor {
     deleting: Option<oneshot::Sender<()>>,
     /// Set when the actor must stop at the end of this iteration.
     stopped: bool,
+    /// The sync step 2 answering an empty state vector (a client joining with nothing): encoded
+    /// once and shared by every such joiner until the doc changes (see [`FullState`]).
+    full_state: FullState,
+}
+
+/// The board's whole state as one sync step 2 frame, shared (`Bytes`) by every connection that
+/// joins with an empty state vector while the doc does not change: 50 clients opening a 50 MB
+/// board at once queue one encoding, not 50 (BENCHMARKS.md, issue 19). The doc counts its
+/// changing transactions; a frame encoded at an older count is stale.
+#[derive(Debug)]
+struct FullState {
+    /// Changing transactions of the doc so far (bumped by an observer on the doc).
+    changes: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the observer is registered (if not, the frame is never reused).
+    observed: bool,
+    /// The frame and the count it was encoded at.
+    frame: Option<(u64, Bytes)>,
+}
+
+impl FullState {
+    fn new(doc: &Doc) -> Self {
+        let changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = changes.clone();
+        let observed = doc
+            .observe_after_transaction("full-state", move |txn| {
+                if txn.before_state() != txn.after_state() || !txn.delete_set().is_empty() {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+            .is_ok();
+        Self {
+            changes,
+            observed,
+            frame: None,
+        }
+    }
+
+    /// The sync step 2 of the doc's whole state: the shared frame if the doc has not changed
+    /// since it was encoded (and the observer is in place), otherwise a fresh one, kept.
+    fn frame(&mut self, doc: &Doc) -> Bytes {
+        let now = self.changes.load(std::sync::atomic::Ordering::Relaxed);
+        if self.observed
+            && let Some((at, frame)) = &self.frame
+            && *at == now
+        {
+            return frame.clone();
+        }
+        self.frame = None; // dropped before the new one is encoded
+        let update = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let frame = protocol::sync_step2(update);
+        self.frame = Some((now, frame.clone()));
+        frame
+    }
+
+    /// Lets the shared frame go when no connection's queue holds it any more (it is only a
+    /// cache: the next joiner encodes it again).
+    fn release_unused(&mut self) {
+        if self.frame.as_ref().is_some_and(|(_, f)| f.is_unique()) {
+            self.frame = None;
+        }
+    }
 }
 
 /// Runs a board actor: loads the board, then serves commands until evicted, deleted, failed
@@ -160,6 +223,7 @@ pub(super) async fn run(
         max_deferred_bytes: config.max_deferred_bytes,
     };
     let mut actor = BoardActor {
+        full_state: FullState::new(&doc),
         presence: Presence::new(doc.clone()),
         pipeline: Pipeline::new(limits, stats.last_seq),
         replies: VecDeque::new(),
@@ -295,6 +359,7 @@ impl BoardActor {
                 }
             }
             self.run_effects();
+            self.full_state.release_unused();
             let answered = self.pipeline.is_answered();
             if self.deleting.is_some() && answered {
                 if let Some(reply) = self.deleting.take() {

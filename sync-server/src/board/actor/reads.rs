@@ -28,12 +28,16 @@ impl BoardActor {
                     .get(conn)
                     .is_some_and(|p| p.link.sync_reply_waiting());
                 if !waiting {
-                    let update = self.doc.transact().encode_state_as_update_v1(&sv);
-                    let undelivered = self.peers.send_sync_reply(
-                        conn,
-                        protocol::sync_step2(update),
-                        &self.shared.metrics,
-                    );
+                    // A client joining with nothing gets the board's shared full state.
+                    let frame = if sv.is_empty() {
+                        self.full_state.frame(&self.doc)
+                    } else {
+                        let update = self.doc.transact().encode_state_as_update_v1(&sv);
+                        protocol::sync_step2(update)
+                    };
+                    let undelivered = self
+                        .peers
+                        .send_sync_reply(conn, frame, &self.shared.metrics);
                     self.settle(undelivered);
                 }
                 if answer == Step1Answer::Step2AndStep1 {

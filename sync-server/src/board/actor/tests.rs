@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use yrs::{GetString, Text, Transact};
 
 use super::super::BoardConfig;
+use super::super::link::PeerLink;
 use super::super::registry::{Boards, RegistryConfig};
 use super::*;
 use crate::commit::Committer;
@@ -184,4 +185,118 @@ async fn a_failed_commit_fails_it_and_everything_after_it_then_the_board_reloads
     let c3 = h.next_commit().await;
     c3.reply.send(Ok(3)).unwrap();
     answered(third).await.unwrap();
+}
+
+impl Harness {
+    /// Joins connection `conn` (no step 1 of the board's, no acknowledgements); returns its
+    /// link.
+    async fn join(&self, conn: ConnId) -> PeerLink {
+        let link = PeerLink::new(16, 1 << 20);
+        let (reply, rx) = oneshot::channel();
+        let cmd = BoardCmd::Join {
+            conn,
+            link: link.clone().into(),
+            wants: super::super::peer::Wants {
+                acks: false,
+                stateless: false,
+                step1_on_join: false,
+            },
+            identity: super::super::presence::Identity::Open,
+            reply,
+        };
+        self.boards
+            .handle(&self.id)
+            .unwrap()
+            .send(cmd)
+            .await
+            .unwrap();
+        answered(rx).await.unwrap();
+        link
+    }
+
+    /// Sends connection `conn`'s sync step 1 with state vector `sv`.
+    async fn step1(&self, conn: ConnId, sv: StateVector) {
+        let read = Read::SyncStep1 {
+            conn,
+            sv,
+            answer: Step1Answer::Step2,
+        };
+        self.boards
+            .handle(&self.id)
+            .unwrap()
+            .send(BoardCmd::Read(read))
+            .await
+            .unwrap();
+    }
+}
+
+/// The one frame queued on `link` next.
+async fn next_frame(link: &PeerLink) -> Bytes {
+    let mut frames = tokio::time::timeout(WAIT, link.next_batch())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(frames.len(), 1, "one frame queued");
+    frames.pop_front().unwrap()
+}
+
+/// The text `t` of the doc a sync step 2 frame brings.
+fn step2_text(frame: &[u8]) -> String {
+    let yrs::sync::Message::Sync(yrs::sync::SyncMessage::SyncStep2(update)) =
+        yrs::sync::Message::decode_v1(frame).unwrap()
+    else {
+        panic!("not a sync step 2");
+    };
+    let doc = yrs::Doc::new();
+    doc.transact_mut()
+        .apply_update(Update::decode_v1(&update).unwrap())
+        .unwrap();
+    let text = doc.get_or_insert_text("t");
+    text.get_string(&doc.transact())
+}
+
+#[tokio::test]
+async fn joiners_with_nothing_share_one_full_state_frame_until_the_doc_changes() {
+    let mut h = harness().await;
+    let first = h.update("a").await;
+    h.next_commit().await.reply.send(Ok(1)).unwrap();
+    answered(first).await.unwrap();
+
+    // Three connections join with empty state vectors: one encoding, shared.
+    let mut links = Vec::new();
+    for conn in 1..=3 {
+        links.push(h.join(conn).await);
+        h.step1(conn, StateVector::default()).await;
+    }
+    let mut frames = Vec::new();
+    for link in &links {
+        frames.push(next_frame(link).await);
+    }
+    assert_eq!(step2_text(&frames[0]), "a");
+    for f in &frames[1..] {
+        assert_eq!(f, &frames[0]);
+        assert_eq!(f.as_ptr(), frames[0].as_ptr(), "a copy per joiner");
+    }
+    // A joiner that holds something gets its own diff.
+    let partial = h.join(4).await;
+    let mut sv = StateVector::default();
+    sv.set_max(yrs::block::ClientID::new(7), 1);
+    h.step1(4, sv).await;
+    assert_ne!(next_frame(&partial).await.as_ptr(), frames[0].as_ptr());
+
+    // The doc changes: the next empty joiner sees the change, in a frame of its own.
+    let second = h.update("b").await;
+    h.next_commit().await.reply.send(Ok(2)).unwrap();
+    answered(second).await.unwrap();
+    let late = h.join(5).await;
+    h.step1(5, StateVector::default()).await;
+    // Updates queued to the others meanwhile are not its concern; its link holds the step 2.
+    let frame = next_frame(&late).await;
+    assert_ne!(
+        frame.as_ptr(),
+        frames[0].as_ptr(),
+        "a stale frame was reused"
+    );
+    let text = step2_text(&frame);
+    assert!(text.contains('a') && text.contains('b'), "{text}");
 }

@@ -81,12 +81,15 @@ struct Channel {
     label: Bytes,
     /// Whether a sync step 2 answer waits in the queue for it.
     sync_reply: bool,
+    /// That answer's bytes (outside the byte bound, as on a link of its own: see
+    /// [`super`]).
+    reply_bytes: usize,
 }
 
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<Queued>,
-    /// Bytes in `frames`.
+    /// Bytes in `frames`, the channels' sync step 2 answers not counted.
     bytes: usize,
     /// Open channels besides [`SESSION`] (a few per connection: a list beats a hash map).
     channels: Vec<Channel>,
@@ -127,8 +130,15 @@ impl State {
         let before = self.frames.len();
         self.frames.retain(|q| q.channel != channel);
         if self.frames.len() != before {
-            self.bytes = self.frames.iter().map(|q| q.frame.len()).sum();
+            let replies: usize = self.replies().map(|c| c.reply_bytes).sum();
+            let all: usize = self.frames.iter().map(|q| q.frame.len()).sum();
+            self.bytes = all.saturating_sub(replies);
         }
+    }
+
+    /// The channels whose sync step 2 answer waits in the queue.
+    fn replies(&self) -> impl Iterator<Item = &Channel> {
+        self.channels.iter().filter(|c| c.sync_reply)
     }
 
     fn channel(&mut self, id: ChannelId) -> Option<&mut Channel> {
@@ -173,6 +183,7 @@ impl MuxLink {
             id: channel,
             label,
             sync_reply: false,
+            reply_bytes: 0,
         });
         state.version += 1;
         drop(state);
@@ -204,19 +215,28 @@ impl MuxLink {
             if state.closed || state.finishing {
                 return Delivery::Closed;
             }
-            let over_bytes = !state.frames.is_empty()
+            // Frames counted against the byte bound: all but the sync step 2 answers.
+            let others = state.frames.len() - state.replies().count();
+            let over_bytes = !sync_reply
+                && others > 0
                 && state.bytes.saturating_add(frame.len()) > self.0.max_bytes;
             let full = state.frames.len() >= self.0.capacity || over_bytes;
+            let sync_reply = sync_reply && channel != SESSION;
             if channel != SESSION {
                 let Some(open) = state.channel(channel) else {
                     return Delivery::Closed;
                 };
-                open.sync_reply |= sync_reply && !full;
+                if sync_reply && !full && !open.sync_reply {
+                    open.sync_reply = true;
+                    open.reply_bytes = frame.len();
+                }
             }
             if full {
                 return Delivery::Full;
             }
-            state.bytes += frame.len();
+            if !sync_reply {
+                state.bytes += frame.len();
+            }
             state.frames.push_back(Queued { channel, frame });
             (state.frames.len(), state.writer.take())
         };
@@ -408,6 +428,7 @@ impl Future for NextBatch<'_> {
             state.bytes = 0;
             for channel in &mut state.channels {
                 channel.sync_reply = false;
+                channel.reply_bytes = 0;
             }
             let labels = (state.version != self.labels).then(|| Labels {
                 version: state.version,
@@ -518,6 +539,35 @@ mod tests {
             ]
         );
         assert_eq!(mux.offer(7, Bytes::from_static(b"x")), Delivery::Closed);
+    }
+
+    #[test]
+    fn sync_replies_larger_than_the_byte_bound_are_queued_beside_other_frames() {
+        // A big board's first sync behind the session's Auth answer, then live updates.
+        let mux = MuxLink::new(100, 10);
+        let (a, b) = (open(&mux, 1), open(&mux, 2));
+        assert_eq!(
+            mux.offer(SESSION, Bytes::from(vec![0; 4])),
+            Delivery::Queued(1)
+        );
+        assert_eq!(
+            a.offer_sync_reply(Bytes::from(vec![0; 50])),
+            Delivery::Queued(2)
+        );
+        assert_eq!(
+            b.offer_sync_reply(Bytes::from(vec![0; 70])),
+            Delivery::Queued(3)
+        );
+        assert_eq!(a.offer(Bytes::from(vec![0; 6])), Delivery::Queued(4));
+        // The bound still holds for everything else.
+        assert_eq!(b.offer(Bytes::from_static(b"x")), Delivery::Full);
+        // A channel closing takes its answer with it; the others' bytes stay counted.
+        a.close(CloseReason {
+            code: 4000,
+            reason: "",
+        });
+        assert_eq!(b.offer(Bytes::from(vec![0; 6])), Delivery::Queued(3));
+        assert_eq!(b.offer(Bytes::from_static(b"x")), Delivery::Full);
     }
 
     #[test]
