@@ -10,9 +10,11 @@
 //!   the WAL holds beside the writers (neither waits for the other).
 //! - **The WAL's restart.** A writer starts the WAL from the beginning again only if it finds
 //!   the whole WAL copied, which under steady appends a checkpoint beside them may never
-//!   leave. Once the WAL holds [`RESTART_FRAMES`] frames, the thread takes the store's write
-//!   gate and checkpoints again: only what was written since the first checkpoint, so a
-//!   millisecond or so with appends held, and the next writer restarts the WAL.
+//!   leave. Once the WAL holds [`RESTART_FRAMES`] frames, the thread checkpoints again beside
+//!   the writers while each pass still finds much to copy (what was written during the last;
+//!   at most [`CATCH_UP_PASSES`]), then takes the store's write gate for a last pass: only what
+//!   was written during the one before, so a millisecond or so with appends held, and the next
+//!   writer restarts the WAL.
 //! - **Once idle** (no write for [`StorageOptions::checkpoint_idle`]): `TRUNCATE`, which also
 //!   empties the WAL file (a burst would otherwise leave a large `-wal` behind for good), only
 //!   while no write holds the gate (`try_lock`), waiting at most [`CHECKPOINT_BUSY_TIMEOUT`]
@@ -36,6 +38,10 @@ pub(super) const CHECK_EVERY: Duration = Duration::from_millis(200);
 /// WAL frames (pages) after which the thread holds appends for a moment so the WAL restarts:
 /// SQLite's default `wal_autocheckpoint`, 4 MiB of 4 KiB pages.
 pub(super) const RESTART_FRAMES: i64 = 1000;
+/// Passes beside the writers, at most, before the one with the write gate held.
+pub(super) const CATCH_UP_PASSES: usize = 4;
+/// A pass that copied fewer frames than this has caught up with the writers.
+const CAUGHT_UP_FRAMES: i64 = 64;
 /// The most the idle checkpoint waits for readers to leave the WAL's old frames.
 pub(super) const CHECKPOINT_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -116,19 +122,29 @@ fn run(conn: &Connection, stopped: &mpsc::Receiver<()>, settings: &Settings) {
     }
 }
 
-/// A `PASSIVE` checkpoint; then, if the WAL has grown to [`RESTART_FRAMES`], another with the
-/// write gate held so the WAL restarts.
+/// A `PASSIVE` checkpoint; then, if the WAL has grown to [`RESTART_FRAMES`], more until one
+/// catches up with the writers, and a last one with the write gate held so the WAL restarts.
 fn passive(conn: &Connection, settings: &Settings) {
-    match checkpoint(conn, "PASSIVE") {
-        Ok((_, frames)) if frames >= RESTART_FRAMES => {
-            let _gate = settings.gate.blocking_lock();
-            if let Err(e) = checkpoint(conn, "PASSIVE") {
-                tracing::warn!(error = %e, "WAL checkpoint failed");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+    if let Err(e) = restart_if_long(conn, settings) {
+        tracing::warn!(error = %e, "WAL checkpoint failed");
     }
+}
+
+fn restart_if_long(conn: &Connection, settings: &Settings) -> rusqlite::Result<()> {
+    let mut last = checkpoint(conn, "PASSIVE")?;
+    if last.frames < RESTART_FRAMES {
+        return Ok(());
+    }
+    for _ in 0..CATCH_UP_PASSES {
+        let next = checkpoint(conn, "PASSIVE")?;
+        let copied = next.copied - last.copied;
+        last = next;
+        if copied < CAUGHT_UP_FRAMES {
+            break;
+        }
+    }
+    let _gate = settings.gate.blocking_lock();
+    checkpoint(conn, "PASSIVE").map(drop)
 }
 
 /// Checkpoints and truncates the WAL if no write is in progress; whether it did.
@@ -139,7 +155,7 @@ fn truncate_if_idle(conn: &Connection, settings: &Settings) -> bool {
     let truncated = conn
         .busy_timeout(CHECKPOINT_BUSY_TIMEOUT)
         .and_then(|()| checkpoint(conn, "TRUNCATE"))
-        .map(|(busy, _)| !busy);
+        .map(|done| !done.busy);
     if let Err(e) = conn.busy_timeout(settings.busy_timeout) {
         tracing::warn!(error = %e, "restoring the checkpoint connection's busy timeout failed");
     }
@@ -159,11 +175,23 @@ fn truncate_if_idle(conn: &Connection, settings: &Settings) -> bool {
     }
 }
 
-/// Runs `PRAGMA wal_checkpoint(mode)`: whether it was stopped short (busy), and the frames in
-/// the WAL.
-fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(bool, i64)> {
-    // One row: (busy, frames in the log, frames checkpointed).
+/// What a checkpoint reports.
+struct Checkpointed {
+    /// It was stopped short (by readers or writers in the way).
+    busy: bool,
+    /// Frames in the WAL.
+    frames: i64,
+    /// Frames of the WAL copied into the database file (by this checkpoint or earlier ones).
+    copied: i64,
+}
+
+/// Runs `PRAGMA wal_checkpoint(mode)`.
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<Checkpointed> {
     conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
-        Ok((row.get::<_, i64>(0)? != 0, row.get::<_, i64>(1)?))
+        Ok(Checkpointed {
+            busy: row.get::<_, i64>(0)? != 0,
+            frames: row.get(1)?,
+            copied: row.get(2)?,
+        })
     })
 }
