@@ -6,15 +6,15 @@
 //! milliseconds every few hundred commits. So the store's writers turn automatic checkpoints
 //! off, and this thread, with a connection of its own, does them:
 //!
-//! - **While writes come**, every [`CHECK_EVERY`]: a `PASSIVE` checkpoint, which copies what
-//!   the WAL holds beside the writers (neither waits for the other).
-//! - **The WAL's restart.** A writer starts the WAL from the beginning again only if it finds
-//!   the whole WAL copied, which under steady appends a checkpoint beside them may never
-//!   leave. Once the WAL holds [`RESTART_FRAMES`] frames, the thread checkpoints again beside
-//!   the writers while each pass still finds much to copy (what was written during the last;
-//!   at most [`CATCH_UP_PASSES`]), then takes the store's write gate for a last pass: only what
-//!   was written during the one before, so a millisecond or so with appends held, and the next
-//!   writer restarts the WAL.
+//! - **Once the WAL holds [`RESTART_FRAMES`] frames** (the append thread reports the length
+//!   its commits leave, from SQLite's WAL hook; the thread looks every [`CHECK_EVERY`]): a
+//!   `PASSIVE` checkpoint, which copies the WAL beside the writers (neither waits for the
+//!   other); more while each pass still finds much to copy (what was written during the last;
+//!   at most [`CATCH_UP_PASSES`]); then a last pass with the store's write gate held: only what
+//!   was written during the one before, so a millisecond or so with appends held. A writer
+//!   starts the WAL from the beginning again only if it finds the whole WAL copied, which
+//!   under steady appends a checkpoint beside them may never leave; after the last pass, the
+//!   next writer does. As often as SQLite's automatic checkpoint, but beside the commits.
 //! - **Once idle** (no write for [`StorageOptions::checkpoint_idle`]): `TRUNCATE`, which also
 //!   empties the WAL file (a burst would otherwise leave a large `-wal` behind for good), only
 //!   while no write holds the gate (`try_lock`), waiting at most [`CHECKPOINT_BUSY_TIMEOUT`]
@@ -23,7 +23,7 @@
 //! [`StorageOptions::checkpoint_idle`]: crate::storage::StorageOptions::checkpoint_idle
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -33,10 +33,10 @@ use tokio::sync::Mutex;
 
 use crate::storage::StorageError;
 
-/// How often the thread looks for writes to checkpoint.
-pub(super) const CHECK_EVERY: Duration = Duration::from_millis(200);
-/// WAL frames (pages) after which the thread holds appends for a moment so the WAL restarts:
-/// SQLite's default `wal_autocheckpoint`, 4 MiB of 4 KiB pages.
+/// How often the thread looks at the WAL's length.
+pub(super) const CHECK_EVERY: Duration = Duration::from_millis(50);
+/// WAL frames (pages) after which the thread checkpoints and restarts the WAL: SQLite's
+/// default `wal_autocheckpoint`, 4 MiB of 4 KiB pages.
 pub(super) const RESTART_FRAMES: i64 = 1000;
 /// Passes beside the writers, at most, before the one with the write gate held.
 pub(super) const CATCH_UP_PASSES: usize = 4;
@@ -52,6 +52,8 @@ pub(super) struct Settings {
     pub(super) idle_after: Duration,
     /// Set by every write (any connection of the store); cleared by the thread when it looks.
     pub(super) dirty: Arc<AtomicBool>,
+    /// Frames in the WAL after the last append (the append thread's WAL hook).
+    pub(super) wal_frames: Arc<AtomicI64>,
     /// The store's write gate.
     pub(super) gate: Arc<Mutex<()>>,
     /// The usual busy timeout.
@@ -115,15 +117,17 @@ fn run(conn: &Connection, stopped: &mpsc::Receiver<()>, settings: &Settings) {
         if settings.dirty.swap(false, Ordering::AcqRel) {
             last_write = Instant::now();
             untruncated = true;
-            passive(conn, settings);
+            if settings.wal_frames.load(Ordering::Relaxed) >= RESTART_FRAMES {
+                passive(conn, settings);
+            }
         } else if untruncated && last_write.elapsed() >= settings.idle_after {
             untruncated = !truncate_if_idle(conn, settings);
         }
     }
 }
 
-/// A `PASSIVE` checkpoint; then, if the WAL has grown to [`RESTART_FRAMES`], more until one
-/// catches up with the writers, and a last one with the write gate held so the WAL restarts.
+/// A `PASSIVE` checkpoint, more until one catches up with the writers, and a last one with the
+/// write gate held so the WAL restarts.
 fn passive(conn: &Connection, settings: &Settings) {
     if let Err(e) = restart_if_long(conn, settings) {
         tracing::warn!(error = %e, "WAL checkpoint failed");
@@ -132,9 +136,6 @@ fn passive(conn: &Connection, settings: &Settings) {
 
 fn restart_if_long(conn: &Connection, settings: &Settings) -> rusqlite::Result<()> {
     let mut last = checkpoint(conn, "PASSIVE")?;
-    if last.frames < RESTART_FRAMES {
-        return Ok(());
-    }
     for _ in 0..CATCH_UP_PASSES {
         let next = checkpoint(conn, "PASSIVE")?;
         let copied = next.copied - last.copied;
@@ -144,7 +145,10 @@ fn restart_if_long(conn: &Connection, settings: &Settings) -> rusqlite::Result<(
         }
     }
     let _gate = settings.gate.blocking_lock();
-    checkpoint(conn, "PASSIVE").map(drop)
+    checkpoint(conn, "PASSIVE")?;
+    // Until the next append reports the restarted WAL's length.
+    settings.wal_frames.store(0, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Checkpoints and truncates the WAL if no write is in progress; whether it did.
@@ -179,9 +183,8 @@ fn truncate_if_idle(conn: &Connection, settings: &Settings) -> bool {
 struct Checkpointed {
     /// It was stopped short (by readers or writers in the way).
     busy: bool,
-    /// Frames in the WAL.
-    frames: i64,
-    /// Frames of the WAL copied into the database file (by this checkpoint or earlier ones).
+    /// Frames of the WAL copied into the database file (by this checkpoint or earlier ones;
+    /// the row's second column, frames in the WAL, is not needed).
     copied: i64,
 }
 
@@ -190,7 +193,6 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<Checkpointed> {
     conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
         Ok(Checkpointed {
             busy: row.get::<_, i64>(0)? != 0,
-            frames: row.get(1)?,
             copied: row.get(2)?,
         })
     })

@@ -1,8 +1,7 @@
 //! The embedded SQLite backend: one file, WAL mode, full sync.
 //!
 //! Appends, the hot path, go through a thread of their own with one rusqlite connection
-//! (`appender.rs`) into an arrival-ordered journal that the thread folds into the per-board log
-//! in the background (`journal.rs`); every other write goes through a sqlx pool of exactly one connection. Every
+//! (`appender.rs`); every other write goes through a sqlx pool of exactly one connection. Every
 //! write transaction starts with `BEGIN IMMEDIATE` and holds the store's write gate, so writers
 //! queue in process instead of spinning on `SQLITE_BUSY`, and another process on the same file
 //! (the CLI while a server runs) waits out the busy timeout. Reads use a separate pool of
@@ -12,13 +11,12 @@
 
 mod appender;
 mod checkpoint;
-mod journal;
 
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -29,7 +27,6 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use self::appender::Appender;
 use self::checkpoint::Checkpointer;
-use self::journal::{BOARD_COLUMNS, JOURNAL_JOIN, SeqCache};
 
 use super::maintenance::{LocalLocks, MaintenanceLock};
 use super::rows::{
@@ -67,9 +64,6 @@ pub struct SqliteStore {
     checkpointer: Checkpointer,
     /// Something was written since the checkpoint thread last looked.
     dirty: Arc<AtomicBool>,
-    /// The last sequence number of each board with journal rows (`journal.rs`), shared with
-    /// the append thread.
-    seqs: SeqCache,
     /// Boards whose maintenance runs now (one server per SQLite database).
     maintenance: LocalLocks,
 }
@@ -150,19 +144,20 @@ impl SqliteStore {
             .map_err(StorageError::db("open"))?;
         let gate = Arc::new(Mutex::new(()));
         let dirty = Arc::new(AtomicBool::new(false));
-        let seqs = SeqCache::default();
+        let wal_frames = Arc::new(AtomicI64::new(0));
         let appender = Appender::start(&appender::Settings {
             path: &path,
             busy_timeout: options.busy_timeout,
             journal_size_limit: JOURNAL_SIZE_LIMIT_BYTES,
             dirty: dirty.clone(),
-            seqs: seqs.clone(),
+            wal_frames: wal_frames.clone(),
         })?;
         let checkpointer = Checkpointer::start(
             &path,
             checkpoint::Settings {
                 idle_after: options.checkpoint_idle,
                 dirty: dirty.clone(),
+                wal_frames,
                 gate: gate.clone(),
                 busy_timeout: options.busy_timeout,
             },
@@ -174,7 +169,6 @@ impl SqliteStore {
             checkpointer,
             gate,
             dirty,
-            seqs,
             maintenance: LocalLocks::default(),
         })
     }
@@ -249,8 +243,6 @@ impl SqliteStore {
             .await
             .map_err(StorageError::db(op))?;
         tx.commit().await.map_err(StorageError::db(op))?;
-        // A new board has no journal rows; the write gate (still held) keeps appends out.
-        self.seqs.forget(id);
         Ok(BoardInfo {
             id: id.clone(),
             created_at: now,
@@ -277,17 +269,7 @@ where
     Ok(found.is_some())
 }
 
-/// Board `?`'s row, its `last_seq` and `updated_at` raised to its journal rows.
-static SELECT_BOARD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!("SELECT {BOARD_COLUMNS} FROM boards {JOURNAL_JOIN} WHERE boards.id = ?")
-});
-/// Up to `?` boards after id `?`, in id order, as [`SELECT_BOARD`] reads them.
-static LIST_BOARDS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "SELECT {BOARD_COLUMNS} FROM boards {JOURNAL_JOIN} \
-         WHERE boards.id > ? ORDER BY boards.id LIMIT ?"
-    )
-});
+const SELECT_BOARD: &str = "SELECT id, created_at, updated_at, last_seq FROM boards WHERE id = ?";
 const SELECT_VERSION_INFO: &str =
     "SELECT id, kind, label, author, reason, created_at, covers_seq, size FROM board_versions";
 
@@ -323,7 +305,7 @@ impl Boards for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(StorageError::db(op))?;
-        let row: Option<BoardRow> = sqlx::query_as(SELECT_BOARD.as_str())
+        let row: Option<BoardRow> = sqlx::query_as(SELECT_BOARD)
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
             .await
@@ -333,7 +315,7 @@ impl Boards for SqliteStore {
     }
 
     async fn get_board(&self, id: &BoardId) -> Result<Option<BoardInfo>, StorageError> {
-        let row: Option<BoardRow> = sqlx::query_as(SELECT_BOARD.as_str())
+        let row: Option<BoardRow> = sqlx::query_as(SELECT_BOARD)
             .bind(id.as_str())
             .fetch_optional(&self.reader)
             .await
@@ -346,12 +328,14 @@ impl Boards for SqliteStore {
         after: Option<&BoardId>,
         limit: u32,
     ) -> Result<Vec<BoardInfo>, StorageError> {
-        let rows: Vec<BoardRow> = sqlx::query_as(LIST_BOARDS.as_str())
-            .bind(after.map_or("", BoardId::as_str))
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(StorageError::db("list boards"))?;
+        let rows: Vec<BoardRow> = sqlx::query_as(
+            "SELECT id, created_at, updated_at, last_seq FROM boards WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after.map_or("", BoardId::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(StorageError::db("list boards"))?;
         rows.into_iter().map(board_info).collect()
     }
 
@@ -364,11 +348,6 @@ impl Boards for SqliteStore {
             .await
             .map_err(StorageError::db(op))?;
         let existed = done.rows_affected() > 0;
-        sqlx::query("DELETE FROM board_journal WHERE board_id = ?")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(StorageError::db(op))?;
         if existed {
             sqlx::query(
                 "INSERT INTO deleted_boards (id, deleted_at) VALUES (?, ?) \
@@ -381,8 +360,6 @@ impl Boards for SqliteStore {
             .map_err(StorageError::db(op))?;
         }
         tx.commit().await.map_err(StorageError::db(op))?;
-        // Its journal rows are gone; the write gate (still held) keeps appends out.
-        self.seqs.forget(id);
         Ok(existed)
     }
 
@@ -416,7 +393,7 @@ impl UpdateLog for SqliteStore {
         let op = "load";
         // One read transaction: WAL gives it one consistent snapshot of the file.
         let mut tx = self.reader.begin().await.map_err(StorageError::db(op))?;
-        let row: Option<BoardRow> = sqlx::query_as(SELECT_BOARD.as_str())
+        let row: Option<BoardRow> = sqlx::query_as(SELECT_BOARD)
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
             .await
@@ -436,14 +413,8 @@ impl UpdateLog for SqliteStore {
             }),
             None => None,
         };
-        // The folded rows, then the journal's (every journal row is newer than every folded
-        // one).
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT seq, data FROM (\
-               SELECT seq, data FROM board_updates WHERE board_id = ?1 AND seq > ?2 \
-               UNION ALL \
-               SELECT seq, data FROM board_journal WHERE board_id = ?1 AND seq > ?2) \
-             ORDER BY seq",
+            "SELECT seq, data FROM board_updates WHERE board_id = ? AND seq > ? ORDER BY seq",
         )
         .bind(id.as_str())
         .bind(snapshot.as_ref().map_or(0, |s| s.seq))
@@ -471,13 +442,12 @@ impl Snapshots for SqliteStore {
     ) -> Result<Box<dyn PendingCompaction + '_>, StorageError> {
         let op = "compact";
         let mut tx = self.write_tx(op).await?;
-        let row: Option<BoardRow> = sqlx::query_as(SELECT_BOARD.as_str())
+        let last_seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM boards WHERE id = ?")
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
             .await
             .map_err(StorageError::db(op))?;
-        let info = board_info(row.ok_or_else(|| StorageError::BoardNotFound(id.clone()))?)?;
-        let last_seq = info.last_seq;
+        let last_seq = last_seq.ok_or_else(|| StorageError::BoardNotFound(id.clone()))?;
         let snapshot_seq: i64 =
             sqlx::query_scalar("SELECT seq FROM board_snapshots WHERE board_id = ?")
                 .bind(id.as_str())
@@ -499,37 +469,17 @@ impl Snapshots for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(StorageError::db(op))?;
-        // The journal rows deleted below may be the only record of the board's newest
-        // sequence and time: they go to the board's row first, or the next append (once the
-        // append thread no longer caches the board) would reuse their sequence numbers.
-        sqlx::query(
-            "UPDATE boards SET last_seq = MAX(last_seq, ?2), updated_at = MAX(updated_at, ?3) \
-             WHERE id = ?1",
-        )
-        .bind(id.as_str())
-        .bind(info.last_seq)
-        .bind(info.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(StorageError::db(op))?;
-        let mut deleted = 0;
-        for table in [
-            "DELETE FROM board_updates WHERE board_id = ? AND seq <= ?",
-            "DELETE FROM board_journal WHERE board_id = ? AND seq <= ?",
-        ] {
-            deleted += sqlx::query(table)
-                .bind(id.as_str())
-                .bind(snapshot.upto)
-                .execute(&mut *tx)
-                .await
-                .map_err(StorageError::db(op))?
-                .rows_affected();
-        }
+        let deleted = sqlx::query("DELETE FROM board_updates WHERE board_id = ? AND seq <= ?")
+            .bind(id.as_str())
+            .bind(snapshot.upto)
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::db(op))?;
         Ok(Box::new(SqlitePendingCompaction {
             tx,
             stats: CompactionStats {
                 snapshot_seq: snapshot.upto,
-                rows_deleted: deleted,
+                rows_deleted: deleted.rows_affected(),
                 snapshot_bytes: snapshot.data.len() as u64,
             },
         }))
@@ -1066,200 +1016,6 @@ mod tests {
             .unwrap()
     }
 
-    async fn journal_rows(store: &SqliteStore) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM board_journal")
-            .fetch_one(&store.reader)
-            .await
-            .unwrap()
-    }
-
-    async fn append_one(store: &SqliteStore, id: &BoardId, data: &[u8]) -> Seq {
-        store
-            .append(&[NewUpdate { board: id, data }])
-            .await
-            .unwrap()[0]
-    }
-
-    fn datas(stored: &StoredBoard) -> Vec<(Seq, &[u8])> {
-        stored
-            .updates
-            .iter()
-            .map(|u| (u.seq, u.data.as_slice()))
-            .collect()
-    }
-
-    /// Appends land in the journal, where loads, `get_board` and `list_boards` see them; a
-    /// fold (when the journal has been idle for `FOLD_AGE`, and on close) moves them to the
-    /// per-board log and the boards' rows, and sequences carry on densely.
-    #[tokio::test]
-    async fn journal_is_read_before_and_after_its_fold() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_in(dir.path()).await;
-        let (a, b) = (board("a"), board("b"));
-        store.create_board(&a).await.unwrap();
-        store.create_board(&b).await.unwrap();
-        let created = store.get_board(&a).await.unwrap().unwrap();
-        let batch = [
-            NewUpdate {
-                board: &a,
-                data: b"a1",
-            },
-            NewUpdate {
-                board: &b,
-                data: b"b1",
-            },
-            NewUpdate {
-                board: &a,
-                data: b"a2",
-            },
-        ];
-        assert_eq!(store.append(&batch).await.unwrap(), vec![1, 1, 2]);
-        assert_eq!(journal_rows(&store).await, 3);
-        let stored = store.load(&a).await.unwrap();
-        assert_eq!(datas(&stored), [(1, &b"a1"[..]), (2, b"a2")]);
-        assert_eq!(stored.info.last_seq, 2);
-        assert!(stored.info.updated_at >= created.updated_at);
-        assert_eq!(store.get_board(&a).await.unwrap().unwrap().last_seq, 2);
-        let listed = store.list_boards(None, 10).await.unwrap();
-        assert_eq!(
-            listed.iter().map(|i| i.last_seq).collect::<Vec<_>>(),
-            [2, 1]
-        );
-
-        // Idle for longer than FOLD_AGE: the append thread folds.
-        tokio::time::sleep(journal::FOLD_AGE * 3).await;
-        assert_eq!(journal_rows(&store).await, 0);
-        let folded: i64 = sqlx::query_scalar("SELECT last_seq FROM boards WHERE id = 'a'")
-            .fetch_one(&store.reader)
-            .await
-            .unwrap();
-        assert_eq!(folded, 2);
-        assert_eq!(
-            datas(&store.load(&a).await.unwrap()),
-            [(1, &b"a1"[..]), (2, b"a2")]
-        );
-
-        // Sequences carry on from the folded rows, then from the journal again.
-        assert_eq!(append_one(&store, &a, b"a3").await, 3);
-        assert_eq!(append_one(&store, &a, b"a4").await, 4);
-        store.close().await;
-
-        // Closing folded the rest.
-        let store = open_in(dir.path()).await;
-        assert_eq!(journal_rows(&store).await, 0);
-        let stored = store.load(&a).await.unwrap();
-        assert_eq!(stored.info.last_seq, 4);
-        assert_eq!(
-            datas(&stored),
-            [(1, &b"a1"[..]), (2, b"a2"), (3, b"a3"), (4, b"a4")]
-        );
-        assert_eq!(append_one(&store, &b, b"b2").await, 2);
-        store.close().await;
-    }
-
-    /// A compaction of rows still in the journal keeps the board's last sequence: the next
-    /// append, before and after a fold, gets the next number, not one the snapshot covers
-    /// (which a load would skip: a lost update).
-    #[tokio::test]
-    async fn compacting_journal_rows_keeps_the_sequence() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_in(dir.path()).await;
-        let a = board("a");
-        store.create_board(&a).await.unwrap();
-        for data in [b"1", b"2", b"3"] {
-            append_one(&store, &a, data).await;
-        }
-        let pending = store
-            .begin_compaction(
-                &a,
-                NewSnapshot {
-                    upto: 3,
-                    data: b"snap",
-                },
-            )
-            .await
-            .unwrap();
-        assert_eq!(pending.commit().await.unwrap().rows_deleted, 3);
-        assert_eq!(journal_rows(&store).await, 0);
-        assert_eq!(store.get_board(&a).await.unwrap().unwrap().last_seq, 3);
-        assert_eq!(append_one(&store, &a, b"4").await, 4);
-        tokio::time::sleep(journal::FOLD_AGE * 3).await;
-        assert_eq!(journal_rows(&store).await, 0);
-        assert_eq!(append_one(&store, &a, b"5").await, 5);
-        let stored = store.load(&a).await.unwrap();
-        assert_eq!(stored.snapshot.as_ref().map(|s| s.seq), Some(3));
-        assert_eq!(datas(&stored), [(4, &b"4"[..]), (5, b"5")]);
-        store.close().await;
-    }
-
-    /// Deleting a board drops its journal rows; the same id created again starts at 1 and
-    /// loads only its own rows, and appends to the deleted board fail.
-    #[tokio::test]
-    async fn deleted_board_leaves_nothing_in_the_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_in(dir.path()).await;
-        let (a, b) = (board("a"), board("b"));
-        store.create_board(&a).await.unwrap();
-        store.create_board(&b).await.unwrap();
-        append_one(&store, &a, b"old1").await;
-        append_one(&store, &a, b"old2").await;
-        append_one(&store, &b, b"b1").await;
-        assert!(store.delete_board(&a).await.unwrap());
-        assert_eq!(journal_rows(&store).await, 1);
-        assert!(matches!(
-            store
-                .append(&[NewUpdate {
-                    board: &a,
-                    data: b"x"
-                }])
-                .await,
-            Err(StorageError::BoardNotFound(_))
-        ));
-        store.create_board(&a).await.unwrap();
-        assert_eq!(append_one(&store, &a, b"new").await, 1);
-        assert_eq!(datas(&store.load(&a).await.unwrap()), [(1, &b"new"[..])]);
-        store.close().await;
-        let store = open_in(dir.path()).await;
-        assert_eq!(datas(&store.load(&a).await.unwrap()), [(1, &b"new"[..])]);
-        assert_eq!(datas(&store.load(&b).await.unwrap()), [(1, &b"b1"[..])]);
-        store.close().await;
-    }
-
-    /// Journal rows a crash left behind (the files copied while the store runs, as a power
-    /// cut would leave them) are read by the next open, which numbers on from them, and folded
-    /// once it is idle.
-    #[tokio::test]
-    async fn journal_left_by_a_crash_is_folded_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_in(dir.path()).await;
-        let a = board("a");
-        store.create_board(&a).await.unwrap();
-        append_one(&store, &a, b"1").await;
-        append_one(&store, &a, b"2").await;
-        assert_eq!(journal_rows(&store).await, 2);
-        let crashed = tempfile::tempdir().unwrap();
-        for name in ["boards.db", "boards.db-wal"] {
-            std::fs::copy(dir.path().join(name), crashed.path().join(name)).unwrap();
-        }
-        store.close().await;
-
-        let store = open_in(crashed.path()).await;
-        assert_eq!(journal_rows(&store).await, 2);
-        let stored = store.load(&a).await.unwrap();
-        assert_eq!(stored.info.last_seq, 2);
-        assert_eq!(datas(&stored), [(1, &b"1"[..]), (2, b"2")]);
-        assert_eq!(append_one(&store, &a, b"3").await, 3);
-        tokio::time::sleep(journal::FOLD_AGE * 3).await;
-        assert_eq!(journal_rows(&store).await, 0);
-        assert_eq!(append_one(&store, &a, b"4").await, 4);
-        let stored = store.load(&a).await.unwrap();
-        assert_eq!(
-            datas(&stored),
-            [(1, &b"1"[..]), (2, b"2"), (3, b"3"), (4, b"4")]
-        );
-        store.close().await;
-    }
-
     /// Under steady appends the checkpoint thread still gets the WAL restarted (a checkpoint
     /// beside the writers alone never would): the WAL holds a fraction of what was written
     /// through it. And no commit runs a checkpoint itself.
@@ -1283,7 +1039,7 @@ mod tests {
             .collect();
         let mut written = 0u64;
         let started = std::time::Instant::now();
-        while started.elapsed() < checkpoint::CHECK_EVERY * 8 {
+        while started.elapsed() < std::time::Duration::from_secs(2) {
             store.append(&batch).await.unwrap();
             written += 16 * 4096;
         }
