@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::hooks::Wal;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -226,9 +226,13 @@ fn write(conn: &Connection, job: &Job) -> Result<Vec<Seq>, Failure> {
         // A transaction a failed rollback left open would make every later `BEGIN` fail.
         conn.execute_batch("ROLLBACK")?;
     }
+    let started = Instant::now();
     run_cached(conn, "BEGIN IMMEDIATE")?;
+    let begun = started.elapsed();
     let written = write_rows(conn, job).and_then(|seqs| {
+        let rows_written = started.elapsed();
         run_cached(conn, "COMMIT")?;
+        report_slow(job, started.elapsed(), begun, rows_written);
         Ok(seqs)
     });
     if written.is_err() && !conn.is_autocommit() {
@@ -236,6 +240,46 @@ fn write(conn: &Connection, job: &Job) -> Result<Vec<Seq>, Failure> {
         let _ = conn.execute_batch("ROLLBACK");
     }
     written
+}
+
+/// A commit slower than this is logged (debug) with where its time went: the place to look
+/// when a fan-out stalls.
+const SLOW_COMMIT: Duration = Duration::from_millis(10);
+/// A commit slower than this is logged as a warning: the disk, or another process holding the
+/// file, is holding every board's updates back.
+const VERY_SLOW_COMMIT: Duration = Duration::from_secs(1);
+
+/// Logs a slow commit: its total time, and the time to `BEGIN` (the write lock) and to the end
+/// of the inserts (what is left is `COMMIT`: the WAL write and its fsync).
+fn report_slow(job: &Job, total: Duration, begun: Duration, rows_written: Duration) {
+    if total < SLOW_COMMIT {
+        return;
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (total, begin, inserts) = (ms(total), ms(begun), ms(rows_written - begun));
+    let commit = total - begin - inserts;
+    let (rows, boards) = (job.rows.len(), job.boards.len());
+    if total >= ms(VERY_SLOW_COMMIT) {
+        tracing::warn!(
+            total,
+            begin,
+            inserts,
+            commit,
+            rows,
+            boards,
+            "slow SQLite commit (ms)"
+        );
+    } else {
+        tracing::debug!(
+            total,
+            begin,
+            inserts,
+            commit,
+            rows,
+            boards,
+            "slow SQLite commit (ms)"
+        );
+    }
 }
 
 fn run_cached(conn: &Connection, sql: &str) -> Result<(), Failure> {

@@ -135,6 +135,7 @@ fn passive(conn: &Connection, settings: &Settings) {
 }
 
 fn restart_if_long(conn: &Connection, settings: &Settings) -> rusqlite::Result<()> {
+    let started = Instant::now();
     let mut last = checkpoint(conn, "PASSIVE")?;
     for _ in 0..CATCH_UP_PASSES {
         let next = checkpoint(conn, "PASSIVE")?;
@@ -144,10 +145,21 @@ fn restart_if_long(conn: &Connection, settings: &Settings) -> rusqlite::Result<(
             break;
         }
     }
-    let _gate = settings.gate.blocking_lock();
+    let gated = Instant::now();
+    let gate = settings.gate.blocking_lock();
+    let held = Instant::now();
     checkpoint(conn, "PASSIVE")?;
+    drop(gate);
     // Until the next append reports the restarted WAL's length.
     settings.wal_frames.store(0, Ordering::Relaxed);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    tracing::debug!(
+        beside = ms(gated - started),
+        gate_wait = ms(held - gated),
+        gate_held = ms(held.elapsed()),
+        frames = last.copied,
+        "WAL checkpointed and restarted (ms)"
+    );
     Ok(())
 }
 
