@@ -17,6 +17,7 @@ mod sync;
 mod tokens;
 mod versions;
 mod webapp;
+mod ws_upgrade;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

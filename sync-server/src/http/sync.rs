@@ -5,18 +5,18 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::info;
 
 use super::auth::bearer_token;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use super::observe::request_id;
+use super::ws_upgrade::{WsRejection, WsUpgrade};
 use crate::metrics::{Metrics, kind};
 use crate::ws::{READ_BUFFER, Sessions, WRITE_BUFFER};
 
@@ -33,19 +33,12 @@ pub(crate) async fn upgrade(
     ApiQuery(params): ApiQuery<HashMap<String, String>>,
     ConnectInfo(peer_addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<WsUpgrade, WsRejection>,
 ) -> Response {
+    // A plain GET, or a handshake missing a header: say so in the usual JSON.
     let ws = match ws {
         Ok(ws) => ws,
-        // A plain GET, or a handshake missing a header: say so in the usual JSON.
-        Err(rejection) => {
-            return ApiError::new(
-                rejection.status(),
-                "websocket_required",
-                rejection.body_text(),
-            )
-            .into_response();
-        }
+        Err(rejection) => return rejection.into_response(),
     };
     if !origin_allowed(&sessions.limits().allowed_origins, &headers) {
         metrics.error(kind::ORIGIN);
@@ -64,15 +57,11 @@ pub(crate) async fn upgrade(
         .or_else(|| bearer_token(&headers));
     let admission = sessions.admit(&board, token, peer_addr.ip());
     let request = request_id(&headers);
-    let max = sessions.limits().max_message_bytes;
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| {
-            let (sink, stream) = socket.split();
-            sessions.serve(stream, sink, admission, wants_acks, &board, &request)
-        })
+    let config = socket_config(sessions.limits().max_message_bytes);
+    ws.on_upgrade(config, move |socket| {
+        let (sink, stream) = socket.split();
+        sessions.serve(stream, sink, admission, wants_acks, &board, &request)
+    })
 }
 
 /// Upgrades to a WebSocket speaking the Hocuspocus dialect (`@hocuspocus/provider`): one socket,
@@ -85,18 +74,11 @@ pub(crate) async fn upgrade_hocuspocus(
     State(metrics): State<Arc<Metrics>>,
     ConnectInfo(peer_addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<WsUpgrade, WsRejection>,
 ) -> Response {
     let ws = match ws {
         Ok(ws) => ws,
-        Err(rejection) => {
-            return ApiError::new(
-                rejection.status(),
-                "websocket_required",
-                rejection.body_text(),
-            )
-            .into_response();
-        }
+        Err(rejection) => return rejection.into_response(),
     };
     if !origin_allowed(&sessions.limits().allowed_origins, &headers) {
         metrics.error(kind::ORIGIN);
@@ -110,15 +92,21 @@ pub(crate) async fn upgrade_hocuspocus(
     }
     let admission = sessions.admit_socket(peer_addr.ip());
     let request = request_id(&headers);
-    let max = sessions.limits().max_message_bytes;
-    ws.max_message_size(max)
-        .max_frame_size(max)
+    let config = socket_config(sessions.limits().max_message_bytes);
+    ws.on_upgrade(config, move |socket| {
+        let (sink, stream) = socket.split();
+        sessions.serve_hocuspocus(stream, sink, admission, &request)
+    })
+}
+
+/// A connection's tungstenite settings: messages and frames up to `max_message_bytes`, and
+/// the small buffers (`crate::ws`) that keep an idle connection cheap.
+fn socket_config(max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| {
-            let (sink, stream) = socket.split();
-            sessions.serve_hocuspocus(stream, sink, admission, &request)
-        })
 }
 
 /// Whether the request's `Origin` (if any) may open a WebSocket.

@@ -3,9 +3,9 @@
 use std::fmt::Display;
 use std::sync::Arc;
 
-use axum::extract::ws::Message;
 use futures_util::{Sink, Stream, StreamExt};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info};
 
 use super::Sessions;

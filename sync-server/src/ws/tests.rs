@@ -7,10 +7,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Message;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use yrs::{Doc, Map, ReadTxn, StateVector, Transact};
@@ -156,7 +156,7 @@ impl Client {
         loop {
             if let Message::Close(close) = self.next().await {
                 let close = close.unwrap();
-                return (close.code, close.reason.as_str().to_owned());
+                return (close.code.into(), close.reason.as_str().to_owned());
             }
         }
     }

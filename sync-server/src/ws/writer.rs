@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_util::sync::CancellationToken;
 
 use crate::board::link::Side;
@@ -19,6 +22,39 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long a refused or closed connection's stream is drained, at most.
 const DRAIN_FOR: Duration = Duration::from_secs(1);
+
+/// The largest frame a message is written in. A longer message (a large board's sync step 2)
+/// goes out as a first frame and continuations, each a slice of the same shared bytes, so that a
+/// connection's write buffer never holds more than about one frame of it: the buffer is a copy,
+/// and it keeps its capacity for the life of the connection.
+pub(crate) const MAX_FRAME: usize = 64 << 10;
+
+/// Queues the binary message `payload` on `sink`, in frames of at most [`MAX_FRAME`] bytes
+/// (one `Message::Binary` if it fits). `feed` waits while the sink's buffer is full, so a slow
+/// client holds the shared bytes, not copies of them.
+pub(crate) async fn feed_binary<Si>(sink: &mut Si, payload: Bytes) -> Result<(), Si::Error>
+where
+    Si: Sink<Message> + Unpin,
+{
+    if payload.len() <= MAX_FRAME {
+        return sink.feed(Message::Binary(payload)).await;
+    }
+    let mut opcode = OpCode::Data(Data::Binary);
+    let mut start = 0;
+    while start < payload.len() {
+        let end = (start + MAX_FRAME).min(payload.len());
+        let last = end == payload.len();
+        sink.feed(Message::Frame(Frame::message(
+            payload.slice(start..end),
+            opcode,
+            last,
+        )))
+        .await?;
+        opcode = OpCode::Data(Data::Continue);
+        start = end;
+    }
+    Ok(())
+}
 
 /// The close of a connection that ended without a refusal: the client left, or its socket
 /// failed.
@@ -70,7 +106,7 @@ pub(super) async fn write_loop<Si>(
             match batch {
                 Some(frames) => {
                     for frame in frames {
-                        sink.feed(Message::Binary(frame)).await?;
+                        feed_binary(sink, frame).await?;
                     }
                     sink.flush().await
                 }
@@ -117,7 +153,7 @@ where
     Si: Sink<Message> + Unpin,
 {
     let frame = CloseFrame {
-        code: reason.code,
+        code: reason.code.into(),
         reason: reason.reason.into(),
     };
     let _ = sink.send(Message::Close(Some(frame))).await;

@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use harness::*;
 use sync_server::ids::BoardId;
+use sync_server::protocol;
 use sync_server::server::{Limits, Pacing};
 use sync_server::storage::VersionKind;
 use sync_server::storage::replay::replay_into;
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
-use yrs::{Doc, Map, ReadTxn, Transact};
+use yrs::sync::{Message as YMessage, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, Map, ReadTxn, StateVector, Transact, Update};
 
 fn board(id: &str) -> BoardId {
     BoardId::parse(id).unwrap()
@@ -775,4 +778,109 @@ async fn a_client_back_after_its_presence_was_removed_is_told_and_seen_again() {
             s.seen.awareness_of(id).is_some_and(|j| j.contains("again"))
         })
         .await;
+}
+
+/// A sync step 2 longer than one frame goes out as a first frame and continuations of at most
+/// 64 KiB each (so a connection's write buffer holds one fragment, not a copy of the board),
+/// and a client that knows nothing of fragments gets the whole board as one message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_sync_answer_is_written_in_fragments() {
+    use std::io::{Read, Write};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameSocket};
+
+    let server = TestServer::start(config(), memory_store().await).await;
+    let text = "0123456789abcdef".repeat(20_000); // 320,000 bytes
+    let writer = TestClient::connect(server.addr, "fragments", true).await;
+    writer.wait_synced().await;
+    writer.put_note("big", &text);
+    writer.wait_all_acked().await;
+
+    // An ordinary client: the fragments are reassembled below it.
+    let reader = TestClient::connect(server.addr, "fragments", false).await;
+    reader.wait_note("big").await;
+    assert_eq!(reader.notes()["big"], text);
+
+    // A raw one, reading frame by frame.
+    let addr = server.addr;
+    let frames = tokio::task::spawn_blocking(move || {
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        write!(
+            tcp,
+            "GET /v1/sync/fragments HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .unwrap();
+        // The response head, a byte at a time so that no frame byte is read with it.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8];
+            tcp.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        // RFC 6455's own example key and accept value.
+        assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+
+        let mut socket = FrameSocket::new(tcp);
+        let mut step1 = Frame::message(
+            protocol::sync_step1(&StateVector::default()),
+            OpCode::Data(Data::Binary),
+            true,
+        );
+        step1.header_mut().mask = Some([7, 1, 8, 2]);
+        socket.send(step1).unwrap();
+        // Frames until the step 2 message is complete: (opcode, is_final, payload).
+        let mut frames = Vec::new();
+        let mut in_step2 = false;
+        loop {
+            let frame = socket.read(None).unwrap().expect("a frame");
+            let (opcode, fin) = (frame.header().opcode, frame.header().is_final);
+            let payload = frame.into_payload();
+            if !in_step2 && opcode == OpCode::Data(Data::Binary) && payload.starts_with(&[0, 1]) {
+                in_step2 = true;
+            }
+            if in_step2 {
+                frames.push((opcode, fin, payload));
+                if fin {
+                    return frames;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+
+    assert!(frames.len() >= 5, "{} frames", frames.len());
+    assert_eq!(frames[0].0, OpCode::Data(Data::Binary));
+    for (i, (opcode, fin, payload)) in frames.iter().enumerate() {
+        let last = i == frames.len() - 1;
+        assert_eq!(*fin, last, "only the last frame ends the message");
+        if i > 0 {
+            assert_eq!(*opcode, OpCode::Data(Data::Continue));
+        }
+        assert!(
+            payload.len() <= 64 << 10,
+            "frame {i}: {} bytes",
+            payload.len()
+        );
+    }
+    let message: Vec<u8> = frames
+        .iter()
+        .flat_map(|(_, _, p)| p.iter().copied())
+        .collect();
+    let YMessage::Sync(SyncMessage::SyncStep2(update)) = YMessage::decode_v1(&message).unwrap()
+    else {
+        panic!("not a sync step 2");
+    };
+    let doc = new_doc();
+    doc.transact_mut()
+        .apply_update(Update::decode_v1(&update).unwrap())
+        .unwrap();
+    assert_eq!(notes(&doc)["big"], text);
+
+    server.shutdown().await.unwrap();
 }

@@ -171,6 +171,23 @@ test('two Hocuspocus providers and a y-websocket provider share a board: edits, 
   })
 }))
 
+test('a board many WebSocket frames long reaches a fresh Hocuspocus provider and a fresh y-websocket client whole', OPTS, t => withHarness(t, async h => {
+  // The server writes a message over 64 KiB as a first frame and continuations (so that no
+  // connection buffers a copy of a large board); unmodified clients reassemble them.
+  const server = await h.startServer(await h.database('sqlite'))
+  const board = boardId('hp-large')
+  const writer = await h.syncedClient(server, board)
+  const text = Array.from({ length: 40 }, (_, i) => `${i}`.padStart(2, '0') + 'x'.repeat(20000)).join('|')
+  writer.doc.getText('big').insert(0, text)
+  await waitFor(() => writer.provider.synced && writer.doc.getText('big').length === text.length, { message: 'the writer to hold the text' })
+  const fresh = provider(h, socket(h, server), board)
+  await waitFor(() => fresh.doc.getText('big').length === text.length, { timeout: 15000, message: 'the Hocuspocus provider to receive the board', describe: () => `${fresh.doc.getText('big').length} of ${text.length}` })
+  assert.equal(fresh.doc.getText('big').toString(), text)
+  const reader = await h.syncedClient(server, board)
+  await waitFor(() => reader.doc.getText('big').length === text.length, { timeout: 15000, message: 'the y-websocket client to receive the board' })
+  assert.equal(reader.doc.getText('big').toString(), text)
+}))
+
 test('one socket carrying three boards keeps them apart, and one leaving leaves the others', OPTS, t => withHarness(t, async h => {
   const server = await h.startServer(await h.database('sqlite'))
   const boards = [boardId('hp-one'), boardId('hp-two'), boardId('hp-three')]

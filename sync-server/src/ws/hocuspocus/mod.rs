@@ -32,8 +32,8 @@ use std::fmt::Display;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::Message;
 use futures_util::{Sink, Stream};
+use tokio_tungstenite::tungstenite::Message;
 use tracing::{Instrument, info};
 
 pub(crate) use self::session::SocketAdmission;

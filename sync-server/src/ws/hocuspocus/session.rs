@@ -14,12 +14,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Message;
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{Sink, Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info};
 
 use super::docs::{Doc, Docs, HoldError, Limits as DocLimits, MAX_DOCUMENTS, Open};
@@ -262,7 +262,7 @@ impl<'a> Socket<'a> {
                     break;
                 }
                 Message::Close(_) => break,
-                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             };
             if !self.on_frame(frame).await {
                 break;

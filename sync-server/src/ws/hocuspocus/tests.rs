@@ -8,9 +8,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Message;
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use yrs::encoding::write::Write;
@@ -147,7 +147,7 @@ impl Client {
     async fn expect_close(&mut self) -> u16 {
         loop {
             if let Message::Close(Some(c)) = self.next().await {
-                return c.code;
+                return c.code.into();
             }
         }
     }

@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::ws::Message;
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::frame;
@@ -178,7 +178,7 @@ pub(super) async fn write_loop<Si>(
         let write = async {
             if batch {
                 for frame in frames.drain(..) {
-                    sink.feed(Message::Binary(frame)).await?;
+                    crate::ws::writer::feed_binary(sink, frame).await?;
                 }
                 sink.flush().await
             } else {
