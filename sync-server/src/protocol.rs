@@ -14,8 +14,8 @@ use crdt_schema::guard::{GuardError, Scanned};
 use yrs::encoding::write::Write;
 use yrs::sync::{Awareness, AwarenessUpdate, Message, SyncMessage};
 use yrs::updates::decoder::Decode;
-use yrs::updates::encoder::Encode;
-use yrs::{StateVector, Update};
+use yrs::updates::encoder::{Encode, Encoder, EncoderV1};
+use yrs::{ReadTxn, StateVector, Update};
 
 /// Message type of the server's durable acknowledgement.
 pub const MSG_DURABLE_ACK: u64 = 100;
@@ -201,6 +201,30 @@ pub fn sync_step1(sv: &StateVector) -> Bytes {
         .into()
 }
 
+/// Bytes kept free in front of an update encoded in place: the sync and step 2 tags and the
+/// update's length (a varint of at most 10 bytes).
+const STEP2_GAP: usize = 12;
+
+/// `SyncStep2` of what `txn` holds beyond `sv`, encoded in place: the update is written once,
+/// after a gap the message header then fills, and the buffer's spare capacity is given back.
+/// A 50 MB board's answer so costs 50 MB, not the update plus a copy with the header (and up
+/// to twice that while it grows). Also returns the update's length.
+pub fn sync_step2_of<T: ReadTxn>(txn: &T, sv: &StateVector) -> (Bytes, usize) {
+    let mut encoder = EncoderV1::new();
+    encoder.write_all(&[0; STEP2_GAP]);
+    txn.encode_state_as_update(sv, &mut encoder);
+    let mut buf = encoder.to_vec();
+    let update_len = buf.len() - STEP2_GAP;
+    let mut header = Vec::with_capacity(STEP2_GAP);
+    header.write_var(0u8); // sync
+    header.write_var(1u8); // step 2
+    header.write_var(update_len);
+    let start = STEP2_GAP - header.len();
+    buf[start..STEP2_GAP].copy_from_slice(&header);
+    buf.shrink_to_fit();
+    (Bytes::from(buf).slice(start..), update_len)
+}
+
 /// `SyncStep2`: the updates the peer lacks.
 pub fn sync_step2(update: Vec<u8>) -> Bytes {
     Message::Sync(SyncMessage::SyncStep2(update))
@@ -257,6 +281,22 @@ mod tests {
 
     use super::*;
     use yrs::{Doc, Map, ReadTxn, Transact};
+
+    #[test]
+    fn a_step2_encoded_in_place_is_the_usual_message_without_spare_capacity() {
+        for text_len in [0usize, 3, 200, 20_000] {
+            let doc = Doc::new();
+            let text = doc.get_or_insert_text("t");
+            yrs::Text::insert(&text, &mut doc.transact_mut(), 0, &"y".repeat(text_len));
+            let txn = doc.transact();
+            for sv in [StateVector::default(), txn.state_vector()] {
+                let update = txn.encode_state_as_update_v1(&sv);
+                let (frame, len) = sync_step2_of(&txn, &sv);
+                assert_eq!(len, update.len());
+                assert_eq!(frame, sync_step2(update), "text of {text_len}");
+            }
+        }
+    }
 
     #[test]
     fn decodes_the_bytes_yjs_sends() {

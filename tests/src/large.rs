@@ -252,6 +252,10 @@ pub struct LargeResult {
     /// RSS growth of a fresh process applying the update to a yrs doc: what yrs holds in
     /// memory for it.
     pub yrs_doc_kb: u64,
+    /// Peak RSS growth of that process reading the file and applying it: the least a server
+    /// keeping the board in a yrs doc needs while it loads it.
+    #[serde(default)]
+    pub yrs_load_peak_kb: u64,
     /// The server started, the board not loaded yet.
     pub rss_idle_kb: u64,
     /// The first client: connect to whole state received, and applied.

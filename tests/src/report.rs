@@ -236,8 +236,8 @@ fn large_table(out: &mut String, results: &[ScenarioResult]) {
     }
     out.push_str(
         "Large board (RSS of the server; × = ÷ the encoded size):\n\n\
-         | server | encoded MB | objects | yrs doc MiB | first: received ms | first: applied ms | joiners | joined | timeouts | join p50 / p99 / max ms | RSS idle MiB | RSS 1 client MiB | RSS max sampled MiB | peak (VmHWM) MiB | peak × | steady MiB | steady × | after close MiB |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | server | encoded MB | objects | yrs doc MiB | yrs load peak MiB | first: received ms | first: applied ms | joiners | joined | timeouts | join p50 / p99 / max ms | RSS idle MiB | RSS 1 client MiB | RSS max sampled MiB | peak (VmHWM) MiB | peak × | steady MiB | steady × | after close MiB |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (r, l) in large {
         let times = |kb: u64| {
@@ -249,11 +249,12 @@ fn large_table(out: &mut String, results: &[ScenarioResult]) {
         };
         let _ = writeln!(
             out,
-            "| {} | {:.1} | {} | {} | {:.0} | {} | {} | {} | {} | {:.0} / {:.0} / {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.1} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {:.0} / {:.0} / {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.server,
             l.encoded_bytes as f64 / 1e6,
             l.objects,
             mib(l.yrs_doc_kb),
+            mib(l.yrs_load_peak_kb),
             l.first.received_ms,
             l.first
                 .applied_ms

@@ -22,6 +22,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::VersionMeta;
@@ -77,7 +78,7 @@ pub(super) async fn finished<T>(job: &mut Option<Job<T>>) -> Result<T, JobError>
 pub(super) enum Source {
     /// The live document's state, taken when it held only durable data, and the log sequence
     /// it covers.
-    Doc { state: Vec<u8>, seq: Seq },
+    Doc { state: Bytes, seq: Seq },
     /// The stored rows, folded (for when the document holds updates still being committed).
     Stored,
 }
@@ -201,7 +202,10 @@ async fn write_version(
 ) -> Result<VersionInfo, JobError> {
     let (state, seq) = match source {
         Source::Doc { state, seq } => (state, seq),
-        Source::Stored => stored_state(store, id).await?,
+        Source::Stored => {
+            let (state, seq) = stored_state(store, id).await?;
+            (Bytes::from(state), seq)
+        }
     };
     let version = NewVersion {
         kind: meta.kind,

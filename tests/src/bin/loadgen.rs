@@ -1336,8 +1336,9 @@ async fn storm(args: &StormArgs) -> anyhow::Result<ScenarioResult> {
     })
 }
 
-/// `loadgen doc-memory FILE` in a process of its own: what a yrs doc holding the update costs.
-async fn yrs_doc_kb(file: &std::path::Path) -> anyhow::Result<u64> {
+/// `loadgen doc-memory FILE` in a process of its own: what a yrs doc holding the update costs,
+/// at rest and at its peak while loading ([`doc_memory`]), in KiB.
+async fn yrs_doc_kb(file: &std::path::Path) -> anyhow::Result<(u64, u64)> {
     let exe = std::env::current_exe()?;
     let out = tokio::process::Command::new(exe)
         .arg("doc-memory")
@@ -1350,21 +1351,36 @@ async fn yrs_doc_kb(file: &std::path::Path) -> anyhow::Result<u64> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+    let out = String::from_utf8(out.stdout)?;
+    let mut numbers = out.split_whitespace().map(str::parse::<u64>);
+    match (numbers.next(), numbers.next()) {
+        (Some(doc), Some(peak)) => Ok((doc?, peak?)),
+        _ => bail!("doc-memory printed {out:?}"),
+    }
 }
 
+/// Prints two numbers (KiB): the RSS the doc holds once the update is applied, and the peak
+/// RSS growth of reading the file, decoding it and applying it: what any server that keeps the
+/// board in a yrs doc needs at least while it loads the board.
 fn doc_memory(file: &std::path::Path) -> anyhow::Result<()> {
     use yrs::updates::decoder::Decode;
+    let pid = std::process::id();
+    let start = procfs::rss_kb(pid)?;
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let before = procfs::rss_kb(std::process::id())?;
+    let before = procfs::rss_kb(pid)?;
     let doc = harness::new_doc();
     {
         let update = yrs::Update::decode_v1(&bytes)?;
         doc.transact_mut().apply_update(update)?;
     }
-    let after = procfs::rss_kb(std::process::id())?;
+    let after = procfs::rss_kb(pid)?;
+    let peak = procfs::hwm_kb(pid)?;
     drop(bytes);
-    println!("{}", after.saturating_sub(before));
+    println!(
+        "{} {}",
+        after.saturating_sub(before),
+        peak.saturating_sub(start)
+    );
     drop(doc);
     Ok(())
 }
@@ -1390,9 +1406,9 @@ async fn large(args: &LargeArgs) -> anyhow::Result<ScenarioResult> {
         ..Default::default()
     };
     drop(board);
-    r.yrs_doc_kb = yrs_doc_kb(&file).await.unwrap_or_else(|e| {
+    (r.yrs_doc_kb, r.yrs_load_peak_kb) = yrs_doc_kb(&file).await.unwrap_or_else(|e| {
         eprintln!("  large: doc memory not measured: {e:#}");
-        0
+        (0, 0)
     });
     // Imported as a user would a file this size: `sync-server import` (HTTP refuses bodies
     // over --max-message-bytes, 16 MiB by default).
@@ -1476,7 +1492,7 @@ fn emit_scenario(json_out: Option<&std::path::Path>, r: &ScenarioResult) -> anyh
         s.ok()
     } else if let Some(l) = &r.large {
         eprintln!(
-            "[{} {}] {}: first client received {:.0} ms, applied {:.0} ms; {} of {} joiners in time (p50/p99/max {:.0}/{:.0}/{:.0} ms); RSS idle {:.1}, one client {:.1}, max sampled {:.1}, peak {:.1}, steady {:.1}, after close {:.1} MiB; yrs doc {:.1} MiB{}",
+            "[{} {}] {}: first client received {:.0} ms, applied {:.0} ms; {} of {} joiners in time (p50/p99/max {:.0}/{:.0}/{:.0} ms); RSS idle {:.1}, one client {:.1}, max sampled {:.1}, peak {:.1}, steady {:.1}, after close {:.1} MiB; yrs doc {:.1} MiB, its load peak {:.1} MiB{}",
             r.server,
             r.scenario,
             r.description,
@@ -1494,6 +1510,7 @@ fn emit_scenario(json_out: Option<&std::path::Path>, r: &ScenarioResult) -> anyh
             l.rss_steady_kb as f64 / 1024.0,
             l.rss_after_close_kb as f64 / 1024.0,
             l.yrs_doc_kb as f64 / 1024.0,
+            l.yrs_load_peak_kb as f64 / 1024.0,
             l.first_error
                 .as_ref()
                 .map_or(String::new(), |e| format!("; first error: {e}")),

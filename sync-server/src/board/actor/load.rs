@@ -12,10 +12,21 @@ pub(super) fn new_doc() -> Doc {
     doc
 }
 
+/// A loaded board's whole state as a sync step 2 frame: encoded to measure the board, and
+/// kept for the first client that joins with nothing (see `FullState`).
+pub(super) struct LoadedState {
+    pub(super) frame: Bytes,
+    /// The length of the update inside: the board's encoded size.
+    pub(super) update_len: usize,
+}
+
+/// Loads a board's rows and rebuilds its doc on a blocking thread. The rows are let go as soon
+/// as the doc holds them, before the state is encoded: a large board's memory at load is its doc
+/// and one encoding, not also the rows it came from.
 pub(super) async fn load(
     shared: &Shared,
     id: &BoardId,
-) -> Result<(Doc, Nesting, ReplayStats, u64), BoardError> {
+) -> Result<(Doc, Nesting, ReplayStats, LoadedState), BoardError> {
     let failed = |e: &dyn std::fmt::Display| {
         warn!(board = %id, error = %e, "board load failed");
         BoardError::LoadFailed
@@ -36,11 +47,10 @@ pub(super) async fn load(
     let replayed = tokio::task::spawn_blocking(move || {
         let doc = new_doc();
         let (stats, nesting) = replay_with_nesting(&doc, &stored)?;
-        let size = doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default())
-            .len() as u64;
-        Ok::<_, ReplayError>((doc, nesting, stats, size))
+        drop(stored);
+        let (frame, update_len) = protocol::sync_step2_of(&doc.transact(), &StateVector::default());
+        let state = LoadedState { frame, update_len };
+        Ok::<_, ReplayError>((doc, nesting, stats, state))
     })
     .await
     .map_err(|e| failed(&e))?

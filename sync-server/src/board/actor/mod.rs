@@ -36,7 +36,7 @@ use yrs::updates::decoder::Decode;
 use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
 use self::apply::{Gapped, Incoming};
-use self::load::load;
+use self::load::{LoadedState, load};
 use self::reads::AfterSave;
 use super::batch::{Batch, Outgoing, Waiter};
 use super::fanout::{Peers, Undelivered};
@@ -134,12 +134,14 @@ struct FullState {
     changes: Arc<std::sync::atomic::AtomicU64>,
     /// Whether the observer is registered (if not, the frame is never reused).
     observed: bool,
-    /// The frame and the count it was encoded at.
-    frame: Option<(u64, Bytes)>,
+    /// The frame, the count it was encoded at, and the length of the update inside it.
+    frame: Option<(u64, Bytes, usize)>,
 }
 
 impl FullState {
-    fn new(doc: &Doc) -> Self {
+    /// Counts the doc's changes from now on; `frame`, if any, is the doc's whole state now
+    /// (the one the load encoded to measure the board: the first joiner takes it).
+    fn new(doc: &Doc, loaded: Option<LoadedState>) -> Self {
         let changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = changes.clone();
         let observed = doc
@@ -152,33 +154,41 @@ impl FullState {
         Self {
             changes,
             observed,
-            frame: None,
+            frame: loaded.map(|l| (0, l.frame, l.update_len)),
         }
     }
 
     /// The sync step 2 of the doc's whole state: the shared frame if the doc has not changed
     /// since it was encoded (and the observer is in place), otherwise a fresh one, kept.
     fn frame(&mut self, doc: &Doc) -> Bytes {
+        self.current(doc).0
+    }
+
+    /// The doc's whole state as an update (for a snapshot or a version): a slice of the shared
+    /// frame, so a compaction and the joiners of a large board hold one encoding between them.
+    fn state(&mut self, doc: &Doc) -> Bytes {
+        let (frame, update_len) = self.current(doc);
+        frame.slice(frame.len() - update_len..)
+    }
+
+    fn current(&mut self, doc: &Doc) -> (Bytes, usize) {
         let now = self.changes.load(std::sync::atomic::Ordering::Relaxed);
         if self.observed
-            && let Some((at, frame)) = &self.frame
+            && let Some((at, frame, update_len)) = &self.frame
             && *at == now
         {
-            return frame.clone();
+            return (frame.clone(), *update_len);
         }
         self.frame = None; // dropped before the new one is encoded
-        let update = doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
-        let frame = protocol::sync_step2(update);
-        self.frame = Some((now, frame.clone()));
-        frame
+        let (frame, update_len) = protocol::sync_step2_of(&doc.transact(), &StateVector::default());
+        self.frame = Some((now, frame.clone(), update_len));
+        (frame, update_len)
     }
 
     /// Lets the shared frame go when no connection's queue holds it any more (it is only a
     /// cache: the next joiner encodes it again).
     fn release_unused(&mut self) {
-        if self.frame.as_ref().is_some_and(|(_, f)| f.is_unique()) {
+        if self.frame.as_ref().is_some_and(|(_, f, _)| f.is_unique()) {
             self.frame = None;
         }
     }
@@ -195,7 +205,7 @@ pub(super) async fn run(
     // Before loading: what other nodes commit meanwhile is either in what is loaded or
     // heard of (rows already loaded are recognised by their sequence numbers).
     let subscription = shared.cluster.subscribe(&id);
-    let (doc, nesting, stats, size) = match load(&shared, &id).await {
+    let (doc, nesting, stats, full_state) = match load(&shared, &id).await {
         Ok(loaded) => loaded,
         Err(e) => {
             if !matches!(e, BoardError::Deleted) {
@@ -223,11 +233,11 @@ pub(super) async fn run(
         max_deferred_bytes: config.max_deferred_bytes,
     };
     let mut actor = BoardActor {
-        full_state: FullState::new(&doc),
+        size: Size::new(full_state.update_len as u64, config.max_board_bytes),
+        full_state: FullState::new(&doc, Some(full_state)),
         presence: Presence::new(doc.clone()),
         pipeline: Pipeline::new(limits, stats.last_seq),
         replies: VecDeque::new(),
-        size: Size::new(size, config.max_board_bytes),
         upkeep: Upkeep::new(
             stats.snapshot_seq,
             stats.log_bytes as u64,

@@ -32,8 +32,7 @@ impl BoardActor {
                     let frame = if sv.is_empty() {
                         self.full_state.frame(&self.doc)
                     } else {
-                        let update = self.doc.transact().encode_state_as_update_v1(&sv);
-                        protocol::sync_step2(update)
+                        protocol::sync_step2_of(&self.doc.transact(), &sv).0
                     };
                     let undelivered = self
                         .peers
@@ -87,10 +86,7 @@ impl BoardActor {
     /// Saves the doc's state (durable: reads are answered only then) as a version, holding
     /// every change back until it is saved; then does `after`.
     pub(super) fn save_version(&mut self, meta: VersionMeta, after: AfterSave) {
-        let state = self
-            .doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
+        let state = self.full_state.state(&self.doc);
         let source = Source::Doc {
             state,
             seq: self.pipeline.last_seq(),

@@ -86,15 +86,12 @@ impl BoardActor {
     /// sequence, and the doc cannot vouch for them. Otherwise the doc, if it holds exactly the
     /// stored rows up to `last_seq` (nothing in flight, no rows of another writer unread); or
     /// else the stored rows if the work is overdue, or nothing yet.
-    fn durable_source(&self, due: Due) -> Option<Source> {
+    fn durable_source(&mut self, due: Due) -> Option<Source> {
         if maintenance::folds_stored_rows(&self.shared) {
             Some(Source::Stored)
         } else if self.pipeline.is_quiescent() && self.pipeline.is_complete() {
             Some(Source::Doc {
-                state: self
-                    .doc
-                    .transact()
-                    .encode_state_as_update_v1(&StateVector::default()),
+                state: self.full_state.state(&self.doc),
                 seq: self.pipeline.last_seq(),
             })
         } else {
