@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use futures_util::future::Either;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -103,8 +105,21 @@ pub(crate) struct BoardHandle {
 
 impl BoardHandle {
     /// Sends a command, waiting if the actor's inbox is full. Fails if the actor stopped.
-    pub(crate) async fn send(&self, cmd: BoardCmd) -> Result<(), BoardError> {
-        self.tx.send(cmd).await.map_err(|_| BoardError::Gone)
+    ///
+    /// The command goes in at once when there is room (almost always); only a wait is a future
+    /// of its own, boxed. Each connection's reader awaits this, so its future would otherwise
+    /// hold room for a command and a waiting send for as long as the connection lives.
+    pub(crate) fn send(
+        &self,
+        cmd: BoardCmd,
+    ) -> impl Future<Output = Result<(), BoardError>> + Send + '_ {
+        match self.tx.try_send(cmd) {
+            Ok(()) => Either::Left(std::future::ready(Ok(()))),
+            Err(TrySendError::Closed(_)) => Either::Left(std::future::ready(Err(BoardError::Gone))),
+            Err(TrySendError::Full(cmd)) => Either::Right(Box::pin(async move {
+                self.tx.send(cmd).await.map_err(|_| BoardError::Gone)
+            })),
+        }
     }
 }
 

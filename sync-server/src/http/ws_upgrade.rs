@@ -158,6 +158,8 @@ fn header_has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool 
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use axum::body::Body;
     use axum::http::Request;
 

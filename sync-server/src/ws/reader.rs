@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -83,13 +83,6 @@ pub(super) fn uncommitted_budget(limits: &Limits) -> u32 {
     u32::try_from(bytes).unwrap_or(u32::MAX).min(MAX_PERMITS)
 }
 
-pub(super) async fn expiry(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Reads until the stream ends, the link closes or the reader closes it with a refusal; then
 /// ends the link (which stops the writer).
 pub(super) async fn read_loop<St, E>(handle: &BoardHandle, session: &Reader, stream: &mut St)
@@ -98,28 +91,29 @@ where
     E: Display,
 {
     let link = &session.link;
-    // Both timers are made once, not per message: the silence timer is pushed back only when
-    // it fires early, so a busy connection costs no timer work per message.
-    let expired = expiry(session.expires_at);
-    tokio::pin!(expired);
+    // One timer for both deadlines, made once: it is pushed back only when it fires early, so
+    // a busy connection costs no timer work per message (and an idle one holds one timer).
     let read_timeout = session.read_timeout;
-    let silence = tokio::time::sleep(read_timeout);
-    tokio::pin!(silence);
+    let expires_at = session.expires_at;
+    let next_deadline = |silent_at: Instant| expires_at.map_or(silent_at, |at| at.min(silent_at));
     let mut last_read = Instant::now();
+    let timer = tokio::time::sleep_until(next_deadline(last_read + read_timeout));
+    tokio::pin!(timer);
     let mut throttled = Throttled::new(session.abuse_window, std::time::Instant::now());
     loop {
         let next = tokio::select! {
             biased;
             () = link.closed(Side::Reader) => break,
-            () = &mut expired => {
-                info!("closing: the token expired");
-                link.close(Refusal::TokenExpired.count(&session.metrics));
-                break;
-            }
-            () = &mut silence => {
-                let deadline = last_read + read_timeout;
-                if Instant::now() < deadline {
-                    silence.as_mut().reset(deadline);
+            () = &mut timer => {
+                let now = Instant::now();
+                if expires_at.is_some_and(|at| now >= at) {
+                    info!("closing: the token expired");
+                    link.close(Refusal::TokenExpired.count(&session.metrics));
+                    break;
+                }
+                let silent_at = last_read + read_timeout;
+                if now < silent_at {
+                    timer.as_mut().reset(next_deadline(silent_at));
                     continue;
                 }
                 info!("closing a connection silent for {}s", read_timeout.as_secs());
@@ -139,7 +133,11 @@ where
             }
             Some(Ok(message)) => message,
         };
-        if !throttle(session, &mut throttled).await {
+        // Over the rate, the wait is a future of its own (boxed): this loop's future lives as
+        // long as the connection, and should not carry room for a wait it seldom has.
+        if let Err(wait) = session.limiter.check()
+            && !Box::pin(throttle(session, &mut throttled, wait)).await
+        {
             break;
         }
         let frame = match message {
@@ -174,13 +172,15 @@ where
                 let permits = u32::try_from(raw.len())
                     .unwrap_or(u32::MAX)
                     .clamp(1, session.max_uncommitted);
-                let held = tokio::select! {
-                    biased;
-                    () = link.closed(Side::Reader) => break,
-                    held = session.uncommitted.clone().acquire_many_owned(permits) => match held {
-                        Ok(held) => held,
-                        Err(_) => break,
-                    },
+                let held = match session.uncommitted.clone().try_acquire_many_owned(permits) {
+                    Ok(held) => held,
+                    Err(TryAcquireError::Closed) => break,
+                    Err(TryAcquireError::NoPermits) => {
+                        match Box::pin(wait_for_room(session, permits)).await {
+                            Some(held) => held,
+                            None => break,
+                        }
+                    }
                 };
                 BoardCmd::Update {
                     conn: session.conn,
@@ -252,7 +252,7 @@ pub(super) enum Flow {
     Abusive,
 }
 
-/// Flood control: a connection over its message rate waits, reading nothing, until its budget
+/// Flood control: a connection over its message rate (the limiter said to `wait`) waits, reading nothing, until its budget
 /// refills; TCP backpressure slows the sender and nothing is lost. Only a connection over its
 /// rate for most of a minute is [`Flow::Abusive`] (closed with 1008, which clients reconnect
 /// from). `closed` resolves if the connection closes meanwhile.
@@ -261,13 +261,11 @@ pub(super) async fn slow_down<F>(
     metrics: &Metrics,
     throttled: &mut Throttled,
     closed: F,
+    mut wait: Duration,
 ) -> Flow
 where
     F: Future<Output = ()>,
 {
-    let Err(mut wait) = limiter.check() else {
-        return Flow::Go;
-    };
     metrics.error(kind::THROTTLED);
     debug!(
         wait_ms = wait.as_millis() as u64,
@@ -293,10 +291,21 @@ where
     }
 }
 
-/// [`slow_down`] for a y-websocket connection. Returns whether it goes on.
-async fn throttle(session: &Reader, throttled: &mut Throttled) -> bool {
+/// Waits until `permits` of the connection's uncommitted budget are free; `None` if the
+/// connection closes meanwhile.
+async fn wait_for_room(session: &Reader, permits: u32) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        biased;
+        () = session.link.closed(Side::Reader) => None,
+        held = session.uncommitted.clone().acquire_many_owned(permits) => held.ok(),
+    }
+}
+
+/// [`slow_down`] for a y-websocket connection over its rate (the limiter said to `wait`).
+/// Returns whether it goes on.
+async fn throttle(session: &Reader, throttled: &mut Throttled, wait: Duration) -> bool {
     let closed = session.link.closed(Side::Reader);
-    match slow_down(&session.limiter, &session.metrics, throttled, closed).await {
+    match slow_down(&session.limiter, &session.metrics, throttled, closed, wait).await {
         Flow::Go => true,
         Flow::Closed => false,
         Flow::Abusive => {

@@ -328,3 +328,31 @@ fn a_read_only_notice_that_does_not_fit_closes_the_connection() {
     assert_eq!(link.reason(), Some(Refusal::TooSlow.close_reason()));
     assert_eq!(errors(&metrics, "too_slow"), "1");
 }
+
+/// A session's future lives as long as its connection, so its size is paid by every idle
+/// connection: each step that runs once (joining, refusing, leaving), each wait that is rare
+/// (a full inbox, a throttled or over-budget connection) is a boxed future of its own, and
+/// one timer serves both deadlines. It was 1,824 bytes here before (BENCHMARKS.md, idle).
+#[tokio::test]
+async fn a_session_future_stays_small() {
+    let server = server(Auth::Open).await;
+    let (_to_server, incoming) = mpsc::channel::<Result<Message, String>>(1);
+    let stream = Box::pin(futures_util::stream::unfold(
+        incoming,
+        |mut rx| async move { rx.recv().await.map(|message| (message, rx)) },
+    ));
+    let (outgoing, _from_server) = mpsc::channel(1);
+    let sink = Box::pin(futures_util::sink::unfold(
+        outgoing,
+        |tx: mpsc::Sender<Message>, message: Message| async move {
+            tx.send(message)
+                .await
+                .map(|()| tx)
+                .map_err(|_| "client gone")
+        },
+    ));
+    let admission = server.sessions.admit("small", None, PEER);
+    let session = super::session::run(server.sessions.clone(), stream, sink, admission, 1, false);
+    let size = std::mem::size_of_val(&session);
+    assert!(size <= 1500, "a session's future is {size} bytes");
+}

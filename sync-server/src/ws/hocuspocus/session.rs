@@ -245,13 +245,16 @@ impl<'a> Socket<'a> {
                 Next::Read(Some(Ok(message))) => message,
             };
             last_read = Instant::now();
-            let closed = self.mux.closed(Side::Reader);
-            match slow_down(&self.limiter, self.metrics(), &mut throttled, closed).await {
-                Flow::Go => {}
-                Flow::Closed => break,
-                Flow::Abusive => {
-                    self.close(Refusal::MessageRate);
-                    break;
+            if let Err(wait) = self.limiter.check() {
+                let closed = self.mux.closed(Side::Reader);
+                let flow = slow_down(&self.limiter, self.metrics(), &mut throttled, closed, wait);
+                match Box::pin(flow).await {
+                    Flow::Go => {}
+                    Flow::Closed => break,
+                    Flow::Abusive => {
+                        self.close(Refusal::MessageRate);
+                        break;
+                    }
                 }
             }
             let frame = match message {
