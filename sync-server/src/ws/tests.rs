@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{Sink, Stream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -97,7 +98,14 @@ struct Client {
     session: JoinHandle<()>,
 }
 
-fn connect(server: &Server, board: &str, token: Option<&str>) -> Client {
+/// A session's stream and sink over channels, with the client's ends: what it sends, and
+/// what the session writes.
+pub(super) fn channel_socket() -> (
+    mpsc::Sender<Result<Message, String>>,
+    impl Stream<Item = Result<Message, String>> + Unpin + Send + 'static,
+    impl Sink<Message, Error = &'static str> + Unpin + Send + 'static,
+    mpsc::Receiver<Message>,
+) {
     let (to_server, incoming) = mpsc::channel(64);
     let stream = Box::pin(futures_util::stream::unfold(
         incoming,
@@ -113,6 +121,11 @@ fn connect(server: &Server, board: &str, token: Option<&str>) -> Client {
                 .map_err(|_| "client gone")
         },
     ));
+    (to_server, stream, sink, from_server)
+}
+
+fn connect(server: &Server, board: &str, token: Option<&str>) -> Client {
+    let (to_server, stream, sink, from_server) = channel_socket();
     let admission = server.sessions.admit(board, token, PEER);
     let session = tokio::spawn(
         server
@@ -336,21 +349,7 @@ fn a_read_only_notice_that_does_not_fit_closes_the_connection() {
 #[tokio::test]
 async fn a_session_future_stays_small() {
     let server = server(Auth::Open).await;
-    let (_to_server, incoming) = mpsc::channel::<Result<Message, String>>(1);
-    let stream = Box::pin(futures_util::stream::unfold(
-        incoming,
-        |mut rx| async move { rx.recv().await.map(|message| (message, rx)) },
-    ));
-    let (outgoing, _from_server) = mpsc::channel(1);
-    let sink = Box::pin(futures_util::sink::unfold(
-        outgoing,
-        |tx: mpsc::Sender<Message>, message: Message| async move {
-            tx.send(message)
-                .await
-                .map(|()| tx)
-                .map_err(|_| "client gone")
-        },
-    ));
+    let (_to_server, stream, sink, _from_server) = channel_socket();
     let admission = server.sessions.admit("small", None, PEER);
     let session = super::session::run(server.sessions.clone(), stream, sink, admission, 1, false);
     let size = std::mem::size_of_val(&session);

@@ -81,21 +81,7 @@ struct Client {
 }
 
 fn connect(sessions: &Arc<Sessions>) -> Client {
-    let (to_server, incoming) = mpsc::channel(64);
-    let stream = Box::pin(futures_util::stream::unfold(
-        incoming,
-        |mut rx| async move { rx.recv().await.map(|message| (message, rx)) },
-    ));
-    let (outgoing, from_server) = mpsc::channel(1024);
-    let sink = Box::pin(futures_util::sink::unfold(
-        outgoing,
-        |tx: mpsc::Sender<Message>, message: Message| async move {
-            tx.send(message)
-                .await
-                .map(|()| tx)
-                .map_err(|_| "client gone")
-        },
-    ));
+    let (to_server, stream, sink, from_server) = crate::ws::tests::channel_socket();
     let admission = sessions.admit_socket(PEER);
     tokio::spawn(
         sessions
