@@ -98,12 +98,15 @@ struct Client {
     session: JoinHandle<()>,
 }
 
+type ChannelStream = std::pin::Pin<Box<dyn Stream<Item = Result<Message, String>> + Send>>;
+type ChannelSink = std::pin::Pin<Box<dyn Sink<Message, Error = &'static str> + Send>>;
+
 /// A session's stream and sink over channels, with the client's ends: what it sends, and
 /// what the session writes.
 pub(super) fn channel_socket() -> (
     mpsc::Sender<Result<Message, String>>,
-    impl Stream<Item = Result<Message, String>> + Unpin + Send + 'static,
-    impl Sink<Message, Error = &'static str> + Unpin + Send + 'static,
+    ChannelStream,
+    ChannelSink,
     mpsc::Receiver<Message>,
 ) {
     let (to_server, incoming) = mpsc::channel(64);
