@@ -419,6 +419,8 @@ test('an assistant run is cancelled from the panel', OPTS, t => withHarness(t, a
   await a.fill('.assistant .prompt', 'think hard')
   await a.click('.assistant [data-action=run]')
   await until(a, () => window.boardApp.client.board().objects.some(o => o.text === 'first'), null, { message: 'the first note' })
+  // The status bar counts the assistant's note as soon as it arrives.
+  assert.equal(await a.locator('.statusbar .count').textContent(), '1 object')
   await a.click('.assistant [data-action=cancel]')
   await until(a, () => document.querySelector('.assistant .progress li.done')?.textContent.startsWith('cancelled'), null, { timeout: 10000, message: 'the run cancelled' })
   assert.equal(await a.locator('.assistant [data-action=cancel]').isVisible(), false)

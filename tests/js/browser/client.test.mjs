@@ -90,6 +90,33 @@ test('two pages and a plain yjs client converge on one board', async (t) => {
   })
 })
 
+test('a board many WebSocket frames long reaches a fresh page whole', async (t) => {
+  // The server sends a message over 64 KiB (this board's sync step 2 is about 1 MB) as a
+  // fragmented WebSocket message; Chromium reassembles it for client-wasm.
+  await withHarness(t, async (h) => {
+    const server = await h.startServer(await h.database('sqlite'))
+    const board = boardId('browser-large')
+    const node = await h.syncedClient(server, board)
+    const text = (i) => `note ${i}: ` + 'lorem ipsum dolor sit amet '.repeat(190)
+    for (let i = 0; i < 200; i++) yjsSticky(node.doc, `n${String(i).padStart(3, '0')}`, (i % 20) * 40, text(i))
+    const size = Y.encodeStateAsUpdate(node.doc).length
+    assert.ok(size > 8 * 64 * 1024, `the board is ${size} bytes`)
+    const res = await waitFor(async () => {
+      const r = await h.fetch(server, `/v1/boards/${board}`)
+      return r.status === 200 && r.json().objects.length === 200 ? r : null
+    }, { timeout: 10000, interval: 100, message: 'the server to hold all 200 notes' })
+    assert.ok(res)
+    const ctx = await browser.newContext()
+    const page = await openPage(ctx, web.url)
+    await openClient(page, { url: server.syncUrl, board })
+    await until(page, (n) => window.c.board().objects.length === n, 200, { timeout: 15000, message: 'all 200 notes in the page' })
+    assert.equal(await page.evaluate(() => window.c.object('n123').text), text(123))
+    await screenshot(page, 'client-large-board')
+    assert.deepEqual(page.errors, [])
+    await ctx.close()
+  })
+})
+
 test('offline edits survive closing the page and reach everyone when back online', async (t) => {
   await withHarness(t, async (h) => {
     const server = await h.startServer(await h.database('sqlite'))

@@ -32,7 +32,9 @@ export class Status {
     for (const e of ['status', 'pending', 'saved', 'synced', 'denied', 'error']) c.on(e, (d) => this.update(e, d))
     window.addEventListener('online', () => this.update())
     window.addEventListener('offline', () => this.update())
-    app.listeners.add((name) => { if (name === 'change') this.counted = false })
+    // The count follows every change at once, remote ones too (an assistant's note, a peer's).
+    app.listeners.add((name) => { if (name === 'change') this.showCount() })
+    this.showCount()
     setInterval(() => this.update(), 1000)
     this.update()
   }
@@ -70,9 +72,10 @@ export class Status {
     }
     // Refused for good: nothing typed here could reach anyone.
     if (refusal && !this.app.readOnly) this.app.setReadOnly(true)
-    if (!this.counted) {
-      this.counted = true
-      this.count.textContent = `${this.app.scene.items.size} objects`
-    }
+  }
+
+  showCount () {
+    const n = this.app.scene.items.size
+    this.count.textContent = `${n} ${n === 1 ? 'object' : 'objects'}`
   }
 }
