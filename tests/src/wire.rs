@@ -1,6 +1,7 @@
 //! The y-websocket wire format (y-protocols sync and awareness, and the server's durable
 //! acknowledgement), for every client here: the tests' [`TestClient`](crate::client::TestClient),
-//! the load generator and the relay. One WebSocket binary frame carries one message.
+//! the load generator and the relay. One WebSocket binary message carries one message (the
+//! server sends one over 64 KiB as fragments, which tungstenite reassembles).
 //!
 //! Frames are built by the server's own encoder ([`sync_server::protocol`], over `yrs::sync`);
 //! [`parse`] reads them without copying (the load generator's hot path), and tests that want
