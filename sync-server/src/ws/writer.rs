@@ -39,18 +39,28 @@ where
     if payload.len() <= MAX_FRAME {
         return sink.feed(Message::Binary(payload)).await;
     }
-    let mut opcode = OpCode::Data(Data::Binary);
+    feed_fragments(sink, payload.slice(..MAX_FRAME), payload.slice(MAX_FRAME..)).await
+}
+
+/// Queues the binary message `head • tail` as fragments: `head` (at most [`MAX_FRAME`] bytes)
+/// as the first frame, then `tail` in slices of at most [`MAX_FRAME`]. Neither is copied: a
+/// Hocuspocus document's name goes in front of a large board's frame this way.
+pub(crate) async fn feed_fragments<Si>(
+    sink: &mut Si,
+    head: Bytes,
+    tail: Bytes,
+) -> Result<(), Si::Error>
+where
+    Si: Sink<Message> + Unpin,
+{
+    let binary = Frame::message(head, OpCode::Data(Data::Binary), tail.is_empty());
+    sink.feed(Message::Frame(binary)).await?;
     let mut start = 0;
-    while start < payload.len() {
-        let end = (start + MAX_FRAME).min(payload.len());
-        let last = end == payload.len();
-        sink.feed(Message::Frame(Frame::message(
-            payload.slice(start..end),
-            opcode,
-            last,
-        )))
-        .await?;
-        opcode = OpCode::Data(Data::Continue);
+    while start < tail.len() {
+        let end = (start + MAX_FRAME).min(tail.len());
+        let last = end == tail.len();
+        let next = Frame::message(tail.slice(start..end), OpCode::Data(Data::Continue), last);
+        sink.feed(Message::Frame(next)).await?;
         start = end;
     }
     Ok(())
@@ -158,4 +168,67 @@ where
     };
     let _ = sink.send(Message::Close(Some(frame))).await;
     let _ = sink.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// What was fed, as (binary or continuation, final, payload address, payload length).
+    fn frames(sink: &[Message]) -> Vec<(OpCode, bool, *const u8, usize)> {
+        sink.iter()
+            .map(|m| match m {
+                Message::Frame(f) => (
+                    f.header().opcode,
+                    f.header().is_final,
+                    f.payload().as_ptr(),
+                    f.payload().len(),
+                ),
+                other => panic!("not a frame: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_message_over_one_frame_goes_out_as_fragments_of_the_same_bytes() {
+        let (binary, more) = (OpCode::Data(Data::Binary), OpCode::Data(Data::Continue));
+        let payload = Bytes::from(vec![1u8; 2 * MAX_FRAME + 5]);
+        let at = payload.as_ptr();
+        let mut sink: Vec<Message> = Vec::new();
+        feed_binary(&mut sink, payload).await.unwrap();
+        assert_eq!(
+            frames(&sink),
+            [
+                (binary, false, at, MAX_FRAME),
+                (more, false, at.wrapping_add(MAX_FRAME), MAX_FRAME),
+                (more, true, at.wrapping_add(2 * MAX_FRAME), 5),
+            ]
+        );
+
+        // Up to one frame: a plain binary message.
+        let mut sink: Vec<Message> = Vec::new();
+        feed_binary(&mut sink, Bytes::from(vec![2u8; MAX_FRAME]))
+            .await
+            .unwrap();
+        assert!(matches!(&sink[..], [Message::Binary(b)] if b.len() == MAX_FRAME));
+
+        // A head and a tail: the head alone first, then the tail's slices.
+        let (head, tail) = (
+            Bytes::from_static(b"name"),
+            Bytes::from(vec![3u8; MAX_FRAME + 1]),
+        );
+        let (head_at, tail_at) = (head.as_ptr(), tail.as_ptr());
+        let mut sink: Vec<Message> = Vec::new();
+        feed_fragments(&mut sink, head, tail).await.unwrap();
+        assert_eq!(
+            frames(&sink),
+            [
+                (binary, false, head_at, 4),
+                (more, false, tail_at, MAX_FRAME),
+                (more, true, tail_at.wrapping_add(MAX_FRAME), 1),
+            ]
+        );
+    }
 }

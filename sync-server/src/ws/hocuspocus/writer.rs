@@ -22,6 +22,7 @@ use crate::board::link::Side;
 use crate::board::link::mux::{ChannelId, Labels, MuxLink, Queued, SESSION};
 use crate::protocol::{MSG_DURABLE_ACK, MSG_STATELESS};
 use crate::refusal::Refusal;
+use crate::ws::writer::{MAX_FRAME, feed_binary, feed_fragments};
 
 /// How often the writer pings: at most this far apart (a third of the read timeout if that is
 /// shorter). Providers drop a socket that brought nothing for 30 s (`messageReconnectTimeout`)
@@ -55,18 +56,13 @@ impl Framing {
         self.lock().remove(&channel);
     }
 
-    /// Appends the frames of a batch as they go on the wire to `out`, in order. A channel's
+    /// Appends the messages of a batch as they go on the wire to `out`, in order. A channel's
     /// label is its document's name as it goes in front of its frames; frames of a channel
     /// closed since they were queued are dropped.
-    fn frame(
-        &self,
-        batch: impl IntoIterator<Item = Queued>,
-        labels: &Labels,
-        out: &mut Vec<Bytes>,
-    ) {
+    fn frame(&self, batch: impl IntoIterator<Item = Queued>, labels: &Labels, out: &mut Vec<Wire>) {
         for Queued { channel, frame } in batch {
             if channel == SESSION {
-                out.push(frame);
+                out.push(Wire::Whole(frame));
                 continue;
             }
             let Some(label) = labels.get(channel) else {
@@ -82,10 +78,12 @@ impl Framing {
                     let count = durable_ack(&frame).unwrap_or(*committed);
                     while *committed < count {
                         *committed += 1;
-                        out.push(frame::committed(label));
+                        out.push(Wire::Whole(frame::committed(label)));
                     }
                 }
-                Some(&MSG_STATELESS) => out.push(frame::stateless_from_board(label, &frame)),
+                Some(&MSG_STATELESS) => {
+                    out.push(Wire::Whole(frame::stateless_from_board(label, &frame)));
+                }
                 _ => out.push(prefixed(label, &frame)),
             }
         }
@@ -104,11 +102,25 @@ thread_local! {
 /// board's sync step 2, which a thread would otherwise hold on to until its next frame.
 const CACHED_FRAME_BYTES: usize = 4 << 10;
 
-/// `label • frame`, shared with the last call on this thread that prefixed the same frame (the
-/// same bytes in memory, not merely equal ones) with an equal label.
-fn prefixed(label: &Bytes, frame: &Bytes) -> Bytes {
+/// A message as it goes on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Wire {
+    /// In one piece.
+    Whole(Bytes),
+    /// A document's label in front of a frame over [`MAX_FRAME`] (a large board's step 2):
+    /// written as fragments, the label first, so the frame is never copied per socket.
+    Labelled(Bytes, Bytes),
+}
+
+/// `label • frame`: shared with the last call on this thread that prefixed the same frame (the
+/// same bytes in memory, not merely equal ones) with an equal label; or, for a frame too large
+/// to copy, the two pieces.
+fn prefixed(label: &Bytes, frame: &Bytes) -> Wire {
+    if frame.len() > MAX_FRAME {
+        return Wire::Labelled(label.clone(), frame.clone());
+    }
     if frame.len() > CACHED_FRAME_BYTES {
-        return frame::prefixed(label, frame);
+        return Wire::Whole(frame::prefixed(label, frame));
     }
     LAST.with(|last| {
         let mut last = last.borrow_mut();
@@ -117,11 +129,11 @@ fn prefixed(label: &Bytes, frame: &Bytes) -> Bytes {
             && body.len() == frame.len()
             && prefix == label
         {
-            return out.clone();
+            return Wire::Whole(out.clone());
         }
         let out = frame::prefixed(label, frame);
         *last = Some((frame.clone(), label.clone(), out.clone()));
-        out
+        Wire::Whole(out)
     })
 }
 
@@ -177,8 +189,13 @@ pub(super) async fn write_loop<Si>(
         };
         let write = async {
             if batch {
-                for frame in frames.drain(..) {
-                    crate::ws::writer::feed_binary(sink, frame).await?;
+                for wire in frames.drain(..) {
+                    match wire {
+                        Wire::Whole(frame) => feed_binary(sink, frame).await?,
+                        Wire::Labelled(label, frame) => {
+                            feed_fragments(sink, label, frame).await?;
+                        }
+                    }
                 }
                 sink.flush().await
             } else {
@@ -234,16 +251,16 @@ mod tests {
             &labels,
             &mut frames,
         );
-        let committed = frame::sync_status("b", true);
+        let committed = Wire::Whole(frame::sync_status("b", true));
         assert_eq!(
             frames,
             [
                 committed.clone(),
                 committed.clone(),
-                Bytes::from_static(&[10]),
+                Wire::Whole(Bytes::from_static(&[10])),
                 committed,
-                Bytes::from_static(&[1, b'b', 0, 2, 2, 0, 0]),
-                Bytes::from_static(&[1, b'b', 5, 1, b's']),
+                Wire::Whole(Bytes::from_static(&[1, b'b', 0, 2, 2, 0, 0])),
+                Wire::Whole(Bytes::from_static(&[1, b'b', 5, 1, b's'])),
             ],
             "acks only grow; a document that left is told of none, a closed channel nothing"
         );
@@ -253,15 +270,30 @@ mod tests {
     fn one_frame_prefixed_once_per_thread_is_shared() {
         let body = crate::protocol::update(&[0, 0]);
         let (a, b) = (frame::prefix("b"), frame::prefix("b"));
-        let first = prefixed(&a, &body);
-        let second = prefixed(&b, &body);
+        let whole = |wire| match wire {
+            Wire::Whole(bytes) => bytes,
+            Wire::Labelled(..) => panic!("a small frame is copied whole"),
+        };
+        let first = whole(prefixed(&a, &body));
+        let second = whole(prefixed(&b, &body));
         assert_eq!(first.as_ptr(), second.as_ptr(), "the same copy");
         // Equal bytes elsewhere in memory, or another name, are framed anew.
         let copy = Bytes::copy_from_slice(&body);
-        let third = prefixed(&a, &copy);
+        let third = whole(prefixed(&a, &copy));
         assert_eq!(third, first);
         assert_ne!(third.as_ptr(), first.as_ptr());
-        let other = prefixed(&frame::prefix("c"), &copy);
+        let other = whole(prefixed(&frame::prefix("c"), &copy));
         assert_eq!(&other[..2], [1, b'c']);
+    }
+
+    #[test]
+    fn a_large_frame_keeps_its_bytes_and_gets_the_label_in_front() {
+        let body = crate::protocol::update(&vec![7; MAX_FRAME + 1]);
+        let label = frame::prefix("big");
+        let Wire::Labelled(head, tail) = prefixed(&label, &body) else {
+            panic!("a frame over MAX_FRAME is not copied");
+        };
+        assert_eq!(head, label);
+        assert_eq!(tail.as_ptr(), body.as_ptr(), "the board's own bytes");
     }
 }
