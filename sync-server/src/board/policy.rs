@@ -73,11 +73,15 @@ impl Upkeep {
 
     /// Whether a compaction should start now, the log being at `last_seq`: once the log after
     /// the snapshot passes a threshold of rows or bytes, unless one runs or the last failed
-    /// too recently.
+    /// too recently. Bytes count only where there are two pieces to fold (a snapshot and a
+    /// row, or two rows): a board that is one row and nothing else (an import) is as compact
+    /// as it gets, and rewriting it would only hold its state twice more in memory while it
+    /// loads (BENCHMARKS.md, large board).
     pub(super) fn compaction_due(&self, last_seq: Seq, config: &BoardConfig) -> Option<Due> {
         let rows = last_seq - self.snapshot_seq;
+        let pieces = rows + Seq::from(self.snapshot_seq > 0);
         let due =
-            rows >= config.compact_rows || (rows > 0 && self.log_bytes >= config.compact_bytes);
+            rows >= config.compact_rows || (pieces >= 2 && self.log_bytes >= config.compact_bytes);
         if self.compacting.is_some() || !due || last_seq < self.compaction_retry_at {
             return None;
         }
@@ -229,7 +233,18 @@ mod tests {
         assert_eq!(u.compaction_due(9, &c), None);
         assert_eq!(u.compaction_due(10, &c), Some(Due::Quiet));
         u.appended(1000);
-        assert_eq!(u.compaction_due(1, &c), Some(Due::Quiet), "bytes count too");
+        assert_eq!(
+            u.compaction_due(1, &c),
+            None,
+            "one row alone: nothing to fold"
+        );
+        assert_eq!(u.compaction_due(2, &c), Some(Due::Quiet), "bytes count too");
+        let after_snapshot = Upkeep::new(5, 1000, 0, Instant::now());
+        assert_eq!(
+            after_snapshot.compaction_due(6, &c),
+            Some(Due::Quiet),
+            "a snapshot and a row"
+        );
         assert_eq!(u.compaction_due(40, &c), Some(Due::Overdue));
         u.compaction_started();
         assert_eq!(u.compaction_due(40, &c), None, "one at a time");
