@@ -242,7 +242,8 @@ pub struct ServeArgs {
     /// Compact a board once this many log rows follow its snapshot.
     #[arg(long, env = "COMPACT_ROWS", default_value_t = 2000)]
     pub compact_rows: i64,
-    /// Compact a board once this many log bytes follow its snapshot.
+    /// Compact a board once this many log bytes follow its snapshot (if there is something to
+    /// fold them with: a snapshot, or a second row).
     #[arg(long, env = "COMPACT_BYTES", default_value_t = 4 << 20)]
     pub compact_bytes: u64,
     /// Save an automatic version once this many updates follow the last one.
