@@ -252,10 +252,10 @@ pub(super) enum Flow {
     Abusive,
 }
 
-/// Flood control: a connection over its message rate (the limiter said to `wait`) waits, reading nothing, until its budget
-/// refills; TCP backpressure slows the sender and nothing is lost. Only a connection over its
-/// rate for most of a minute is [`Flow::Abusive`] (closed with 1008, which clients reconnect
-/// from). `closed` resolves if the connection closes meanwhile.
+/// Flood control: a connection over its message rate (the limiter said to `wait`) waits,
+/// reading nothing, until its budget refills; TCP backpressure slows the sender and nothing is
+/// lost. Only a connection over its rate for most of a minute is [`Flow::Abusive`] (closed with
+/// 1008, which clients reconnect from). `closed` resolves if the connection closes meanwhile.
 pub(super) async fn slow_down<F>(
     limiter: &MessageLimiter,
     metrics: &Metrics,

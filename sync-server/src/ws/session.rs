@@ -37,11 +37,11 @@ pub(super) async fn run<St, Si, E>(
     // The reader and then `drain` may both see its end (axum's `WebSocket` ends once and for
     // all; a stream in general need not).
     let mut stream = stream.fuse();
-    // Held to the end (with its address slot), whatever happens.
-    //
     // Every step but the read loop runs once, boxed: a future is as large as its largest
     // step, and this one lives as long as the connection (10,000 idle connections each kept
     // about 1.1 KiB more before; BENCHMARKS.md, idle).
+    //
+    // Held to the end (with its address slot), whatever happens.
     let admitted = match admission {
         Ok(admitted) => admitted,
         Err(refusal) => {
