@@ -108,9 +108,13 @@ impl<'a> Runner<'a> {
         self.outcome.error = error;
         if self.outcome.summary.is_empty() {
             self.outcome.summary = format!(
-                "{} tool calls: {} objects created, {} deleted",
-                self.outcome.tool_calls.len(),
-                self.outcome.objects_created,
+                "{}: {} created, {} deleted",
+                counted(
+                    self.outcome.tool_calls.len() as u64,
+                    "tool call",
+                    "tool calls"
+                ),
+                counted(self.outcome.objects_created.into(), "object", "objects"),
                 self.outcome.objects_deleted
             );
         }
@@ -391,4 +395,9 @@ fn status_of(tool: ToolName) -> &'static str {
         ToolName::ChangeColor => "changing colours",
         ToolName::DeleteObject => "removing objects",
     }
+}
+
+/// `1 object`, `2 objects`: a count with the noun it counts.
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

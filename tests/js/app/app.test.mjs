@@ -425,6 +425,7 @@ test('an assistant run is cancelled from the panel', OPTS, t => withHarness(t, a
   await until(a, () => document.querySelector('.assistant .progress li.done')?.textContent.startsWith('cancelled'), null, { timeout: 10000, message: 'the run cancelled' })
   assert.equal(await a.locator('.assistant [data-action=cancel]').isVisible(), false)
   assert.equal(await a.locator('.assistant [data-action=run]').isDisabled(), false, 'a new prompt can be run')
+  assert.equal(await a.locator('.assistant .progress li.summary').last().textContent(), '1 tool call: 1 object created, 0 deleted')
   await shot(a, 'app-18-assistant-cancelled')
   assert.deepEqual(a.errors, [])
 }))
