@@ -58,7 +58,8 @@ pub(crate) async fn upgrade(
     let admission = sessions.admit(&board, token, peer_addr.ip());
     let request = request_id(&headers);
     let config = socket_config(sessions.limits().max_message_bytes);
-    ws.on_upgrade(config, move |socket| {
+    let tracker = sessions.tracker().clone();
+    ws.on_upgrade(&tracker, config, move |socket| {
         let (sink, stream) = socket.split();
         sessions.serve(stream, sink, admission, wants_acks, &board, &request)
     })
@@ -93,7 +94,8 @@ pub(crate) async fn upgrade_hocuspocus(
     let admission = sessions.admit_socket(peer_addr.ip());
     let request = request_id(&headers);
     let config = socket_config(sessions.limits().max_message_bytes);
-    ws.on_upgrade(config, move |socket| {
+    let tracker = sessions.tracker().clone();
+    ws.on_upgrade(&tracker, config, move |socket| {
         let (sink, stream) = socket.split();
         sessions.serve_hocuspocus(stream, sink, admission, &request)
     })

@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::error::ApiError;
@@ -101,15 +102,21 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
 
 impl WsUpgrade {
     /// Answers 101 and, once hyper hands the connection over, runs `session` on it as a
-    /// tungstenite socket with `config`. A connection that fails to upgrade (the client left
-    /// after the request) is logged at debug and dropped.
-    pub(crate) fn on_upgrade<F, Fut>(self, config: WebSocketConfig, session: F) -> Response
+    /// tungstenite socket with `config`, as a task of `tracker` (so a shutdown waits for a
+    /// connection upgraded as it began, which then closes 1012). A connection that fails to
+    /// upgrade (the client left after the request) is logged at debug and dropped.
+    pub(crate) fn on_upgrade<F, Fut>(
+        self,
+        tracker: &TaskTracker,
+        config: WebSocketConfig,
+        session: F,
+    ) -> Response
     where
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let Self { key, on_upgrade } = self;
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let socket = WebSocketStream::from_raw_socket(

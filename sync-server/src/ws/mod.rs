@@ -89,6 +89,11 @@ impl Sessions {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The server's task tracker: upgrades and sessions run on it.
+    pub(crate) fn tracker(&self) -> &TaskTracker {
+        &self.deps.tracker
+    }
+
     /// The limits connections are held to.
     pub(crate) fn limits(&self) -> &Limits {
         &self.deps.limits

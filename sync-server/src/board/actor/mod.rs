@@ -139,9 +139,9 @@ struct FullState {
 }
 
 impl FullState {
-    /// Counts the doc's changes from now on; `frame`, if any, is the doc's whole state now
-    /// (the one the load encoded to measure the board: the first joiner takes it).
-    fn new(doc: &Doc, loaded: Option<LoadedState>) -> Self {
+    /// Counts the doc's changes from now on, starting from `loaded`: the doc's whole state as
+    /// the load encoded it to measure the board (the first joiner takes it).
+    fn new(doc: &Doc, loaded: LoadedState) -> Self {
         let changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = changes.clone();
         let observed = doc
@@ -154,7 +154,7 @@ impl FullState {
         Self {
             changes,
             observed,
-            frame: loaded.map(|l| (0, l.frame, l.update_len)),
+            frame: Some((0, loaded.frame, loaded.update_len)),
         }
     }
 
@@ -234,7 +234,7 @@ pub(super) async fn run(
     };
     let mut actor = BoardActor {
         size: Size::new(full_state.update_len as u64, config.max_board_bytes),
-        full_state: FullState::new(&doc, Some(full_state)),
+        full_state: FullState::new(&doc, full_state),
         presence: Presence::new(doc.clone()),
         pipeline: Pipeline::new(limits, stats.last_seq),
         replies: VecDeque::new(),
